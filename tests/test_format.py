@@ -1,0 +1,197 @@
+"""The pure format rules: code table vs spec, manifest model and schema, path rules."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tiled_archive import codes
+from tiled_archive.format import (
+    FORMAT_VERSION,
+    ArchiveError,
+    FileEntry,
+    Manifest,
+    check_path,
+    manifest_schema,
+    parse_manifest,
+    path_problems,
+)
+
+SPEC = Path(__file__).parent.parent / "spec" / "FORMAT.md"
+
+
+def spec_text() -> str:
+    return SPEC.read_text(encoding="utf-8")
+
+
+def test_spec_code_table_is_the_code_data():
+    assert codes.markdown_table() in spec_text()
+
+
+def test_every_code_in_spec_prose_exists_and_every_rule_code_is_cited():
+    text = spec_text()
+    table_start = text.index("## 11. Codes")
+    cited = set(re.findall(r"TA-[EW]\d{3}", text[:table_start]))
+    assert cited <= set(codes.CODES), cited - set(codes.CODES)
+    format_rules = {c for c in codes.CODES if not c.startswith("TA-E9")}
+    assert format_rules <= cited, f"codes never cited by a rule: {format_rules - cited}"
+
+
+def test_every_must_and_should_sentence_names_a_code():
+    text = spec_text()[: spec_text().index("## 11. Codes")]
+    # Bullet items and paragraphs are the rule units of the spec.
+    units = re.split(r"\n(?=- |\n)", text)
+    for unit in units:
+        if re.search(r"\b(MUST|SHOULD)\b", unit) and "RFC 2119" not in unit:
+            # Rules on software (writers, readers) bind programs, not archives: no code.
+            on_software = re.search(r"\b([Ww]riters?|[Rr]eaders?) (SHOULD|MUST)\b", unit)
+            assert re.search(r"TA-[EW]\d{3}", unit) or on_software, unit
+
+
+def test_json_examples_in_spec_validate():
+    import jsonschema
+
+    blocks = re.findall(r"```json\n(.*?)```", spec_text(), re.DOTALL)
+    assert blocks
+    for block in blocks:
+        jsonschema.Draft202012Validator(manifest_schema()).validate(json.loads(block))
+        Manifest.loads(block.encode())
+
+
+def test_schema_is_a_valid_2020_12_schema():
+    import jsonschema
+
+    jsonschema.Draft202012Validator.check_schema(manifest_schema())
+    spec_copy = json.loads((SPEC.parent / "manifest.schema.json").read_text())
+    assert spec_copy == manifest_schema()
+
+
+# -- Manifest model ----------------------------------------------------------------------------
+
+segment = st.text(
+    alphabet=st.characters(
+        blacklist_categories=("Cs", "Cc"), blacklist_characters="/\\?#%"
+    ),
+    min_size=1,
+    max_size=20,
+).filter(lambda s: s not in (".", "..") and len(s.encode()) <= 255)
+archive_path = st.lists(segment, min_size=1, max_size=4).map(lambda s: "data/" + "/".join(s))
+digest = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
+entries = st.builds(FileEntry, path=archive_path, size=st.integers(0, 2**50), sha256=digest)
+
+
+@given(
+    files=st.lists(entries, unique_by=lambda e: e.path, max_size=20),
+    catalog_size=st.integers(0, 2**40),
+    catalog_sha=digest,
+    producer_version=st.text(max_size=10),
+)
+def test_manifest_round_trips(files, catalog_size, catalog_sha, producer_version):
+    manifest = Manifest(
+        catalog=FileEntry("catalog.db", catalog_size, catalog_sha),
+        files=tuple(sorted(files, key=lambda f: f.path)),
+        created="2026-11-24T09:00:00Z",
+        tiled_schema_revision="917dbbcfc4b1",
+        producer={"name": "x", "version": producer_version},
+    )
+    raw = manifest.dumps()
+    assert Manifest.loads(raw) == manifest
+    assert Manifest.loads(raw).dumps() == raw
+
+
+def good_document() -> dict:
+    return json.loads(
+        Manifest(
+            catalog=FileEntry("catalog.db", 1, "a" * 64),
+            files=(FileEntry("data/x.h5", 2, "b" * 64),),
+            created="2026-11-24T09:00:00Z",
+            tiled_schema_revision="917dbbcfc4b1",
+        ).dumps()
+    )
+
+
+def codes_of(raw: bytes) -> list[str]:
+    problems, _ = parse_manifest(raw)
+    return [p.code for p in problems]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d.pop("files"), "TA-E301"),
+        (lambda d: d.update(format="other"), "TA-E301"),
+        (lambda d: d.update(format_version="one"), "TA-E301"),
+        (lambda d: d.update(format_version="2.0"), "TA-E302"),
+        (lambda d: d.update(format_version="1.7"), "TA-W300"),
+        (lambda d: d["files"][0].update(sha256="XYZ"), "TA-E301"),
+        (lambda d: d["files"][0].update(size=-1), "TA-E301"),
+        (lambda d: d["files"][0].update(path="catalog.db"), "TA-E303"),
+        (lambda d: d["files"][0].update(path="data/../../etc/passwd"), "TA-E201"),
+        (lambda d: d["files"][0].update(path="data/a#b"), "TA-E200"),
+        (lambda d: d["files"].append(dict(d["files"][0])), "TA-E304"),
+        (lambda d: d["catalog"].update(path="other.db"), "TA-E301"),
+        (lambda d: d.update(created="yesterday"), "TA-E301"),
+    ],
+)
+def test_bad_manifests_give_their_code(mutate, expected):
+    document = good_document()
+    mutate(document)
+    found = codes_of(json.dumps(document).encode())
+    assert expected in found, found
+
+
+def test_not_json_and_not_utf8():
+    assert codes_of(b"{not json") == ["TA-E300"]
+    assert codes_of(b"\xff\xfe{}") == ["TA-E300"]
+
+
+def test_loads_raises_coded_error_naming_the_field():
+    document = good_document()
+    del document["catalog"]
+    with pytest.raises(ArchiveError) as err:
+        Manifest.loads(json.dumps(document).encode())
+    assert err.value.code == "TA-E301"
+    assert "catalog" in str(err.value)
+
+
+def test_unknown_fields_survive_a_round_trip():
+    document = good_document()
+    document["future_field"] = {"x": 1}
+    manifest = Manifest.loads(json.dumps(document).encode())
+    assert json.loads(manifest.dumps())["future_field"] == {"x": 1}
+    assert manifest.format_version == FORMAT_VERSION
+
+
+# -- Paths -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("data/a\x00b", "TA-E200"),
+        ("data/a\nb", "TA-E200"),
+        ("data/a\\b", "TA-E200"),
+        ("data/a?b", "TA-E200"),
+        ("data/50%.h5", "TA-E200"),
+        ("data/\udcff.h5", "TA-E200"),
+        ("/data/a", "TA-E201"),
+        ("C:/data/a", "TA-E201"),
+        ("data//a", "TA-E201"),
+        ("data/./a", "TA-E201"),
+        ("data/../a", "TA-E201"),
+        ("data/" + "x" * 256, "TA-E202"),
+        ("data/e\u0301.h5", "TA-W200"),
+    ],
+)
+def test_path_rules(path, code):
+    assert code in [p.code for p in path_problems(path)]
+
+
+@given(archive_path)
+def test_generated_paths_are_valid(path):
+    assert check_path(path) == path

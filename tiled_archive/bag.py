@@ -1,0 +1,94 @@
+"""BagIt 1.0 (RFC 8493) tag files of an archive, rendered from and checked against the manifest.
+
+The manifest (``tiled-archive.json``) is the source of truth; the BagIt files are a projection of
+it, so `bagit.py --validate` and ``sha256sum -c manifest-sha256.txt`` work without our code.
+Pure functions: bytes in, bytes or problems out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from .format import (
+    BAG_INFO_NAME,
+    BAGIT_NAME,
+    PAYLOAD_MANIFEST_NAME,
+    Manifest,
+    Problem,
+)
+
+BAGIT_TXT = b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
+_LINE = re.compile(r"^([0-9a-f]{64}) [ *]?(.+)$")
+
+
+def bag_info(manifest: Manifest) -> bytes:
+    """``bag-info.txt``: producer, bagging date and the payload's octet count (Payload-Oxum)."""
+    producer = " ".join(v for v in (manifest.producer["name"], manifest.producer.get("version")) if v)
+    return (
+        f"Bag-Software-Agent: {producer}\n"
+        f"Bagging-Date: {manifest.created[:10]}\n"
+        f"Payload-Oxum: {manifest.payload_oxum}\n"
+    ).encode()
+
+
+def digest_lines(digests: Mapping[str, str]) -> bytes:
+    """A BagIt manifest (also ``sha256sum`` format): ``<sha256>  <path>`` lines sorted by path.
+
+    Paths never hold ``%``, CR or LF (format path rules), so no percent-encoding is needed.
+    """
+    return "".join(f"{digests[p]}  {p}\n" for p in sorted(digests)).encode("utf-8")
+
+
+def payload_manifest(manifest: Manifest) -> bytes:
+    return digest_lines({f.path: f.sha256 for f in manifest.files})
+
+
+def parse_digest_lines(raw: bytes, name: str, code: str) -> tuple[dict[str, str], list[Problem]]:
+    """Parse a BagIt manifest; malformed lines become problems with ``code``."""
+    digests: dict[str, str] = {}
+    problems = []
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return {}, [Problem(code, name, "not UTF-8")]
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = _LINE.match(line)
+        if not match:
+            problems.append(Problem(code, name, f"line {number} is not '<sha256>  <path>'"))
+            continue
+        digest, path = match.groups()
+        if path in digests:
+            problems.append(Problem(code, name, f"line {number} repeats {path!r}"))
+        digests[path] = digest
+    return digests, problems
+
+
+def check_bag_info(raw: bytes, manifest: Manifest) -> list[Problem]:
+    """TA-E403 unless ``Payload-Oxum`` is present and matches the manifest."""
+    match = re.search(rb"^Payload-Oxum:\s*(\d+\.\d+)\s*$", raw, re.MULTILINE)
+    if not match:
+        return [Problem("TA-E403", BAG_INFO_NAME, "no Payload-Oxum line")]
+    if match.group(1).decode() != manifest.payload_oxum:
+        return [Problem("TA-E403", BAG_INFO_NAME, f"Payload-Oxum {match.group(1).decode()} but "
+                        f"data/ holds {manifest.payload_oxum}")]
+    return []
+
+
+def check_bagit_txt(raw: bytes) -> list[Problem]:
+    if raw.replace(b"\r\n", b"\n") != BAGIT_TXT:
+        return [Problem("TA-E400", BAGIT_NAME, "not the BagIt 1.0 / UTF-8 declaration")]
+    return []
+
+
+def check_payload_manifest(raw: bytes, manifest: Manifest) -> list[Problem]:
+    """TA-E401 for every disagreement between manifest-sha256.txt and tiled-archive.json."""
+    digests, problems = parse_digest_lines(raw, PAYLOAD_MANIFEST_NAME, "TA-E401")
+    expected = {f.path: f.sha256 for f in manifest.files}
+    for path in sorted(expected.keys() | digests.keys()):
+        if digests.get(path) != expected.get(path):
+            problems.append(Problem("TA-E401", path, f"{PAYLOAD_MANIFEST_NAME} says "
+                                    f"{digests.get(path)}, tiled-archive.json says "
+                                    f"{expected.get(path)}"))
+    return problems
+

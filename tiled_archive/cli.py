@@ -1,0 +1,103 @@
+"""The ``tiled-archive`` command: thin wrappers that parse arguments, call one function, print."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from .format import ArchiveError
+
+app = typer.Typer(
+    help="Write, check and serve tiled-archive archives (offline Tiled data).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., object])
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Force = Annotated[
+    bool, typer.Option("--force", help="Replace DEST if it is an existing tiled-archive.")
+]
+
+
+def reports_errors(command: F) -> F:
+    """Turn an ArchiveError into its coded message and exit status 1, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            return command(*args, **kwargs)
+        except ArchiveError as err:
+            err_console.print(f"[bold red]error[/] {err}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@reports_errors
+def create(
+    dest: Annotated[Path, typer.Argument(help="Archive to write: *.zip, or a new directory.")],
+    sources: Annotated[list[Path], typer.Argument(help="Files and folders to archive.")],
+    reproducible: Annotated[
+        bool,
+        typer.Option(help="Fixed timestamps (SOURCE_DATE_EPOCH, else 1980-01-01): "
+                     "identical input gives identical bytes."),
+    ] = False,
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """Build an archive from files, registered with Tiled's own machinery."""
+    from .writer import create as create_archive
+
+    create_archive(dest, sources, reproducible=reproducible, force=force, quiet=quiet)
+    err_console.print(f"wrote {dest}", highlight=False)
+
+
+@app.command()
+@reports_errors
+def pack(
+    source: Annotated[Path, typer.Argument(help="A directory archive.")],
+    dest: Annotated[Path, typer.Argument(help="The ZIP to write.")],
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """Pack a directory archive into a random-access ZIP (streamed, no temporary copy)."""
+    from .writer import convert
+
+    if dest.suffix.lower() != ".zip":
+        raise ArchiveError("TA-E904", str(dest), "pack writes a ZIP: name it *.zip")
+    convert(source, dest, force=force, quiet=quiet)
+    err_console.print(f"wrote {dest}", highlight=False)
+
+
+@app.command()
+@reports_errors
+def extract(
+    source: Annotated[Path, typer.Argument(help="A ZIP archive.")],
+    dest: Annotated[Path, typer.Argument(help="The directory to create (absent or empty).")],
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """Extract a ZIP archive into a directory archive that stock `tiled serve catalog` serves."""
+    from .writer import convert
+
+    if dest.suffix.lower() == ".zip":
+        raise ArchiveError("TA-E904", str(dest), "extract writes a directory: drop the .zip")
+    convert(source, dest, force=force, quiet=quiet)
+    data = dest / "data"
+    err_console.print(
+        f"wrote {dest}\nserve it with: tiled serve catalog {dest / 'catalog.db'} -r {data} "
+        "--public",
+        highlight=False,
+    )
+
+
+def main() -> None:
+    app()

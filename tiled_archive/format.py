@@ -1,0 +1,259 @@
+"""Pure rules of the tiled-archive format, version 1.0: names, path rules, the manifest model.
+
+Nothing here touches an archive; every other module asks this one what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+from .codes import CODES, Severity
+
+FORMAT_NAME = "tiled-archive"
+FORMAT_VERSION = "1.0"
+MIMETYPE = "application/x-tiled-archive"
+
+# Top-level names, in the order the reference writer puts them in a ZIP.
+MIMETYPE_NAME = "mimetype"
+MANIFEST_NAME = "tiled-archive.json"
+BAGIT_NAME = "bagit.txt"
+BAG_INFO_NAME = "bag-info.txt"
+PAYLOAD_MANIFEST_NAME = "manifest-sha256.txt"
+TAG_MANIFEST_NAME = "tagmanifest-sha256.txt"
+CATALOG_NAME = "catalog.db"
+DATA_DIR = "data"
+TAG_FILES = (MIMETYPE_NAME, MANIFEST_NAME, BAGIT_NAME, BAG_INFO_NAME, PAYLOAD_MANIFEST_NAME)
+REQUIRED_FILES = (*TAG_FILES, TAG_MANIFEST_NAME, CATALOG_NAME)
+
+# Member data of STORED ZIP members starts on this boundary so it can be memory-mapped.
+ALIGNMENT = 4096
+# Tiled catalog schema revisions (alembic) that format 1.0 allows in catalog.db.
+TILED_SCHEMA_REVISIONS = ("917dbbcfc4b1",)
+MAX_SEGMENT_BYTES = 255
+
+# Characters a path may not hold: control characters; `?` and `#`, which Tiled's unescaped
+# `file://` URIs cannot carry; `%` and `\`, which BagIt and `sha256sum` lines would escape.
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\?#%]")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding: a code from the table, the member or path at fault, a specific message."""
+
+    code: str
+    path: str | None
+    message: str
+
+    @property
+    def severity(self) -> Severity:
+        return CODES[self.code].severity
+
+    def __str__(self) -> str:
+        where = f" {self.path}:" if self.path else ""
+        return f"{self.code}{where} {self.message} ({CODES[self.code].hint})"
+
+
+class ArchiveError(Exception):
+    """An archive (or a request about one) breaks a rule of the format."""
+
+    def __init__(self, code: str, path: str | None, message: str):
+        self.problem = Problem(code, path, message)
+        super().__init__(str(self.problem))
+
+    @property
+    def code(self) -> str:
+        return self.problem.code
+
+
+# -- Paths ----------------------------------------------------------------------------------
+
+
+def path_problems(path: str) -> list[Problem]:
+    """Check one archive path (``/``-separated, relative to the archive root) against the rules."""
+    problems = []
+    if _FORBIDDEN.search(path) or _has_surrogates(path):
+        problems.append(Problem("TA-E200", path, "forbidden character or undecodable byte"))
+    segments = path.split("/")
+    if path.startswith("/") or re.match(r"^[A-Za-z]:", path) or any(
+        s in ("", ".", "..") for s in segments
+    ):
+        problems.append(Problem("TA-E201", path, "absolute path or empty, '.' or '..' segment"))
+    if any(len(s.encode("utf-8", "surrogateescape")) > MAX_SEGMENT_BYTES for s in segments):
+        problems.append(Problem("TA-E202", path, f"segment longer than {MAX_SEGMENT_BYTES} bytes"))
+    if not problems and unicodedata.normalize("NFC", path) != path:
+        problems.append(Problem("TA-W200", path, "not in Unicode NFC"))
+    return problems
+
+
+def _has_surrogates(text: str) -> bool:
+    # Undecodable bytes arrive as lone surrogates (os.fsdecode, surrogateescape).
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def check_path(path: str) -> str:
+    """Return ``path`` if it is a valid archive path, else raise the first error found."""
+    for problem in path_problems(path):
+        if problem.severity is Severity.ERROR:
+            raise ArchiveError(problem.code, problem.path, problem.message)
+    return path
+
+
+def case_collisions(paths: Iterable[str]) -> Iterator[Problem]:
+    """Paths that collide on a case-insensitive filesystem (TA-W201)."""
+    seen: dict[str, str] = {}
+    for path in paths:
+        folded = path.casefold()
+        if folded in seen and seen[folded] != path:
+            yield Problem("TA-W201", path, f"differs from {seen[folded]!r} only by case")
+        seen.setdefault(folded, path)
+
+
+def is_payload_path(path: str) -> bool:
+    return path.startswith(DATA_DIR + "/")
+
+
+# -- Asset URIs in catalog.db ---------------------------------------------------------------
+
+
+def member_from_data_uri(data_uri: str) -> str:
+    """The archive path a canonical (relative) ``data_uri`` names, or raise TA-E503.
+
+    In an archive, ``assets.data_uri`` is the archive path itself (``data/...``), unescaped like
+    Tiled's own ``file://`` URIs. Relocated directory archives are handled by the catalog layer.
+    """
+    if not is_payload_path(data_uri) or any(p.severity is Severity.ERROR
+                                             for p in path_problems(data_uri)):
+        raise ArchiveError("TA-E503", data_uri, "asset data_uri is not a path inside data/")
+    return data_uri
+
+
+# -- The manifest ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of the archive: its path, size in bytes and SHA-256 (lowercase hex)."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The content of ``tiled-archive.json``."""
+
+    catalog: FileEntry
+    files: tuple[FileEntry, ...]
+    created: str
+    tiled_schema_revision: str
+    producer: dict[str, str] = field(default_factory=lambda: {"name": FORMAT_NAME})
+    format_version: str = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def payload_oxum(self) -> str:
+        """BagIt's ``octets.count`` of the payload."""
+        return f"{sum(f.size for f in self.files)}.{len(self.files)}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "format": FORMAT_NAME,
+            "format_version": self.format_version,
+            "producer": dict(self.producer),
+            "created": self.created,
+            "tiled_schema_revision": self.tiled_schema_revision,
+            "catalog": _entry_json(self.catalog),
+            "files": [_entry_json(f) for f in sorted(self.files, key=lambda f: f.path)],
+        }
+
+    def dumps(self) -> bytes:
+        """Canonical bytes: sorted keys, two-space indent, UTF-8, final newline."""
+        text = json.dumps(self.to_json(), indent=2, sort_keys=True, ensure_ascii=False)
+        return (text + "\n").encode("utf-8")
+
+    @classmethod
+    def loads(cls, raw: bytes) -> Manifest:
+        """Parse and check manifest bytes; raise ArchiveError with the first rule broken."""
+        problems, manifest = parse_manifest(raw)
+        errors = [p for p in problems if p.severity is Severity.ERROR]
+        if errors:
+            raise ArchiveError(errors[0].code, errors[0].path, errors[0].message)
+        assert manifest is not None
+        return manifest
+
+
+def _entry_json(entry: FileEntry) -> dict[str, Any]:
+    return {"path": entry.path, "size": entry.size, "sha256": entry.sha256}
+
+
+@cache
+def manifest_schema() -> dict[str, Any]:
+    """The JSON Schema of ``tiled-archive.json`` (shipped with the package)."""
+    return json.loads(resources.files(__package__).joinpath("manifest.schema.json").read_text())
+
+
+def version_problem(version: str) -> Problem | None:
+    """What a 1.0 reader says of an archive of ``version`` (TA-E302 or TA-W300, else None)."""
+    major, minor = (int(part) for part in version.split("."))
+    ours_major, ours_minor = (int(part) for part in FORMAT_VERSION.split("."))
+    if major != ours_major:
+        return Problem("TA-E302", MANIFEST_NAME, f"format version {version}, reader supports "
+                       f"{ours_major}.x")
+    if minor > ours_minor:
+        return Problem("TA-W300", MANIFEST_NAME, f"format version {version} is newer than "
+                       f"{FORMAT_VERSION}")
+    return None
+
+
+def parse_manifest(raw: bytes) -> tuple[list[Problem], Manifest | None]:
+    """All problems of manifest bytes, and the model when it could be built."""
+    try:
+        document = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return [Problem("TA-E300", MANIFEST_NAME, f"not UTF-8 JSON: {err}")], None
+    validator = jsonschema.Draft202012Validator(manifest_schema())
+    schema_errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
+    if schema_errors:
+        return [
+            Problem("TA-E301", MANIFEST_NAME,
+                    f"at /{'/'.join(map(str, e.absolute_path))}: {e.message}")
+            for e in schema_errors
+        ], None
+    problems = []
+    version = version_problem(document["format_version"])
+    if version:
+        problems.append(version)
+        if version.severity is Severity.ERROR:
+            return problems, None
+    files = tuple(FileEntry(**entry) for entry in document["files"])
+    seen: set[str] = set()
+    for entry in files:
+        if entry.path in seen:
+            problems.append(Problem("TA-E304", entry.path, "listed twice in the manifest"))
+        seen.add(entry.path)
+        if not is_payload_path(entry.path):
+            problems.append(Problem("TA-E303", entry.path, "manifest path is not below data/"))
+        problems.extend(path_problems(entry.path))
+    known = {"format", "format_version", "producer", "created", "tiled_schema_revision",
+             "catalog", "files"}
+    manifest = Manifest(
+        catalog=FileEntry(**document["catalog"]),
+        files=files,
+        created=document["created"],
+        tiled_schema_revision=document["tiled_schema_revision"],
+        producer=document["producer"],
+        format_version=document["format_version"],
+        extra={k: v for k, v in document.items() if k not in known},
+    )
+    return problems, manifest

@@ -1,0 +1,165 @@
+"""Open an archive (directory or ZIP) read-only: its manifest, catalog and members.
+
+Nothing here writes to the archive. SQLite cannot open a database inside a ZIP, so a ZIP's
+``catalog.db`` is copied once, verified against the manifest's SHA-256, into a cache keyed by that
+digest; data members are never copied, only read by position.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import BinaryIO
+
+from .format import (
+    CATALOG_NAME,
+    DATA_DIR,
+    MANIFEST_NAME,
+    MIMETYPE,
+    MIMETYPE_NAME,
+    REQUIRED_FILES,
+    ArchiveError,
+    Manifest,
+    Problem,
+    version_problem,
+)
+from .sources import ByteSource, Member, Span, open_source
+from .sources.directory import DirectorySource
+
+CHUNK = 1 << 20
+
+
+class ArchiveWarning(UserWarning):
+    """A SHOULD of the format is not met; the archive is still read."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+        super().__init__(str(problem))
+
+
+def cache_dir() -> Path:
+    """Where verified copies of ZIP catalogs are kept (``TILED_ARCHIVE_CACHE`` overrides)."""
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("TILED_ARCHIVE_CACHE") or user_cache_dir("tiled-archive"))
+
+
+class Archive:
+    """An open archive. Use :func:`open_archive`; close it (or use ``with``) when done."""
+
+    def __init__(self, source: ByteSource):
+        self.source = source
+        errors = [p for p in source.problems if p.severity == "error"]
+        if errors:
+            source.close()
+            raise ArchiveError(
+                errors[0].code,
+                errors[0].path,
+                errors[0].message + (f" (and {len(errors) - 1} more problems; run "
+                                     "`tiled-archive validate`)" if len(errors) > 1 else ""),
+            )
+        for problem in source.problems:
+            warnings.warn(ArchiveWarning(problem), stacklevel=3)
+        members = source.members()
+        missing = [name for name in REQUIRED_FILES if name not in members]
+        if missing:
+            raise ArchiveError("TA-E002" if MIMETYPE_NAME not in missing else "TA-E001",
+                               missing[0], "required file missing")
+        if source.read(MIMETYPE_NAME) != MIMETYPE.encode():
+            raise ArchiveError("TA-E003", MIMETYPE_NAME, "wrong format marker")
+        self.manifest = Manifest.loads(source.read(MANIFEST_NAME))
+        newer = version_problem(self.manifest.format_version)
+        if newer:
+            warnings.warn(ArchiveWarning(newer), stacklevel=3)
+        self._catalog: Path | None = None
+
+    @property
+    def location(self) -> Path:
+        return self.source.location
+
+    @property
+    def is_directory(self) -> bool:
+        return isinstance(self.source, DirectorySource)
+
+    def members(self) -> Mapping[str, Member]:
+        """Every regular file of the archive, by archive path."""
+        return self.source.members()
+
+    def payload(self) -> list[str]:
+        """Paths of the payload files, as the manifest lists them."""
+        return [entry.path for entry in self.manifest.files]
+
+    def open(self, path: str) -> BinaryIO:
+        """A seekable read-only file over one member (positional reads, no extraction)."""
+        return self.source.open(self._member(path))
+
+    def read(self, path: str) -> bytes:
+        return self.source.read(self._member(path))
+
+    def span(self, path: str) -> Span | None:
+        """Where the member's bytes lie in a local file, for ``numpy.memmap`` (None: compressed)."""
+        return self.source.span(self._member(path))
+
+    def _member(self, path: str) -> str:
+        if path not in self.source.members():
+            raise ArchiveError("TA-E305", path, f"no such member in {self.location}")
+        return path
+
+    def catalog_path(self) -> Path:
+        """A local path of ``catalog.db``, verified against the manifest. Open it read-only.
+
+        A directory archive's own file; for a ZIP, a verified copy in :func:`cache_dir`.
+        """
+        if self._catalog is None:
+            expected = self.manifest.catalog
+            if self.is_directory:
+                path = self.location / CATALOG_NAME
+                _verify(self.source.open(CATALOG_NAME), expected.sha256, None)
+            else:
+                path = cache_dir() / "catalogs" / f"{expected.sha256}.db"
+                if not path.is_file() or path.stat().st_size != expected.size:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as sink:
+                        _verify(self.source.open(CATALOG_NAME), expected.sha256, sink)
+                    os.chmod(sink.name, 0o444)
+                    os.replace(sink.name, path)
+            self._catalog = path
+        return self._catalog
+
+    def close(self) -> None:
+        self.source.close()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Archive {self.location} format {self.manifest.format_version}>"
+
+
+def _verify(source: BinaryIO, sha256: str, sink: BinaryIO | None) -> None:
+    digest = hashlib.sha256()
+    with source:
+        while chunk := source.read(CHUNK):
+            digest.update(chunk)
+            if sink is not None:
+                sink.write(chunk)
+    if digest.hexdigest() != sha256:
+        if sink is not None:
+            sink.close()
+            os.unlink(sink.name)
+        raise ArchiveError("TA-E309", CATALOG_NAME, "SHA-256 differs from the manifest")
+
+
+def open_archive(path: str | Path) -> Archive:
+    """Open a directory or ZIP archive read-only (raises ArchiveError with the rule broken)."""
+    return Archive(open_source(path))
+
+
+__all__ = ["Archive", "ArchiveWarning", "open_archive", "cache_dir", "DATA_DIR"]

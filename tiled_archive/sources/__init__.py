@@ -1,0 +1,119 @@
+"""Byte sources: where an archive's bytes come from, behind one small interface.
+
+A source answers four questions and nothing else: which members there are, how big each is,
+the bytes ``[offset, offset + size)`` of a member, and (when the member's bytes lie contiguous and
+uncompressed in one local file) its span for memory-mapping. Directory and ZIP sources live in
+their own modules; a remote ZIP read by HTTP range requests would be one more module here.
+"""
+
+from __future__ import annotations
+
+import io
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from ..format import Problem
+
+
+@dataclass(frozen=True)
+class Member:
+    """A regular file of the archive, by its archive path (``/``-separated, no leading slash)."""
+
+    path: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where a member's bytes lie, uncompressed and contiguous, in a local file."""
+
+    file: Path
+    offset: int
+    length: int
+
+
+class ByteSource(ABC):
+    """Read-only access to the members of one archive."""
+
+    #: Where the archive is (for messages).
+    location: Path
+    #: Structural problems found while opening (e.g. ZIP header disagreements, symlinks).
+    problems: list[Problem]
+
+    @abstractmethod
+    def members(self) -> Mapping[str, Member]:
+        """Every regular file of the archive, keyed by archive path."""
+
+    @abstractmethod
+    def read(self, path: str, offset: int = 0, size: int | None = None) -> bytes:
+        """Bytes ``[offset, offset + size)`` of a member (to its end when ``size`` is None)."""
+
+    def open(self, path: str) -> BinaryIO:
+        """A seekable, read-only binary file over one member, reading by position on demand."""
+        return io.BufferedReader(MemberRawIO(self, self.members()[path]), buffer_size=64 * 1024)
+
+    @abstractmethod
+    def span(self, path: str) -> Span | None:
+        """The member's span in a local file, or None when it is compressed."""
+
+    def close(self) -> None:  # noqa: B027 -- sources without open handles need nothing here
+        """Release open handles."""
+
+    def __enter__(self) -> ByteSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class MemberRawIO(io.RawIOBase):
+    """A raw, seekable file over a member that reads through ``ByteSource.read``."""
+
+    def __init__(self, source: ByteSource, member: Member):
+        self._source = source
+        self._member = member
+        self._position = 0
+        self.name = member.path
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._member.size}
+        position = base[whence] + offset
+        if position < 0:
+            raise ValueError(f"negative seek position {position}")
+        self._position = position
+        return position
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        size = min(len(buffer), max(0, self._member.size - self._position))
+        if size == 0:
+            return 0
+        data = self._source.read(self._member.path, self._position, size)
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+
+def open_source(path: str | Path) -> ByteSource:
+    """Open a directory or ZIP archive as a byte source (TA-E001 for anything else)."""
+    from ..format import ArchiveError
+    from .directory import DirectorySource
+    from .zip import ZipSource
+
+    path = Path(path)
+    if path.is_dir():
+        return DirectorySource(path)
+    if path.is_file():
+        return ZipSource(path)
+    raise ArchiveError("TA-E001", str(path), "no such directory or ZIP file")
