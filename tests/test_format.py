@@ -74,9 +74,7 @@ def test_schema_is_a_valid_2020_12_schema():
 # -- Manifest model ----------------------------------------------------------------------------
 
 segment = st.text(
-    alphabet=st.characters(
-        blacklist_categories=("Cs", "Cc"), blacklist_characters="/\\?#%"
-    ),
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/\\?#%"),
     min_size=1,
     max_size=20,
 ).filter(lambda s: s not in (".", "..") and len(s.encode()) <= 255)

@@ -24,7 +24,9 @@ _LINE = re.compile(r"^([0-9a-f]{64}) [ *]?(.+)$")
 
 def bag_info(manifest: Manifest) -> bytes:
     """``bag-info.txt``: producer, bagging date and the payload's octet count (Payload-Oxum)."""
-    producer = " ".join(v for v in (manifest.producer["name"], manifest.producer.get("version")) if v)
+    producer = " ".join(
+        v for v in (manifest.producer["name"], manifest.producer.get("version")) if v
+    )
     return (
         f"Bag-Software-Agent: {producer}\n"
         f"Bagging-Date: {manifest.created[:10]}\n"
@@ -70,8 +72,13 @@ def check_bag_info(raw: bytes, manifest: Manifest) -> list[Problem]:
     if not match:
         return [Problem("TA-E403", BAG_INFO_NAME, "no Payload-Oxum line")]
     if match.group(1).decode() != manifest.payload_oxum:
-        return [Problem("TA-E403", BAG_INFO_NAME, f"Payload-Oxum {match.group(1).decode()} but "
-                        f"data/ holds {manifest.payload_oxum}")]
+        return [
+            Problem(
+                "TA-E403",
+                BAG_INFO_NAME,
+                f"Payload-Oxum {match.group(1).decode()} but data/ holds {manifest.payload_oxum}",
+            )
+        ]
     return []
 
 
@@ -87,8 +94,13 @@ def check_payload_manifest(raw: bytes, manifest: Manifest) -> list[Problem]:
     expected = {f.path: f.sha256 for f in manifest.files}
     for path in sorted(expected.keys() | digests.keys()):
         if digests.get(path) != expected.get(path):
-            problems.append(Problem("TA-E401", path, f"{PAYLOAD_MANIFEST_NAME} says "
-                                    f"{digests.get(path)}, tiled-archive.json says "
-                                    f"{expected.get(path)}"))
+            problems.append(
+                Problem(
+                    "TA-E401",
+                    path,
+                    f"{PAYLOAD_MANIFEST_NAME} says "
+                    f"{digests.get(path)}, tiled-archive.json says "
+                    f"{expected.get(path)}",
+                )
+            )
     return problems
-

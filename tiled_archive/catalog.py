@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ REQUIRED_TABLES = (
     "revisions",
     "metadata_fts5",
 )
+_SCHEMA_COOKIE = 1
 _TIMESTAMPED = (orm.Node, orm.DataSource, orm.Asset, orm.Revision, orm.AccessTag)
 
 
@@ -105,6 +107,25 @@ class _RegistrationLog(logging.Handler):
             self.report.skipped.append(message.split("SKIPPED:", 1)[1].strip())
 
 
+def init_catalog(db: Path, readable: list[str]):
+    """Create ``db`` with Tiled's own catalog init; return Tiled's catalog adapter over it.
+
+    Tiled runs the init in a subprocess, whose schema creation order follows Python's string
+    hashing; a fixed hash seed makes the order (so the file) the same on every run.
+    """
+    from tiled.catalog import from_uri
+
+    previous = os.environ.get("PYTHONHASHSEED")
+    os.environ["PYTHONHASHSEED"] = "0"
+    try:
+        return from_uri(sqlite_url(db), init_if_not_exists=True, readable_storage=readable)
+    finally:
+        if previous is None:
+            del os.environ["PYTHONHASHSEED"]
+        else:
+            os.environ["PYTHONHASHSEED"] = previous
+
+
 async def sorted_walker(node, path, files, directories, settings):  # noqa: ARG001
     """A registration walker that only sorts: node ids then follow names, not disk order."""
     return sorted(files), sorted(directories)
@@ -116,7 +137,6 @@ def build_catalog(db: Path, sources: Mapping[str, Path]) -> RegistrationReport:
     ``sources`` maps a top-level name to a file or folder; a folder that Tiled reads as one item
     (e.g. a Zarr store) becomes one node, any other folder a container of its contents.
     """
-    from tiled.catalog import from_uri
     from tiled.client import Context, from_context
     from tiled.client.register import (
         Settings,
@@ -126,7 +146,7 @@ def build_catalog(db: Path, sources: Mapping[str, Path]) -> RegistrationReport:
     from tiled.server.app import build_app
 
     readable = sorted({str(path.resolve().parent) for path in sources.values()})
-    adapter = from_uri(sqlite_url(db), init_if_not_exists=True, readable_storage=readable)
+    adapter = init_catalog(db, readable)
     settings = Settings.init()
     handler = _RegistrationLog()
     logger = logging.getLogger("tiled.client.register")
@@ -173,41 +193,70 @@ def finalize(
 
     Each asset's ``data_uri`` becomes the archive path ``member_for_uri`` gives; file assets get
     ``size``, ``hash_type='sha256'`` and ``hash_content`` from ``entries``. With ``timestamp``
-    every row's creation/update time is set to it (reproducible archives). Ends with VACUUM in
-    rollback-journal mode so the file holds no stale pages and needs no side files.
+    every row's creation/update time is set to it (reproducible archives). Ends compacted.
     """
     table = orm.Asset.__table__
     rows = read_assets(db)
-    with _engine(db) as engine:
-        with engine.begin() as conn:
-            for row in rows:
-                member = member_for_uri(row)
-                values: dict[str, object] = {"data_uri": member}
-                if not row.is_directory:
-                    entry = entries[member]
-                    values.update(size=entry.size, hash_type="sha256", hash_content=entry.sha256)
-                conn.execute(update(table).where(table.c.id == row.id).values(**values))
-            if timestamp is not None:
-                stamp = timestamp.astimezone(timezone.utc).replace(tzinfo=None)
-                for model in _TIMESTAMPED:
-                    conn.execute(
-                        update(model.__table__).values(time_created=stamp, time_updated=stamp)
-                    )
-        with engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA journal_mode=DELETE")
-            conn.exec_driver_sql("VACUUM")
+    with _engine(db) as engine, engine.begin() as conn:
+        for row in rows:
+            member = member_for_uri(row)
+            # Keep time_updated: SQLAlchemy would set Tiled's onupdate=now() otherwise.
+            values: dict[str, object] = {
+                "data_uri": member,
+                "time_updated": table.c.time_updated,
+            }
+            if not row.is_directory:
+                entry = entries[member]
+                values.update(size=entry.size, hash_type="sha256", hash_content=entry.sha256)
+            conn.execute(update(table).where(table.c.id == row.id).values(**values))
+        if timestamp is not None:
+            stamp = timestamp.astimezone(timezone.utc).replace(tzinfo=None)
+            for model in _TIMESTAMPED:
+                conn.execute(update(model.__table__).values(time_created=stamp, time_updated=stamp))
+    _compact(db)
 
 
 def _rewrite_uris(db: Path, rewrite: Callable[[str], str]) -> None:
     table = orm.Asset.__table__
+    with _engine(db) as engine, engine.begin() as conn:
+        for row in conn.execute(select(table.c.id, table.c.data_uri)).all():
+            conn.execute(
+                update(table)
+                .where(table.c.id == row.id)
+                .values(data_uri=rewrite(row.data_uri), time_updated=table.c.time_updated)
+            )
+    _compact(db)
+
+
+def _compact(db: Path) -> None:
+    """Rewrite ``db`` as a fresh file (``VACUUM INTO``): no stale pages, no history.
+
+    A plain VACUUM keeps header counters that grow with every write, so equal content written
+    along different paths would differ; a fresh copy with a fixed schema cookie does not. The
+    copy is in rollback-journal mode, never WAL.
+    """
+    fresh = db.with_name(db.name + ".compact")
+    fresh.unlink(missing_ok=True)
     with _engine(db) as engine:
         with engine.begin() as conn:
-            for row in conn.execute(select(table.c.id, table.c.data_uri)).all():
-                conn.execute(
-                    update(table).where(table.c.id == row.id).values(data_uri=rewrite(row.data_uri))
-                )
+            # Tiled's schema creation orders indexes by object identity; recreate them by name.
+            # Only when needed: each schema change bumps the header's schema cookie.
+            indexes = conn.exec_driver_sql(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+                "ORDER BY rowid"
+            ).all()
+            if indexes != sorted(indexes):
+                for name, _ in indexes:
+                    conn.exec_driver_sql(f'DROP INDEX "{name}"')
+                for _, sql in sorted(indexes):
+                    conn.exec_driver_sql(sql)
         with engine.connect() as conn:
-            conn.exec_driver_sql("VACUUM")
+            conn.exec_driver_sql("VACUUM INTO ?", (str(fresh),))
+    with _engine(fresh) as engine, engine.begin() as conn:
+        # The schema cookie counts schema changes and copies over the file's history; nothing
+        # else has this fresh file open, so it can safely be set to a constant.
+        conn.exec_driver_sql(f"PRAGMA schema_version = {_SCHEMA_COOKIE}")
+    os.replace(fresh, db)
 
 
 def relocate(db: Path, root: Path) -> None:
@@ -235,3 +284,53 @@ def canonicalize(db: Path, root: Path) -> None:
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+# -- Copying part of an existing catalog -----------------------------------------------------
+
+
+def copy_catalog(source: Path, db: Path) -> None:
+    """A consistent copy of a live SQLite catalog (SQLite's backup API; WAL-safe)."""
+    import sqlite3
+
+    source_url = f"file:{source.absolute()}?mode=ro"
+    with (
+        contextlib.closing(sqlite3.connect(source_url, uri=True)) as src,
+        contextlib.closing(sqlite3.connect(db)) as dst,
+    ):
+        src.backup(dst)
+
+
+def prune(db: Path, node_path: list[str]) -> None:
+    """Keep only the node at ``node_path``, its descendants and its ancestors (in place).
+
+    Rows hanging off deleted nodes go with them (Tiled's foreign keys cascade; its triggers keep
+    the full-text index in step); assets and structures nobody references any more are dropped.
+    """
+    with _engine(db) as engine, engine.begin() as conn:
+        conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+        target = 0
+        for key in node_path:
+            found = conn.execute(
+                text("SELECT id FROM nodes WHERE parent = :parent AND key = :key"),
+                {"parent": target, "key": key},
+            ).scalar()
+            if found is None:
+                raise ArchiveError("TA-E900", "/".join(node_path), "no such node in the catalog")
+            target = found
+        conn.execute(
+            text(
+                "DELETE FROM nodes WHERE id NOT IN ("
+                " SELECT descendant FROM nodes_closure WHERE ancestor = :target"
+                " UNION SELECT ancestor FROM nodes_closure WHERE descendant = :target)"
+            ),
+            {"target": target},
+        )
+        conn.exec_driver_sql(
+            "DELETE FROM assets WHERE id NOT IN "
+            "(SELECT asset_id FROM data_source_asset_association)"
+        )
+        conn.exec_driver_sql(
+            "DELETE FROM structures WHERE id NOT IN "
+            "(SELECT structure_id FROM data_sources WHERE structure_id IS NOT NULL)"
+        )

@@ -44,19 +44,38 @@ def reports_errors(command: F) -> F:
 @reports_errors
 def create(
     dest: Annotated[Path, typer.Argument(help="Archive to write: *.zip, or a new directory.")],
-    sources: Annotated[list[Path], typer.Argument(help="Files and folders to archive.")],
+    sources: Annotated[
+        list[Path] | None, typer.Argument(help="Files and folders to archive.")
+    ] = None,
+    catalog: Annotated[
+        Path | None,
+        typer.Option(help="Archive from this Tiled SQLite catalog (and the files it names)."),
+    ] = None,
+    node: Annotated[
+        str | None, typer.Option(help="With --catalog: only this node (a/b) and its subtree.")
+    ] = None,
     reproducible: Annotated[
         bool,
-        typer.Option(help="Fixed timestamps (SOURCE_DATE_EPOCH, else 1980-01-01): "
-                     "identical input gives identical bytes."),
+        typer.Option(
+            help="Fixed timestamps (SOURCE_DATE_EPOCH, else 1980-01-01): "
+            "identical input gives identical bytes."
+        ),
     ] = False,
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
-    """Build an archive from files, registered with Tiled's own machinery."""
+    """Build an archive from files (registered with Tiled's own machinery) or a Tiled catalog."""
     from .writer import create as create_archive
+    from .writer import create_from_catalog
 
-    create_archive(dest, sources, reproducible=reproducible, force=force, quiet=quiet)
+    if catalog is not None and sources:
+        raise typer.BadParameter("give SOURCES or --catalog, not both")
+    if catalog is not None:
+        create_from_catalog(
+            dest, catalog, node=node, reproducible=reproducible, force=force, quiet=quiet
+        )
+    else:
+        create_archive(dest, sources or [], reproducible=reproducible, force=force, quiet=quiet)
     err_console.print(f"wrote {dest}", highlight=False)
 
 

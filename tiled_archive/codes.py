@@ -31,123 +31,278 @@ class Code:
 
 _TABLE = [
     # -- Recognition and layout ------------------------------------------------------------
-    Code("TA-E001", "Not a tiled-archive: neither a directory nor a ZIP file with the `mimetype` "
-         "marker.", "Pass the archive's directory or its .zip file."),
-    Code("TA-E002", "A required top-level file or folder is missing.",
-         "Re-create the archive; required: mimetype, tiled-archive.json, catalog.db, bagit.txt, "
-         "bag-info.txt, manifest-sha256.txt, tagmanifest-sha256.txt, data/."),
-    Code("TA-E003", "The `mimetype` file does not hold exactly `application/x-tiled-archive`.",
-         "Write the 27 ASCII bytes `application/x-tiled-archive`, no newline."),
-    Code("TA-W001", "Unknown top-level entry outside `data/`; readers ignore it.",
-         "Move it under data/ (and into the manifest) or remove it."),
+    Code(
+        "TA-E001",
+        "Not a tiled-archive: neither a directory nor a ZIP file with the `mimetype` marker.",
+        "Pass the archive's directory or its .zip file.",
+    ),
+    Code(
+        "TA-E002",
+        "A required top-level file or folder is missing.",
+        "Re-create the archive; required: mimetype, tiled-archive.json, catalog.db, bagit.txt, "
+        "bag-info.txt, manifest-sha256.txt, tagmanifest-sha256.txt, data/.",
+    ),
+    Code(
+        "TA-E003",
+        "The `mimetype` file does not hold exactly `application/x-tiled-archive`.",
+        "Write the 27 ASCII bytes `application/x-tiled-archive`, no newline.",
+    ),
+    Code(
+        "TA-W001",
+        "Unknown top-level entry outside `data/`; readers ignore it.",
+        "Move it under data/ (and into the manifest) or remove it.",
+    ),
     # -- ZIP packaging ---------------------------------------------------------------------
-    Code("TA-E100", "The ZIP structure is unreadable (no end of central directory, truncated or "
-         "inconsistent central directory).", "The file is damaged or not a ZIP; re-download it."),
-    Code("TA-E101", "The first ZIP member is not `mimetype`, STORED, without extra field.",
-         "Write `mimetype` first, uncompressed, with no extra field (as EPUB does)."),
-    Code("TA-E102", "A ZIP member uses a compression method other than STORED, Deflate or "
-         "Deflate64.", "Re-pack with `tiled-archive pack`."),
+    Code(
+        "TA-E100",
+        "The ZIP structure is unreadable (no end of central directory, truncated or "
+        "inconsistent central directory).",
+        "The file is damaged or not a ZIP; re-download it.",
+    ),
+    Code(
+        "TA-E101",
+        "The first ZIP member is not `mimetype`, STORED, without extra field.",
+        "Write `mimetype` first, uncompressed, with no extra field (as EPUB does).",
+    ),
+    Code(
+        "TA-E102",
+        "A ZIP member uses a compression method other than STORED, Deflate or Deflate64.",
+        "Re-pack with `tiled-archive pack`.",
+    ),
     Code("TA-E103", "A ZIP member is encrypted.", "Archives must not be encrypted."),
-    Code("TA-E104", "A ZIP member is neither a regular file nor an empty directory entry "
-         "(symlink, device, non-empty directory entry).", "Store regular files only."),
+    Code(
+        "TA-E104",
+        "A ZIP member is neither a regular file nor an empty directory entry "
+        "(symlink, device, non-empty directory entry).",
+        "Store regular files only.",
+    ),
     Code("TA-E105", "Duplicate ZIP member name.", "Each path may appear once."),
-    Code("TA-E106", "A local file header disagrees with its central directory entry.",
-         "The ZIP is damaged or was written by a faulty tool; re-pack it."),
-    Code("TA-E107", "ZIP members overlap, or a member extends outside the member area.",
-         "The ZIP is damaged or crafted; re-pack it."),
-    Code("TA-E108", "Bytes before the first member, between members and the central directory "
-         "not accounted for, or after the end record (including a ZIP comment).",
-         "Remove prepended or appended data; re-pack."),
-    Code("TA-E109", "ZIP64 fields are missing where needed or inconsistent.",
-         "Re-pack with a ZIP64-capable writer."),
-    Code("TA-E110", "A ZIP member sets the data-descriptor flag (bit 3).",
-         "Write sizes and CRC-32 into the local header; re-pack."),
-    Code("TA-E111", "A ZIP member's CRC-32 does not match its bytes.",
-         "The member is damaged; re-download the archive."),
+    Code(
+        "TA-E106",
+        "A local file header disagrees with its central directory entry.",
+        "The ZIP is damaged or was written by a faulty tool; re-pack it.",
+    ),
+    Code(
+        "TA-E107",
+        "ZIP members overlap, or a member extends outside the member area.",
+        "The ZIP is damaged or crafted; re-pack it.",
+    ),
+    Code(
+        "TA-E108",
+        "Bytes before the first member, between members and the central directory "
+        "not accounted for, or after the end record (including a ZIP comment).",
+        "Remove prepended or appended data; re-pack.",
+    ),
+    Code(
+        "TA-E109",
+        "ZIP64 fields are missing where needed or inconsistent.",
+        "Re-pack with a ZIP64-capable writer.",
+    ),
+    Code(
+        "TA-E110",
+        "A ZIP member sets the data-descriptor flag (bit 3).",
+        "Write sizes and CRC-32 into the local header; re-pack.",
+    ),
+    Code(
+        "TA-E111",
+        "A ZIP member's CRC-32 does not match its bytes.",
+        "The member is damaged; re-download the archive.",
+    ),
     Code("TA-E112", "The ZIP spans several disks.", "Join the parts into one file."),
-    Code("TA-W101", "A ZIP member is compressed (Deflate/Deflate64); it can only be read "
-         "sequentially.", "Re-pack with `tiled-archive pack` to store members uncompressed."),
-    Code("TA-W102", "A STORED member's data does not start on a 4096-byte boundary; it cannot be "
-         "memory-mapped from the ZIP.", "Re-pack with `tiled-archive pack`."),
+    Code(
+        "TA-W101",
+        "A ZIP member is compressed (Deflate/Deflate64); it can only be read sequentially.",
+        "Re-pack with `tiled-archive pack` to store members uncompressed.",
+    ),
+    Code(
+        "TA-W102",
+        "A STORED member's data does not start on a 4096-byte boundary; it cannot be "
+        "memory-mapped from the ZIP.",
+        "Re-pack with `tiled-archive pack`.",
+    ),
     # -- Paths -----------------------------------------------------------------------------
-    Code("TA-E200", "A path holds a forbidden character (control character, backslash, `?`, "
-         "`#`, `%`) or is not valid UTF-8.", "Rename the file."),
-    Code("TA-E201", "A path is absolute or holds an empty, `.` or `..` segment.",
-         "Use relative paths below the archive root."),
-    Code("TA-E202", "A path segment is longer than 255 bytes of UTF-8.",
-         "Rename the file: no common filesystem can extract it."),
-    Code("TA-E203", "A directory archive holds a symlink or a special file.",
-         "Replace it with a regular file."),
+    Code(
+        "TA-E200",
+        "A path holds a forbidden character (control character, backslash, `?`, "
+        "`#`, `%`) or is not valid UTF-8.",
+        "Rename the file.",
+    ),
+    Code(
+        "TA-E201",
+        "A path is absolute or holds an empty, `.` or `..` segment.",
+        "Use relative paths below the archive root.",
+    ),
+    Code(
+        "TA-E202",
+        "A path segment is longer than 255 bytes of UTF-8.",
+        "Rename the file: no common filesystem can extract it.",
+    ),
+    Code(
+        "TA-E203",
+        "A directory archive holds a symlink or a special file.",
+        "Replace it with a regular file.",
+    ),
     Code("TA-W200", "A path is not in Unicode NFC.", "Rename the file to its NFC form."),
-    Code("TA-W201", "Two paths differ only by letter case; they collide on case-insensitive "
-         "filesystems.", "Rename one of them."),
+    Code(
+        "TA-W201",
+        "Two paths differ only by letter case; they collide on case-insensitive filesystems.",
+        "Rename one of them.",
+    ),
     # -- Manifest (tiled-archive.json) -----------------------------------------------------
     Code("TA-E300", "`tiled-archive.json` is not UTF-8 JSON.", "Re-create the manifest."),
-    Code("TA-E301", "`tiled-archive.json` does not match `spec/manifest.schema.json`.",
-         "Fix the field named in the message."),
-    Code("TA-E302", "The archive's major format version is not supported by this reader.",
-         "Upgrade tiled-archive."),
-    Code("TA-E303", "A manifest path is not a file below `data/`.",
-         "List payload files only, as `data/...`."),
+    Code(
+        "TA-E301",
+        "`tiled-archive.json` does not match `spec/manifest.schema.json`.",
+        "Fix the field named in the message.",
+    ),
+    Code(
+        "TA-E302",
+        "The archive's major format version is not supported by this reader.",
+        "Upgrade tiled-archive.",
+    ),
+    Code(
+        "TA-E303",
+        "A manifest path is not a file below `data/`.",
+        "List payload files only, as `data/...`.",
+    ),
     Code("TA-E304", "A manifest path is listed twice.", "List each file once."),
-    Code("TA-E305", "A file listed in the manifest is missing from the archive.",
-         "Restore the file or re-create the archive."),
-    Code("TA-E306", "A file under `data/` is not listed in the manifest.",
-         "Add it to the manifest (and BagIt files) or remove it."),
-    Code("TA-E307", "A file's size differs from the manifest.",
-         "The file is damaged or was changed; re-download."),
-    Code("TA-E308", "A file's SHA-256 differs from the manifest.",
-         "The file is damaged or was changed; re-download."),
-    Code("TA-E309", "`catalog.db` differs from the manifest's `catalog` entry (size or SHA-256).",
-         "The catalog is damaged or was changed; re-download, or `tiled-archive relocate`."),
-    Code("TA-W300", "The archive has a newer minor format version than this reader; features it "
-         "does not know are ignored.", "Upgrade tiled-archive."),
+    Code(
+        "TA-E305",
+        "A file listed in the manifest is missing from the archive.",
+        "Restore the file or re-create the archive.",
+    ),
+    Code(
+        "TA-E306",
+        "A file under `data/` is not listed in the manifest.",
+        "Add it to the manifest (and BagIt files) or remove it.",
+    ),
+    Code(
+        "TA-E307",
+        "A file's size differs from the manifest.",
+        "The file is damaged or was changed; re-download.",
+    ),
+    Code(
+        "TA-E308",
+        "A file's SHA-256 differs from the manifest.",
+        "The file is damaged or was changed; re-download.",
+    ),
+    Code(
+        "TA-E309",
+        "`catalog.db` differs from the manifest's `catalog` entry (size or SHA-256).",
+        "The catalog is damaged or was changed; re-download, or `tiled-archive relocate`.",
+    ),
+    Code(
+        "TA-W300",
+        "The archive has a newer minor format version than this reader; features it "
+        "does not know are ignored.",
+        "Upgrade tiled-archive.",
+    ),
     # -- BagIt -----------------------------------------------------------------------------
-    Code("TA-E400", "`bagit.txt` is not the BagIt 1.0 declaration in UTF-8.",
-         "Write `BagIt-Version: 1.0` and `Tag-File-Character-Encoding: UTF-8`."),
-    Code("TA-E401", "`manifest-sha256.txt` is malformed or disagrees with the manifest.",
-         "Regenerate it from tiled-archive.json."),
-    Code("TA-E402", "`tagmanifest-sha256.txt` is malformed, misses a tag file or has a wrong "
-         "digest.", "Regenerate it after every change to a tag file."),
-    Code("TA-E403", "`bag-info.txt` lacks a correct `Payload-Oxum`.",
-         "Write `Payload-Oxum: <total bytes>.<file count>` of data/."),
+    Code(
+        "TA-E400",
+        "`bagit.txt` is not the BagIt 1.0 declaration in UTF-8.",
+        "Write `BagIt-Version: 1.0` and `Tag-File-Character-Encoding: UTF-8`.",
+    ),
+    Code(
+        "TA-E401",
+        "`manifest-sha256.txt` is malformed or disagrees with the manifest.",
+        "Regenerate it from tiled-archive.json.",
+    ),
+    Code(
+        "TA-E402",
+        "`tagmanifest-sha256.txt` is malformed, misses a tag file or has a wrong digest.",
+        "Regenerate it after every change to a tag file.",
+    ),
+    Code(
+        "TA-E403",
+        "`bag-info.txt` lacks a correct `Payload-Oxum`.",
+        "Write `Payload-Oxum: <total bytes>.<file count>` of data/.",
+    ),
     # -- catalog.db ------------------------------------------------------------------------
-    Code("TA-E500", "`catalog.db` is not an intact SQLite database.",
-         "The catalog is damaged; re-download."),
-    Code("TA-E501", "`catalog.db` is not stamped with a Tiled catalog schema revision this "
-         "format version allows.", "Write it with a supported Tiled version."),
-    Code("TA-E502", "`catalog.db` lacks a table of Tiled's catalog schema.",
-         "Create the catalog with Tiled's own catalog initialization."),
-    Code("TA-E503", "An asset's `data_uri` is not in archive form (`data/...`, or in a relocated "
-         "directory archive an absolute file URI inside its own `data/`).",
-         "Point assets inside data/; after moving a directory archive run "
-         "`tiled-archive relocate`."),
-    Code("TA-E504", "An asset points at a path the archive does not hold.",
-         "Add the file, or remove the asset."),
-    Code("TA-E505", "An asset's `size`, `hash_type` or `hash_content` disagrees with the manifest.",
-         "Set size and sha256 from the manifest."),
-    Code("TA-E506", "A structure or data source in the catalog is not valid for Tiled.",
-         "Write the catalog through Tiled."),
-    Code("TA-E507", "`catalog.db` is in WAL journal mode.",
-         "Run `PRAGMA journal_mode=DELETE` before packaging."),
-    Code("TA-W500", "A file under `data/` is not referenced by any asset.",
-         "Register it, or leave it out of the archive."),
-    Code("TA-W501", "A data source's mimetype has no adapter in Tiled; that node cannot be read.",
-         "Use a mimetype Tiled ships an adapter for."),
-    Code("TA-W502", "A file asset has no `hash_type`/`hash_content` in the catalog.",
-         "Fill them with `sha256` and the manifest digest."),
+    Code(
+        "TA-E500",
+        "`catalog.db` is not an intact SQLite database.",
+        "The catalog is damaged; re-download.",
+    ),
+    Code(
+        "TA-E501",
+        "`catalog.db` is not stamped with a Tiled catalog schema revision this "
+        "format version allows.",
+        "Write it with a supported Tiled version.",
+    ),
+    Code(
+        "TA-E502",
+        "`catalog.db` lacks a table of Tiled's catalog schema.",
+        "Create the catalog with Tiled's own catalog initialization.",
+    ),
+    Code(
+        "TA-E503",
+        "An asset's `data_uri` is not in archive form (`data/...`, or in a relocated "
+        "directory archive an absolute file URI inside its own `data/`).",
+        "Point assets inside data/; after moving a directory archive run `tiled-archive relocate`.",
+    ),
+    Code(
+        "TA-E504",
+        "An asset points at a path the archive does not hold.",
+        "Add the file, or remove the asset.",
+    ),
+    Code(
+        "TA-E505",
+        "An asset's `size`, `hash_type` or `hash_content` disagrees with the manifest.",
+        "Set size and sha256 from the manifest.",
+    ),
+    Code(
+        "TA-E506",
+        "A structure or data source in the catalog is not valid for Tiled.",
+        "Write the catalog through Tiled.",
+    ),
+    Code(
+        "TA-E507",
+        "`catalog.db` is in WAL journal mode.",
+        "Run `PRAGMA journal_mode=DELETE` before packaging.",
+    ),
+    Code(
+        "TA-W500",
+        "A file under `data/` is not referenced by any asset.",
+        "Register it, or leave it out of the archive.",
+    ),
+    Code(
+        "TA-W501",
+        "A data source's mimetype has no adapter in Tiled; that node cannot be read.",
+        "Use a mimetype Tiled ships an adapter for.",
+    ),
+    Code(
+        "TA-W502",
+        "A file asset has no `hash_type`/`hash_content` in the catalog.",
+        "Fill them with `sha256` and the manifest digest.",
+    ),
     # -- Operational errors of the reference implementation (not format rules) -------------
-    Code("TA-E900", "A source file or folder is missing or unreadable.",
-         "Check the path and its permissions."),
-    Code("TA-E901", "Tiled has no adapter for a source file (unknown type) or could not read it.",
-         "Remove the file from the sources, or convert it to a format Tiled reads."),
-    Code("TA-E902", "Two source items would become the same Tiled node (same name).",
-         "Rename one of them (e.g. `scan.csv` and `scan.parquet` in one folder collide)."),
-    Code("TA-E903", "The destination already exists (or is a non-empty directory).",
-         "Choose a new destination, or pass --force to replace an existing archive."),
+    Code(
+        "TA-E900",
+        "A source file or folder is missing or unreadable.",
+        "Check the path and its permissions.",
+    ),
+    Code(
+        "TA-E901",
+        "Tiled has no adapter for a source file (unknown type) or could not read it.",
+        "Remove the file from the sources, or convert it to a format Tiled reads.",
+    ),
+    Code(
+        "TA-E902",
+        "Two source items would become the same Tiled node (same name).",
+        "Rename one of them (e.g. `scan.csv` and `scan.parquet` in one folder collide).",
+    ),
+    Code(
+        "TA-E903",
+        "The destination already exists (or is a non-empty directory).",
+        "Choose a new destination, or pass --force to replace an existing archive.",
+    ),
     Code("TA-E904", "The destination cannot be written.", "Check the folder and free space."),
-    Code("TA-E905", "A source file changed while it was being archived.",
-         "Archive data that is not being written to."),
+    Code(
+        "TA-E905",
+        "A source file changed while it was being archived.",
+        "Archive data that is not being written to.",
+    ),
 ]
 
 CODES: dict[str, Code] = {code.id: code for code in _TABLE}
@@ -161,7 +316,5 @@ def code(identifier: str) -> Code:
 def markdown_table() -> str:
     """The code table as it appears in spec/FORMAT.md §11."""
     rows = ["| code | severity | rule | what to do |", "|---|---|---|---|"]
-    rows += [
-        f"| {c.id} | {c.severity.value} | {c.summary} | {c.hint} |" for c in CODES.values()
-    ]
+    rows += [f"| {c.id} | {c.severity.value} | {c.summary} | {c.hint} |" for c in CODES.values()]
     return "\n".join(rows) + "\n"

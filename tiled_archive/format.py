@@ -83,8 +83,10 @@ def path_problems(path: str) -> list[Problem]:
     if _FORBIDDEN.search(path) or _has_surrogates(path):
         problems.append(Problem("TA-E200", path, "forbidden character or undecodable byte"))
     segments = path.split("/")
-    if path.startswith("/") or re.match(r"^[A-Za-z]:", path) or any(
-        s in ("", ".", "..") for s in segments
+    if (
+        path.startswith("/")
+        or re.match(r"^[A-Za-z]:", path)
+        or any(s in ("", ".", "..") for s in segments)
     ):
         problems.append(Problem("TA-E201", path, "absolute path or empty, '.' or '..' segment"))
     if any(len(s.encode("utf-8", "surrogateescape")) > MAX_SEGMENT_BYTES for s in segments):
@@ -130,8 +132,9 @@ def member_from_data_uri(data_uri: str) -> str:
     In an archive, ``assets.data_uri`` is the archive path itself (``data/...``), unescaped like
     Tiled's own ``file://`` URIs. Relocated directory archives are handled by the catalog layer.
     """
-    if not is_payload_path(data_uri) or any(p.severity is Severity.ERROR
-                                             for p in path_problems(data_uri)):
+    if not is_payload_path(data_uri) or any(
+        p.severity is Severity.ERROR for p in path_problems(data_uri)
+    ):
         raise ArchiveError("TA-E503", data_uri, "asset data_uri is not a path inside data/")
     return data_uri
 
@@ -208,11 +211,13 @@ def version_problem(version: str) -> Problem | None:
     major, minor = (int(part) for part in version.split("."))
     ours_major, ours_minor = (int(part) for part in FORMAT_VERSION.split("."))
     if major != ours_major:
-        return Problem("TA-E302", MANIFEST_NAME, f"format version {version}, reader supports "
-                       f"{ours_major}.x")
+        return Problem(
+            "TA-E302", MANIFEST_NAME, f"format version {version}, reader supports {ours_major}.x"
+        )
     if minor > ours_minor:
-        return Problem("TA-W300", MANIFEST_NAME, f"format version {version} is newer than "
-                       f"{FORMAT_VERSION}")
+        return Problem(
+            "TA-W300", MANIFEST_NAME, f"format version {version} is newer than {FORMAT_VERSION}"
+        )
     return None
 
 
@@ -226,8 +231,9 @@ def parse_manifest(raw: bytes) -> tuple[list[Problem], Manifest | None]:
     schema_errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
     if schema_errors:
         return [
-            Problem("TA-E301", MANIFEST_NAME,
-                    f"at /{'/'.join(map(str, e.absolute_path))}: {e.message}")
+            Problem(
+                "TA-E301", MANIFEST_NAME, f"at /{'/'.join(map(str, e.absolute_path))}: {e.message}"
+            )
             for e in schema_errors
         ], None
     problems = []
@@ -245,8 +251,15 @@ def parse_manifest(raw: bytes) -> tuple[list[Problem], Manifest | None]:
         if not is_payload_path(entry.path):
             problems.append(Problem("TA-E303", entry.path, "manifest path is not below data/"))
         problems.extend(path_problems(entry.path))
-    known = {"format", "format_version", "producer", "created", "tiled_schema_revision",
-             "catalog", "files"}
+    known = {
+        "format",
+        "format_version",
+        "producer",
+        "created",
+        "tiled_schema_revision",
+        "catalog",
+        "files",
+    }
     manifest = Manifest(
         catalog=FileEntry(**document["catalog"]),
         files=files,

@@ -59,16 +59,23 @@ class Archive:
             raise ArchiveError(
                 errors[0].code,
                 errors[0].path,
-                errors[0].message + (f" (and {len(errors) - 1} more problems; run "
-                                     "`tiled-archive validate`)" if len(errors) > 1 else ""),
+                errors[0].message
+                + (
+                    f" (and {len(errors) - 1} more problems; run `tiled-archive validate`)"
+                    if len(errors) > 1
+                    else ""
+                ),
             )
         for problem in source.problems:
             warnings.warn(ArchiveWarning(problem), stacklevel=3)
         members = source.members()
         missing = [name for name in REQUIRED_FILES if name not in members]
         if missing:
-            raise ArchiveError("TA-E002" if MIMETYPE_NAME not in missing else "TA-E001",
-                               missing[0], "required file missing")
+            raise ArchiveError(
+                "TA-E002" if MIMETYPE_NAME not in missing else "TA-E001",
+                missing[0],
+                "required file missing",
+            )
         if source.read(MIMETYPE_NAME) != MIMETYPE.encode():
             raise ArchiveError("TA-E003", MIMETYPE_NAME, "wrong format marker")
         self.manifest = Manifest.loads(source.read(MANIFEST_NAME))

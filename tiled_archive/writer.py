@@ -269,8 +269,9 @@ def zip_chunks(
     tag_mtime = fixed_mtime if fixed_mtime is not None else int(created)
 
     def from_bytes(name: str, content: bytes, align: bool = True) -> ZipEntry:
-        return ZipEntry(name, len(content), zlib.crc32(content), lambda: [content],
-                        tag_mtime, align)
+        return ZipEntry(
+            name, len(content), zlib.crc32(content), lambda: [content], tag_mtime, align
+        )
 
     entries = [from_bytes(MIMETYPE_NAME, tags[MIMETYPE_NAME], align=False)]
     entries += [from_bytes(name, tags[name]) for name in (*TAG_FILES[1:], TAG_MANIFEST_NAME)]
@@ -332,11 +333,24 @@ def write_archive(
     as_zip = dest.suffix.lower() == ".zip"
     with _staging(dest, force=force, is_dir=not as_zip) as staged, _progress(quiet) as progress:
         if as_zip:
-            write_zip(staged, payload, finish_catalog, created=created, fixed_mtime=fixed_mtime,
-                      template=template, progress=progress)
+            write_zip(
+                staged,
+                payload,
+                finish_catalog,
+                created=created,
+                fixed_mtime=fixed_mtime,
+                template=template,
+                progress=progress,
+            )
         else:
-            write_directory(staged, payload, finish_catalog, created=created, template=template,
-                            progress=progress)
+            write_directory(
+                staged,
+                payload,
+                finish_catalog,
+                created=created,
+                template=template,
+                progress=progress,
+            )
     return dest
 
 
@@ -402,8 +416,15 @@ def create(
             return db
 
         created = epoch if epoch is not None else datetime.now(timezone.utc).timestamp()
-        return write_archive(Path(dest), payload, finish_catalog, created=created,
-                             fixed_mtime=epoch, force=force, quiet=quiet)
+        return write_archive(
+            Path(dest),
+            payload,
+            finish_catalog,
+            created=created,
+            fixed_mtime=epoch,
+            force=force,
+            quiet=quiet,
+        )
 
 
 def _registered_payload(
@@ -438,21 +459,90 @@ def _registered_payload(
                 raise ArchiveError(
                     "TA-E902" if collided else "TA-E901",
                     str(file),
-                    "name collides with another file's node" if collided
+                    "name collides with another file's node"
+                    if collided
                     else "Tiled did not register it (no adapter for its type, or unreadable)",
                 )
-    payload = [
-        PayloadFile(path, file.stat().st_size, lambda file=file: open(file, "rb"),
-                    int(file.stat().st_mtime))
-        for path, file in sorted(files.items())
-    ]
+    payload = [_payload_file(path, file) for path, file in sorted(files.items())]
     return payload, member_for_uri
+
+
+def create_from_catalog(
+    dest: str | Path,
+    catalog: str | Path,
+    *,
+    node: str | None = None,
+    reproducible: bool = False,
+    force: bool = False,
+    quiet: bool = True,
+) -> Path:
+    """Build an archive from an existing Tiled SQLite catalog and the files its assets name.
+
+    With ``node`` (``a/b``) only that node, its descendants and its parent containers are kept.
+    Asset paths are kept relative to their deepest common folder, under ``data/``.
+    """
+    from tiled.utils import path_from_uri
+
+    catalog = Path(catalog)
+    if not catalog.is_file():
+        raise ArchiveError("TA-E900", str(catalog), "no such catalog file")
+    epoch = reproducible_epoch(reproducible)
+    stamp = datetime.fromtimestamp(epoch, timezone.utc) if epoch is not None else None
+    with tempfile.TemporaryDirectory(prefix="tiled-archive-") as work:
+        db = Path(work, CATALOG_NAME)
+        catalog_db.copy_catalog(catalog, db)
+        if node:
+            catalog_db.prune(db, [segment for segment in node.split("/") if segment])
+        rows = catalog_db.read_assets(db)
+        for row in rows:
+            if not row.data_uri.startswith("file:"):
+                raise ArchiveError(
+                    "TA-E503", row.data_uri, "only file assets can be archived from a catalog"
+                )
+        paths = {row.id: path_from_uri(row.data_uri) for row in rows}
+        if not paths:
+            raise ArchiveError("TA-E900", str(catalog), "the catalog (or node) has no assets")
+        base = Path(os.path.commonpath([p.parent for p in paths.values()]))
+
+        def member(path: Path) -> str:
+            return check_path(f"{DATA_DIR}/{path.relative_to(base).as_posix()}")
+
+        files: dict[str, Path] = {}
+        for row in rows:
+            path = paths[row.id]
+            if not path.exists():
+                raise ArchiveError("TA-E900", str(path), "an asset of the catalog is missing")
+            for file in _source_files(path):
+                files[member(file)] = file
+        payload = [_payload_file(member_path, file) for member_path, file in sorted(files.items())]
+
+        def finish_catalog(entries: Mapping[str, FileEntry]) -> Path:
+            catalog_db.finalize(db, lambda row: member(paths[row.id]), entries, timestamp=stamp)
+            return db
+
+        created = epoch if epoch is not None else datetime.now(timezone.utc).timestamp()
+        return write_archive(
+            Path(dest),
+            payload,
+            finish_catalog,
+            created=created,
+            fixed_mtime=epoch,
+            force=force,
+            quiet=quiet,
+        )
+
+
+def _payload_file(member_path: str, file: Path) -> PayloadFile:
+    stat = file.stat()
+    return PayloadFile(member_path, stat.st_size, lambda: open(file, "rb"), int(stat.st_mtime))
 
 
 # -- pack / extract: one archive, the other form -------------------------------------------
 
 
-def convert(source: str | Path, dest: str | Path, *, force: bool = False, quiet: bool = True) -> Path:
+def convert(
+    source: str | Path, dest: str | Path, *, force: bool = False, quiet: bool = True
+) -> Path:
     """Write the archive at ``source`` again at ``dest``, in the form ``dest`` names.
 
     Payload bytes are verified against the source's manifest on the way. A directory result is
@@ -463,16 +553,20 @@ def convert(source: str | Path, dest: str | Path, *, force: bool = False, quiet:
     from .reader import open_archive
 
     dest = Path(dest)
-    with open_archive(source) as archive, tempfile.TemporaryDirectory(
-        prefix="tiled-archive-"
-    ) as work:
+    with (
+        open_archive(source) as archive,
+        tempfile.TemporaryDirectory(prefix="tiled-archive-") as work,
+    ):
         manifest = archive.manifest
-        created = datetime.strptime(manifest.created, "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=timezone.utc
-        ).timestamp()
+        created = (
+            datetime.strptime(manifest.created, "%Y-%m-%dT%H:%M:%SZ")
+            .replace(tzinfo=timezone.utc)
+            .timestamp()
+        )
         payload = [
-            PayloadFile(e.path, e.size, lambda path=e.path: archive.open(path), int(created),
-                        e.sha256)
+            PayloadFile(
+                e.path, e.size, lambda path=e.path: archive.open(path), int(created), e.sha256
+            )
             for e in manifest.files
         ]
 
@@ -486,6 +580,13 @@ def convert(source: str | Path, dest: str | Path, *, force: bool = False, quiet:
                 catalog_db.relocate(db, dest.absolute())
             return db
 
-        return write_archive(dest, payload, finish_catalog, created=created,
-                             fixed_mtime=int(created), template=manifest, force=force,
-                             quiet=quiet)
+        return write_archive(
+            dest,
+            payload,
+            finish_catalog,
+            created=created,
+            fixed_mtime=int(created),
+            template=manifest,
+            force=force,
+            quiet=quiet,
+        )

@@ -1,0 +1,61 @@
+"""Shared fixtures: real data files written by their own libraries."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+warnings.filterwarnings("ignore", message=".*httpx2.*")
+
+
+def write_sample_tree(root: Path) -> Path:
+    """One folder holding every format the writer must round-trip, as their libraries write them."""
+    import h5py
+    import pandas as pd
+    import tifffile
+    import zarr
+
+    scan = root / "scan"
+    (scan / "frames").mkdir(parents=True)
+    (scan / "nested" / "deeper").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    with h5py.File(scan / "primary.h5", "w") as f:
+        f.attrs["sample"] = "Si (111) — ünïcode"
+        f.create_dataset("intensity", data=rng.integers(0, 1000, (20, 16, 16), dtype="uint16"))
+        f["group/energy"] = np.linspace(8, 9, 20)
+    for i in range(4):
+        tifffile.imwrite(scan / "frames" / f"frame_{i:03d}.tif", np.full((8, 8), i, "uint8"))
+    tifffile.imwrite(scan / "nested" / "single.tiff", rng.integers(0, 9, (6, 5), dtype="int16"))
+    np.save(scan / "nested" / "deeper" / "table_values.npy", np.arange(24.0).reshape(4, 6))
+    frame = pd.DataFrame({"x": np.arange(5), "y": np.arange(5) * 1.5, "label": list("abcde")})
+    frame.to_csv(scan / "baseline.csv", index=False)
+    frame.to_parquet(scan / "summary.parquet")
+    z2 = zarr.open_array(
+        scan / "v2array.zarr", mode="w", shape=(10, 10), chunks=(5, 5), dtype="f8", zarr_format=2
+    )
+    z2[:] = np.arange(100.0).reshape(10, 10)
+    z3 = zarr.open_array(
+        scan / "v3array.zarr", mode="w", shape=(6, 4), chunks=(3, 2), dtype="i4", zarr_format=3
+    )
+    z3[:] = np.arange(24).reshape(6, 4)
+    return scan
+
+
+@pytest.fixture(scope="session")
+def sample_tree(tmp_path_factory) -> Path:
+    return write_sample_tree(tmp_path_factory.mktemp("sources"))
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree_digests(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file below root (hidden files included)."""
+    return {
+        p.relative_to(root).as_posix(): sha256_of(p) for p in sorted(root.rglob("*")) if p.is_file()
+    }

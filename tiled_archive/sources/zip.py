@@ -1,0 +1,608 @@
+"""A ZIP file as a byte source, read through our own strict central-directory parser.
+
+Python's ``zipfile`` papers over what the validator must report (it silently shifts every offset
+when bytes were prepended, ignores gaps, overlaps and trailing data), so the structure is parsed
+here with ``struct``, and every deviation from the format's ZIP rules becomes a ``Problem``.
+STORED members are read with ``os.pread`` at their data offset; Deflate and Deflate64 members are
+decompressed by ``zipfile`` (with ``zipfile_deflate64`` for method 9), sequentially.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import struct
+import zipfile
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import BinaryIO
+
+import zipfile_deflate64  # noqa: F401 -- patches zipfile to decompress method 9 (Deflate64)
+
+from ..format import (
+    ALIGNMENT,
+    MIMETYPE_NAME,
+    ArchiveError,
+    Problem,
+    case_collisions,
+    path_problems,
+)
+from . import ByteSource, Member, Span
+
+_LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")
+_CENTRAL_HEADER = struct.Struct("<IHHHHHHIIIHHHHHII")
+_END_RECORD = struct.Struct("<IHHHHIIH")
+_ZIP64_END_RECORD = struct.Struct("<IQHHIIQQQQ")
+_ZIP64_LOCATOR = struct.Struct("<IIQI")
+_LOCAL_SIGNATURE = 0x04034B50
+_CENTRAL_SIGNATURE = 0x02014B50
+_END_SIGNATURE = b"PK\x05\x06"
+_ZIP64_END_SIGNATURE = 0x06064B50
+_ZIP64_LOCATOR_SIGNATURE = 0x07064B50
+_DESCRIPTOR_SIGNATURE = 0x08074B50
+_MAX16 = 0xFFFF
+_MAX32 = 0xFFFFFFFF
+_MAX_COMMENT = 0xFFFF
+
+_STORED, _DEFLATED, _DEFLATED64, _AES = 0, 8, 9, 99
+_FLAG_ENCRYPTED = 0x0001
+_FLAG_DESCRIPTOR = 0x0008
+
+
+@dataclass(frozen=True)
+class ZipRecord:
+    """One central directory record, with where its data starts according to its local header.
+
+    Offsets are positions in the file (after any shift for prepended bytes, see ``TA-E108``).
+    ``data_offset`` is None when the local header could not be read.
+    """
+
+    name: str
+    method: int
+    flags: int
+    crc32: int
+    compressed_size: int
+    size: int
+    header_offset: int
+    data_offset: int | None
+    external_attr: int
+
+    @property
+    def is_dir(self) -> bool:
+        return self.name.endswith("/")
+
+
+@dataclass(frozen=True)
+class _EndRecords:
+    """What the end records say about the central directory."""
+
+    count: int
+    cd_offset: int
+    cd_size: int
+    start: int  # where the end records (ZIP64 ones included) begin
+
+
+class ZipSource(ByteSource):
+    """The members of a ZIP file, with every structural problem found while opening it.
+
+    Raises ``ArchiveError("TA-E100")`` only when no central directory can be read at all.
+    """
+
+    def __init__(self, path: Path):
+        self.location = Path(path)
+        self.problems: list[Problem] = []
+        self.entries: list[ZipRecord] = []
+        self._members: dict[str, ZipRecord] = {}
+        self._listing: dict[str, Member] = {}
+        self._fd = os.open(self.location, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self._parse()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- ByteSource ------------------------------------------------------------------------
+
+    def members(self) -> Mapping[str, Member]:
+        return MappingProxyType(self._listing)
+
+    def read(self, path: str, offset: int = 0, size: int | None = None) -> bytes:
+        record = self._members[path]
+        if offset < 0 or (size is not None and size < 0):
+            raise ValueError(f"negative offset or size: {offset}, {size}")
+        end = record.size if size is None else min(record.size, offset + size)
+        if offset >= end:
+            return b""
+        if record.method != _STORED:
+            return self._read_compressed(record, offset, end - offset)
+        assert record.data_offset is not None
+        data = self._pread(record.data_offset + offset, end - offset)
+        if len(data) != end - offset:
+            raise ArchiveError("TA-E100", path, "the file ends inside the member's data")
+        return data
+
+    def open(self, path: str) -> BinaryIO:
+        """A file over one member: seekable by position for STORED members.
+
+        For Deflate/Deflate64 members this is ``zipfile``'s own sequential stream: seeking
+        backwards restarts decompression from the member's first byte.
+        """
+        record = self._members[path]
+        if record.method == _STORED:
+            return super().open(path)
+        return self._open_compressed(record)
+
+    def span(self, path: str) -> Span | None:
+        record = self._members[path]
+        if record.method != _STORED:
+            return None
+        assert record.data_offset is not None
+        return Span(self.location, record.data_offset, record.size)
+
+    def crc32(self, path: str) -> int:
+        """The member's CRC-32 as the central directory declares it."""
+        return self._members[path].crc32
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    # -- Reading ---------------------------------------------------------------------------
+
+    def _pread(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset`` (fewer only at the end of the file)."""
+        parts = []
+        while size > 0:
+            part = os.pread(self._fd, size, offset)
+            if not part:
+                break
+            parts.append(part)
+            offset += len(part)
+            size -= len(part)
+        return b"".join(parts)
+
+    def _open_compressed(self, record: ZipRecord) -> BinaryIO:
+        info = zipfile.ZipInfo(record.name)
+        info.compress_type = record.method
+        info.compress_size = record.compressed_size
+        info.file_size = record.size
+        info.CRC = record.crc32
+        assert record.data_offset is not None
+        raw = _PositionalFile(self._fd, record.data_offset)
+        return zipfile.ZipExtFile(raw, "r", info, close_fileobj=True)  # type: ignore[return-value]
+
+    def _read_compressed(self, record: ZipRecord, offset: int, size: int) -> bytes:
+        try:
+            with self._open_compressed(record) as stream:
+                stream.seek(offset)
+                return stream.read(size)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+            raise ArchiveError("TA-E111", record.name, f"cannot decompress: {err}") from err
+
+    # -- Parsing ---------------------------------------------------------------------------
+
+    def _problem(self, code: str, path: str | None, message: str) -> None:
+        self.problems.append(Problem(code, path, message))
+
+    def _parse(self) -> None:
+        file_size = os.fstat(self._fd).st_size
+        end = self._read_end_records(file_size)
+        cd_start = self._locate_central_directory(end)
+        raw = self._pread(cd_start, end.cd_size)
+        if len(raw) != end.cd_size:
+            raise ArchiveError("TA-E100", None, "the central directory runs past the file's end")
+        shift = cd_start - end.cd_offset
+        layout: list[tuple[int, int, str]] = []
+        first_local_extra: int | None = None
+        position = 0
+        while position < len(raw):
+            record, complete, position = self._parse_central_record(raw, position, shift)
+            if record is None:
+                break
+            extra_length = occupied_end = None
+            if complete:
+                record, extra_length, occupied_end = self._read_local_header(record, cd_start)
+            if not self.entries:
+                first_local_extra = extra_length
+            self.entries.append(record)
+            if occupied_end is not None:
+                layout.append((record.header_offset, occupied_end, record.name))
+        if len(self.entries) != end.count:
+            self._problem(
+                "TA-E100",
+                None,
+                f"the central directory holds {len(self.entries)} records, "
+                f"the end record says {end.count}",
+            )
+        self._check_layout(layout, cd_start)
+        self._check_first_member(first_local_extra)
+        self._classify_records()
+
+    def _read_end_records(self, file_size: int) -> _EndRecords:
+        tail_start = max(0, file_size - _END_RECORD.size - _MAX_COMMENT)
+        tail = self._pread(tail_start, file_size - tail_start)
+        position = _find_end_record(tail)
+        if position is None:
+            raise ArchiveError("TA-E100", None, "no end of central directory record")
+        fields = _END_RECORD.unpack_from(tail, position)
+        _, disk, cd_disk, disk_count, count, cd_size, cd_offset, comment_length = fields
+        eocd = tail_start + position
+        trailing = file_size - eocd - _END_RECORD.size
+        if comment_length:
+            self._problem("TA-E108", None, f"the ZIP has a {comment_length}-byte comment")
+        if trailing > comment_length:
+            self._problem(
+                "TA-E108",
+                None,
+                f"{trailing - comment_length} bytes after the end of central directory record",
+            )
+        if disk != 0 or cd_disk != 0 or disk_count != count:
+            self._problem("TA-E112", None, f"end record names disk {disk} of a multi-disk ZIP")
+        zip64 = self._read_zip64_end(eocd)
+        if zip64 is None:
+            # The counts may be 0xFFFF for exactly 65535 members; sizes and offsets may not.
+            if _MAX32 in (cd_size, cd_offset):
+                raise ArchiveError(
+                    "TA-E100", None, "0xFFFFFFFF in the end record but no ZIP64 end record"
+                )
+            return _EndRecords(count, cd_offset, cd_size, eocd)
+        for label, value32, marker, value64 in (
+            ("entry count", count, _MAX16, zip64.count),
+            ("central directory size", cd_size, _MAX32, zip64.cd_size),
+            ("central directory offset", cd_offset, _MAX32, zip64.cd_offset),
+        ):
+            if value32 not in (marker, value64):
+                self._problem(
+                    "TA-E109",
+                    None,
+                    f"{label}: the end record says {value32}, the ZIP64 end record {value64}",
+                )
+        return zip64
+
+    def _read_zip64_end(self, eocd: int) -> _EndRecords | None:
+        """The ZIP64 end record named by a locator right before ``eocd``, if there is one."""
+        locator_at = eocd - _ZIP64_LOCATOR.size
+        if locator_at < 0:
+            return None
+        locator = self._pread(locator_at, _ZIP64_LOCATOR.size)
+        signature, disk, declared, disk_total = _ZIP64_LOCATOR.unpack(locator)
+        if signature != _ZIP64_LOCATOR_SIGNATURE:
+            return None
+        if disk != 0 or disk_total > 1:
+            self._problem("TA-E112", None, f"ZIP64 locator names {disk_total} disks")
+        # Without an extensible data sector, the record ends where the locator begins.
+        expected = locator_at - _ZIP64_END_RECORD.size
+        record_at = None
+        for candidate in dict.fromkeys((declared, expected)):
+            if 0 <= candidate <= locator_at - _ZIP64_END_RECORD.size:
+                raw = self._pread(candidate, _ZIP64_END_RECORD.size)
+                if _ZIP64_END_RECORD.unpack(raw)[0] == _ZIP64_END_SIGNATURE:
+                    record_at = candidate
+                    break
+        if record_at is None:
+            self._problem("TA-E109", None, "the ZIP64 locator points at no ZIP64 end record")
+            return None
+        if record_at != declared:
+            self._problem(
+                "TA-E109",
+                None,
+                f"the ZIP64 locator points at {declared}, the ZIP64 end record is at {record_at}",
+            )
+        fields = _ZIP64_END_RECORD.unpack(self._pread(record_at, _ZIP64_END_RECORD.size))
+        _, record_size, _, _, disk, cd_disk, disk_count, count, cd_size, cd_offset = fields
+        if record_at + 12 + record_size != locator_at:
+            self._problem(
+                "TA-E109", None, "the ZIP64 end record does not end where its locator begins"
+            )
+        if disk != 0 or cd_disk != 0 or disk_count != count:
+            self._problem("TA-E112", None, f"ZIP64 end record names disk {disk}")
+        return _EndRecords(count, cd_offset, cd_size, record_at)
+
+    def _locate_central_directory(self, end: _EndRecords) -> int:
+        """Where the central directory starts; prepended bytes shift it (and are a problem)."""
+        expected = end.start - end.cd_size
+        if expected < 0:
+            raise ArchiveError("TA-E100", None, "the central directory is larger than the file")
+
+        def starts_there(position: int) -> bool:
+            signature = self._pread(position, 4)
+            return end.cd_size == 0 or signature == struct.pack("<I", _CENTRAL_SIGNATURE)
+
+        if end.cd_offset == expected:
+            return expected
+        if end.cd_offset < expected and starts_there(end.cd_offset):
+            self._problem(
+                "TA-E108",
+                None,
+                f"{expected - end.cd_offset} bytes between the central directory and the end "
+                "record",
+            )
+            return end.cd_offset
+        if end.cd_offset < expected and starts_there(expected):
+            self._problem(
+                "TA-E108",
+                None,
+                f"every offset is {expected - end.cd_offset} bytes short: data was prepended",
+            )
+            return expected
+        raise ArchiveError("TA-E100", None, f"no central directory at offset {end.cd_offset}")
+
+    def _parse_central_record(
+        self, raw: bytes, position: int, shift: int
+    ) -> tuple[ZipRecord | None, bool, int]:
+        """The record at ``position`` of the central directory, whether its sizes and offset are
+        known (ZIP64 markers resolved), and where the next record starts."""
+        if position + _CENTRAL_HEADER.size > len(raw):
+            self._problem("TA-E100", None, "the central directory ends inside a record")
+            return None, False, len(raw)
+        fields = _CENTRAL_HEADER.unpack_from(raw, position)
+        signature, _, _, flags, method, _, _, crc, compressed, size = fields[:10]
+        name_length, extra_length, comment_length, disk, _, external, offset = fields[10:]
+        name_at = position + _CENTRAL_HEADER.size
+        after = name_at + name_length + extra_length + comment_length
+        if signature != _CENTRAL_SIGNATURE or after > len(raw):
+            self._problem("TA-E100", None, f"bad central directory record at byte {position}")
+            return None, False, len(raw)
+        name = _decode_name(raw[name_at : name_at + name_length])
+        extras = _extra_fields(raw[name_at + name_length : name_at + name_length + extra_length])
+        values = _zip64_values(extras, [size, compressed, offset])
+        if values is None:
+            self._problem("TA-E109", name, "0xFFFFFFFF size or offset without a ZIP64 extra")
+        else:
+            size, compressed, offset = values
+        if disk != 0:
+            self._problem("TA-E112", name, f"member starts on disk {disk}")
+        record = ZipRecord(
+            name, method, flags, crc, compressed, size, offset + shift, None, external
+        )
+        return record, values is not None, after
+
+    def _read_local_header(
+        self, record: ZipRecord, cd_start: int
+    ) -> tuple[ZipRecord, int | None, int | None]:
+        """The record with its data offset, its local extra length and where its bytes end.
+
+        Where the local header cannot be read, the record comes back unchanged with Nones.
+        """
+        start = record.header_offset
+        if start + _LOCAL_HEADER.size > cd_start:
+            self._problem("TA-E107", record.name, "local header outside the member area")
+            return record, None, None
+        fields = _LOCAL_HEADER.unpack(self._pread(start, _LOCAL_HEADER.size))
+        signature, _, flags, method, _, _, crc, compressed, size, name_length, extra_length = fields
+        if signature != _LOCAL_SIGNATURE:
+            self._problem("TA-E100", record.name, f"no local file header at byte {start}")
+            return record, None, None
+        data_offset = start + _LOCAL_HEADER.size + name_length + extra_length
+        variable = self._pread(start + _LOCAL_HEADER.size, name_length + extra_length)
+        if _MAX32 in (size, compressed) and not flags & _FLAG_DESCRIPTOR:
+            values = _zip64_values(_extra_fields(variable[name_length:]), [size, compressed])
+            if values is None:
+                self._problem("TA-E109", record.name, "local header: 0xFFFFFFFF without ZIP64")
+            else:
+                size, compressed = values
+        disagreements = [
+            label
+            for label, local, central in (
+                ("name", _decode_name(variable[:name_length]), record.name),
+                ("method", method, record.method),
+                ("flags", flags, record.flags),
+            )
+            if local != central
+        ]
+        if not flags & _FLAG_DESCRIPTOR:
+            disagreements += [
+                label
+                for label, local, central in (
+                    ("CRC-32", crc, record.crc32),
+                    ("compressed size", compressed, record.compressed_size),
+                    ("size", size, record.size),
+                )
+                if local != central
+            ]
+        if disagreements:
+            self._problem(
+                "TA-E106",
+                record.name,
+                f"local header and central directory disagree on {', '.join(disagreements)}",
+            )
+        data_end = data_offset + record.compressed_size
+        if data_end > cd_start:
+            self._problem("TA-E107", record.name, "member data runs into the central directory")
+            return record, extra_length, None
+        if record.flags & _FLAG_DESCRIPTOR:
+            data_end += self._descriptor_length(record, data_end, cd_start)
+        return replace(record, data_offset=data_offset), extra_length, data_end
+
+    def _descriptor_length(self, record: ZipRecord, position: int, limit: int) -> int:
+        """Length of the data descriptor after a bit-3 member's data (0 when none matches)."""
+        raw = self._pread(position, min(24, limit - position))
+        expected = (record.crc32, record.compressed_size, record.size)
+        signed = struct.pack("<I", _DESCRIPTOR_SIGNATURE)
+        for prefix, layout in ((signed, "<IQQ"), (signed, "<III"), (b"", "<IQQ"), (b"", "<III")):
+            length = len(prefix) + struct.calcsize(layout)
+            if (
+                len(raw) >= length
+                and raw.startswith(prefix)
+                and struct.unpack_from(layout, raw, len(prefix)) == expected
+            ):
+                return length
+        return 0
+
+    def _check_layout(self, layout: list[tuple[int, int, str]], cd_start: int) -> None:
+        """Members must tile the bytes before the central directory: no gap, no overlap."""
+        cursor = 0
+        for start, end, name in sorted(layout):
+            if start > cursor:
+                where = "before the first local header" if cursor == 0 else "before this member"
+                self._problem("TA-E108", name, f"{start - cursor} unaccounted bytes {where}")
+            elif start < cursor:
+                self._problem("TA-E107", name, "overlaps the member before it")
+            cursor = max(cursor, end)
+        if cursor < cd_start:
+            self._problem(
+                "TA-E108",
+                None,
+                f"{cd_start - cursor} unaccounted bytes before the central directory",
+            )
+
+    def _check_first_member(self, local_extra_length: int | None) -> None:
+        if not self.entries:
+            self._problem("TA-E101", None, "the ZIP has no members")
+            return
+        first = self.entries[0]
+        if (
+            first.name != MIMETYPE_NAME
+            or first.method != _STORED
+            or local_extra_length != 0
+            or any(entry.header_offset < first.header_offset for entry in self.entries)
+        ):
+            self._problem(
+                "TA-E101",
+                first.name,
+                "the first member must be `mimetype`, STORED, first in the file, no extra field",
+            )
+
+    def _classify_records(self) -> None:
+        """Problems of each record on its own, and which records are readable members."""
+        seen: set[str] = set()
+        for index, record in enumerate(self.entries):
+            if record.is_dir:
+                self._check_directory(record)
+                continue
+            self.problems.extend(path_problems(record.name))
+            if record.name in seen:
+                self._problem("TA-E105", record.name, "duplicate member name")
+                continue
+            seen.add(record.name)
+            if self._usable(record):
+                self._members[record.name] = record
+                self._listing[record.name] = Member(record.name, record.size)
+                first_mimetype = index == 0 and record.name == MIMETYPE_NAME
+                if (
+                    record.method == _STORED
+                    and not first_mimetype
+                    and record.data_offset is not None
+                    and record.data_offset % ALIGNMENT
+                ):
+                    self._problem(
+                        "TA-W102",
+                        record.name,
+                        f"data starts at byte {record.data_offset}, not a multiple of {ALIGNMENT}",
+                    )
+        self.problems.extend(case_collisions(seen))
+
+    def _check_directory(self, record: ZipRecord) -> None:
+        self.problems.extend(path_problems(record.name[:-1]))
+        if record.size or record.compressed_size:
+            self._problem("TA-E104", record.name, f"directory entry holds {record.size} bytes")
+        kind = stat.S_IFMT(record.external_attr >> 16)
+        if kind not in (0, stat.S_IFDIR):
+            self._problem("TA-E104", record.name, f"directory entry of file type {kind:o}")
+
+    def _usable(self, record: ZipRecord) -> bool:
+        """Whether the record is a readable regular file (recording why not, when it is not)."""
+        kind = stat.S_IFMT(record.external_attr >> 16)
+        if record.flags & _FLAG_DESCRIPTOR:
+            self._problem("TA-E110", record.name, "sets the data-descriptor flag (bit 3)")
+        if record.flags & _FLAG_ENCRYPTED or record.method == _AES:
+            self._problem("TA-E103", record.name, "encrypted")
+            return False
+        if record.method not in (_STORED, _DEFLATED, _DEFLATED64):
+            self._problem("TA-E102", record.name, f"compression method {record.method}")
+            return False
+        if record.method != _STORED:
+            self._problem("TA-W101", record.name, "compressed; it can only be read sequentially")
+        if kind not in (0, stat.S_IFREG):
+            self._problem("TA-E104", record.name, f"not a regular file (file type {kind:o})")
+            return False
+        if record.method == _STORED and record.size != record.compressed_size:
+            self._problem("TA-E100", record.name, "STORED member with two different sizes")
+            return False
+        return record.data_offset is not None
+
+
+class _PositionalFile(io.RawIOBase):
+    """A read-only file over a shared descriptor, reading with ``pread`` at its own position."""
+
+    def __init__(self, fd: int, position: int):
+        self._fd = fd
+        self._position = position
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._position
+        elif whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("seek from the end")
+        self._position = offset
+        return offset
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = os.pread(self._fd, len(buffer), self._position)
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+
+def _find_end_record(tail: bytes) -> int | None:
+    """Position in ``tail`` of the end of central directory record.
+
+    Preferred: the last signature whose comment length ends the record exactly at the end of
+    the file. Failing that, the last signature with room for a whole record (trailing data).
+    """
+    fallback = None
+    position = tail.rfind(_END_SIGNATURE)
+    while position >= 0:
+        if position + _END_RECORD.size <= len(tail):
+            comment_length = _END_RECORD.unpack_from(tail, position)[-1]
+            if position + _END_RECORD.size + comment_length == len(tail):
+                return position
+            if fallback is None:
+                fallback = position
+        position = tail.rfind(_END_SIGNATURE, 0, position)
+    return fallback
+
+
+def _decode_name(raw: bytes) -> str:
+    """Names are UTF-8 whatever flag bit 11 says; undecodable bytes become surrogate escapes."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _extra_fields(raw: bytes) -> dict[int, bytes]:
+    """The extra field blocks by header id (first of each id; a torn tail is ignored)."""
+    blocks: dict[int, bytes] = {}
+    position = 0
+    while position + 4 <= len(raw):
+        header_id, size = struct.unpack_from("<HH", raw, position)
+        blocks.setdefault(header_id, raw[position + 4 : position + 4 + size])
+        position += 4 + size
+    return blocks
+
+
+def _zip64_values(extras: dict[int, bytes], values: list[int]) -> list[int] | None:
+    """``values`` with each 0xFFFFFFFF replaced from the ZIP64 extra, or None when it lacks one.
+
+    The ZIP64 extra holds, in APPNOTE order, exactly the fields whose 32-bit value is the marker.
+    """
+    needed = sum(value == _MAX32 for value in values)
+    if needed == 0:
+        return values
+    data = extras.get(0x0001, b"")
+    if len(data) < 8 * needed:
+        return None
+    wide = iter(struct.unpack_from(f"<{needed}Q", data))
+    return [next(wide) if value == _MAX32 else value for value in values]
