@@ -58,7 +58,7 @@ class ZipEntry:
 def zip_stream(entries: Iterable[ZipEntry], *, force_zip64: bool = False) -> Iterator[bytes]:
     """Yield the bytes of a ZIP file holding ``entries``, in order, every member STORED.
 
-    Raises ``ArchiveError("TA-E111")`` when a member's bytes do not match its declared size and
+    Raises ``ArchiveError("TA-E905")`` when a member's bytes do not match its declared size and
     CRC-32 (the file changed while being written). ``force_zip64`` writes ZIP64 fields even where
     32 bits would do: in every central directory entry, the end records and the local headers of
     aligned members (an unaligned ``mimetype`` member keeps a local header without extra field).
@@ -127,7 +127,7 @@ def _checked_chunks(entry: ZipEntry) -> Iterator[bytes]:
             yield chunk
     if (size, crc) != (entry.size, entry.crc32):
         raise ArchiveError(
-            "TA-E111",
+            "TA-E905",
             entry.name,
             f"changed while being written: declared {entry.size} bytes with CRC-32 "
             f"{entry.crc32:08x}, read {size} bytes with CRC-32 {crc:08x}",
