@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, select, text, update
 from tiled.catalog import orm
 from tiled.utils import ensure_uri, path_from_uri
 
-from .format import ArchiveError, FileEntry, member_from_data_uri
+from .format import DATA_DIR, ArchiveError, FileEntry, member_from_data_uri
 
 # Tables of Tiled's catalog schema an archive's catalog.db must hold (spec: catalog.db).
 REQUIRED_TABLES = (
@@ -334,3 +334,26 @@ def prune(db: Path, node_path: list[str]) -> None:
             "DELETE FROM structures WHERE id NOT IN "
             "(SELECT structure_id FROM data_sources WHERE structure_id IS NOT NULL)"
         )
+
+
+def relocated_root(db: Path, holds: Callable[[str], bool]) -> Path | None:
+    """The folder a relocated catalog was relocated to (None when it is in archive form).
+
+    Found from the URIs alone, so an archive that was moved since can be relocated again: the
+    root is the one prefix under which every asset URI names something the archive ``holds``.
+    """
+    paths = [
+        path_from_uri(row.data_uri).as_posix()
+        for row in read_assets(db)
+        if row.data_uri.startswith("file:")
+    ]
+    if not paths:
+        return None
+    first = paths[0]
+    marker = "/" + DATA_DIR + "/"
+    starts = [i for i in range(len(first)) if first.startswith(marker, i)]
+    for start in starts:
+        root = first[:start]
+        if all(p.startswith(root + marker) and holds(p[len(root) + 1 :]) for p in paths):
+            return Path(root or "/")
+    raise ArchiveError("TA-E503", paths[0], "asset URIs do not point into one archive's data/")

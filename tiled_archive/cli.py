@@ -118,5 +118,21 @@ def extract(
     )
 
 
+@app.command()
+@reports_errors
+def relocate(
+    directory: Annotated[Path, typer.Argument(help="A directory archive that was moved.")],
+) -> None:
+    """Point a directory archive's catalog at where the archive is now (after moving it)."""
+    from .writer import relocate as relocate_archive
+
+    relocate_archive(directory)
+    err_console.print(f"relocated {directory}", highlight=False)
+
+
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -590,3 +590,41 @@ def convert(
             force=force,
             quiet=quiet,
         )
+
+
+def relocate(directory: str | Path) -> Path:
+    """Point a directory archive's asset URIs at its current location (in place).
+
+    For a directory archive that was moved after extraction: rewrites ``catalog.db`` in relocated
+    form for where it is now, then the manifest's ``catalog`` entry and the tag manifest. The
+    catalog is verified against the manifest first; payload files are not touched.
+    """
+    from .reader import open_archive
+
+    directory = Path(directory)
+    with open_archive(directory) as archive:
+        if not archive.is_directory:
+            raise ArchiveError("TA-E904", str(directory), "only directory archives are relocated")
+        manifest = archive.manifest
+        payload = {entry.path for entry in manifest.files}
+
+        def holds(path: str) -> bool:
+            return path in payload or any(p.startswith(path + "/") for p in payload)
+
+        staged = directory / f".{CATALOG_NAME}.relocating"
+        shutil.copyfile(archive.catalog_path(), staged)
+        try:
+            old_root = catalog_db.relocated_root(staged, holds)
+            if old_root is not None:
+                catalog_db.canonicalize(staged, old_root)
+            catalog_db.relocate(staged, directory)
+            updated = _manifest(manifest.files, staged, 0, manifest)
+            tags = _tag_files(updated, updated.catalog.sha256)
+            os.replace(staged, directory / CATALOG_NAME)
+        finally:
+            staged.unlink(missing_ok=True)
+    for name in (MANIFEST_NAME, TAG_MANIFEST_NAME):
+        target = directory / name
+        target.with_name(f".{name}.new").write_bytes(tags[name])
+        os.replace(target.with_name(f".{name}.new"), target)
+    return directory
