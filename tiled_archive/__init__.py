@@ -1,4 +1,23 @@
 """tiled-archive: a versioned archive format for offline Tiled data, and its reference
-implementation (writer, reader, validator, in-process server)."""
+implementation (writer, reader, validator, in-process server).
+
+>>> import tiled_archive
+>>> with tiled_archive.open("scans.zip") as client:   # the normal Tiled client, no server
+...     client["scan1"]["primary"][:10]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["open", "__version__"]
+
+
+def open(path: str | Path, **client_kwargs: Any) -> Any:  # noqa: A001 -- mirrors builtins.open
+    """Open an archive (directory or ZIP) as a Tiled client served in-process; see
+    :func:`tiled_archive.asgi.open`."""
+    from .asgi import open as open_in_process
+
+    return open_in_process(path, **client_kwargs)

@@ -130,6 +130,33 @@ def relocate(
     err_console.print(f"relocated {directory}", highlight=False)
 
 
+@app.command()
+@reports_errors
+def serve(
+    path: Annotated[Path, typer.Argument(help="A directory or ZIP archive.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    public: Annotated[bool, typer.Option("--public", help="Allow anonymous reads.")] = False,
+    api_key: Annotated[
+        str | None, typer.Option(help="Require this API key (default: a random one, printed).")
+    ] = None,
+) -> None:
+    """Serve an archive over HTTP to Tiled clients, read-only (Tiled's own app)."""
+    import secrets
+
+    from .asgi import serve as serve_archive
+
+    if not public and api_key is None:
+        api_key = secrets.token_hex(16)
+    where = f"http://{host}:{port}/api/v1"
+    err_console.print(
+        f"serving {path} read-only at {where}"
+        + ("" if public else f"\nconnect with: from_uri('{where}', api_key='{api_key}')"),
+        highlight=False,
+    )
+    serve_archive(path, host=host, port=port, public=public, api_key=api_key)
+
+
 def main() -> None:
     app()
 

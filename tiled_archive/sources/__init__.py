@@ -96,11 +96,12 @@ class MemberRawIO(io.RawIOBase):
         return position
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        size = min(len(buffer), max(0, self._member.size - self._position))
+        size = min(memoryview(buffer).nbytes, max(0, self._member.size - self._position))
         if size == 0:
             return 0
         data = self._source.read(self._member.path, self._position, size)
-        buffer[: len(data)] = data
+        # Callers such as tifffile pass n-dimensional arrays: address them as flat bytes.
+        memoryview(buffer).cast("B")[: len(data)] = data
         self._position += len(data)
         return len(data)
 

@@ -1,0 +1,300 @@
+"""Tiled adapters fed by an archive: stock adapters on real paths, or on ZIP members in place.
+
+Tiled picks an adapter class per data-source mimetype (``adapters_by_mimetype``) and calls its
+``from_catalog(data_source, node, **parameters)``. The classes here are subclasses of Tiled's own,
+so everything else (structures, slicing, Tiled's lazy per-frame sequence reads) stays Tiled's.
+Each one first maps every asset URI to an archive member (archive form ``data/...``, or relocated
+form inside this archive) and refuses anything else with TA-E503: Tiled itself skips its
+readable-storage check for URIs that are not ``file://``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import tifffile
+import tiled.adapters.hdf5 as tiled_hdf5
+from tiled.adapters.array import ArrayAdapter
+from tiled.adapters.core import Adapter
+from tiled.adapters.csv import CSVAdapter
+from tiled.adapters.hdf5 import HDF5Adapter
+from tiled.adapters.npy import NPYSequenceAdapter
+from tiled.adapters.parquet import ParquetDatasetAdapter
+from tiled.adapters.resource_cache import with_resource_cache
+from tiled.adapters.table import TableAdapter
+from tiled.adapters.tiff import TiffAdapter, TiffSequenceAdapter
+from tiled.adapters.zarr import ZarrArrayAdapter, ZarrGroupAdapter
+from tiled.mimetypes import DEFAULT_ADAPTERS_BY_MIMETYPE
+from tiled.structures.core import StructureFamily
+from tiled.utils import ensure_uri
+
+from .catalog import member_from_relocated
+from .format import ArchiveError
+from .reader import Archive
+
+ZARR = "application/x-zarr"
+_ALL = builtins.slice(None)
+
+
+def _rewrite(data_source: Any, kwargs: dict[str, Any], to_uri: Callable[[str], str]) -> Any:
+    """A copy of ``data_source`` (and a lazy ``data_uris`` kwarg) with URIs mapped by to_uri."""
+    assets = [a.model_copy(update={"data_uri": to_uri(a.data_uri)}) for a in data_source.assets]
+    if kwargs.get("data_uris") is not None:  # Tiled's lazy sequence path: None marks unread files
+        kwargs["data_uris"] = [None if u is None else to_uri(u) for u in kwargs["data_uris"]]
+    return data_source.model_copy(update={"assets": assets})
+
+
+class ArchiveAdapters:
+    """The ``adapters_by_mimetype`` mapping that serves one open archive."""
+
+    def __init__(self, archive: Archive):
+        self.archive = archive
+        self._zip_store: Any = None
+        self._lock = threading.Lock()
+
+    def member(self, data_uri: str) -> str:
+        """The archive member an asset URI names; TA-E503/TA-E504 for anything else."""
+        member = member_from_relocated(data_uri, self.archive.location)
+        members = self.archive.members()
+        if member not in members and not any(m.startswith(member + "/") for m in members):
+            raise ArchiveError("TA-E504", data_uri, "asset points at nothing in the archive")
+        return member
+
+    def mapping(self) -> dict[str, type]:
+        """mimetype -> adapter class, for ``tiled.catalog.from_uri(adapters_by_mimetype=...)``."""
+        if self.archive.is_directory:
+            return self._directory_adapters()
+        return self._zip_adapters()
+
+    # -- Directory archives: Tiled's adapters on the real files ------------------------------
+
+    def _directory_adapters(self) -> dict[str, type]:
+        root = self.archive.location.resolve()
+
+        def to_file_uri(data_uri: str) -> str:
+            return ensure_uri(root / self.member(data_uri))
+
+        adapters: dict[str, type] = {}
+        for mimetype in list(DEFAULT_ADAPTERS_BY_MIMETYPE):
+            stock = DEFAULT_ADAPTERS_BY_MIMETYPE[mimetype]
+
+            def from_catalog(cls, data_source, node, /, _stock=stock, **kwargs):  # noqa: N805
+                return _stock.from_catalog(
+                    _rewrite(data_source, kwargs, to_file_uri), node, **kwargs
+                )
+
+            adapters[mimetype] = type(
+                f"Archive{stock.__name__}", (stock,), {"from_catalog": classmethod(from_catalog)}
+            )
+        # Tiled's Zarr adapter opens stores in append mode; an archive is opened read-only.
+        adapters[ZARR] = self._zarr_adapter(lambda: _local_zarr_store(root))
+        return adapters
+
+    # -- ZIP archives: members read in place -------------------------------------------------
+
+    def _zip_adapters(self) -> dict[str, type]:
+        archive, member = self.archive, self.member
+        _install_hdf5_hook()
+        token = _register(self)
+
+        class ZipHDF5Adapter(HDF5Adapter):
+            @classmethod
+            def from_catalog(cls, data_source, node, /, **kwargs):
+                def to_member_uri(uri: str) -> str:
+                    return f"{_HDF5_SCHEME}{token}/{member(uri)}"
+
+                return HDF5Adapter.from_catalog(
+                    _rewrite(data_source, kwargs, to_member_uri), node, **kwargs
+                )
+
+        class ZipNPYAdapter(ArrayAdapter):
+            @classmethod
+            def from_catalog(cls, data_source, node, /, **kwargs):
+                array = _npy_array(archive, member(data_source.assets[0].data_uri))
+                return cls(array, data_source.structure, metadata=node.metadata_, specs=node.specs)
+
+        class ZipTiffAdapter(TiffAdapter):
+            def __init__(self, data_uri, structure=None, *, metadata=None, specs=None):
+                path = member(data_uri)
+                span = archive.span(path)
+                if span is not None:  # tifffile reads an embedded file natively
+                    self._file = with_resource_cache(
+                        (tifffile.TiffFile, span.file, span.offset),
+                        tifffile.TiffFile,
+                        str(span.file),
+                        offset=span.offset,
+                        size=span.length,
+                    )
+                else:
+                    self._file = tifffile.TiffFile(archive.open(path))
+                Adapter.__init__(self, structure, metadata=metadata, specs=specs)
+
+        class ZipCSVAdapter(CSVAdapter):
+            def __init__(self, data_uris, structure=None, *, metadata=None, specs=None, **kwargs):
+                self._file_paths = _Members(archive, [member(u) for u in data_uris])
+                self._read_csv_kwargs = kwargs
+                Adapter.__init__(self, structure, metadata=metadata, specs=specs)
+
+        class ZipParquetAdapter(ParquetDatasetAdapter):
+            @classmethod
+            def from_catalog(cls, data_source, node, /, **kwargs):
+                import pyarrow.parquet as pq
+
+                partitions = [
+                    pq.read_table(archive.open(member(a.data_uri))).to_pandas()
+                    for a in sorted(data_source.assets, key=lambda a: a.num or 0)
+                ]
+                return TableAdapter(
+                    partitions, data_source.structure, metadata=node.metadata_, specs=node.specs
+                )
+
+        return {
+            "application/x-hdf5": ZipHDF5Adapter,
+            "application/x-npy": ZipNPYAdapter,
+            "image/tiff": ZipTiffAdapter,
+            "multipart/related;type=image/tiff": _sequence(TiffSequenceAdapter, archive, member),
+            "multipart/related;type=application/x-npy": _sequence(
+                NPYSequenceAdapter, archive, member
+            ),
+            "text/csv": ZipCSVAdapter,
+            "text/csv;header=present": ZipCSVAdapter,
+            "application/x-parquet": ZipParquetAdapter,
+            ZARR: self._zarr_adapter(self._shared_zip_store),
+        }
+
+    def _shared_zip_store(self) -> Any:
+        import zarr
+
+        with self._lock:
+            if self._zip_store is None:
+                self._zip_store = zarr.storage.ZipStore(self.archive.location, mode="r")
+            return self._zip_store
+
+    def _zarr_adapter(self, store_factory: Callable[[], Any]) -> type:
+        member = self.member
+
+        class ArchiveZarrAdapter:
+            @classmethod
+            def from_catalog(cls, data_source, node, /, **kwargs):
+                import zarr
+
+                path = member(data_source.assets[0].data_uri)
+                common = {"metadata": node.metadata_, "specs": node.specs, **kwargs}
+                if node.structure_family == StructureFamily.container:
+                    group = zarr.open_group(store=store_factory(), path=path, mode="r")
+                    return ZarrGroupAdapter(group, **common)
+                array = zarr.open_array(store=store_factory(), path=path, mode="r")
+                return ZarrArrayAdapter(array, structure=data_source.structure, **common)
+
+        return ArchiveZarrAdapter
+
+    def close(self) -> None:
+        _unregister(self)
+        if self._zip_store is not None:
+            self._zip_store.close()
+
+
+def _local_zarr_store(root: Any) -> Any:
+    import zarr
+
+    return zarr.storage.LocalStore(root, read_only=True)
+
+
+def _npy_array(archive: Archive, path: str) -> np.ndarray:
+    """An .npy member as an array: memory-mapped from its span, read whole when compressed."""
+    with archive.open(path) as handle:
+        major, _ = np.lib.format.read_magic(handle)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if major == 1
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(handle)
+        header = handle.tell()
+        span = archive.span(path)
+        if span is None or dtype.hasobject:
+            handle.seek(0)
+            return np.load(handle, allow_pickle=False)
+    return np.memmap(
+        span.file,
+        dtype=dtype,
+        mode="r",
+        offset=span.offset + header,
+        shape=shape,
+        order="F" if fortran else "C",
+    )
+
+
+class _Members(Sequence):
+    """Stands in for a list of file paths: each item is a fresh file object over a member."""
+
+    def __init__(self, archive: Archive, paths: list[str | None]):
+        self._archive, self._paths = archive, paths
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, builtins.slice):
+            return [self._archive.open(p) for p in self._paths[index] if p is not None]
+        path = self._paths[index]
+        if path is None:
+            raise IndexError(index)
+        return self._archive.open(path)
+
+
+def _sequence(base: type, archive: Archive, member: Callable[[str], str]) -> type:
+    """A Tiled file-sequence adapter reading its files from archive members."""
+
+    class ZipSequenceAdapter(base):
+        def __init__(self, data_uris=None, structure=None, **kwargs):
+            uris = list(data_uris or [])
+            super().__init__(data_uris=uris, structure=structure, **kwargs)
+            self.filepaths = _Members(archive, [None if u is None else member(u) for u in uris])
+
+        def _load_from_files(self, slice=_ALL):  # noqa: A002 -- Tiled's name
+            # Tiled's TIFF sequence hands file *names* to tifffile.TiffSequence; read one by one.
+            if isinstance(slice, int):
+                return self._read_one(self.filepaths[slice])[None, ...]
+            files = (
+                [self.filepaths[i] for i in slice]
+                if isinstance(slice, Iterable)
+                else self.filepaths[slice]
+            )
+            return np.asarray([self._read_one(f) for f in files])
+
+    ZipSequenceAdapter.__name__ = f"Zip{base.__name__}"
+    return ZipSequenceAdapter
+
+
+# Tiled's HDF5 adapter reopens its file by path for every read (tiled.adapters.hdf5 calls
+# path_from_uri, then h5py.File). h5py also reads Python file objects, so that module's
+# path_from_uri learns one private URI scheme naming a member of an open archive.
+_HDF5_SCHEME = "tiled-archive-member://"
+_OPEN: dict[str, ArchiveAdapters] = {}
+_stock_hdf5_path_from_uri = tiled_hdf5.path_from_uri
+
+
+def _hdf5_path_or_member(uri: Any) -> Any:
+    if isinstance(uri, str) and uri.startswith(_HDF5_SCHEME):
+        token, path = uri[len(_HDF5_SCHEME) :].split("/", 1)
+        return _OPEN[token].archive.open(path)
+    return _stock_hdf5_path_from_uri(uri)
+
+
+def _install_hdf5_hook() -> None:
+    tiled_hdf5.path_from_uri = _hdf5_path_or_member
+
+
+def _register(adapters: ArchiveAdapters) -> str:
+    token = f"{id(adapters):x}"
+    _OPEN[token] = adapters
+    return token
+
+
+def _unregister(adapters: ArchiveAdapters) -> None:
+    _OPEN.pop(f"{id(adapters):x}", None)

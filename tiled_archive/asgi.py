@@ -1,0 +1,228 @@
+"""Serve an archive with Tiled's own app: in-process to a Tiled client, or over HTTP.
+
+The app is Tiled's (``tiled.server.app.build_app``) over Tiled's SQL catalog adapter, opened
+read-only and immutable, with adapters from :mod:`tiled_archive.adapters`. Every asset URI is
+checked before the app starts, and an access policy grants read scopes only, so every write
+endpoint refuses (401 anonymous, 403 with a key) and the archive's bytes never change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from .adapters import ArchiveAdapters
+from .catalog import read_assets
+from .format import DATA_DIR
+from .reader import Archive, open_archive
+
+_LOCAL_URL = "http://tiled-archive.invalid/api/v1"
+
+
+def _read_only_policy() -> Any:
+    from tiled.access_control.access_policies import DummyAccessPolicy
+    from tiled.access_control.scopes import PUBLIC_SCOPES
+
+    class ReadOnlyPolicy(DummyAccessPolicy):
+        """Whoever asks, only ``read:metadata`` and ``read:data``: an archive is immutable."""
+
+        async def allowed_scopes(self, node, principal, authn_access_tags, authn_scopes):
+            return PUBLIC_SCOPES
+
+    return ReadOnlyPolicy()
+
+
+class _NoOverrides(dict):
+    """``app.dependency_overrides`` that FastAPI sees as empty.
+
+    With any override present FastAPI rebuilds every dependency's signature analysis on every
+    request (about half of a request's time, by profile). Tiled's only override returns the
+    cached settings object it has already configured, so once it has been called the override
+    changes nothing, and lookups through ``[]`` keep working.
+    """
+
+    def __bool__(self) -> bool:
+        return False
+
+
+class ArchiveServer:
+    """Tiled's app over one open archive. Close it to release the archive."""
+
+    def __init__(
+        self,
+        archive: Archive,
+        *,
+        api_key: str | None = None,
+        public: bool = True,
+    ):
+        from tiled.catalog import from_uri
+        from tiled.config import Authentication
+        from tiled.server.app import build_app
+        from tiled.server.settings import get_settings
+
+        self.archive = archive
+        self.adapters = ArchiveAdapters(archive)
+        catalog = archive.catalog_path()
+        # Refuse the archive before any byte of data is read if an asset points elsewhere.
+        for row in read_assets(catalog):
+            self.adapters.member(row.data_uri)
+        tree = from_uri(
+            f"sqlite+aiosqlite:///file:{quote(str(catalog.absolute()))}"
+            "?mode=ro&immutable=1&uri=true",
+            adapters_by_mimetype=self.adapters.mapping(),
+            # Tiled checks absolute file URIs (a relocated directory archive) against these.
+            readable_storage=[archive.location.resolve() / DATA_DIR]
+            if archive.is_directory
+            else [],
+        )
+        self.app = build_app(
+            tree,
+            authentication=Authentication(
+                allow_anonymous_access=public, single_user_api_key=api_key
+            ),
+            access_policy=_read_only_policy(),
+            server_settings={"expose_raw_assets": False},
+        )
+        self.app.dependency_overrides[get_settings]()
+        self.app.dependency_overrides = _NoOverrides(self.app.dependency_overrides)
+
+    def close(self) -> None:
+        self.adapters.close()
+        self.archive.close()
+
+
+class PortalTransport(httpx.BaseTransport):
+    """A synchronous httpx transport calling an ASGI app on an event loop in another thread.
+
+    One hop into the loop per request (starlette's TestClient makes several); the body is
+    passed on still content-encoded so httpx decodes it once.
+    """
+
+    def __init__(self, app: Any, portal: Any):
+        self._asgi = httpx.ASGITransport(app=app)
+        self._portal = portal
+
+    async def _send(self, request: httpx.Request) -> tuple[int, list, bytes]:
+        response = await self._asgi.handle_async_request(request)
+        body = b"".join([chunk async for chunk in response.aiter_raw()])
+        return response.status_code, response.headers.raw, body
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        status, headers, body = self._portal.call(self._send, request)
+        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body))
+
+
+_CONTEXT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _in_process_context(app: Any, api_key: str | None) -> Iterator[Any]:
+    """A ``tiled.client.Context`` whose requests call ``app`` in this process, no socket."""
+    from anyio.from_thread import start_blocking_portal
+    from asgi_lifespan import LifespanManager
+    from tiled.client import context as tiled_context
+    from tiled.client.transport import Transport
+
+    with start_blocking_portal() as portal:
+
+        async def make_lifespan() -> LifespanManager:
+            return LifespanManager(app)  # built inside the loop it runs on
+
+        lifespan = portal.call(make_lifespan)
+        portal.call(lifespan.__aenter__)
+        try:
+            transport = PortalTransport(app, portal)
+            # Context builds its own transport and has no parameter for one: hand it ours by
+            # replacing the name it builds from, for the duration of the constructor only.
+            with _CONTEXT_LOCK:
+                stock = tiled_context.Transport
+                tiled_context.Transport = lambda **kw: Transport(
+                    transport=transport, cache=kw.get("cache")
+                )
+                try:
+                    context = tiled_context.Context(_LOCAL_URL, api_key=api_key)
+                finally:
+                    tiled_context.Transport = stock
+            try:
+                yield context
+            finally:
+                context.http_client.close()
+        finally:
+            portal.call(lifespan.__aexit__, None, None, None)
+
+
+def open(path: str | Path, **client_kwargs: Any) -> Any:  # noqa: A001 -- the public name
+    """Open an archive (directory or ZIP) as a Tiled client, served in-process (no socket).
+
+    Returns the root container of the normal Tiled client, which here is also a context manager
+    and has ``close()``: both release the archive. Keyword arguments go to
+    ``tiled.client.from_context`` (e.g. ``structure_clients="numpy"``).
+    """
+    from tiled.client import from_context
+
+    stack = contextlib.ExitStack()
+    try:
+        server = ArchiveServer(open_archive(path))
+        stack.callback(server.close)
+        context = stack.enter_context(_in_process_context(server.app, None))
+        client = from_context(context, **client_kwargs)
+    except BaseException:
+        stack.close()
+        raise
+    client.__class__ = _closable(type(client))
+    client._tiled_archive_close = stack.close
+    return client
+
+
+_CLOSABLE: dict[type, type] = {}
+
+
+def _closable(cls: type) -> type:
+    """``cls`` plus ``close()`` and context management that release the archive."""
+    if cls not in _CLOSABLE:
+
+        def close(self: Any) -> None:
+            self._tiled_archive_close()
+
+        def exit_(self: Any, *exc_info: object) -> None:
+            self._tiled_archive_close()
+
+        _CLOSABLE[cls] = type(
+            cls.__name__,
+            (cls,),
+            {
+                "close": close,
+                "__enter__": lambda self: self,
+                "__exit__": exit_,
+                "__module__": cls.__module__,
+            },
+        )
+    return _CLOSABLE[cls]
+
+
+def serve(
+    path: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    public: bool = False,
+    api_key: str | None = None,
+) -> None:
+    """Serve an archive over HTTP with uvicorn until interrupted."""
+    import uvicorn
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        server = ArchiveServer(open_archive(path), api_key=api_key, public=public)
+    try:
+        uvicorn.run(server.app, host=host, port=port, log_level="warning")
+    finally:
+        server.close()
