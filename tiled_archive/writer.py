@@ -618,13 +618,25 @@ def relocate(directory: str | Path) -> Path:
             if old_root is not None:
                 catalog_db.canonicalize(staged, old_root)
             catalog_db.relocate(staged, directory)
-            updated = _manifest(manifest.files, staged, 0, manifest)
-            tags = _tag_files(updated, updated.catalog.sha256)
             os.replace(staged, directory / CATALOG_NAME)
         finally:
             staged.unlink(missing_ok=True)
+        reseal(directory, manifest)
+    return directory
+
+
+def reseal(directory: str | Path, manifest: Manifest | None = None) -> None:
+    """Rewrite a directory archive's manifest ``catalog`` entry and tag files for its current
+    ``catalog.db`` (after the catalog was changed in place); payload entries stay as they are."""
+    from .reader import open_archive
+
+    directory = Path(directory)
+    if manifest is None:
+        with open_archive(directory) as archive:
+            manifest = archive.manifest
+    updated = _manifest(manifest.files, directory / CATALOG_NAME, 0, manifest)
+    tags = _tag_files(updated, updated.catalog.sha256)
     for name in (MANIFEST_NAME, TAG_MANIFEST_NAME):
         target = directory / name
         target.with_name(f".{name}.new").write_bytes(tags[name])
         os.replace(target.with_name(f".{name}.new"), target)
-    return directory

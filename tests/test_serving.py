@@ -1,0 +1,248 @@
+"""Serving archives to the Tiled client: in-process (ZIP, directory), our HTTP server, and stock
+`tiled serve catalog` on the extracted copy must all give the source data."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tiled_archive
+from tiled_archive.format import ArchiveError
+from tiled_archive.writer import convert, create, reseal
+
+from .conftest import sha256_of, tree_digests
+
+
+@pytest.fixture(scope="module")
+def served(sample_tree, tmp_path_factory):
+    out = tmp_path_factory.mktemp("served")
+    directory = create(out / "dir", [sample_tree])
+    packed = convert(directory, out / "packed.zip")
+    extracted = convert(packed, out / "extracted")
+    return {"zip": packed, "dir": directory, "extracted": extracted}
+
+
+def expected_values(source: Path) -> dict[str, object]:
+    import h5py
+    import tifffile
+    import zarr
+
+    with h5py.File(source / "primary.h5") as f:
+        intensity = f["intensity"][:]
+        energy = f["group/energy"][:]
+    return {
+        "primary/intensity": intensity,
+        "primary/group/energy": energy,
+        "frames/frame_": np.stack(
+            [tifffile.imread(source / f"frames/frame_{i:03d}.tif") for i in range(4)]
+        ),
+        "nested/single": tifffile.imread(source / "nested/single.tiff"),
+        "nested/deeper/table_values": np.load(source / "nested/deeper/table_values.npy"),
+        "v2array": zarr.open_array(source / "v2array.zarr", mode="r")[:],
+        "v3array": zarr.open_array(source / "v3array.zarr", mode="r")[:],
+        "baseline": pd.read_csv(source / "baseline.csv"),
+        "summary": pd.read_parquet(source / "summary.parquet"),
+    }
+
+
+TABLES = {"baseline", "summary"}
+ARRAYS = [
+    "primary/intensity",
+    "primary/group/energy",
+    "frames/frame_",
+    "nested/single",
+    "nested/deeper/table_values",
+    "v2array",
+    "v3array",
+]
+
+
+def read_values(client) -> dict[str, object]:
+    scan = client["scan"]
+    values: dict[str, object] = {key: scan[key].read() for key in TABLES}
+    values.update({key: scan[key][:] for key in ARRAYS})
+    values["primary/intensity[2:4, 3:9, ::2]"] = scan["primary/intensity"][2:4, 3:9, ::2]
+    values["metadata"] = dict(scan["primary"].metadata)
+    return values
+
+
+def assert_same(values: dict[str, object], source: Path) -> None:
+    expected = expected_values(source)
+    for key, value in expected.items():
+        if isinstance(value, pd.DataFrame):
+            pd.testing.assert_frame_equal(
+                values[key].reset_index(drop=True), value, check_dtype=False
+            )
+        else:
+            np.testing.assert_array_equal(values[key], value, err_msg=key)
+    np.testing.assert_array_equal(
+        values["primary/intensity[2:4, 3:9, ::2]"], expected["primary/intensity"][2:4, 3:9, ::2]
+    )
+    assert values["metadata"]["sample"] == "Si (111) — ünïcode"
+
+
+@pytest.mark.parametrize("form", ["zip", "dir", "extracted"])
+def test_in_process_client_reads_every_format(served, sample_tree, form):
+    with tiled_archive.open(served[form]) as client:
+        assert_same(read_values(client), sample_tree)
+        assert sorted(client["scan"]) == sorted(
+            ["baseline", "primary", "summary", "v2array", "v3array", "frames", "nested"]
+        )
+
+
+def test_search_and_export_work_in_process(served, tmp_path):
+    from tiled.queries import FullText, Key
+
+    with tiled_archive.open(served["zip"]) as client:
+        scan = client["scan"]
+        assert list(scan.search(FullText("ünïcode"))) == ["primary"]
+        assert list(scan.search(Key("sample") == "Si (111) — ünïcode")) == ["primary"]
+        scan["nested/deeper/table_values"].export(tmp_path / "values.csv")
+        exported = np.loadtxt(tmp_path / "values.csv", delimiter=",")
+        np.testing.assert_array_equal(exported, np.arange(24.0).reshape(4, 6))
+
+
+def test_writes_are_refused_and_archive_bytes_never_change(served):
+    from tiled.client.utils import ClientError
+
+    for form in ("zip", "dir"):
+        before = _digests(served[form])
+        with tiled_archive.open(served[form]) as client:
+            with pytest.raises(ClientError) as err:
+                client.write_array(np.ones(3), key="new")
+            assert err.value.response.status_code in (401, 403)
+            with pytest.raises(ClientError):
+                client["scan"]["primary"].update_metadata({"sample": "changed"})
+            with pytest.raises(ClientError):
+                client["scan"].delete_contents("baseline")
+            client["scan"]["primary/intensity"][:]  # a read in the same session
+        assert _digests(served[form]) == before, form
+        leftovers = [
+            p
+            for p in Path(served[form]).parent.rglob("*")
+            if p.name.endswith(("-journal", "-wal", "-shm"))
+        ]
+        assert leftovers == []
+
+
+def _digests(path: Path) -> dict[str, str]:
+    return tree_digests(path) if path.is_dir() else {path.name: sha256_of(path)}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(command: list[str], port: int):
+    """A server in a subprocess on loopback, stopped at the end, however the test ends."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(process.stdout.read())
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("server did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_tiled_archive_serve_over_http(served, sample_tree):
+    from tiled.client import from_uri
+
+    port = _free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "tiled_archive.cli",
+        "serve",
+        str(served["zip"]),
+        "--port",
+        str(port),
+        "--api-key",
+        "secret123",
+    ]
+    with running(command, port) as url:
+        client = from_uri(url, api_key="secret123")
+        assert_same(read_values(client), sample_tree)
+        with pytest.raises(Exception):  # noqa: B017 -- any refusal; no key means no access
+            from_uri(url)["scan"]
+
+
+def test_stock_tiled_serve_catalog_on_extracted_copy(served, sample_tree):
+    from tiled.client import from_uri
+
+    port = _free_port()
+    extracted = served["extracted"]
+    tiled = Path(sys.executable).parent / "tiled"
+    before = tree_digests(extracted)
+    command = [
+        str(tiled),
+        "serve",
+        "catalog",
+        str(extracted / "catalog.db"),
+        "-r",
+        str(extracted / "data"),
+        "--public",
+        "--port",
+        str(port),
+    ]
+    with running(command, port) as url:
+        assert_same(read_values(from_uri(url)), sample_tree)
+    assert tree_digests(extracted) == before
+
+
+# -- Untrusted archives: refused before any byte of data is read -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data_uri", "code"),
+    [
+        ("file://localhost/etc/passwd", "TA-E503"),
+        ("/etc/passwd", "TA-E503"),
+        ("data/../../../etc/passwd", "TA-E503"),
+        ("http://example.invalid/x.h5", "TA-E503"),
+        ("data/scan/not-there.h5", "TA-E504"),
+    ],
+)
+def test_catalog_pointing_outside_is_refused(served, tmp_path, data_uri, code):
+    evil = convert(served["zip"], tmp_path / "evil")
+    with sqlite3.connect(evil / "catalog.db") as conn:
+        conn.execute(
+            "UPDATE assets SET data_uri = ? WHERE data_uri LIKE '%primary.h5'", (data_uri,)
+        )
+    reseal(evil)  # a consistent, signed-looking archive: only the catalog is malicious
+    with pytest.raises(ArchiveError) as err:
+        tiled_archive.open(evil)
+    assert err.value.code == code
+
+
+def test_symlink_inside_directory_archive_is_refused(served, tmp_path):
+    evil = convert(served["zip"], tmp_path / "evil")
+    target = evil / "data" / "scan" / "primary.h5"
+    target.unlink()
+    os.symlink("/etc/hostname", target)
+    with pytest.raises(ArchiveError) as err:
+        tiled_archive.open(evil)
+    assert err.value.code == "TA-E203"
