@@ -246,3 +246,51 @@ def test_symlink_inside_directory_archive_is_refused(served, tmp_path):
     with pytest.raises(ArchiveError) as err:
         tiled_archive.open(evil)
     assert err.value.code == "TA-E203"
+
+
+def test_response_cache_answers_repeats_without_the_app(served):
+    """Repeated identical GETs are answered from the cache; refusals and new requests are not."""
+    import httpx
+    from asgi_lifespan import LifespanManager
+
+    from tiled_archive.asgi import ArchiveServer
+    from tiled_archive.reader import open_archive
+
+    server = ArchiveServer(open_archive(served["zip"]), api_key="k1", public=False)
+    reached = []
+    inner = server.app.app
+
+    async def counting(scope, receive, send):
+        if scope["type"] == "http":
+            reached.append(scope["path"])
+        await inner(scope, receive, send)
+
+    server.app.app = counting
+
+    async def scenario():
+        async with (
+            LifespanManager(server.app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=server.app), base_url="http://x"
+            ) as http,
+        ):
+            good = {"Authorization": "Apikey k1"}
+            # The first response sets Tiled's CSRF cookie (never cached); the client then sends
+            # it, so the second request is the first of a repeating kind.
+            first = await http.get("/api/v1/metadata/scan/primary", headers=good)
+            await http.get("/api/v1/metadata/scan/primary", headers=good)
+            second = await http.get("/api/v1/metadata/scan/primary", headers=good)
+            denied = [await http.get("/api/v1/metadata/scan/primary") for _ in range(2)]
+            return first, second, denied
+
+    import asyncio
+
+    try:
+        first, second, denied = asyncio.run(scenario())
+    finally:
+        server.close()
+    assert first.status_code == second.status_code == 200
+    assert first.content == second.content
+    assert [r.status_code for r in denied] == [401, 401]
+    # Two passes for three good requests, one per refused request (refusals are not kept).
+    assert reached.count("/api/v1/metadata/scan/primary") == 4

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,65 @@ class _NoOverrides(dict):
         return False
 
 
+class ResponseCache:
+    """ASGI middleware keeping complete GET responses of an immutable archive, LRU, size-capped.
+
+    An archive never changes while it is served, so a response depends only on the request:
+    method, path, query and headers (authorization included). Only 200 responses that set no
+    cookie are kept, each up to ``max_item`` bytes, ``max_total`` bytes in all.
+    """
+
+    def __init__(self, app: Any, *, max_total: int = 128 << 20, max_item: int = 8 << 20):
+        self.app = app
+        self.max_total, self.max_item = max_total, max_item
+        self._entries: OrderedDict[tuple, tuple[dict, dict]] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        key = (scope["path"], scope["query_string"], tuple(scope["headers"]))
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+        if hit is not None:
+            start, body = hit
+            await send(start)
+            await send(body)
+            return
+        start_message: dict = {}
+        chunks: list[bytes] = []
+        keep = True
+
+        async def capture(message: dict) -> None:
+            nonlocal keep
+            if message["type"] == "http.response.start":
+                start_message.update(message)
+                keep = message["status"] == 200 and not any(
+                    name.lower() == b"set-cookie" for name, _ in message.get("headers", [])
+                )
+            elif message["type"] == "http.response.body" and keep:
+                chunks.append(message.get("body", b""))
+                keep = sum(map(len, chunks)) <= self.max_item
+            await send(message)
+
+        await self.app(scope, receive, capture)
+        if keep and start_message:
+            body = b"".join(chunks)
+            self._store(key, start_message, {"type": "http.response.body", "body": body})
+
+    def _store(self, key: tuple, start: dict, body: dict) -> None:
+        with self._lock:
+            self._entries[key] = (start, body)
+            self._size += len(body["body"])
+            while self._size > self.max_total and self._entries:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self._size -= len(dropped["body"])
+
+
 class ArchiveServer:
     """Tiled's app over one open archive. Close it to release the archive."""
 
@@ -82,7 +142,7 @@ class ArchiveServer:
             if archive.is_directory
             else [],
         )
-        self.app = build_app(
+        self.tiled_app = build_app(
             tree,
             authentication=Authentication(
                 allow_anonymous_access=public, single_user_api_key=api_key
@@ -90,8 +150,9 @@ class ArchiveServer:
             access_policy=_read_only_policy(),
             server_settings={"expose_raw_assets": False},
         )
-        self.app.dependency_overrides[get_settings]()
-        self.app.dependency_overrides = _NoOverrides(self.app.dependency_overrides)
+        self.tiled_app.dependency_overrides[get_settings]()
+        self.tiled_app.dependency_overrides = _NoOverrides(self.tiled_app.dependency_overrides)
+        self.app = ResponseCache(self.tiled_app)
 
     def close(self) -> None:
         self.adapters.close()
@@ -179,6 +240,10 @@ def open(path: str | Path, **client_kwargs: Any) -> Any:  # noqa: A001 -- the pu
         raise
     client.__class__ = _closable(type(client))
     client._tiled_archive_close = stack.close
+    # The event loop runs in a non-daemon thread, which the interpreter joins at exit before
+    # atexit handlers run: close at that earlier point (as Tiled's Context does) so a client
+    # nobody closed does not hang the exit.
+    threading._register_atexit(stack.close)
     return client
 
 
