@@ -39,31 +39,47 @@ def make_sample_data(root: Path) -> list[Path]:
     return [scan]
 
 
+def print_tree(console: Console, client, label: str) -> None:
+    """The archive's node tree, as the Tiled client sees it."""
+    tree = Tree(label)
+
+    def walk(node, branch: Tree) -> None:
+        for key, child in node.items():
+            family = str(getattr(child.structure_family, "value", child.structure_family))
+            shape = getattr(child, "shape", None)
+            sub = branch.add(f"{key}  [dim]{family}{' ' + str(shape) if shape else ''}[/]")
+            if family == "container":
+                walk(child, sub)
+
+    walk(client, tree)
+    console.print(tree)
+
+
 def main(output: str) -> None:
+    import tiled_archive
+
     console = Console()
     out = Path(output)
     shutil.rmtree(out, ignore_errors=True)
     sources = make_sample_data(out / "sample")
     zip_path = create(out / "scan_0042.zip", sources, quiet=False)
-    directory = convert(zip_path, out / "scan_0042", quiet=False)
     with open_archive(zip_path) as archive:
         manifest = archive.manifest
-        tree = Tree(
-            f"[bold]{zip_path}[/] (format {manifest.format_version}, "
-            f"{len(manifest.files)} files, Payload-Oxum {manifest.payload_oxum})"
+        console.print(
+            f"[bold]{zip_path}[/]: format {manifest.format_version}, "
+            f"{len(manifest.files)} files, Payload-Oxum {manifest.payload_oxum}"
         )
-        for entry in manifest.files:
-            tree.add(f"{entry.path}  {entry.size} B  sha256 {entry.sha256[:12]}…")
-        console.print(tree)
-        import h5py
-
-        # h5py reads the HDF5 member through a positional file object: nothing is extracted.
-        with h5py.File(archive.open("data/scan_0042/primary.h5"), "r") as f:
-            console.print("intensity[0, :2, :6] read from inside the ZIP:")
-            console.print(f["intensity"][0, :2, :6])
+    with tiled_archive.open(zip_path) as client:  # Tiled's own client, served in-process
+        print_tree(console, client, f"[bold]tiled_archive.open({str(zip_path)!r})[/]")
+        scan = client["scan_0042"]
+        console.print("primary/intensity[0, :2, :6], read from inside the ZIP:")
+        console.print(scan["primary"]["intensity"][0, :2, :6])
+        console.print(scan["baseline"].read().head(3))
+    directory = convert(zip_path, out / "scan_0042", quiet=False)
     console.print(f"extracted and relocated: {directory}")
+    console.print(f"serve the ZIP over HTTP:   tiled-archive serve {zip_path} --public")
     console.print(
-        f"serve it with stock Tiled: tiled serve catalog {directory / 'catalog.db'} "
+        f"serve with stock Tiled:    tiled serve catalog {directory / 'catalog.db'} "
         f"-r {directory / 'data'} --public"
     )
 
