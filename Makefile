@@ -23,7 +23,8 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/pack.py
+	$(BIN)/python benchmarks/serve.py
 
 clean:
 	rm -rf $(VENV) demo-output
