@@ -405,26 +405,40 @@ def create(
     """
     named = _plan_sources(sources)
     epoch = reproducible_epoch(reproducible)
-    stamp = datetime.fromtimestamp(epoch, timezone.utc) if epoch is not None else None
     with tempfile.TemporaryDirectory(prefix="tiled-archive-") as work:
         db = Path(work, CATALOG_NAME)
         report = catalog_db.build_catalog(db, named)
         payload, member_for_uri = _registered_payload(db, named, report)
+        return _write_new(dest, payload, db, member_for_uri, epoch=epoch, force=force, quiet=quiet)
 
-        def finish_catalog(entries: Mapping[str, FileEntry]) -> Path:
-            catalog_db.finalize(db, member_for_uri, entries, timestamp=stamp)
-            return db
 
-        created = epoch if epoch is not None else datetime.now(timezone.utc).timestamp()
-        return write_archive(
-            Path(dest),
-            payload,
-            finish_catalog,
-            created=created,
-            fixed_mtime=epoch,
-            force=force,
-            quiet=quiet,
-        )
+def _write_new(
+    dest: str | Path,
+    payload: list[PayloadFile],
+    db: Path,
+    member_for_uri: Callable[[catalog_db.AssetRow], str],
+    *,
+    epoch: int | None,
+    force: bool,
+    quiet: bool,
+) -> Path:
+    """Write new content: the catalog is finalized once the payload's digests are known."""
+    stamp = datetime.fromtimestamp(epoch, timezone.utc) if epoch is not None else None
+
+    def finish_catalog(entries: Mapping[str, FileEntry]) -> Path:
+        catalog_db.finalize(db, member_for_uri, entries, timestamp=stamp)
+        return db
+
+    created = epoch if epoch is not None else datetime.now(timezone.utc).timestamp()
+    return write_archive(
+        Path(dest),
+        payload,
+        finish_catalog,
+        created=created,
+        fixed_mtime=epoch,
+        force=force,
+        quiet=quiet,
+    )
 
 
 def _registered_payload(
@@ -487,7 +501,6 @@ def create_from_catalog(
     if not catalog.is_file():
         raise ArchiveError("TA-E900", str(catalog), "no such catalog file")
     epoch = reproducible_epoch(reproducible)
-    stamp = datetime.fromtimestamp(epoch, timezone.utc) if epoch is not None else None
     with tempfile.TemporaryDirectory(prefix="tiled-archive-") as work:
         db = Path(work, CATALOG_NAME)
         catalog_db.copy_catalog(catalog, db)
@@ -515,18 +528,12 @@ def create_from_catalog(
             for file in _source_files(path):
                 files[member(file)] = file
         payload = [_payload_file(member_path, file) for member_path, file in sorted(files.items())]
-
-        def finish_catalog(entries: Mapping[str, FileEntry]) -> Path:
-            catalog_db.finalize(db, lambda row: member(paths[row.id]), entries, timestamp=stamp)
-            return db
-
-        created = epoch if epoch is not None else datetime.now(timezone.utc).timestamp()
-        return write_archive(
-            Path(dest),
+        return _write_new(
+            dest,
             payload,
-            finish_catalog,
-            created=created,
-            fixed_mtime=epoch,
+            db,
+            lambda row: member(paths[row.id]),
+            epoch=epoch,
             force=force,
             quiet=quiet,
         )
