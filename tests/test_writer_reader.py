@@ -365,3 +365,61 @@ def test_manifest_json_is_canonical(archives):
         raw == (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
     )
     assert io.BytesIO(raw).read(1) == b"{"
+
+
+# -- From an existing Tiled catalog: what Tiled itself wrote -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiled_written(tmp_path_factory):
+    """A catalog holding arrays and tables written through the Tiled client (Zarr, Parquet)."""
+    import warnings
+
+    import pandas as pd
+    from tiled.catalog import from_uri
+    from tiled.client import Context, from_context
+    from tiled.server.app import build_app
+
+    root = tmp_path_factory.mktemp("tiled-written")
+    catalog = from_uri(
+        f"sqlite:///{root}/catalog.db",
+        init_if_not_exists=True,
+        writable_storage=[str(root / "data")],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Context.from_app(build_app(catalog)) as context:
+            client = from_context(context)
+            run = client.create_container("run1", metadata={"sample": "Fe₂O₃", "n": 3})
+            run.write_array(np.arange(12).reshape(3, 4), key="arr", metadata={"units": "cts"})
+            run.write_dataframe(pd.DataFrame({"a": [1, 2, 3], "b": [0.1, 0.2, 0.3]}), key="tbl")
+            client.create_container("run2").write_array(np.ones(3), key="other")
+    return root / "catalog.db"
+
+
+@pytest.mark.parametrize("suffix", [".zip", ""])
+def test_archive_from_catalog_keeps_what_tiled_wrote(tiled_written, tmp_path, suffix):
+    import pandas as pd
+
+    import tiled_archive
+    from tiled_archive.writer import create_from_catalog
+
+    dest = create_from_catalog(tmp_path / f"run1{suffix}", tiled_written, node="run1")
+    with tiled_archive.open(dest) as client:
+        assert list(client) == ["run1"]  # the parent path is kept, run2 is not
+        run = client["run1"]
+        assert dict(run.metadata) == {"sample": "Fe₂O₃", "n": 3}
+        np.testing.assert_array_equal(run["arr"][:], np.arange(12).reshape(3, 4))
+        assert run["arr"].metadata["units"] == "cts"
+        pd.testing.assert_frame_equal(
+            run["tbl"].read(), pd.DataFrame({"a": [1, 2, 3], "b": [0.1, 0.2, 0.3]})
+        )
+
+
+def test_archive_from_catalog_refuses_missing_node(tiled_written, tmp_path):
+    from tiled_archive.writer import create_from_catalog
+
+    with pytest.raises(ArchiveError) as err:
+        create_from_catalog(tmp_path / "x.zip", tiled_written, node="nope")
+    assert err.value.code == "TA-E900"
+    assert not (tmp_path / "x.zip").exists()
