@@ -16,8 +16,8 @@ demo: $(STAMP)
 	$(BIN)/python -m tiled_archive.demo demo-output
 
 lint: $(STAMP)
-	$(BIN)/ruff check tiled_archive tests benchmarks conformance
-	$(BIN)/ruff format --check tiled_archive tests benchmarks conformance
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: lint
 	$(BIN)/python -m pytest -q
