@@ -51,6 +51,15 @@ class ByteSource(ABC):
     def read(self, path: str, offset: int = 0, size: int | None = None) -> bytes:
         """Bytes ``[offset, offset + size)`` of a member (to its end when ``size`` is None)."""
 
+    def read_into(self, path: str, offset: int, buffer: memoryview) -> int:
+        """Fill ``buffer`` (flat bytes) from a member at ``offset``; the count read.
+
+        Sources that can read straight into the caller's memory override this.
+        """
+        data = self.read(path, offset, len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
     def open(self, path: str) -> BinaryIO:
         """A seekable, read-only binary file over one member, reading by position on demand."""
         return io.BufferedReader(MemberRawIO(self, self.members()[path]), buffer_size=64 * 1024)
@@ -96,14 +105,14 @@ class MemberRawIO(io.RawIOBase):
         return position
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        size = min(memoryview(buffer).nbytes, max(0, self._member.size - self._position))
+        # Callers such as tifffile pass n-dimensional arrays: address them as flat bytes.
+        view = memoryview(buffer).cast("B")
+        size = min(len(view), max(0, self._member.size - self._position))
         if size == 0:
             return 0
-        data = self._source.read(self._member.path, self._position, size)
-        # Callers such as tifffile pass n-dimensional arrays: address them as flat bytes.
-        memoryview(buffer).cast("B")[: len(data)] = data
-        self._position += len(data)
-        return len(data)
+        count = self._source.read_into(self._member.path, self._position, view[:size])
+        self._position += count
+        return count
 
 
 def open_source(path: str | Path) -> ByteSource:

@@ -125,6 +125,18 @@ class ZipSource(ByteSource):
             raise ArchiveError("TA-E100", path, "the file ends inside the member's data")
         return data
 
+    def read_into(self, path: str, offset: int, buffer: memoryview) -> int:
+        record = self._members[path]
+        if record.method != _STORED:
+            return super().read_into(path, offset, buffer)
+        assert record.data_offset is not None
+        size = min(len(buffer), max(0, record.size - offset))
+        # One pread straight into the caller's buffer: no intermediate bytes object.
+        count = os.preadv(self._fd, [buffer[:size]], record.data_offset + offset)
+        if count != size:
+            raise ArchiveError("TA-E100", path, "the file ends inside the member's data")
+        return count
+
     def open(self, path: str) -> BinaryIO:
         """A file over one member: seekable by position for STORED members.
 
