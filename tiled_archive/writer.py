@@ -90,13 +90,19 @@ def _progress(quiet: bool) -> Progress:
 
 
 def _copy_hashing(
-    source: BinaryIO, sink: BinaryIO | None, advance: Callable[[int], None]
+    source: BinaryIO,
+    sink: BinaryIO | None,
+    advance: Callable[[int], None],
+    *,
+    with_crc32: bool = False,
 ) -> tuple[int, str, int]:
-    """Read ``source`` to its end (copying into ``sink``): size, SHA-256 hex and CRC-32."""
+    """Read ``source`` to its end (copying into ``sink``): size, SHA-256 hex and, only when
+    asked (ZIP local headers need it), CRC-32 (else 0)."""
     sha, crc, size = hashlib.sha256(), 0, 0
     while chunk := source.read(CHUNK):
         sha.update(chunk)
-        crc = zlib.crc32(chunk, crc)
+        if with_crc32:
+            crc = zlib.crc32(chunk, crc)
         size += len(chunk)
         if sink is not None:
             sink.write(chunk)
@@ -250,7 +256,9 @@ def hash_payload(payload: Iterable[PayloadFile], progress: Progress) -> list[Has
     hashed = []
     for file in payload:
         with file.open() as source:
-            size, sha, crc = _copy_hashing(source, None, lambda n: progress.advance(task, n))
+            size, sha, crc = _copy_hashing(
+                source, None, lambda n: progress.advance(task, n), with_crc32=True
+            )
         hashed.append(Hashed(file, _checked_entry(file, size, sha), crc))
     return hashed
 
