@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["open", "__version__"]
+__all__ = ["download", "open", "__version__"]
 
 
 def open(path: str | Path, **client_kwargs: Any) -> Any:  # noqa: A001 -- mirrors builtins.open
@@ -21,3 +21,12 @@ def open(path: str | Path, **client_kwargs: Any) -> Any:  # noqa: A001 -- mirror
     from .asgi import open as open_in_process
 
     return open_in_process(path, **client_kwargs)
+
+
+def download(source: Any, dest: str | Path, **options: Any) -> Path:
+    """Download a node of a live Tiled server (a container, a search result or one array or
+    table) into an archive at ``dest`` (``*.zip`` or a directory); see
+    :func:`tiled_archive.download.download` for the options."""
+    from .download import download as download_archive
+
+    return download_archive(source, dest, **options)

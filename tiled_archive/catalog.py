@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -108,17 +110,30 @@ class _RegistrationLog(logging.Handler):
 
 
 def init_catalog(db: Path, readable: list[str]):
-    """Create ``db`` with Tiled's own catalog init; return Tiled's catalog adapter over it.
+    """Create ``db`` as Tiled's own catalog init makes it; return Tiled's catalog adapter over it.
 
-    Tiled runs the init in a subprocess, whose schema creation order follows Python's string
-    hashing; a fixed hash seed makes the order (so the file) the same on every run.
+    Tiled runs the init in a subprocess (about two seconds), so it runs once per process and
+    each new catalog is a copy of that empty one.
     """
+    from tiled.catalog import from_uri
+
+    db.write_bytes(_empty_catalog())
+    return from_uri(sqlite_url(db), readable_storage=readable)
+
+
+@functools.cache
+def _empty_catalog() -> bytes:
+    """The bytes of a catalog fresh from Tiled's init. The init's schema creation order follows
+    Python's string hashing; a fixed hash seed makes the order (so the file) the same always."""
     from tiled.catalog import from_uri
 
     previous = os.environ.get("PYTHONHASHSEED")
     os.environ["PYTHONHASHSEED"] = "0"
     try:
-        return from_uri(sqlite_url(db), init_if_not_exists=True, readable_storage=readable)
+        with tempfile.TemporaryDirectory(prefix="tiled-archive-") as work:
+            db = Path(work, "catalog.db")
+            from_uri(sqlite_url(db), init_if_not_exists=True)
+            return db.read_bytes()
     finally:
         if previous is None:
             del os.environ["PYTHONHASHSEED"]

@@ -157,6 +157,153 @@ def serve(
     serve_archive(path, host=host, port=port, public=public, api_key=api_key)
 
 
+@app.command()
+def validate(
+    path: Annotated[Path, typer.Argument(help="A directory or ZIP archive.")],
+    fast: Annotated[
+        bool, typer.Option("--fast", help="Sizes and Payload-Oxum only; hash nothing.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON (spec/report.schema.json).")
+    ] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings make it invalid.")] = False,
+) -> None:
+    """Check an archive against every rule of the format and list every problem.
+
+    Exit status: 0 valid (warnings allowed unless --strict), 1 invalid, 2 could not check.
+    """
+    import json
+    import sys
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from .validate import Report, print_report
+    from .validate import validate as validate_archive
+
+    quiet = as_json or not err_console.is_terminal
+
+    def check() -> Report:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=quiet,
+            transient=True,
+        ) as progress:
+            return validate_archive(path, fast=fast, progress=progress)
+
+    report = _check_or_exit(path, check)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
+    else:
+        print_report(report, Console(), strict=strict)
+    raise typer.Exit(report.exit_status(strict=strict))
+
+
+@app.command()
+def conformance(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Conformance fixture trees (e.g. conformance/fixtures) or archives."),
+    ],
+) -> None:
+    """Run the validator on conformance fixtures, comparing codes exactly, or on archives.
+
+    Exit status: 0 when every fixture gives exactly its expected codes and every archive is
+    valid, 1 otherwise, 2 when something could not be checked.
+    """
+    from .validate import fixture_cases, is_fixture_tree, print_conformance, run_cases, verdict
+    from .validate import validate as validate_archive
+
+    console = Console()
+    failed = 0
+    for path in paths:
+        if is_fixture_tree(path):
+            results = run_cases(fixture_cases(path))  # lazy: runs inside print_conformance
+            failed += _check_or_exit(path, functools.partial(print_conformance, results, console))
+        else:
+            report = _check_or_exit(path, functools.partial(validate_archive, path))
+            console.print(verdict(report), highlight=False)
+            failed += report.exit_status()
+    raise typer.Exit(1 if failed else 0)
+
+
+R = TypeVar("R")
+
+
+def _check_or_exit(path: Path, check: Callable[[], R]) -> R:
+    """Run ``check``; exit with status 2 and a clear message when it cannot run at all."""
+    try:
+        return check()
+    except OSError as err:
+        err_console.print(f"[bold red]could not check[/] {path}: {err}", highlight=False)
+        raise typer.Exit(2) from None
+    # Any other exception is a bug in the validator, not a verdict on the archive.
+    except Exception as err:
+        err_console.print(
+            f"[bold red]internal error[/] while checking {path}: {type(err).__name__}: {err}",
+            highlight=False,
+        )
+        raise typer.Exit(2) from None
+
+
+@app.command()
+@reports_errors
+def download(
+    uri: Annotated[str, typer.Argument(help="The Tiled server, e.g. http://host:8000/api/v1.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Archive to write: *.zip, or a new directory.")
+    ],
+    path: Annotated[
+        str | None, typer.Argument(help="The node to download (a/b); default: everything.")
+    ] = None,
+    search: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only children whose metadata KEY equals VALUE (KEY=VALUE; VALUE read as JSON "
+            "when it is JSON, else text). Repeat to narrow further."
+        ),
+    ] = None,
+    fulltext: Annotated[
+        str | None, typer.Option(help="Only children whose metadata holds this text.")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="API key for the server (else TILED_API_KEY, or none).")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Parallel transfers.")] = 4,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Download cache (default: the user cache, .../blobs).")
+    ] = None,
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """Download a node of a live Tiled server, with its parents, into an archive.
+
+    Exact bytes through Tiled's raw-asset endpoints; what the server will not hand out raw is
+    read through the data API (listed in the manifest's fallbacks). Re-running an interrupted
+    download fetches only what is missing. Exit status 1 lists what could not be fetched.
+    """
+    import json
+
+    from .download import download as download_archive
+    from .download import open_source
+
+    pairs = []
+    for item in search or []:
+        key, equals, text = item.partition("=")
+        if not equals:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--search")
+        try:
+            pairs.append((key, json.loads(text)))
+        except json.JSONDecodeError:
+            pairs.append((key, text))
+    source = open_source(uri, path, api_key=api_key, search=pairs, fulltext=fulltext)
+    download_archive(source, output, workers=workers, cache_dir=cache_dir, force=force, quiet=quiet)
+    err_console.print(f"wrote {output}", highlight=False)
+
+
 def main() -> None:
     app()
 

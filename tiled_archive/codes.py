@@ -33,7 +33,8 @@ _TABLE = [
     # -- Recognition and layout ------------------------------------------------------------
     Code(
         "TA-E001",
-        "Not a tiled-archive: neither a directory nor a ZIP file with the `mimetype` marker.",
+        "Not a tiled-archive: neither a directory nor a ZIP file, or no `mimetype` file at its "
+        "root.",
         "Pass the archive's directory or its .zip file.",
     ),
     Code(
@@ -210,13 +211,19 @@ _TABLE = [
     ),
     Code(
         "TA-E402",
-        "`tagmanifest-sha256.txt` is malformed, misses a tag file or has a wrong digest.",
+        "`tagmanifest-sha256.txt` is malformed, misses a tag file, lists an absent file or has "
+        "a wrong digest.",
         "Regenerate it after every change to a tag file.",
     ),
     Code(
         "TA-E403",
         "`bag-info.txt` lacks a correct `Payload-Oxum`.",
         "Write `Payload-Oxum: <total bytes>.<file count>` of data/.",
+    ),
+    Code(
+        "TA-W400",
+        "`bag-info.txt` lacks `Bag-Software-Agent` or `Bagging-Date`.",
+        "Name the software that wrote the archive, and the date (YYYY-MM-DD).",
     ),
     # -- catalog.db ------------------------------------------------------------------------
     Code(
@@ -226,14 +233,15 @@ _TABLE = [
     ),
     Code(
         "TA-E501",
-        "`catalog.db` is not stamped with a Tiled catalog schema revision this "
-        "format version allows.",
+        "`catalog.db` is not stamped with exactly one Tiled catalog schema revision this "
+        "format version allows, or the manifest names another one.",
         "Write it with a supported Tiled version.",
     ),
     Code(
         "TA-E502",
-        "`catalog.db` lacks a table of Tiled's catalog schema.",
-        "Create the catalog with Tiled's own catalog initialization.",
+        "`catalog.db` lacks a table (or a column) of Tiled's catalog schema.",
+        "Create the catalog with Tiled's own catalog initialization, or from "
+        "spec/catalog-schema-<revision>.sql.",
     ),
     Code(
         "TA-E503",
@@ -302,6 +310,19 @@ _TABLE = [
         "TA-E905",
         "A source file changed while it was being archived.",
         "Archive data that is not being written to.",
+    ),
+    Code(
+        "TA-E910",
+        "A download could not fetch some nodes, neither raw nor through the data API "
+        "(the nodes and reasons are listed); nothing was written.",
+        "Fix access to the listed nodes (or leave them out with a search), then re-run: "
+        "what was fetched is cached.",
+    ),
+    Code(
+        "TA-E911",
+        "A download could not reach the server, or the server kept failing (connection "
+        "errors or 5xx answers after retries); nothing was written.",
+        "Check the server and the network, then re-run: the download resumes from the cache.",
     ),
 ]
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
@@ -57,6 +57,12 @@ class PayloadFile:
     mtime: int
     #: The digest the file must have (when copying an existing archive); None when unknown.
     expected_sha256: str | None = None
+    #: With ``expected_sha256``, for a file already verified (a download's cache): its CRC-32,
+    #: so ZIP output skips its hashing pass.
+    crc32: int | None = None
+    #: With ``expected_sha256``: a local file holding exactly these bytes, which a directory
+    #: archive hard-links instead of copying (it copies when linking fails, across filesystems).
+    local_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -89,10 +95,10 @@ def _progress(quiet: bool) -> Progress:
     )
 
 
-def _copy_hashing(
+def copy_hashing(
     source: BinaryIO,
     sink: BinaryIO | None,
-    advance: Callable[[int], None],
+    advance: Callable[[int], None] = lambda n: None,
     *,
     with_crc32: bool = False,
 ) -> tuple[int, str, int]:
@@ -128,7 +134,7 @@ def _chunks(file: PayloadFile) -> Iterator[bytes]:
 def _staging(dest: Path, *, force: bool, is_dir: bool) -> Iterator[Path]:
     """A temporary path beside ``dest``, renamed onto it when the block succeeds."""
     dest = dest.absolute()
-    _check_destination(dest, force=force)
+    check_destination(dest, force=force)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
@@ -144,7 +150,9 @@ def _staging(dest: Path, *, force: bool, is_dir: bool) -> Iterator[Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _check_destination(dest: Path, *, force: bool) -> None:
+def check_destination(dest: Path, *, force: bool) -> None:
+    """Refuse ``dest`` (TA-E903) unless it is absent, an empty folder, or with ``force`` an
+    archive; writers call it before any work so that a doomed run fails at once."""
     if not os.path.lexists(dest):
         return
     if dest.is_dir() and not dest.is_symlink() and not any(dest.iterdir()):
@@ -200,18 +208,25 @@ def _manifest(
 ) -> Manifest:
     """The manifest of new content, or of ``template``'s archive in another form."""
     with catalog.open("rb") as handle:
-        size, sha, _ = _copy_hashing(handle, None, lambda n: None)
-    fields = {
-        "catalog": FileEntry(CATALOG_NAME, size, sha),
-        "files": tuple(sorted(entries, key=lambda e: e.path)),
-        "tiled_schema_revision": catalog_db.schema_revision(catalog) or "",
-    }
-    if template is not None:
-        return dataclasses.replace(template, **fields)
+        size, sha, _ = copy_hashing(handle, None)
+    return dataclasses.replace(
+        template or new_manifest(created),
+        catalog=FileEntry(CATALOG_NAME, size, sha),
+        files=tuple(sorted(entries, key=lambda e: e.path)),
+        tiled_schema_revision=catalog_db.schema_revision(catalog) or "",
+    )
+
+
+def new_manifest(created: float, extra: Mapping[str, Any] | None = None) -> Manifest:
+    """The manifest of new content before it is written: creation time, this producer and
+    optional ``extra`` top-level fields. The writer fills in the catalog and the files."""
     return Manifest(
-        **fields,
+        catalog=FileEntry(CATALOG_NAME, 0, ""),
+        files=(),
         created=_iso(created),
+        tiled_schema_revision="",
         producer={"name": "tiled-archive", "version": __version__},
+        extra=dict(extra or {}),
     )
 
 
@@ -238,10 +253,14 @@ def write_directory(
     for file in payload:
         target = staged / file.path
         target.parent.mkdir(parents=True, exist_ok=True)
-        with file.open() as source, open(target, "xb") as sink:
-            size, sha, _ = _copy_hashing(source, sink, lambda n: progress.advance(task, n))
+        if _linked(file, target):
+            entries[file.path] = FileEntry(file.path, file.size, file.expected_sha256)
+            progress.advance(task, file.size)
+        else:
+            with file.open() as source, open(target, "xb") as sink:
+                size, sha, _ = copy_hashing(source, sink, lambda n: progress.advance(task, n))
+            entries[file.path] = _checked_entry(file, size, sha)
         os.utime(target, (file.mtime, file.mtime))
-        entries[file.path] = _checked_entry(file, size, sha)
     shutil.copyfile(finish_catalog(entries), staged / CATALOG_NAME)
     manifest = _manifest(entries.values(), staged / CATALOG_NAME, created, template)
     for name, content in _tag_files(manifest, manifest.catalog.sha256).items():
@@ -249,14 +268,32 @@ def write_directory(
     return manifest
 
 
+def _linked(file: PayloadFile, target: Path) -> bool:
+    """Hard-link the verified local copy of ``file`` at ``target``; False when it has none or
+    the link cannot be made."""
+    if file.local_path is None or file.expected_sha256 is None:
+        return False
+    try:
+        os.link(file.local_path, target)
+    except OSError:
+        return False
+    return True
+
+
 def hash_payload(payload: Iterable[PayloadFile], progress: Progress) -> list[Hashed]:
-    """The hashing pass of ZIP output: SHA-256 for the manifest, CRC-32 for the local headers."""
+    """The hashing pass of ZIP output: SHA-256 for the manifest, CRC-32 for the local headers
+    (not for files whose digests are known already)."""
     payload = list(payload)
     task = progress.add_task("hashing", total=sum(f.size for f in payload))
     hashed = []
     for file in payload:
+        if file.crc32 is not None and file.expected_sha256 is not None:
+            entry = FileEntry(file.path, file.size, file.expected_sha256)
+            hashed.append(Hashed(file, entry, file.crc32))
+            progress.advance(task, file.size)
+            continue
         with file.open() as source:
-            size, sha, crc = _copy_hashing(
+            size, sha, crc = copy_hashing(
                 source, None, lambda n: progress.advance(task, n), with_crc32=True
             )
         hashed.append(Hashed(file, _checked_entry(file, size, sha), crc))
@@ -417,10 +454,10 @@ def create(
         db = Path(work, CATALOG_NAME)
         report = catalog_db.build_catalog(db, named)
         payload, member_for_uri = _registered_payload(db, named, report)
-        return _write_new(dest, payload, db, member_for_uri, epoch=epoch, force=force, quiet=quiet)
+        return write_new(dest, payload, db, member_for_uri, epoch=epoch, force=force, quiet=quiet)
 
 
-def _write_new(
+def write_new(
     dest: str | Path,
     payload: list[PayloadFile],
     db: Path,
@@ -429,8 +466,11 @@ def _write_new(
     epoch: int | None,
     force: bool,
     quiet: bool,
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write new content: the catalog is finalized once the payload's digests are known."""
+    """Write new content: ``db`` (a catalog Tiled wrote, absolute asset URIs) is finalized
+    with ``member_for_uri`` once the payload's digests are known. ``epoch`` fixes every
+    timestamp (reproducible); ``extra`` adds top-level manifest fields."""
     stamp = datetime.fromtimestamp(epoch, timezone.utc) if epoch is not None else None
 
     def finish_catalog(entries: Mapping[str, FileEntry]) -> Path:
@@ -444,6 +484,7 @@ def _write_new(
         finish_catalog,
         created=created,
         fixed_mtime=epoch,
+        template=new_manifest(created, extra) if extra else None,
         force=force,
         quiet=quiet,
     )
@@ -536,7 +577,7 @@ def create_from_catalog(
             for file in _source_files(path):
                 files[member(file)] = file
         payload = [_payload_file(member_path, file) for member_path, file in sorted(files.items())]
-        return _write_new(
+        return write_new(
             dest,
             payload,
             db,

@@ -1,0 +1,1 @@
+"""Conformance fixtures and the scripts that make them (see README.md); a package for tests."""

@@ -1,0 +1,889 @@
+"""Generate the conformance fixtures: ``conformance/fixtures/{valid,invalid,warning}/NAME/``.
+
+    .venv/bin/python conformance/generate.py [OUT]     # default OUT: conformance/fixtures
+
+Each fixture holds the archive in directory form (``archive/``), in ZIP form (``archive.zip``) or
+both, and ``expected.json``: a description and, per form, the exact set of codes a validator must
+report. The expected codes are written here by hand, from the spec; they are never computed by
+running the validator.
+
+How: two good archives are built with the reference writer (``create(..., reproducible=True)``)
+from tiny generated files: ``minimal`` (a CSV table and a .npy array) and ``real`` (HDF5, CSV and
+TIFF). Their catalogs are rewritten with 512-byte pages (still valid; Tiled's 4096-byte pages
+would make each fixture 300 KB, the whole tree over 15 MB). Every invalid or warning fixture then
+applies one targeted change to ``minimal``, and re-seals whatever else the change would make
+inconsistent (manifest, BagIt files), so that only the rule under test is broken. ZIP forms are
+written by the reference ZIP writer (``zipwriter.zip_stream``), then patched byte by byte.
+
+The output depends only on this script and the versions of the libraries that write the data
+and the catalog (Tiled, SQLite, pyarrow, h5py): ``tests/test_conformance.py`` regenerates the
+tree and compares it byte for byte with the checked-in one.
+
+The symbolic-link fixture (TA-E203) is a real symbolic link, which git stores as such; on a
+checkout without symlink support (Windows without ``core.symlinks``) it becomes a small text file
+and that fixture fails, as it should: the checkout no longer holds the fixture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import struct
+import sys
+import tempfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tiled_archive import bag
+from tiled_archive.format import (
+    BAG_INFO_NAME,
+    BAGIT_NAME,
+    CATALOG_NAME,
+    MANIFEST_NAME,
+    MIMETYPE_NAME,
+    PAYLOAD_MANIFEST_NAME,
+    TAG_FILES,
+    TAG_MANIFEST_NAME,
+    FileEntry,
+    Manifest,
+    is_payload_path,
+)
+from tiled_archive.writer import DOS_EPOCH, create
+from tiled_archive.zipwriter import ZipEntry, zip_stream
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+KINDS = ("valid", "invalid", "warning")
+PAGE_SIZE = 512
+TABLE = "data/sample/table.csv"
+ARRAY = "data/sample/array.npy"
+
+
+@dataclass(frozen=True)
+class Symlink:
+    """A symbolic link in a directory-form fixture (its target, relative to the link)."""
+
+    target: str
+
+
+Tree = dict[str, "bytes | Symlink"]
+Forms = dict[str, "Tree | bytes"]
+
+
+@dataclass(frozen=True)
+class Bases:
+    """The good archives every fixture starts from, as path -> bytes in ZIP member order."""
+
+    minimal: Tree
+    real: Tree
+
+
+@dataclass(frozen=True)
+class Fixture:
+    """One fixture: its kind and name (its folder), the codes each form must produce, and the
+    function that builds its forms from the good archives."""
+
+    kind: str
+    name: str
+    description: str
+    expected: dict[str, list[str]]
+    build: Callable[[Bases], Forms]
+
+
+FIXTURE_LIST: list[Fixture] = []
+
+
+def fixture(kind: str, name: str, description: str, **expected: list[str]) -> Callable:
+    """Register a fixture; ``expected`` maps each form it has to the codes it must produce."""
+
+    def register(build: Callable[[Bases], Forms]) -> Callable[[Bases], Forms]:
+        FIXTURE_LIST.append(Fixture(kind, name, description, expected, build))
+        return build
+
+    return register
+
+
+# -- Archives as trees of bytes ---------------------------------------------------------------
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_tree(root: Path) -> Tree:
+    """Every file below ``root``, in the reference writer's ZIP member order."""
+    files = {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in root.rglob("*")
+        if path.is_file()
+    }
+    head = [MIMETYPE_NAME, *TAG_FILES[1:], TAG_MANIFEST_NAME, CATALOG_NAME]
+    return {name: files[name] for name in [*head, *sorted(set(files) - set(head))]}
+
+
+def write_tree(tree: Tree, root: Path) -> None:
+    for name, content in tree.items():
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, Symlink):
+            target.symlink_to(content.target)
+        else:
+            target.write_bytes(content)
+
+
+def manifest_of(tree: Tree) -> Manifest:
+    return Manifest.loads(tree[MANIFEST_NAME])  # type: ignore[arg-type]
+
+
+def seal(tree: Tree, manifest: Manifest | None = None) -> None:
+    """Make the manifest and BagIt files describe ``tree`` (or say what ``manifest`` says)."""
+    if manifest is None:
+        files = [
+            FileEntry(path, len(data), sha256(data))
+            for path, data in tree.items()
+            if is_payload_path(path) and isinstance(data, bytes)
+        ]
+        catalog = tree[CATALOG_NAME]
+        manifest = dataclasses.replace(
+            manifest_of(tree),
+            files=tuple(files),
+            catalog=FileEntry(CATALOG_NAME, len(catalog), sha256(catalog)),  # type: ignore[arg-type]
+        )
+    tree[MANIFEST_NAME] = manifest.dumps()
+    tree[PAYLOAD_MANIFEST_NAME] = bag.payload_manifest(manifest)
+    tree[BAG_INFO_NAME] = bag.bag_info(manifest)
+    retag(tree)
+
+
+def retag(tree: Tree) -> None:
+    """Rewrite ``tagmanifest-sha256.txt`` for the tag files as they are now."""
+    names = [name for name in (*TAG_FILES, CATALOG_NAME) if name in tree]
+    tree[TAG_MANIFEST_NAME] = bag.digest_lines({n: sha256(tree[n]) for n in names})  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def catalog(tree: Tree) -> Iterator[sqlite3.Connection]:
+    """A connection to a copy of the tree's catalog.db, written back when the block succeeds."""
+    with tempfile.TemporaryDirectory() as work:
+        db = Path(work, CATALOG_NAME)
+        db.write_bytes(tree[CATALOG_NAME])  # type: ignore[arg-type]
+        conn = sqlite3.connect(db, isolation_level=None)  # autocommit: VACUUM and PRAGMAs work
+        try:
+            yield conn
+        finally:
+            conn.close()
+        tree[CATALOG_NAME] = db.read_bytes()
+
+
+def rename(tree: Tree, old: str, new: str) -> Tree:
+    """The tree with one payload file renamed everywhere: its path, the manifest, its asset."""
+    renamed = {(new if name == old else name): content for name, content in tree.items()}
+    with catalog(renamed) as conn:
+        conn.execute("UPDATE assets SET data_uri = ? WHERE data_uri = ?", (new, old))
+    seal(renamed)
+    return renamed
+
+
+def build_base(work: Path, name: str, write: Callable[[Path], None]) -> Tree:
+    """A good archive of the files ``write`` puts in a folder ``name``, with small pages."""
+    source = work / "sources" / name
+    source.mkdir(parents=True)
+    write(source)
+    create(work / name, [source], reproducible=True)
+    tree = read_tree(work / name)
+    with catalog(tree) as conn:
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+        conn.execute("VACUUM")
+    seal(tree)
+    return tree
+
+
+def minimal_files(folder: Path) -> None:
+    (folder / "table.csv").write_bytes(b"x,y\n1,2.5\n2,3.5\n3,4.5\n")
+    np.save(folder / "array.npy", np.arange(12.0).reshape(4, 3))
+
+
+def real_files(folder: Path) -> None:
+    import h5py
+    import tifffile
+
+    with h5py.File(folder / "scan.h5", "w") as f:
+        f.attrs["sample"] = "Si (111)"
+        data = np.arange(64, dtype="uint16").reshape(4, 4, 4)
+        f.create_dataset("intensity", data=data, track_times=False)  # no clock in the bytes
+    tifffile.imwrite(folder / "image.tif", np.arange(64, dtype="uint8").reshape(8, 8))
+    (folder / "table.csv").write_bytes(b"energy,counts\n8.0,10\n8.5,12\n9.0,7\n")
+
+
+# -- ZIP bytes --------------------------------------------------------------------------------
+
+_LOCAL = {"flags": (6, "<H"), "method": (8, "<H"), "crc": (14, "<I"), "size": (22, "<I")}
+_CENTRAL = {
+    "flags": (8, "<H"),
+    "method": (10, "<H"),
+    "crc": (16, "<I"),
+    "size": (24, "<I"),
+    "external": (38, "<I"),
+}
+_END = {
+    "disk": (4, "<H"),
+    "entries_here": (8, "<H"),
+    "entries": (10, "<H"),
+    "cd_size": (12, "<I"),
+    "comment": (20, "<H"),
+}
+
+
+def to_zip(
+    entries: Iterable[tuple[str, bytes]],
+    *,
+    unaligned: Iterable[str] = (MIMETYPE_NAME,),
+    force_zip64: bool = False,
+) -> bytearray:
+    """A ZIP of ``entries`` (in order, duplicates kept) by the reference ZIP writer."""
+    skip = set(unaligned)
+    zip_entries = [
+        ZipEntry(
+            name, len(data), zlib.crc32(data), lambda data=data: [data], DOS_EPOCH, name not in skip
+        )
+        for name, data in entries
+    ]
+    return bytearray(b"".join(zip_stream(zip_entries, force_zip64=force_zip64)))
+
+
+def tree_zip(tree: Tree, **options: object) -> bytearray:
+    return to_zip(tree.items(), **options)  # type: ignore[arg-type]
+
+
+def end_record(data: bytearray) -> int:
+    return data.rindex(b"PK\x05\x06")
+
+
+def records(data: bytearray) -> dict[str, tuple[int, int]]:
+    """Where each member's local header and central directory record start, by name."""
+    end = end_record(data)
+    count, _, cd_offset = struct.unpack_from("<HII", data, end + 10)
+    found = {}
+    position = cd_offset
+    for _ in range(count):
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", data, position + 28)
+        name = data[position + 46 : position + 46 + name_length].decode()
+        found[name] = (struct.unpack_from("<I", data, position + 42)[0], position)
+        position += 46 + name_length + extra_length + comment_length
+    return found
+
+
+def patch(
+    data: bytearray, name: str, *, headers: Iterable[str] = ("local", "central"), **fields: int
+) -> bytearray:
+    """Set fields of one member's local header and/or central directory record."""
+    local, central = records(data)[name]
+    for header, start, layout in (("local", local, _LOCAL), ("central", central, _CENTRAL)):
+        for key, value in fields.items():
+            if header in headers and key in layout:
+                offset, fmt = layout[key]
+                struct.pack_into(fmt, data, start + offset, value)
+    return data
+
+
+def patch_end(data: bytearray, **fields: int) -> bytearray:
+    end = end_record(data)
+    for key, value in fields.items():
+        offset, fmt = _END[key]
+        struct.pack_into(fmt, data, end + offset, value)
+    return data
+
+
+# -- Valid fixtures ---------------------------------------------------------------------------
+
+
+@fixture(
+    "valid",
+    "minimal",
+    "A CSV table and a .npy array, as the reference writer makes them.",
+    directory=[],
+    zip=[],
+)
+def valid_minimal(bases: Bases) -> Forms:
+    return {"directory": bases.minimal, "zip": tree_zip(bases.minimal)}
+
+
+@fixture(
+    "valid", "real-data", "HDF5, CSV and TIFF files registered by Tiled.", directory=[], zip=[]
+)
+def valid_real(bases: Bases) -> Forms:
+    return {"directory": bases.real, "zip": tree_zip(bases.real)}
+
+
+@fixture(
+    "valid",
+    "zip64-everywhere",
+    "ZIP64 fields on every member and end records, where 32 bits would do (writers MAY use them).",
+    zip=[],
+)
+def valid_zip64(bases: Bases) -> Forms:
+    return {"zip": tree_zip(bases.minimal, force_zip64=True)}
+
+
+# -- Invalid fixtures: layout, manifest, BagIt files --------------------------------------------
+
+
+@fixture(
+    "invalid",
+    "E001-not-an-archive",
+    "A text file, and a folder without `mimetype`.",
+    directory=["TA-E001"],
+    zip=["TA-E001"],
+)
+def e001(bases: Bases) -> Forms:
+    return {
+        "directory": {"notes.txt": b"A folder without a mimetype file.\n"},
+        "zip": bytearray(b"A text file, not a ZIP.\n"),
+    }
+
+
+@fixture("invalid", "E002-missing-bagit-txt", "bagit.txt is missing.", directory=["TA-E002"])
+def e002(bases: Bases) -> Forms:
+    tree = dict(bases.minimal)
+    del tree[BAGIT_NAME]
+    return {"directory": tree}
+
+
+@fixture(
+    "invalid", "E003-mimetype-with-newline", "mimetype ends in a newline.", directory=["TA-E003"]
+)
+def e003(bases: Bases) -> Forms:
+    tree = dict(bases.minimal)
+    tree[MIMETYPE_NAME] += b"\n"  # type: ignore[operator]
+    retag(tree)
+    return {"directory": tree}
+
+
+@fixture("invalid", "E200-percent-in-name", "A payload file named with `%`.", directory=["TA-E200"])
+def e200(bases: Bases) -> Forms:
+    return {"directory": rename(bases.minimal, TABLE, "data/sample/table%20v2.csv")}
+
+
+@fixture(
+    "invalid",
+    "E201-absolute-member-name",
+    "An extra ZIP member named `/tmp/evil.txt`.",
+    zip=["TA-E201"],
+)
+def e201(bases: Bases) -> Forms:
+    return {"zip": to_zip([*bases.minimal.items(), ("/tmp/evil.txt", b"outside\n")])}  # type: ignore[list-item]
+
+
+@fixture("invalid", "E202-long-name", "A payload file name of 256 bytes.", zip=["TA-E202"])
+def e202(bases: Bases) -> Forms:
+    return {"zip": tree_zip(rename(bases.minimal, TABLE, "data/sample/" + "t" * 252 + ".csv"))}
+
+
+@fixture("invalid", "E203-symlink", "A symbolic link below data/.", directory=["TA-E203"])
+def e203(bases: Bases) -> Forms:
+    return {"directory": {**bases.minimal, "data/sample/link.csv": Symlink("table.csv")}}
+
+
+@fixture(
+    "invalid", "E300-manifest-not-json", "tiled-archive.json is cut short.", directory=["TA-E300"]
+)
+def e300(bases: Bases) -> Forms:
+    tree = dict(bases.minimal)
+    tree[MANIFEST_NAME] = b'{"format": "tiled-archive",\n'
+    retag(tree)
+    return {"directory": tree}
+
+
+def with_manifest(tree: Tree, **changes: object) -> Tree:
+    """A copy of ``tree`` whose manifest (and BagIt files) say something else."""
+    changed = dict(tree)
+    seal(changed, dataclasses.replace(manifest_of(tree), **changes))
+    return changed
+
+
+# Fixtures that change the manifest alone (the BagIt files re-sealed to agree with it).
+for _kind, _name, _description, _changes in (
+    ("invalid", "E301-manifest-schema", "`created` is not a UTC time.", {"created": "yesterday"}),
+    ("invalid", "E302-major-version", "format_version 2.0.", {"format_version": "2.0"}),
+    ("warning", "W300-newer-minor-version", "format_version 1.1.", {"format_version": "1.1"}),
+):
+    fixture(_kind, _name, _description, directory=[f"TA-{_name.split('-')[0]}"])(
+        lambda bases, changes=_changes: {"directory": with_manifest(bases.minimal, **changes)}
+    )
+
+
+@fixture(
+    "invalid",
+    "E303-manifest-path-outside-data",
+    "The manifest lists bagit.txt.",
+    directory=["TA-E303"],
+)
+def e303(bases: Bases) -> Forms:
+    bagit = bases.minimal[BAGIT_NAME]
+    extra = FileEntry(BAGIT_NAME, len(bagit), sha256(bagit))  # type: ignore[arg-type]
+    return {
+        "directory": with_manifest(bases.minimal, files=(*manifest_of(bases.minimal).files, extra))
+    }
+
+
+@fixture("invalid", "E304-listed-twice", "The manifest lists a file twice.", directory=["TA-E304"])
+def e304(bases: Bases) -> Forms:
+    files = manifest_of(bases.minimal).files
+    return {"directory": with_manifest(bases.minimal, files=(*files, files[0]))}
+
+
+@fixture(
+    "invalid",
+    "E305-missing-payload-file",
+    "A listed file (an asset) was deleted.",
+    directory=["TA-E305", "TA-E504"],
+)
+def e305(bases: Bases) -> Forms:
+    tree = dict(bases.minimal)
+    del tree[TABLE]
+    return {"directory": tree}
+
+
+@fixture(
+    "invalid",
+    "E306-unlisted-payload-file",
+    "A file was added below data/.",
+    directory=["TA-E306", "TA-W500"],
+)
+def e306(bases: Bases) -> Forms:
+    return {"directory": {**bases.minimal, "data/sample/notes.txt": b"added later\n"}}
+
+
+@fixture(
+    "invalid", "E307-size-mismatch", "A line was appended to a payload file.", directory=["TA-E307"]
+)
+def e307(bases: Bases) -> Forms:
+    return {"directory": {**bases.minimal, TABLE: bases.minimal[TABLE] + b"4,5.5\n"}}  # type: ignore[operator]
+
+
+@fixture(
+    "invalid",
+    "E308-flipped-byte",
+    "One byte of a payload file flipped (in a ZIP, the member's CRC-32 no longer matches either).",
+    directory=["TA-E308"],
+    zip=["TA-E111", "TA-E308"],
+)
+def e308(bases: Bases) -> Forms:
+    original = bases.minimal[ARRAY]
+    flipped = {**bases.minimal, ARRAY: original[:-1] + bytes([original[-1] ^ 0x01])}  # type: ignore[index]
+    data = tree_zip(bases.minimal)
+    local, _ = records(data)[ARRAY]
+    name_length, extra_length = struct.unpack_from("<HH", data, local + 26)
+    data[local + 30 + name_length + extra_length + len(original) - 1] ^= 0x01  # type: ignore[arg-type]
+    return {"directory": flipped, "zip": data}
+
+
+@fixture(
+    "invalid",
+    "E309-catalog-changed",
+    "catalog.db edited after the manifest was written (the tag manifest was updated).",
+    directory=["TA-E309"],
+)
+def e309(bases: Bases) -> Forms:
+    tree = dict(bases.minimal)
+    with catalog(tree) as conn:
+        conn.execute("""UPDATE nodes SET metadata = '{"note": "edited"}' WHERE key = 'table'""")
+    retag(tree)
+    return {"directory": tree}
+
+
+def with_tag_file(tree: Tree, name: str, content: bytes) -> Tree:
+    """A copy of ``tree`` with one tag file replaced (and the tag manifest updated)."""
+    changed = {**tree, name: content}
+    if name != TAG_MANIFEST_NAME:
+        retag(changed)
+    return changed
+
+
+@fixture("invalid", "E400-bagit-version", "bagit.txt declares BagIt 0.97.", directory=["TA-E400"])
+def e400(bases: Bases) -> Forms:
+    content = b"BagIt-Version: 0.97\nTag-File-Character-Encoding: UTF-8\n"
+    return {"directory": with_tag_file(bases.minimal, BAGIT_NAME, content)}
+
+
+@fixture(
+    "invalid",
+    "E401-payload-manifest-digest",
+    "manifest-sha256.txt has a wrong digest.",
+    directory=["TA-E401"],
+)
+def e401(bases: Bases) -> Forms:
+    lines = bases.minimal[PAYLOAD_MANIFEST_NAME].splitlines(keepends=True)  # type: ignore[union-attr]
+    lines[0] = b"0" * 64 + lines[0][64:]
+    return {"directory": with_tag_file(bases.minimal, PAYLOAD_MANIFEST_NAME, b"".join(lines))}
+
+
+@fixture(
+    "invalid",
+    "E402-tagmanifest-missing-line",
+    "tagmanifest-sha256.txt omits catalog.db.",
+    directory=["TA-E402"],
+)
+def e402(bases: Bases) -> Forms:
+    lines = bases.minimal[TAG_MANIFEST_NAME].splitlines(keepends=True)  # type: ignore[union-attr]
+    kept = b"".join(line for line in lines if not line.endswith(b"  catalog.db\n"))
+    return {"directory": with_tag_file(bases.minimal, TAG_MANIFEST_NAME, kept)}
+
+
+@fixture(
+    "invalid", "E403-payload-oxum", "Payload-Oxum counts one byte too many.", directory=["TA-E403"]
+)
+def e403(bases: Bases) -> Forms:
+    oxum = manifest_of(bases.minimal).payload_oxum
+    octets, count = oxum.split(".")
+    info = bases.minimal[BAG_INFO_NAME].replace(  # type: ignore[union-attr]
+        oxum.encode(), f"{int(octets) + 1}.{count}".encode()
+    )
+    return {"directory": with_tag_file(bases.minimal, BAG_INFO_NAME, info)}
+
+
+@fixture(
+    "warning",
+    "W400-bag-info-without-agent",
+    "bag-info.txt holds only Payload-Oxum.",
+    directory=["TA-W400"],
+)
+def w400(bases: Bases) -> Forms:
+    oxum = manifest_of(bases.minimal).payload_oxum
+    info = f"Payload-Oxum: {oxum}\n".encode()
+    return {"directory": with_tag_file(bases.minimal, BAG_INFO_NAME, info)}
+
+
+# -- Invalid fixtures: catalog.db ---------------------------------------------------------------
+
+
+def with_catalog(tree: Tree, *statements: str) -> Tree:
+    """A copy of ``tree`` with SQL run on its catalog, then sealed."""
+    changed = dict(tree)
+    with catalog(changed) as conn:
+        for statement in statements:
+            conn.execute(statement)
+    seal(changed)
+    return changed
+
+
+@fixture(
+    "invalid",
+    "E500-catalog-index-corrupt",
+    "One byte of an index page of catalog.db changed: the index no longer matches its table.",
+    directory=["TA-E500"],
+)
+def e500(bases: Bases) -> Forms:
+    tree = dict(bases.minimal)
+    with catalog(tree) as conn:
+        (root,) = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'ix_assets_data_uri'"
+        ).fetchone()
+    data = bytearray(tree[CATALOG_NAME])  # type: ignore[arg-type]
+    page = (root - 1) * PAGE_SIZE
+    at = data.index(TABLE.encode(), page, page + PAGE_SIZE)
+    data[at + len("data/sample/")] ^= 0x20  # table.csv -> Table.csv, in the index only
+    tree[CATALOG_NAME] = bytes(data)
+    seal(tree)
+    return {"directory": tree}
+
+
+@fixture(
+    "invalid",
+    "E501-unknown-schema-revision",
+    "catalog.db (and the manifest) name an unknown Tiled schema revision.",
+    directory=["TA-E501"],
+)
+def e501(bases: Bases) -> Forms:
+    tree = with_catalog(bases.minimal, "UPDATE alembic_version SET version_num = 'ffffffffffff'")
+    return {"directory": with_manifest(tree, tiled_schema_revision="ffffffffffff")}
+
+
+@fixture(
+    "invalid",
+    "E504-asset-without-file",
+    "An asset's file is missing (and unlisted).",
+    directory=["TA-E504"],
+)
+def e504(bases: Bases) -> Forms:
+    tree = dict(bases.minimal)
+    del tree[TABLE]
+    seal(tree)
+    return {"directory": tree}
+
+
+# Fixtures that are one SQL statement on the catalog (the manifest re-sealed to agree with it).
+for _kind, _name, _description, _codes, _sql in (
+    ("invalid", "E502-missing-table", "catalog.db lacks the table `revisions`.", ["TA-E502"],
+     "DROP TABLE revisions"),
+    ("invalid", "E503-relocated-elsewhere", "Asset URIs relocated into another folder's data/ "
+     "(a relocated archive that was moved).", ["TA-E503", "TA-W500"],
+     "UPDATE assets SET data_uri = 'file://localhost/nonexistent/archive/' || data_uri"),
+    ("invalid", "E505-asset-size", "An asset's size is one byte off.", ["TA-E505"],
+     f"UPDATE assets SET size = size + 1 WHERE data_uri = '{TABLE}'"),
+    ("invalid", "E506-invalid-structure", "An array structure's shape is a string.", ["TA-E506"],
+     "UPDATE structures SET structure = json_set(structure, '$.shape', '4x3') WHERE id = "
+     "(SELECT structure_id FROM data_sources WHERE mimetype = 'application/x-npy')"),
+    ("invalid", "E507-wal-mode", "catalog.db is in WAL journal mode.", ["TA-E507"],
+     "PRAGMA journal_mode = WAL"),
+    ("warning", "W501-unknown-mimetype", "A data source's mimetype has no Tiled adapter.",
+     ["TA-W501"],
+     "UPDATE data_sources SET mimetype = 'application/x-unknown' WHERE mimetype = 'text/csv'"),
+    ("warning", "W502-asset-without-hash", "A file asset has no hash.", ["TA-W502"],
+     f"UPDATE assets SET hash_type = NULL, hash_content = NULL WHERE data_uri = '{TABLE}'"),
+):  # fmt: skip
+    fixture(_kind, _name, _description, directory=_codes)(
+        lambda bases, sql=_sql: {"directory": with_catalog(bases.minimal, sql)}
+    )
+
+
+# -- Invalid fixtures: ZIP structure ------------------------------------------------------------
+
+
+def table_crc(bases: Bases) -> int:
+    return zlib.crc32(bases.minimal[TABLE])  # type: ignore[arg-type]
+
+
+@fixture(
+    "invalid", "E100-entry-count", "The end record counts one member too many.", zip=["TA-E100"]
+)
+def e100(bases: Bases) -> Forms:
+    data = tree_zip(bases.minimal)
+    count = len(bases.minimal) + 1
+    return {"zip": patch_end(data, entries_here=count, entries=count)}
+
+
+@fixture(
+    "invalid",
+    "E101-mimetype-extra-field",
+    "The mimetype member has an extra field.",
+    zip=["TA-E101"],
+)
+def e101(bases: Bases) -> Forms:
+    return {"zip": tree_zip(bases.minimal, unaligned=())}
+
+
+# Fixtures that set fields of one member's local header and central directory record.
+for _name, _description, _fields in (
+    ("E102-bzip2-method", "A member claims compression method 12 (bzip2).", {"method": 12}),
+    ("E103-encrypted", "A member sets the encryption flag.", {"flags": 0x0801}),
+    ("E104-symlink-member", "A member's Unix mode is a symbolic link.",
+     {"external": 0o120777 << 16}),
+    ("E110-data-descriptor-flag", "A member sets general purpose bit 3.", {"flags": 0x0808}),
+):  # fmt: skip
+    fixture("invalid", _name, _description, zip=[f"TA-{_name.split('-')[0]}"])(
+        lambda bases, fields=_fields: {"zip": patch(tree_zip(bases.minimal), TABLE, **fields)}
+    )
+
+
+@fixture("invalid", "E105-duplicate-member", "A payload member appears twice.", zip=["TA-E105"])
+def e105(bases: Bases) -> Forms:
+    return {"zip": to_zip([*bases.minimal.items(), (TABLE, bases.minimal[TABLE])])}  # type: ignore[list-item]
+
+
+@fixture(
+    "invalid",
+    "E106-local-header-crc",
+    "A local header's CRC-32 differs from the central directory's (which is right).",
+    zip=["TA-E106"],
+)
+def e106(bases: Bases) -> Forms:
+    crc = table_crc(bases) ^ 0x1
+    return {"zip": patch(tree_zip(bases.minimal), TABLE, headers=("local",), crc=crc)}
+
+
+@fixture(
+    "invalid",
+    "E107-overlapping-members",
+    "A directory entry whose local header lies "
+    "inside another member's local header (its alignment padding).",
+    zip=["TA-E107"],
+)
+def e107(bases: Bases) -> Forms:
+    data = tree_zip(bases.minimal)
+    name = b"data/"
+    padding = []
+    for local, _ in records(data).values():
+        name_length, extra_length = struct.unpack_from("<HH", data, local + 26)
+        # The alignment extra field: id, size, alignment (2 bytes each), then zero padding.
+        padding.append((extra_length - 6, local + 30 + name_length + 6))
+    room, start = max(padding)
+    dos_date = 33  # 1980-01-01
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0x0800, 0, 0, dos_date, 0, 0, 0, 5, 0)
+    assert room >= len(local) + len(name)
+    data[start : start + len(local) + len(name)] = local + name
+    central = struct.pack(
+        "<IHHHHHHIIIHHHHHII",
+        0x02014B50, 0x031E, 20, 0x0800, 0, 0, dos_date, 0, 0, 0, len(name), 0, 0, 0, 0,
+        (0o40755 << 16) | 0x10, start,
+    ) + name  # fmt: skip
+    end = end_record(data)
+    count, cd_size = struct.unpack_from("<HI", data, end + 10)
+    data[end:end] = central
+    return {
+        "zip": patch_end(
+            data, entries_here=count + 1, entries=count + 1, cd_size=cd_size + len(central)
+        )
+    }
+
+
+@fixture("invalid", "E108-zip-comment", "The ZIP has an archive comment.", zip=["TA-E108"])
+def e108(bases: Bases) -> Forms:
+    comment = b"made by hand"
+    return {"zip": patch_end(tree_zip(bases.minimal), comment=len(comment)) + comment}
+
+
+@fixture(
+    "invalid",
+    "E109-zip64-count",
+    "The end record's entry count is neither 0xFFFF nor the ZIP64 end record's.",
+    zip=["TA-E109"],
+)
+def e109(bases: Bases) -> Forms:
+    data = tree_zip(bases.minimal, force_zip64=True)
+    count = len(bases.minimal) - 1
+    return {"zip": patch_end(data, entries_here=count, entries=count)}
+
+
+@fixture(
+    "invalid",
+    "E111-crc-mismatch",
+    "A member's CRC-32 is wrong in both headers (its bytes are right).",
+    zip=["TA-E111"],
+)
+def e111(bases: Bases) -> Forms:
+    return {"zip": patch(tree_zip(bases.minimal), TABLE, crc=table_crc(bases) ^ 0xFFFFFFFF)}
+
+
+@fixture("invalid", "E112-multi-disk", "The end record says this is disk 1.", zip=["TA-E112"])
+def e112(bases: Bases) -> Forms:
+    return {"zip": patch_end(tree_zip(bases.minimal), disk=1)}
+
+
+# -- Warning fixtures ---------------------------------------------------------------------------
+
+
+@fixture(
+    "warning",
+    "W001-extra-top-level-file",
+    "A README.txt beside the tag files.",
+    directory=["TA-W001"],
+)
+def w001(bases: Bases) -> Forms:
+    return {"directory": {**bases.minimal, "README.txt": b"Notes about this archive.\n"}}
+
+
+@fixture(
+    "warning", "W101-deflated-member", "A payload member is Deflate-compressed.", zip=["TA-W101"]
+)
+def w101(bases: Bases) -> Forms:
+    raw = bases.minimal[TABLE]
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw Deflate, as ZIP stores it
+    packed = packer.compress(raw) + packer.flush()  # type: ignore[arg-type]
+    data = to_zip(
+        (name, packed if name == TABLE else content) for name, content in bases.minimal.items()
+    )  # type: ignore[misc]
+    return {"zip": patch(data, TABLE, method=8, crc=zlib.crc32(raw), size=len(raw))}  # type: ignore[arg-type]
+
+
+@fixture(
+    "warning",
+    "W102-unaligned-member",
+    "A STORED member's data is not 4096-aligned.",
+    zip=["TA-W102"],
+)
+def w102(bases: Bases) -> Forms:
+    return {"zip": tree_zip(bases.minimal, unaligned=(MIMETYPE_NAME, TABLE))}
+
+
+@fixture(
+    "warning", "W200-nfd-name", "A payload file name in NFD (e + combining acute).", zip=["TA-W200"]
+)
+def w200(bases: Bases) -> Forms:
+    return {"zip": tree_zip(rename(bases.minimal, TABLE, "data/sample/cafe\u0301.csv"))}
+
+
+@fixture(
+    "warning",
+    "W201-case-collision",
+    "table.csv beside TABLE.CSV (the array's file, "
+    "renamed; its catalog entry still reads it as .npy).",
+    zip=["TA-W201"],
+)
+def w201(bases: Bases) -> Forms:
+    return {"zip": tree_zip(rename(bases.minimal, ARRAY, "data/sample/TABLE.CSV"))}
+
+
+@fixture(
+    "warning",
+    "W500-unreferenced-payload-file",
+    "A listed payload file no asset names.",
+    directory=["TA-W500"],
+)
+def w500(bases: Bases) -> Forms:
+    tree = {**bases.minimal, "data/sample/notes.txt": b"not registered\n"}
+    seal(tree)
+    return {"directory": tree}
+
+
+# -- Writing the tree ---------------------------------------------------------------------------
+
+
+def generate(out: Path) -> list[Path]:
+    """Write every fixture under ``out`` (replacing an earlier tree); returns their folders."""
+    out = Path(out)
+    if out.exists():
+        strays = {p.name for p in out.iterdir()} - set(KINDS)
+        if strays:
+            raise SystemExit(f"{out} holds {sorted(strays)}: not a fixtures tree, not replacing it")
+        shutil.rmtree(out)
+    with tempfile.TemporaryDirectory(prefix="tiled-archive-fixtures-") as work:
+        bases = Bases(
+            minimal=build_base(Path(work), "sample", minimal_files),
+            real=build_base(Path(work), "real", real_files),
+        )
+        folders = []
+        for item in FIXTURE_LIST:
+            folder = out / item.kind / item.name
+            folder.mkdir(parents=True)
+            forms = item.build(bases)
+            assert set(forms) == set(item.expected), item.name
+            for form, content in forms.items():
+                if form == "directory":
+                    write_tree(content, folder / "archive")  # type: ignore[arg-type]
+                else:
+                    (folder / "archive.zip").write_bytes(content)  # type: ignore[arg-type]
+            document = {"description": item.description, "expected": item.expected}
+            text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False)
+            (folder / "expected.json").write_text(text + "\n", encoding="utf-8")
+            folders.append(folder)
+    return folders
+
+
+def tree_size(root: Path) -> int:
+    """Bytes of every regular file below ``root`` (symbolic links not followed)."""
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("out", nargs="?", type=Path, default=FIXTURES)
+    args = parser.parse_args(argv)
+    # Reproducible archives take their time from SOURCE_DATE_EPOCH when it is set: pin it.
+    os.environ["SOURCE_DATE_EPOCH"] = str(DOS_EPOCH)
+    folders = generate(args.out)
+    print(f"wrote {len(folders)} fixtures to {args.out} ({tree_size(args.out) / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Conformance fixtures, the catalog schema file of the spec, and an independent producer."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import filecmp
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conformance import catalog_schema
+from conformance.generate import tree_size
+from tiled_archive import cli, codes
+from tiled_archive.reader import open_archive
+from tiled_archive.validate import fixture_cases, report_schema, validate
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "conformance" / "fixtures"
+PRODUCER = ROOT / "conformance" / "independent_producer.py"
+CASES = fixture_cases(FIXTURES)
+
+
+# -- Fixtures -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.name}[{c.form}]" for c in CASES])
+def test_fixture_gives_exactly_its_codes(case):
+    report = validate(case.archive)
+    assert report.codes == case.expected, [str(p) for p in report.problems]
+    jsonschema.validate(report.to_json(), report_schema())
+
+
+def test_every_rule_has_its_fixtures():
+    """One invalid fixture per MUST and one warning fixture per SHOULD, named after its code;
+    valid fixtures expect nothing, warning fixtures only warnings."""
+    named = {}
+    for case in CASES:
+        named.setdefault(case.fixture.name.split("-")[0], set()).update(case.expected)
+        kind = case.fixture.parent.name
+        if kind == "valid":
+            assert not case.expected, case.name
+        elif kind == "warning":
+            assert case.expected and all(c.startswith("TA-W") for c in case.expected), case.name
+        else:
+            assert any(c.startswith("TA-E") for c in case.expected), case.name
+    rules = {c for c in codes.CODES if not c.startswith("TA-E9")}
+    produced = set().union(*(case.expected for case in CASES))
+    assert produced == rules, rules ^ produced
+    for rule in rules:
+        assert rule in named.get(rule.removeprefix("TA-"), set()), f"no fixture named {rule}"
+    assert {"minimal", "real-data"} <= {c.fixture.name for c in CASES if not c.expected}
+
+
+def test_generate_reproduces_the_fixtures(tmp_path):
+    out = tmp_path / "fixtures"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "conformance" / "generate.py"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert_same_tree(FIXTURES, out)
+    assert tree_size(FIXTURES) < 5_000_000
+
+
+def assert_same_tree(expected: Path, actual: Path) -> None:
+    """Same names, same bytes, same symbolic links (compared as links, never followed)."""
+
+    def listing(root: Path) -> dict[str, str]:
+        return {
+            p.relative_to(root).as_posix(): (
+                f"-> {os.readlink(p)}" if p.is_symlink() else "dir" if p.is_dir() else "file"
+            )
+            for p in root.rglob("*")
+        }
+
+    assert listing(expected) == listing(actual)
+    for name, kind in listing(expected).items():
+        if kind == "file":
+            assert filecmp.cmp(expected / name, actual / name, shallow=False), name
+
+
+def test_conformance_command(tmp_path):
+    tree = tmp_path / "fixtures"
+    for name in ("valid/minimal", "invalid/E305-missing-payload-file"):
+        shutil.copytree(FIXTURES / name, tree / name, symlinks=True)
+    archive = FIXTURES / "valid" / "minimal" / "archive.zip"
+    runner = CliRunner()
+    passed = runner.invoke(cli.app, ["conformance", str(tree), str(archive)], terminal_width=200)
+    assert passed.exit_code == 0, passed.output
+    assert passed.output.count("pass") == 3 and "VALID" in passed.output
+    expected = tree / "invalid" / "E305-missing-payload-file" / "expected.json"
+    document = json.loads(expected.read_text())
+    document["expected"]["directory"] = ["TA-E305"]
+    expected.write_text(json.dumps(document))
+    failed = runner.invoke(cli.app, ["conformance", str(tree)], terminal_width=200)
+    assert failed.exit_code == 1 and "FAIL" in failed.output
+
+
+# -- The catalog schema of the spec ------------------------------------------------------------
+
+
+def test_catalog_schema_file_is_what_tiled_creates(tmp_path):
+    """The spec's SQL file equals a fresh dump, and running it gives Tiled's own catalog."""
+    from tiled_archive.catalog import init_catalog
+    from tiled_archive.format import TILED_SCHEMA_REVISIONS
+
+    schema_file = catalog_schema.schema_file(TILED_SCHEMA_REVISIONS[0])
+    tiled_db, ours = tmp_path / "tiled.db", tmp_path / "ours.db"
+    init_catalog(tiled_db, [])
+    assert catalog_schema.dump(tiled_db) == schema_file.read_text(encoding="utf-8")
+    with contextlib.closing(sqlite3.connect(ours)) as conn:
+        conn.executescript(schema_file.read_text(encoding="utf-8"))
+    assert catalog_contents(ours) == catalog_contents(tiled_db)
+
+
+def catalog_contents(db: Path) -> tuple[set, dict]:
+    """Schema objects and the rows of every table, but creation times and the full-text index
+    (whose content depends on Tiled's creation order)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        schema = set(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"))
+        rows = {}
+        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            if table.startswith("metadata_fts5"):
+                continue
+            columns = [
+                row[1]
+                for row in conn.execute(f'PRAGMA table_info("{table}")')
+                if row[4] != "CURRENT_TIMESTAMP"
+            ]
+            listed = ", ".join(f'"{c}"' for c in columns)
+            rows[table] = sorted(conn.execute(f'SELECT {listed} FROM "{table}"'), key=repr)
+    return schema, rows
+
+
+# -- An independent producer -------------------------------------------------------------------
+
+
+def test_independent_producer_uses_only_the_standard_library():
+    tree = ast.parse(PRODUCER.read_text(encoding="utf-8"))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "relative import"
+            imported.add(node.module.split(".")[0])
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+    assert not imported & {"tiled", "tiled_archive", "numpy", "pyarrow"}
+
+
+@pytest.fixture(scope="module")
+def produced(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("producer")
+    archives = {"zip": out / "independent.zip", "directory": out / "independent"}
+    for path in archives.values():
+        # -S -I: no site-packages, no user paths: only the standard library can be imported.
+        result = subprocess.run(
+            [sys.executable, "-S", "-I", str(PRODUCER), str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+    return archives
+
+
+@pytest.mark.parametrize("form", ["zip", "directory"])
+def test_independent_archive_validates_and_opens(produced, form):
+    report = validate(produced[form])
+    assert report.problems == [], [str(p) for p in report.problems]
+    with open_archive(produced[form]) as archive:
+        assert archive.payload() == ["data/points.csv", "data/ramp.npy"]
+        assert archive.read("data/points.csv") == b"x,y\n1,0.5\n2,1.5\n3,2.5\n"
+        with archive.open("data/ramp.npy") as handle:
+            assert np.array_equal(np.load(handle), np.arange(12.0).reshape(4, 3))
+
+
+def test_tiled_reads_the_independent_archive(produced):
+    import tiled_archive
+
+    with tiled_archive.open(produced["zip"]) as client:
+        assert sorted(client) == ["points", "ramp"]
+        assert np.array_equal(client["ramp"][:], np.arange(12.0).reshape(4, 3))
+        table = client["points"].read()
+        assert list(table.columns) == ["x", "y"] and list(table["y"]) == [0.5, 1.5, 2.5]
