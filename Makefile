@@ -25,6 +25,10 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pack.py
 	$(BIN)/python benchmarks/serve.py
+	$(BIN)/python benchmarks/validate.py
+
+conformance: $(STAMP)
+	$(BIN)/tiled-archive conformance conformance/fixtures
 
 clean:
 	rm -rf $(VENV) demo-output

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.tree import Tree
 
 from .reader import open_archive
+from .validate import validate, verdict
 from .writer import convert, create
 
 
@@ -69,6 +70,8 @@ def main(output: str) -> None:
             f"[bold]{zip_path}[/]: format {manifest.format_version}, "
             f"{len(manifest.files)} files, Payload-Oxum {manifest.payload_oxum}"
         )
+    report = validate(zip_path)  # every rule of the spec, checksums included
+    console.print(f"tiled-archive validate: {verdict(report)}")
     with tiled_archive.open(zip_path) as client:  # Tiled's own client, served in-process
         print_tree(console, client, f"[bold]tiled_archive.open({str(zip_path)!r})[/]")
         scan = client["scan_0042"]
