@@ -1,0 +1,429 @@
+"""Downloading from live Tiled servers, in-process and `tiled serve catalog` in a subprocess:
+the archive must equal the server node by node, value by value, hold the server's bytes, and
+survive interruptions, stopped servers and servers that will not hand out raw assets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import warnings
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tiled_archive
+from tiled_archive.download import BlobCache
+from tiled_archive.format import ArchiveError
+from tiled_archive.reader import open_archive
+from tiled_archive.validate import validate
+
+from .conftest import sha256_of
+from .test_serving import _free_port
+
+BYTES = "/api/v1/asset/bytes/"
+
+
+@pytest.fixture(scope="module")
+def server_root(sample_tree, tmp_path_factory) -> Path:
+    """A Tiled catalog with registered files (HDF5, TIFF sequence, Zarr v2/v3, CSV, Parquet,
+    NPY), arrays and tables written through the client, a SQL table, nested containers and
+    unicode metadata."""
+    import pyarrow as pa
+    from tiled.client import Context, from_context
+    from tiled.client.register import register
+    from tiled.server.app import build_app
+
+    root = tmp_path_factory.mktemp("server")
+    (root / "writable").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Context.from_app(build_app(_catalog(root, sample_tree, init=True))) as context:
+            client = from_context(context)
+            asyncio.run(register(client, sample_tree, prefix="/reg"))
+            run = client.create_container(
+                "written", metadata={"sample": "Fe₂O₃ — ünïcode", "color": "red"}, specs=["run"]
+            )
+            inner = run.create_container("inner", metadata={"color": "red", "n": [1, 2]})
+            inner.write_array(np.arange(24.0).reshape(4, 6), key="arr", metadata={"units": "eV"})
+            run.write_dataframe(pd.DataFrame({"x": [1, 2, 3], "y": [0.5, 1.5, 2.5]}), key="table")
+            sql = run.create_appendable_table(
+                pa.schema([("a", pa.int64()), ("b", pa.float64())]), key="sql"
+            )
+            sql.append_partition(0, pa.table({"a": [1, 2, 3], "b": [0.1, 0.2, 0.3]}))
+            client.create_container("other", metadata={"color": "blue"}).write_array(
+                np.ones(5), key="ones"
+            )
+    return root
+
+
+def _catalog(root: Path, sample_tree: Path, *, init: bool = False):
+    from tiled.catalog import from_uri
+
+    return from_uri(
+        f"sqlite:///{root}/catalog.db",
+        init_if_not_exists=init,
+        writable_storage=[str(root / "writable"), f"sqlite:///{root}/tables.sqlite"],
+        readable_storage=[str(sample_tree.parent)],
+    )
+
+
+class _Counting:
+    """ASGI middleware noting every request's path and Range header."""
+
+    def __init__(self, app, log: list[tuple[str, str | None]]):
+        self.app, self.log = app, log
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            self.log.append((scope["path"], headers.get(b"range", b"").decode() or None))
+        await self.app(scope, receive, send)
+
+
+@contextlib.contextmanager
+def in_process(server_root: Path, sample_tree: Path, **settings) -> Iterator[tuple]:
+    """A Tiled client of Tiled's own app over the catalog, and the log of its requests."""
+    from tiled.client import Context, from_context
+    from tiled.server.app import build_app
+
+    # Tiled's build_app writes server settings into one process-wide object, so every app
+    # says what it wants: an archive opened in-process earlier turned raw assets off.
+    settings.setdefault("expose_raw_assets", True)
+    app = build_app(_catalog(server_root, sample_tree), server_settings=settings)
+    log: list[tuple[str, str | None]] = []
+    app.add_middleware(_Counting, log=log)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with Context.from_app(app) as context:
+            yield from_context(context), log
+
+
+def asset_requests(log) -> list[str]:
+    return [path for path, _ in log if path.startswith(BYTES)]
+
+
+def assert_same_tree(expected, actual, where: str = "") -> None:
+    """Keys, metadata, specs, structure families and values, node by node."""
+    assert sorted(actual) == sorted(expected), where
+    for key in expected:
+        node, copy, path = expected[key], actual[key], f"{where}/{key}"
+        assert copy.structure_family == node.structure_family, path
+        assert dict(copy.metadata) == dict(node.metadata), path
+        assert list(copy.specs) == list(node.specs), path
+        if node.structure_family == "container":
+            assert_same_tree(node, copy, path)
+        elif node.structure_family == "array":
+            np.testing.assert_array_equal(copy.read(), node.read(), err_msg=path)
+        else:
+            pd.testing.assert_frame_equal(copy.read(), node.read(), obj=path)
+
+
+def assert_valid(dest: Path) -> None:
+    report = validate(dest)
+    assert report.errors == [], report.errors
+    if dest.is_dir():
+        bagit = Path(sys.executable).parent / "bagit.py"
+        checked = subprocess.run([bagit, "--validate", dest], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stderr
+
+
+def manifest(dest: Path) -> dict:
+    with open_archive(dest) as archive:
+        return archive.manifest.to_json()
+
+
+# -- A whole server, in-process ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".zip", ""])
+def test_archive_equals_the_server_and_holds_its_bytes(server_root, sample_tree, tmp_path, suffix):
+    dest = tmp_path / f"all{suffix}"
+    with in_process(server_root, sample_tree) as (client, _):
+        tiled_archive.download(client, dest, cache_dir=tmp_path / "cache")
+        with tiled_archive.open(dest) as archive:
+            assert_same_tree(client, archive)
+    assert_valid(dest)
+    document = manifest(dest)
+    files = {entry["path"]: entry["sha256"] for entry in document["files"]}
+    # The registered files, byte for byte, below their deepest common folder on the server.
+    for source in sorted(sample_tree.rglob("*")):
+        if source.is_file():
+            relative = source.relative_to(sample_tree.parent).as_posix()
+            assert files[f"data/{sample_tree.parent.name}/{relative}"] == sha256_of(source)
+    # Only the SQL table (not a file on the server) came through the data API.
+    assert document["fallbacks"] == [
+        {
+            "node": "written/sql",
+            "reason": "its data is a sqlite: asset, not a file",
+            "mimetype": "application/x-parquet",
+        }
+    ]
+
+
+def test_search_results_and_single_nodes_keep_their_parents(server_root, sample_tree, tmp_path):
+    from tiled.queries import FullText, Key
+
+    with in_process(server_root, sample_tree) as (client, _):
+        red = client["written"].search(Key("color") == "red")
+        tiled_archive.download(red, tmp_path / "red.zip", cache_dir=tmp_path / "cache")
+        with tiled_archive.open(tmp_path / "red.zip") as archive:
+            assert list(archive) == ["written"]
+            assert dict(archive["written"].metadata) == dict(client["written"].metadata)
+            assert list(archive["written"].specs) == list(client["written"].specs)
+            assert_same_tree(red, archive["written"])
+
+        array = client["written"]["inner"]["arr"]
+        tiled_archive.download(array, tmp_path / "arr", cache_dir=tmp_path / "cache")
+        with tiled_archive.open(tmp_path / "arr") as archive:
+            assert list(archive) == ["written"] and list(archive["written"]) == ["inner"]
+            assert dict(archive["written/inner"].metadata) == {"color": "red", "n": [1, 2]}
+            assert_same_tree(client["written"]["inner"], archive["written"]["inner"])
+
+        found = client.search(FullText("ünïcode"))
+        tiled_archive.download(found, tmp_path / "found.zip", cache_dir=tmp_path / "cache")
+        with tiled_archive.open(tmp_path / "found.zip") as archive:
+            assert list(archive) == ["written"]
+            assert_same_tree(found, archive)
+
+        # A node inside an HDF5 file has no data source of its own: the data API serves it.
+        inside = client["reg"]["primary"]["group"]["energy"]
+        tiled_archive.download(inside, tmp_path / "energy.zip", cache_dir=tmp_path / "cache")
+        with tiled_archive.open(tmp_path / "energy.zip") as archive:
+            assert list(archive["reg/primary/group"]) == ["energy"]
+            np.testing.assert_array_equal(archive["reg/primary/group/energy"][:], inside[:])
+        assert [f["node"] for f in manifest(tmp_path / "energy.zip")["fallbacks"]] == [
+            "reg/primary/group/energy"
+        ]
+
+
+# -- Interruptions, the cache ---------------------------------------------------------------------
+
+
+class Stop(Exception):
+    pass
+
+
+def test_interrupted_download_resumes_and_the_cache_serves_repeats(
+    server_root, sample_tree, tmp_path
+):
+    cache = tmp_path / "cache"
+    seen: list[str] = []
+
+    def stop_after_three(path: str, size: int) -> None:
+        seen.append(path)
+        if len(seen) == 3:
+            raise Stop()
+
+    with in_process(server_root, sample_tree) as (client, log):
+        reg = client["reg"]
+        with pytest.raises(Stop):
+            tiled_archive.download(
+                reg, tmp_path / "a.zip", cache_dir=cache, workers=1, on_file=stop_after_three
+            )
+        assert not (tmp_path / "a.zip").exists()
+        assert [p.name for p in tmp_path.iterdir()] == ["cache"]  # nothing half-written
+        assert len(asset_requests(log)) == 3
+
+        log.clear()
+        tiled_archive.download(reg, tmp_path / "a.zip", cache_dir=cache)
+        total = len(manifest(tmp_path / "a.zip")["files"])
+        assert len(asset_requests(log)) == total - 3
+
+        # An existing destination is refused before anything is asked of the server.
+        log.clear()
+        with pytest.raises(ArchiveError) as err:
+            tiled_archive.download(reg, tmp_path / "a.zip", cache_dir=cache)
+        assert err.value.code == "TA-E903" and log == []
+
+        # Another archive of the same data (another form, another node) fetches nothing.
+        log.clear()
+        tiled_archive.download(reg["primary"], tmp_path / "b", cache_dir=cache)
+        tiled_archive.download(reg, tmp_path / "c", cache_dir=cache)
+        assert asset_requests(log) == []
+
+        # A damaged blob is fetched again; a half-fetched file is finished with a range request.
+        blobs = BlobCache(cache)
+        digests = {e["path"]: e["sha256"] for e in manifest(tmp_path / "a.zip")["files"]}
+        blobs.blob_path(digests["data/baseline.csv"]).write_bytes(b"not the csv")
+        h5 = blobs.blob_path(digests["data/primary.h5"])
+        content = h5.read_bytes()
+        h5.unlink()
+        with sqlite3.connect(cache / "index.sqlite") as index:
+            (key,) = index.execute(
+                "SELECT key FROM remote WHERE key LIKE '%primary.h5%'"
+            ).fetchone()
+        with blobs.partial(key) as partial:
+            partial.write_bytes(content[:1000])
+        blobs.close()
+        log.clear()
+        tiled_archive.download(reg, tmp_path / "d.zip", cache_dir=cache)
+        requests = [(path.rsplit("/", 1)[-1], rng) for path, rng in log if path.startswith(BYTES)]
+        assert sorted(requests) == [("baseline", None), ("primary", "bytes=1000-")]
+        with tiled_archive.open(tmp_path / "d.zip") as archive:
+            assert_same_tree(reg, archive["reg"])
+
+
+def test_cache_evicts_least_recently_used_blobs(tmp_path):
+    cache = BlobCache(tmp_path, max_bytes=250)
+    digests = []
+    for number in range(3):
+        content = bytes([number]) * 100
+        digests.append(hashlib.sha256(content).hexdigest())
+        with cache.partial(f"key{number}") as partial:
+            partial.write_bytes(content)
+            cache.add(f"key{number}", partial, 100, digests[-1], zlib.crc32(content), 0)
+        time.sleep(0.01)
+    assert cache.lookup("key0") is not None  # used again: key1 is now the least recent
+    cache.evict()
+    assert [cache.lookup(f"key{n}") is not None for n in range(3)] == [True, False, True]
+    cache.max_bytes = 100
+    cache.evict(keep={digests[0]})
+    assert sorted(p.name for p in tmp_path.glob("??/*")) == [digests[0]]
+    cache.close()
+
+
+# -- Servers that will not hand out raw assets -------------------------------------------------
+
+
+def test_raw_assets_disabled_still_gives_a_complete_archive(server_root, sample_tree, tmp_path):
+    with in_process(server_root, sample_tree, expose_raw_assets=False) as (client, log):
+        tiled_archive.download(client, tmp_path / "api.zip", cache_dir=tmp_path / "cache")
+        with tiled_archive.open(tmp_path / "api.zip") as archive:
+            assert_same_tree(client, archive)
+    assert len(asset_requests(log)) <= 4  # refused once per worker at most, then not asked
+    assert_valid(tmp_path / "api.zip")
+    nodes = {f["node"]: f.get("mimetype") for f in manifest(tmp_path / "api.zip")["fallbacks"]}
+    assert nodes["reg/primary/intensity"] == nodes["written/inner/arr"] == "application/x-zarr"
+    assert nodes["reg/baseline"] == "application/x-parquet"
+
+
+@pytest.mark.parametrize("cause", ["changed_file", "awkward_without_raw"])
+def test_what_cannot_be_fetched_is_listed_and_nothing_written(tmp_path, cause):
+    import awkward
+    from tiled.catalog import from_uri
+    from tiled.client import Context, from_context
+    from tiled.client.register import register
+    from tiled.server.app import build_app
+
+    (tmp_path / "files").mkdir()
+    csv = tmp_path / "files" / "points.csv"
+    csv.write_text("x,y\n1,2\n")
+    adapter = from_uri(
+        f"sqlite:///{tmp_path}/catalog.db",
+        init_if_not_exists=True,
+        writable_storage=[str(tmp_path / "writable")],
+        readable_storage=[str(tmp_path / "files")],
+    )
+    settings = {"expose_raw_assets": cause != "awkward_without_raw"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Context.from_app(build_app(adapter, server_settings=settings)) as context:
+            client = from_context(context)
+            asyncio.run(register(client, tmp_path / "files"))
+            client.write_awkward(awkward.Array([[1, 2], [3]]), key="ragged")
+            csv.write_text("x,y\n1,2\n3,4\n")  # changed since registration: a new size
+            with pytest.raises(ArchiveError) as err:
+                tiled_archive.download(client, tmp_path / "out.zip", cache_dir=tmp_path / "c")
+    assert err.value.code == "TA-E910"
+    failed = "points: the server sent" if cause == "changed_file" else "ragged: no data-API"
+    assert failed in str(err.value)
+    assert not (tmp_path / "out.zip").exists()
+
+
+# -- Over HTTP: `tiled serve catalog` in a subprocess ------------------------------------------
+
+
+@contextlib.contextmanager
+def tiled_serve(server_root: Path, sample_tree: Path, port: int, log: Path) -> Iterator:
+    """Stock `tiled serve catalog` on loopback with an API key; its access log goes to ``log``."""
+    tiled = Path(sys.executable).parent / "tiled"
+    command = [tiled, "serve", "catalog", server_root / "catalog.db", "-r", sample_tree.parent]
+    command += ["-w", server_root / "writable", "-w", f"sqlite:///{server_root}/tables.sqlite"]
+    command += ["--api-key", "secret", "--port", str(port)]
+    with open(log, "a") as sink:
+        process = subprocess.Popen(list(map(str, command)), stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not _listening(port):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/api/v1", process
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_cli_download_from_stock_tiled_server(server_root, sample_tree, tmp_path):
+    from tiled.client import from_uri
+    from tiled.queries import Key
+
+    port = _free_port()
+    with tiled_serve(server_root, sample_tree, port, tmp_path / "server.log") as (url, _):
+        command = [sys.executable, "-m", "tiled_archive.cli", "download", url, "written"]
+        command += ["--search", "color=red", "--api-key", "secret", "-o", tmp_path / "red.zip"]
+        command += ["--cache-dir", tmp_path / "cache", "-q"]
+        done = subprocess.run(list(map(str, command)), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        client = from_uri(url, api_key="secret")
+        with tiled_archive.open(tmp_path / "red.zip") as archive:
+            assert_same_tree(client["written"].search(Key("color") == "red"), archive["written"])
+
+        missing = subprocess.run(
+            list(map(str, [*command[:5], "nope", "--api-key", "secret", "-o", tmp_path / "x"])),
+            capture_output=True,
+            text=True,
+        )
+        assert missing.returncode == 1 and "TA-E900" in missing.stderr
+        assert not (tmp_path / "x").exists()
+
+
+def test_server_stopped_mid_download_is_a_clear_error_then_resumes(
+    server_root, sample_tree, tmp_path
+):
+    from tiled.client import from_uri
+
+    port, log = _free_port(), tmp_path / "server.log"
+    dest = tmp_path / "reg.zip"
+    with tiled_serve(server_root, sample_tree, port, log) as (url, process):
+
+        def stop_server(path: str, size: int) -> None:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(10)
+
+        with pytest.raises(ArchiveError) as err:
+            tiled_archive.download(
+                from_uri(url, api_key="secret")["reg"],
+                dest,
+                cache_dir=tmp_path / "cache",
+                workers=1,
+                retries=1,
+                on_file=stop_server,
+            )
+    assert err.value.code == "TA-E911"
+    assert "re-running resumes" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "server.log"]
+    first = log.read_text().count("GET /api/v1/asset/bytes/")
+
+    with tiled_serve(server_root, sample_tree, port, log) as (url, _):
+        client = from_uri(url, api_key="secret")
+        tiled_archive.download(client["reg"], dest, cache_dir=tmp_path / "cache")
+        with tiled_archive.open(dest) as archive:
+            assert_same_tree(client["reg"], archive["reg"])
+    resumed = log.read_text().count("GET /api/v1/asset/bytes/") - first
+    assert resumed == len(manifest(dest)["files"]) - 1
