@@ -294,3 +294,19 @@ def test_response_cache_answers_repeats_without_the_app(served):
     assert [r.status_code for r in denied] == [401, 401]
     # Two passes for three good requests, one per refused request (refusals are not kept).
     assert reached.count("/api/v1/metadata/scan/primary") == 4
+
+
+def test_raw_asset_routes_refused_without_touching_tiled_settings(served):
+    """Our app refuses raw-asset downloads; a stock Tiled app built later still offers them."""
+    from tiled.server.settings import get_settings
+
+    with tiled_archive.open(served["zip"]) as client:
+        response = client.context.http_client.get(
+            "http://tiled-archive.invalid/api/v1/asset/bytes/scan/primary?id=1"
+        )
+        assert response.status_code == 403
+        response = client.context.http_client.get(
+            "http://tiled-archive.invalid/api/v1/asset/manifest/scan/v2array?id=4"
+        )
+        assert response.status_code == 403
+    assert get_settings().expose_raw_assets is True

@@ -18,13 +18,24 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from starlette.routing import Route
 
 from .adapters import ArchiveAdapters
 from .catalog import read_assets
 from .format import DATA_DIR
 from .reader import Archive, open_archive
 
-_LOCAL_URL = "http://tiled-archive.invalid/api/v1"
+_API = "/api/v1"
+_LOCAL_URL = f"http://tiled-archive.invalid{_API}"
+
+
+async def _no_raw_assets(request: Any) -> Any:
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(
+        {"detail": "raw assets are not served from an archive; read the data, or extract it"},
+        status_code=403,
+    )
 
 
 def _read_only_policy() -> Any:
@@ -148,7 +159,12 @@ class ArchiveServer:
                 allow_anonymous_access=public, single_user_api_key=api_key
             ),
             access_policy=_read_only_policy(),
-            server_settings={"expose_raw_assets": False},
+        )
+        # No raw-asset downloads: archive members are not files Tiled's asset routes can serve
+        # safely. A route in front of Tiled's, not Tiled's expose_raw_assets setting: that
+        # setting lives in one process-wide object and would outlive this app.
+        self.tiled_app.router.routes.insert(
+            0, Route(f"{_API}/asset/{{path:path}}", _no_raw_assets, methods=["GET", "HEAD"])
         )
         self.tiled_app.dependency_overrides[get_settings]()
         self.tiled_app.dependency_overrides = _NoOverrides(self.tiled_app.dependency_overrides)
