@@ -123,8 +123,9 @@ def init_catalog(db: Path, readable: list[str]):
 
 @functools.cache
 def _empty_catalog() -> bytes:
-    """The bytes of a catalog fresh from Tiled's init. The init's schema creation order follows
-    Python's string hashing; a fixed hash seed makes the order (so the file) the same always."""
+    """The bytes of a catalog fresh from Tiled's init, with a fixed hash seed so anything the
+    init orders by string hashing comes out the same; indexes, which it orders by object
+    identity, are re-created by name when a catalog is compacted (:func:`_compact`)."""
     from tiled.catalog import from_uri
 
     previous = os.environ.get("PYTHONHASHSEED")
