@@ -297,9 +297,10 @@ def test_response_cache_answers_repeats_without_the_app(served):
 
 
 def test_raw_asset_routes_refused_without_touching_tiled_settings(served):
-    """Our app refuses raw-asset downloads; a stock Tiled app built later still offers them."""
+    """Our app refuses raw-asset downloads without changing Tiled's process-wide setting."""
     from tiled.server.settings import get_settings
 
+    before = get_settings().expose_raw_assets  # other tests' servers may have set it
     with tiled_archive.open(served["zip"]) as client:
         response = client.context.http_client.get(
             "http://tiled-archive.invalid/api/v1/asset/bytes/scan/primary?id=1"
@@ -309,4 +310,4 @@ def test_raw_asset_routes_refused_without_touching_tiled_settings(served):
             "http://tiled-archive.invalid/api/v1/asset/manifest/scan/v2array?id=4"
         )
         assert response.status_code == 403
-    assert get_settings().expose_raw_assets is True
+    assert get_settings().expose_raw_assets is before
