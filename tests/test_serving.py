@@ -300,7 +300,17 @@ def test_raw_asset_routes_refused_without_touching_tiled_settings(served):
     """Our app refuses raw-asset downloads without changing Tiled's process-wide setting."""
     from tiled.server.settings import get_settings
 
-    before = get_settings().expose_raw_assets  # other tests' servers may have set it
+    settings = get_settings()
+    before = settings.expose_raw_assets  # other tests' servers may have changed it
+    settings.expose_raw_assets = True
+    try:
+        check_raw_assets_refused(served)
+        assert settings.expose_raw_assets is True
+    finally:
+        settings.expose_raw_assets = before
+
+
+def check_raw_assets_refused(served):
     with tiled_archive.open(served["zip"]) as client:
         response = client.context.http_client.get(
             "http://tiled-archive.invalid/api/v1/asset/bytes/scan/primary?id=1"
@@ -310,4 +320,3 @@ def test_raw_asset_routes_refused_without_touching_tiled_settings(served):
             "http://tiled-archive.invalid/api/v1/asset/manifest/scan/v2array?id=4"
         )
         assert response.status_code == 403
-    assert get_settings().expose_raw_assets is before
