@@ -54,7 +54,7 @@ log = Console(stderr=True, style="dim")
 RSS_CHILD = """
 import json, sys, time
 from tiled.client import from_uri
-import tiled_archive, tiled_archive.download
+import tiled_archive
 
 def peak_kib():
     with open("/proc/self/status") as status:

@@ -15,7 +15,7 @@ the page cache warm:
 
 Each is timed twice: as a command (a fresh process, as a user runs it: ``.venv/bin/bagit.py``,
 ``.venv/bin/tiled-archive validate``), and as a library call in this process (``bagit.Bag(...)
-.validate(...)``, ``tiled_archive.validate.validate(...)``), which leaves out interpreter
+.validate(...)``, ``tiled_archive.validator.validate(...)``), which leaves out interpreter
 start-up and imports. Ratios compare like with like (command with command, call with call),
 each against bagit's figure for the same kind of check: full against ``--processes 2``, fast
 against ``--fast``. GB/s is payload bytes (10**9) per second.
@@ -39,7 +39,7 @@ from pack import DEFAULT_OUTPUT, MB, setup, warm
 from rich.console import Console
 from rich.table import Table
 
-from tiled_archive.validate import validate
+from tiled_archive.validator import validate
 from tiled_archive.writer import convert
 
 BIN = Path(sys.executable).parent

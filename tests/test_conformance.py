@@ -22,7 +22,7 @@ from conformance import catalog_schema
 from conformance.generate import tree_size
 from tiled_archive import cli, codes
 from tiled_archive.reader import open_archive
-from tiled_archive.validate import fixture_cases, report_schema, validate
+from tiled_archive.validator import fixture_cases, report_schema, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "conformance" / "fixtures"

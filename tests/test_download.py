@@ -22,10 +22,10 @@ import pandas as pd
 import pytest
 
 import tiled_archive
-from tiled_archive.download import BlobCache
+from tiled_archive.downloader import BlobCache
 from tiled_archive.format import ArchiveError
 from tiled_archive.reader import open_archive
-from tiled_archive.validate import validate
+from tiled_archive.validator import validate
 
 from .conftest import sha256_of
 from .test_serving import _free_port

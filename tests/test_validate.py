@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tiled_archive import cli
-from tiled_archive.validate import Report, report_schema, validate
+from tiled_archive.validator import Report, report_schema, validate
 from tiled_archive.writer import convert, create, reseal
 
 from .test_zip_layer import central_records
@@ -232,7 +232,7 @@ def test_cli_exits_2_when_it_cannot_check(archives, monkeypatch, error, message)
     def fail(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr("tiled_archive.validate.validate", fail)
+    monkeypatch.setattr("tiled_archive.validator.validate", fail)
     result = CliRunner().invoke(cli.app, ["validate", str(archives["zip"])])
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output

@@ -177,8 +177,8 @@ def validate(
 
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-    from .validate import Report, print_report
-    from .validate import validate as validate_archive
+    from .validator import Report, print_report
+    from .validator import validate as validate_archive
 
     quiet = as_json or not err_console.is_terminal
 
@@ -214,8 +214,8 @@ def conformance(
     Exit status: 0 when every fixture gives exactly its expected codes and every archive is
     valid, 1 otherwise, 2 when something could not be checked.
     """
-    from .validate import fixture_cases, is_fixture_tree, print_conformance, run_cases, verdict
-    from .validate import validate as validate_archive
+    from .validator import fixture_cases, is_fixture_tree, print_conformance, run_cases, verdict
+    from .validator import validate as validate_archive
 
     console = Console()
     failed = 0
@@ -287,8 +287,8 @@ def download(
     """
     import json
 
-    from .download import download as download_archive
-    from .download import open_source
+    from .downloader import download as download_archive
+    from .downloader import open_source
 
     pairs = []
     for item in search or []:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.tree import Tree
 
 from .reader import open_archive
-from .validate import validate, verdict
+from .validator import validate, verdict
 from .writer import convert, create
 
 

@@ -26,11 +26,9 @@ import math
 import os
 import random
 import sqlite3
-import sys
 import tempfile
 import threading
 import time
-import types
 import unicodedata
 import warnings
 import zlib
@@ -1094,19 +1092,3 @@ def open_source(
     for query in queries:
         node = node.search(query)
     return node
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`download`.
-
-    Importing ``tiled_archive.download`` binds the package attribute of that name to this module,
-    shadowing the package's lazy ``download`` function (Python sets it after the module runs, so
-    it cannot be undone here). Calling the module calls the function, so
-    ``tiled_archive.download(node, dest)`` works whatever was imported first.
-    """
-
-    def __call__(self, source: Any, dest: str | Path, **options: Any) -> Path:
-        return download(source, dest, **options)
-
-
-sys.modules[__name__].__class__ = _CallableModule
