@@ -18,19 +18,9 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from . import zipformat as zf
 from .format import ALIGNMENT, ArchiveError
 
-_LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")
-_CENTRAL_HEADER = struct.Struct("<IHHHHHHIIIHHHHHII")
-_END_RECORD = struct.Struct("<IHHHHIIH")
-_ZIP64_END_RECORD = struct.Struct("<IQHHIIQQQQ")
-_ZIP64_LOCATOR = struct.Struct("<IIQI")
-
-_UTF8_FLAG = 0x0800
-_ZIP64_EXTRA_ID = 0x0001
-_ALIGNMENT_EXTRA_ID = 0xA11E
-_MAX32 = 0xFFFFFFFF
-_MAX16 = 0xFFFF
 _VERSION_NEEDED = 20
 _VERSION_NEEDED_ZIP64 = 45
 _MADE_BY = 0x031E  # Unix, APPNOTE 3.0
@@ -92,18 +82,18 @@ def _local_header(
     entry: ZipEntry, name: bytes, offset: int, dos_date: int, dos_time: int, force_zip64: bool
 ) -> bytes:
     # An unaligned member (`mimetype`) keeps its local header bare even under force_zip64.
-    zip64 = entry.size >= _MAX32 or (force_zip64 and entry.align)
-    extra = struct.pack("<HHQQ", _ZIP64_EXTRA_ID, 16, entry.size, entry.size) if zip64 else b""
+    zip64 = entry.size >= zf.MAX32 or (force_zip64 and entry.align)
+    extra = struct.pack("<HHQQ", zf.ZIP64_EXTRA_ID, 16, entry.size, entry.size) if zip64 else b""
     if entry.align:
-        unpadded = offset + _LOCAL_HEADER.size + len(name) + len(extra) + 6
+        unpadded = offset + zf.LOCAL_HEADER.size + len(name) + len(extra) + 6
         padding = -unpadded % ALIGNMENT
-        extra += struct.pack("<HHH", _ALIGNMENT_EXTRA_ID, 2 + padding, ALIGNMENT)
+        extra += struct.pack("<HHH", zf.ALIGNMENT_EXTRA_ID, 2 + padding, ALIGNMENT)
         extra += bytes(padding)
-    size32 = _MAX32 if zip64 else entry.size
-    fixed = _LOCAL_HEADER.pack(
+    size32 = zf.MAX32 if zip64 else entry.size
+    fixed = zf.LOCAL_HEADER.pack(
         0x04034B50,
         _VERSION_NEEDED_ZIP64 if zip64 else _VERSION_NEEDED,
-        _UTF8_FLAG,
+        zf.FLAG_UTF8,
         0,  # STORED
         dos_time,
         dos_date,
@@ -138,21 +128,21 @@ def _central_header(
     entry: ZipEntry, name: bytes, offset: int, dos_date: int, dos_time: int, force_zip64: bool
 ) -> bytes:
     # ZIP64 extra of the central directory: only the overflowing fields, in APPNOTE order.
-    sizes64 = force_zip64 or entry.size >= _MAX32
-    offset64 = force_zip64 or offset >= _MAX32
+    sizes64 = force_zip64 or entry.size >= zf.MAX32
+    offset64 = force_zip64 or offset >= zf.MAX32
     fields = [entry.size, entry.size] if sizes64 else []
     if offset64:
         fields.append(offset)
     zip64 = bool(fields)  # true whenever the local header has a ZIP64 extra
-    extra = struct.pack(f"<HH{len(fields)}Q", _ZIP64_EXTRA_ID, 8 * len(fields), *fields)
+    extra = struct.pack(f"<HH{len(fields)}Q", zf.ZIP64_EXTRA_ID, 8 * len(fields), *fields)
     extra = extra if zip64 else b""
-    size32 = _MAX32 if sizes64 else entry.size
+    size32 = zf.MAX32 if sizes64 else entry.size
     return (
-        _CENTRAL_HEADER.pack(
+        zf.CENTRAL_HEADER.pack(
             0x02014B50,
             _MADE_BY_ZIP64 if zip64 else _MADE_BY,
             _VERSION_NEEDED_ZIP64 if zip64 else _VERSION_NEEDED,
-            _UTF8_FLAG,
+            zf.FLAG_UTF8,
             0,  # STORED
             dos_time,
             dos_date,
@@ -165,7 +155,7 @@ def _central_header(
             0,  # disk number
             0,  # internal attributes
             _EXTERNAL_ATTR,
-            _MAX32 if offset64 else offset,
+            zf.MAX32 if offset64 else offset,
         )
         + name
         + extra
@@ -174,14 +164,14 @@ def _central_header(
 
 def _end_records(count: int, cd_size: int, cd_offset: int, force_zip64: bool) -> bytes:
     """The ZIP64 end record and locator when needed, then the end of central directory record."""
-    count64 = force_zip64 or count > _MAX16
-    size64 = force_zip64 or cd_size >= _MAX32
-    offset64 = force_zip64 or cd_offset >= _MAX32
+    count64 = force_zip64 or count > zf.MAX16
+    size64 = force_zip64 or cd_size >= zf.MAX32
+    offset64 = force_zip64 or cd_offset >= zf.MAX32
     records = b""
     if count64 or size64 or offset64:
-        records = _ZIP64_END_RECORD.pack(
+        records = zf.ZIP64_END_RECORD.pack(
             0x06064B50,
-            _ZIP64_END_RECORD.size - 12,
+            zf.ZIP64_END_RECORD.size - 12,
             _MADE_BY_ZIP64,
             _VERSION_NEEDED_ZIP64,
             0,
@@ -191,15 +181,15 @@ def _end_records(count: int, cd_size: int, cd_offset: int, force_zip64: bool) ->
             cd_size,
             cd_offset,
         )
-        records += _ZIP64_LOCATOR.pack(0x07064B50, 0, cd_offset + cd_size, 1)
-    count16 = _MAX16 if count64 else count
-    return records + _END_RECORD.pack(
+        records += zf.ZIP64_LOCATOR.pack(0x07064B50, 0, cd_offset + cd_size, 1)
+    count16 = zf.MAX16 if count64 else count
+    return records + zf.END_RECORD.pack(
         0x06054B50,
         0,
         0,
         count16,
         count16,
-        _MAX32 if size64 else cd_size,
-        _MAX32 if offset64 else cd_offset,
+        zf.MAX32 if size64 else cd_size,
+        zf.MAX32 if offset64 else cd_offset,
         0,  # no archive comment
     )

@@ -23,6 +23,7 @@ from typing import BinaryIO
 
 import zipfile_deflate64  # noqa: F401 -- patches zipfile to decompress method 9 (Deflate64)
 
+from .. import zipformat as zf
 from ..format import (
     ALIGNMENT,
     MIMETYPE_NAME,
@@ -33,24 +34,7 @@ from ..format import (
 )
 from . import ByteSource, Member, Span
 
-_LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")
-_CENTRAL_HEADER = struct.Struct("<IHHHHHHIIIHHHHHII")
-_END_RECORD = struct.Struct("<IHHHHIIH")
-_ZIP64_END_RECORD = struct.Struct("<IQHHIIQQQQ")
-_ZIP64_LOCATOR = struct.Struct("<IIQI")
-_LOCAL_SIGNATURE = 0x04034B50
-_CENTRAL_SIGNATURE = 0x02014B50
-_END_SIGNATURE = b"PK\x05\x06"
-_ZIP64_END_SIGNATURE = 0x06064B50
-_ZIP64_LOCATOR_SIGNATURE = 0x07064B50
-_DESCRIPTOR_SIGNATURE = 0x08074B50
-_MAX16 = 0xFFFF
-_MAX32 = 0xFFFFFFFF
 _MAX_COMMENT = 0xFFFF
-
-_STORED, _DEFLATED, _DEFLATED64, _AES = 0, 8, 9, 99
-_FLAG_ENCRYPTED = 0x0001
-_FLAG_DESCRIPTOR = 0x0008
 
 
 @dataclass(frozen=True)
@@ -117,7 +101,7 @@ class ZipSource(ByteSource):
         end = record.size if size is None else min(record.size, offset + size)
         if offset >= end:
             return b""
-        if record.method != _STORED:
+        if record.method != zf.STORED:
             return self._read_compressed(record, offset, end - offset)
         assert record.data_offset is not None
         data = self._pread(record.data_offset + offset, end - offset)
@@ -127,7 +111,7 @@ class ZipSource(ByteSource):
 
     def read_into(self, path: str, offset: int, buffer: memoryview) -> int:
         record = self._members[path]
-        if record.method != _STORED:
+        if record.method != zf.STORED:
             return super().read_into(path, offset, buffer)
         assert record.data_offset is not None
         size = min(len(buffer), max(0, record.size - offset))
@@ -144,13 +128,13 @@ class ZipSource(ByteSource):
         backwards restarts decompression from the member's first byte.
         """
         record = self._members[path]
-        if record.method == _STORED:
+        if record.method == zf.STORED:
             return super().open(path)
         return self._open_compressed(record)
 
     def span(self, path: str) -> Span | None:
         record = self._members[path]
-        if record.method != _STORED:
+        if record.method != zf.STORED:
             return None
         assert record.data_offset is not None
         return Span(self.location, record.data_offset, record.size)
@@ -236,15 +220,15 @@ class ZipSource(ByteSource):
         self._classify_records()
 
     def _read_end_records(self, file_size: int) -> _EndRecords:
-        tail_start = max(0, file_size - _END_RECORD.size - _MAX_COMMENT)
+        tail_start = max(0, file_size - zf.END_RECORD.size - _MAX_COMMENT)
         tail = self._pread(tail_start, file_size - tail_start)
         position = _find_end_record(tail)
         if position is None:
             raise ArchiveError("TA-E100", None, "no end of central directory record")
-        fields = _END_RECORD.unpack_from(tail, position)
+        fields = zf.END_RECORD.unpack_from(tail, position)
         _, disk, cd_disk, disk_count, count, cd_size, cd_offset, comment_length = fields
         eocd = tail_start + position
-        trailing = file_size - eocd - _END_RECORD.size
+        trailing = file_size - eocd - zf.END_RECORD.size
         if comment_length:
             self._problem("TA-E108", None, f"the ZIP has a {comment_length}-byte comment")
         if trailing > comment_length:
@@ -258,15 +242,15 @@ class ZipSource(ByteSource):
         zip64 = self._read_zip64_end(eocd)
         if zip64 is None:
             # The counts may be 0xFFFF for exactly 65535 members; sizes and offsets may not.
-            if _MAX32 in (cd_size, cd_offset):
+            if zf.MAX32 in (cd_size, cd_offset):
                 raise ArchiveError(
                     "TA-E100", None, "0xFFFFFFFF in the end record but no ZIP64 end record"
                 )
             return _EndRecords(count, cd_offset, cd_size, eocd)
         for label, value32, marker, value64 in (
-            ("entry count", count, _MAX16, zip64.count),
-            ("central directory size", cd_size, _MAX32, zip64.cd_size),
-            ("central directory offset", cd_offset, _MAX32, zip64.cd_offset),
+            ("entry count", count, zf.MAX16, zip64.count),
+            ("central directory size", cd_size, zf.MAX32, zip64.cd_size),
+            ("central directory offset", cd_offset, zf.MAX32, zip64.cd_offset),
         ):
             if value32 not in (marker, value64):
                 self._problem(
@@ -278,22 +262,22 @@ class ZipSource(ByteSource):
 
     def _read_zip64_end(self, eocd: int) -> _EndRecords | None:
         """The ZIP64 end record named by a locator right before ``eocd``, if there is one."""
-        locator_at = eocd - _ZIP64_LOCATOR.size
+        locator_at = eocd - zf.ZIP64_LOCATOR.size
         if locator_at < 0:
             return None
-        locator = self._pread(locator_at, _ZIP64_LOCATOR.size)
-        signature, disk, declared, disk_total = _ZIP64_LOCATOR.unpack(locator)
-        if signature != _ZIP64_LOCATOR_SIGNATURE:
+        locator = self._pread(locator_at, zf.ZIP64_LOCATOR.size)
+        signature, disk, declared, disk_total = zf.ZIP64_LOCATOR.unpack(locator)
+        if signature != zf.ZIP64_LOCATOR_SIGNATURE:
             return None
         if disk != 0 or disk_total > 1:
             self._problem("TA-E112", None, f"ZIP64 locator names {disk_total} disks")
         # Without an extensible data sector, the record ends where the locator begins.
-        expected = locator_at - _ZIP64_END_RECORD.size
+        expected = locator_at - zf.ZIP64_END_RECORD.size
         record_at = None
         for candidate in dict.fromkeys((declared, expected)):
-            if 0 <= candidate <= locator_at - _ZIP64_END_RECORD.size:
-                raw = self._pread(candidate, _ZIP64_END_RECORD.size)
-                if _ZIP64_END_RECORD.unpack(raw)[0] == _ZIP64_END_SIGNATURE:
+            if 0 <= candidate <= locator_at - zf.ZIP64_END_RECORD.size:
+                raw = self._pread(candidate, zf.ZIP64_END_RECORD.size)
+                if zf.ZIP64_END_RECORD.unpack(raw)[0] == zf.ZIP64_END_SIGNATURE:
                     record_at = candidate
                     break
         if record_at is None:
@@ -305,7 +289,7 @@ class ZipSource(ByteSource):
                 None,
                 f"the ZIP64 locator points at {declared}, the ZIP64 end record is at {record_at}",
             )
-        fields = _ZIP64_END_RECORD.unpack(self._pread(record_at, _ZIP64_END_RECORD.size))
+        fields = zf.ZIP64_END_RECORD.unpack(self._pread(record_at, zf.ZIP64_END_RECORD.size))
         _, record_size, _, _, disk, cd_disk, disk_count, count, cd_size, cd_offset = fields
         if record_at + 12 + record_size != locator_at:
             self._problem(
@@ -323,7 +307,7 @@ class ZipSource(ByteSource):
 
         def starts_there(position: int) -> bool:
             signature = self._pread(position, 4)
-            return end.cd_size == 0 or signature == struct.pack("<I", _CENTRAL_SIGNATURE)
+            return end.cd_size == 0 or signature == struct.pack("<I", zf.CENTRAL_SIGNATURE)
 
         if end.cd_offset == expected:
             return expected
@@ -349,15 +333,15 @@ class ZipSource(ByteSource):
     ) -> tuple[ZipRecord | None, bool, int]:
         """The record at ``position`` of the central directory, whether its sizes and offset are
         known (ZIP64 markers resolved), and where the next record starts."""
-        if position + _CENTRAL_HEADER.size > len(raw):
+        if position + zf.CENTRAL_HEADER.size > len(raw):
             self._problem("TA-E100", None, "the central directory ends inside a record")
             return None, False, len(raw)
-        fields = _CENTRAL_HEADER.unpack_from(raw, position)
+        fields = zf.CENTRAL_HEADER.unpack_from(raw, position)
         signature, _, _, flags, method, _, _, crc, compressed, size = fields[:10]
         name_length, extra_length, comment_length, disk, _, external, offset = fields[10:]
-        name_at = position + _CENTRAL_HEADER.size
+        name_at = position + zf.CENTRAL_HEADER.size
         after = name_at + name_length + extra_length + comment_length
-        if signature != _CENTRAL_SIGNATURE or after > len(raw):
+        if signature != zf.CENTRAL_SIGNATURE or after > len(raw):
             self._problem("TA-E100", None, f"bad central directory record at byte {position}")
             return None, False, len(raw)
         name = _decode_name(raw[name_at : name_at + name_length])
@@ -382,17 +366,17 @@ class ZipSource(ByteSource):
         Where the local header cannot be read, the record comes back unchanged with Nones.
         """
         start = record.header_offset
-        if start + _LOCAL_HEADER.size > cd_start:
+        if start + zf.LOCAL_HEADER.size > cd_start:
             self._problem("TA-E107", record.name, "local header outside the member area")
             return record, None, None
-        fields = _LOCAL_HEADER.unpack(self._pread(start, _LOCAL_HEADER.size))
+        fields = zf.LOCAL_HEADER.unpack(self._pread(start, zf.LOCAL_HEADER.size))
         signature, _, flags, method, _, _, crc, compressed, size, name_length, extra_length = fields
-        if signature != _LOCAL_SIGNATURE:
+        if signature != zf.LOCAL_SIGNATURE:
             self._problem("TA-E100", record.name, f"no local file header at byte {start}")
             return record, None, None
-        data_offset = start + _LOCAL_HEADER.size + name_length + extra_length
-        variable = self._pread(start + _LOCAL_HEADER.size, name_length + extra_length)
-        if _MAX32 in (size, compressed) and not flags & _FLAG_DESCRIPTOR:
+        data_offset = start + zf.LOCAL_HEADER.size + name_length + extra_length
+        variable = self._pread(start + zf.LOCAL_HEADER.size, name_length + extra_length)
+        if zf.MAX32 in (size, compressed) and not flags & zf.FLAG_DESCRIPTOR:
             values = _zip64_values(_extra_fields(variable[name_length:]), [size, compressed])
             if values is None:
                 self._problem("TA-E109", record.name, "local header: 0xFFFFFFFF without ZIP64")
@@ -407,7 +391,7 @@ class ZipSource(ByteSource):
             )
             if local != central
         ]
-        if not flags & _FLAG_DESCRIPTOR:
+        if not flags & zf.FLAG_DESCRIPTOR:
             disagreements += [
                 label
                 for label, local, central in (
@@ -427,7 +411,7 @@ class ZipSource(ByteSource):
         if data_end > cd_start:
             self._problem("TA-E107", record.name, "member data runs into the central directory")
             return record, extra_length, None
-        if record.flags & _FLAG_DESCRIPTOR:
+        if record.flags & zf.FLAG_DESCRIPTOR:
             data_end += self._descriptor_length(record, data_end, cd_start)
         return replace(record, data_offset=data_offset), extra_length, data_end
 
@@ -435,7 +419,7 @@ class ZipSource(ByteSource):
         """Length of the data descriptor after a bit-3 member's data (0 when none matches)."""
         raw = self._pread(position, min(24, limit - position))
         expected = (record.crc32, record.compressed_size, record.size)
-        signed = struct.pack("<I", _DESCRIPTOR_SIGNATURE)
+        signed = struct.pack("<I", zf.DESCRIPTOR_SIGNATURE)
         for prefix, layout in ((signed, "<IQQ"), (signed, "<III"), (b"", "<IQQ"), (b"", "<III")):
             length = len(prefix) + struct.calcsize(layout)
             if (
@@ -470,7 +454,7 @@ class ZipSource(ByteSource):
         first = self.entries[0]
         if (
             first.name != MIMETYPE_NAME
-            or first.method != _STORED
+            or first.method != zf.STORED
             or local_extra_length != 0
             or any(entry.header_offset < first.header_offset for entry in self.entries)
         ):
@@ -497,7 +481,7 @@ class ZipSource(ByteSource):
                 self._listing[record.name] = Member(record.name, record.size)
                 first_mimetype = index == 0 and record.name == MIMETYPE_NAME
                 if (
-                    record.method == _STORED
+                    record.method == zf.STORED
                     and not first_mimetype
                     and record.data_offset is not None
                     and record.data_offset % ALIGNMENT
@@ -520,20 +504,20 @@ class ZipSource(ByteSource):
     def _usable(self, record: ZipRecord) -> bool:
         """Whether the record is a readable regular file (recording why not, when it is not)."""
         kind = stat.S_IFMT(record.external_attr >> 16)
-        if record.flags & _FLAG_DESCRIPTOR:
+        if record.flags & zf.FLAG_DESCRIPTOR:
             self._problem("TA-E110", record.name, "sets the data-descriptor flag (bit 3)")
-        if record.flags & _FLAG_ENCRYPTED or record.method == _AES:
+        if record.flags & zf.FLAG_ENCRYPTED or record.method == zf.AES:
             self._problem("TA-E103", record.name, "encrypted")
             return False
-        if record.method not in (_STORED, _DEFLATED, _DEFLATED64):
+        if record.method not in (zf.STORED, zf.DEFLATED, zf.DEFLATED64):
             self._problem("TA-E102", record.name, f"compression method {record.method}")
             return False
-        if record.method != _STORED:
+        if record.method != zf.STORED:
             self._problem("TA-W101", record.name, "compressed; it can only be read sequentially")
         if kind not in (0, stat.S_IFREG):
             self._problem("TA-E104", record.name, f"not a regular file (file type {kind:o})")
             return False
-        if record.method == _STORED and record.size != record.compressed_size:
+        if record.method == zf.STORED and record.size != record.compressed_size:
             self._problem("TA-E100", record.name, "STORED member with two different sizes")
             return False
         return record.data_offset is not None
@@ -577,15 +561,15 @@ def _find_end_record(tail: bytes) -> int | None:
     the file. Failing that, the last signature with room for a whole record (trailing data).
     """
     fallback = None
-    position = tail.rfind(_END_SIGNATURE)
+    position = tail.rfind(zf.END_SIGNATURE)
     while position >= 0:
-        if position + _END_RECORD.size <= len(tail):
-            comment_length = _END_RECORD.unpack_from(tail, position)[-1]
-            if position + _END_RECORD.size + comment_length == len(tail):
+        if position + zf.END_RECORD.size <= len(tail):
+            comment_length = zf.END_RECORD.unpack_from(tail, position)[-1]
+            if position + zf.END_RECORD.size + comment_length == len(tail):
                 return position
             if fallback is None:
                 fallback = position
-        position = tail.rfind(_END_SIGNATURE, 0, position)
+        position = tail.rfind(zf.END_SIGNATURE, 0, position)
     return fallback
 
 
@@ -610,11 +594,11 @@ def _zip64_values(extras: dict[int, bytes], values: list[int]) -> list[int] | No
 
     The ZIP64 extra holds, in APPNOTE order, exactly the fields whose 32-bit value is the marker.
     """
-    needed = sum(value == _MAX32 for value in values)
+    needed = sum(value == zf.MAX32 for value in values)
     if needed == 0:
         return values
     data = extras.get(0x0001, b"")
     if len(data) < 8 * needed:
         return None
     wide = iter(struct.unpack_from(f"<{needed}Q", data))
-    return [next(wide) if value == _MAX32 else value for value in values]
+    return [next(wide) if value == zf.MAX32 else value for value in values]
