@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import io
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -62,7 +63,9 @@ class ByteSource(ABC):
 
     def open(self, path: str) -> BinaryIO:
         """A seekable, read-only binary file over one member, reading by position on demand."""
-        return io.BufferedReader(MemberRawIO(self, self.members()[path]), buffer_size=64 * 1024)
+        reader = partial(self.read_into, path)
+        raw = PositionalRawIO(reader, self.members()[path].size, path)
+        return io.BufferedReader(raw, buffer_size=64 * 1024)
 
     @abstractmethod
     def span(self, path: str) -> Span | None:
@@ -78,14 +81,18 @@ class ByteSource(ABC):
         self.close()
 
 
-class MemberRawIO(io.RawIOBase):
-    """A raw, seekable file over a member that reads through ``ByteSource.read``."""
+class PositionalRawIO(io.RawIOBase):
+    """A raw, seekable, read-only file of ``size`` bytes read by position.
 
-    def __init__(self, source: ByteSource, member: Member):
-        self._source = source
-        self._member = member
+    ``read_into(position, view)`` fills ``view`` from ``position`` and returns the count: a
+    member's bytes, or (for ``zipfile`` decompressing a member) its compressed bytes.
+    """
+
+    def __init__(self, read_into: Callable[[int, memoryview], int], size: int, name: str):
+        self._read_into = read_into
+        self._size = size
         self._position = 0
-        self.name = member.path
+        self.name = name
 
     def readable(self) -> bool:
         return True
@@ -97,7 +104,7 @@ class MemberRawIO(io.RawIOBase):
         return self._position
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._member.size}
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}
         position = base[whence] + offset
         if position < 0:
             raise ValueError(f"negative seek position {position}")
@@ -107,10 +114,10 @@ class MemberRawIO(io.RawIOBase):
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         # Callers such as tifffile pass n-dimensional arrays: address them as flat bytes.
         view = memoryview(buffer).cast("B")
-        size = min(len(view), max(0, self._member.size - self._position))
+        size = min(len(view), max(0, self._size - self._position))
         if size == 0:
             return 0
-        count = self._source.read_into(self._member.path, self._position, view[:size])
+        count = self._read_into(self._position, view[:size])
         self._position += count
         return count
 

@@ -9,7 +9,6 @@ decompressed by ``zipfile`` (with ``zipfile_deflate64`` for method 9), sequentia
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import struct
@@ -32,7 +31,7 @@ from ..format import (
     case_collisions,
     path_problems,
 )
-from . import ByteSource, Member, Span
+from . import ByteSource, Member, PositionalRawIO, Span
 
 _MAX_COMMENT = 0xFFFF
 
@@ -169,7 +168,12 @@ class ZipSource(ByteSource):
         info.file_size = record.size
         info.CRC = record.crc32
         assert record.data_offset is not None
-        raw = _PositionalFile(self._fd, record.data_offset)
+        start = record.data_offset
+
+        def read_compressed(position: int, view: memoryview) -> int:
+            return os.preadv(self._fd, [view], start + position)
+
+        raw = PositionalRawIO(read_compressed, record.compressed_size, record.name)
         return zipfile.ZipExtFile(raw, "r", info, close_fileobj=True)  # type: ignore[return-value]
 
     def _read_compressed(self, record: ZipRecord, offset: int, size: int) -> bytes:
@@ -521,37 +525,6 @@ class ZipSource(ByteSource):
             self._problem("TA-E100", record.name, "STORED member with two different sizes")
             return False
         return record.data_offset is not None
-
-
-class _PositionalFile(io.RawIOBase):
-    """A read-only file over a shared descriptor, reading with ``pread`` at its own position."""
-
-    def __init__(self, fd: int, position: int):
-        self._fd = fd
-        self._position = position
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_CUR:
-            offset += self._position
-        elif whence != io.SEEK_SET:
-            raise io.UnsupportedOperation("seek from the end")
-        self._position = offset
-        return offset
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = os.pread(self._fd, len(buffer), self._position)
-        buffer[: len(data)] = data
-        self._position += len(data)
-        return len(data)
 
 
 def _find_end_record(tail: bytes) -> int | None:
