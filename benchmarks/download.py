@@ -1,24 +1,26 @@
 """Download throughput and memory, against plain httpx GETs of the same bytes in the same run.
 
     .venv/bin/python benchmarks/download.py [--big-mb 2048] [--many 16] [--many-mb 1024]
-                                            [--runs 3] [--workers 4] [--fresh]
+                                            [--chunks 512] [--runs 3] [--workers 4] [--fresh]
 
 Not a test: nothing is asserted about timings. Every figure is printed next to its ratio to a
 baseline measured in the same run, on the same machine, from the same server:
 
 1. Setup, cached under ``benchmarks/output/download/`` (git-ignored) and reused: one ``.npy``
-   file of ``--big-mb`` MiB (the "2 GB asset") and ``--many`` files totalling ``--many-mb`` MiB,
-   registered in a Tiled catalog by Tiled's own registration. Stock ``tiled serve catalog`` serves
+   file of ``--big-mb`` MiB (the "2 GB asset"), ``--many`` files totalling ``--many-mb`` MiB and
+   a Zarr store of ``--chunks`` files of 256 KiB (many small files: per-file costs), registered
+   in a Tiled catalog by Tiled's own registration. Stock ``tiled serve catalog`` serves
    it in a subprocess on loopback (``--public``, raw assets on, as by default).
 2. Throughput, median of ``--runs``, each run cold (a fresh download cache, outputs removed and
    the disk synced before every timed step): ``tiled_archive.download`` into a directory archive
    and into a ZIP (which it fsyncs), end to end, against the baseline: the same ``/asset/bytes``
-   URLs fetched with plain ``httpx`` streaming GETs (identity encoding, 1 MiB chunks) into files,
-   with as many threads as download's ``workers``, no fsync. "fetch" is download's own fetching
-   phase (walking the tree, listing, fetching into the cache); the rest is building the catalog
-   and writing the archive. A last row downloads again from a warm cache.
+   URLs (listed beforehand, untimed) fetched with plain ``httpx`` streaming GETs (identity
+   encoding, 1 MiB chunks) into files, with as many threads as download's ``workers``, no
+   fsync. "fetch" is download's own fetching phase (walking the tree, listing, fetching into
+   the cache); the rest is building the catalog and writing the archive. A last row downloads
+   again from a warm cache.
 3. Peak RSS (VmHWM from /proc) of a fresh interpreter downloading the big asset into a ZIP,
-   read by the child itself after its imports and after the download.
+   read by the child itself after importing what a download imports, and after the download.
 
 MiB are 2**20 bytes; MB/s are 10**6 bytes per second.
 """
@@ -26,14 +28,14 @@ MiB are 2**20 bytes; MB/s are 10**6 bytes per second.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -45,8 +47,11 @@ from rich.table import Table
 
 import tiled_archive
 from tiled_archive.catalog import build_catalog
+from tiled_archive.testing import free_port, serving, tiled_serve_catalog
 
 MIB = 1 << 20
+#: Size of one chunk file of the Zarr store (the "chunks" case: many small files).
+CHUNK_KIB = 256
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "output" / "download"
 out = Console(width=max(132, shutil.get_terminal_size().columns))
 log = Console(stderr=True, style="dim")
@@ -55,6 +60,7 @@ RSS_CHILD = """
 import json, sys, time
 from tiled.client import from_uri
 import tiled_archive
+import tiled_archive.downloader  # what a download imports (Tiled's catalog, SQLAlchemy, dask)
 
 def peak_kib():
     with open("/proc/self/status") as status:
@@ -72,22 +78,38 @@ print(json.dumps({"before_kib": before, "after_kib": peak_kib(),
 # -- Setup and server ---------------------------------------------------------------------------
 
 
-def setup(work: Path, big_mb: int, many: int, many_mb: int, fresh: bool) -> Path:
+def setup(work: Path, big_mb: int, many: int, many_mb: int, chunks: int, fresh: bool) -> Path:
     """The source files and their catalog, built once per size and then reused."""
-    state = {"big_mb": big_mb, "many": many, "many_mb": many_mb}
+    state = {"big_mb": big_mb, "many": many, "many_mb": many_mb, "chunks": chunks}
     marker = work / "setup.json"
     if not fresh and marker.is_file() and json.loads(marker.read_text()) == state:
         log.print(f"setup: reusing {work}")
         return work / "catalog.db"
     shutil.rmtree(work, ignore_errors=True)
-    log.print(f"setup: writing {big_mb} MiB + {many} × {many_mb // many} MiB of .npy under {work}")
-    write_npy(work / "source" / "big" / "big.npy", big_mb * MIB)
-    for index in range(many):
-        write_npy(work / "source" / "many" / f"part_{index:02d}.npy", many_mb * MIB // many)
+    log.print(
+        f"setup: {big_mb} MiB + {many} × {many_mb // many} MiB of .npy, a Zarr store of {chunks}"
+        f" × {CHUNK_KIB} KiB chunks, under {work}"
+    )
     source = work / "source"
-    build_catalog(work / "catalog.db", {"big": source / "big", "many": source / "many"})
+    write_npy(source / "big" / "big.npy", big_mb * MIB)
+    for index in range(many):
+        write_npy(source / "many" / f"part_{index:02d}.npy", many_mb * MIB // many)
+    write_zarr(source / "chunks.zarr", chunks)
+    sources = {"big": source / "big", "many": source / "many", "chunks": source / "chunks.zarr"}
+    build_catalog(work / "catalog.db", sources)
     marker.write_text(json.dumps(state))
     return work / "catalog.db"
+
+
+def write_zarr(path: Path, chunks: int) -> None:
+    """A Zarr v3 array of ``chunks`` uncompressed chunk files of :data:`CHUNK_KIB` KiB each."""
+    import zarr
+
+    side = CHUNK_KIB * 1024 // 8
+    array = zarr.create_array(
+        str(path), shape=(chunks, side), chunks=(1, side), dtype="f8", compressors=None
+    )
+    array[:] = np.random.default_rng(0).random((chunks, side))
 
 
 def write_npy(path: Path, size: int) -> None:
@@ -101,44 +123,37 @@ def write_npy(path: Path, size: int) -> None:
     array.flush()
 
 
-class Server:
-    """Stock ``tiled serve catalog`` in a subprocess on a free loopback port."""
-
-    def __init__(self, catalog: Path):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        tiled = Path(sys.executable).parent / "tiled"
-        command = [str(tiled), "serve", "catalog", str(catalog), "-r", str(catalog.parent)]
-        command += ["--public", "--port", str(self.port)]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-        )
-        self.url = f"http://127.0.0.1:{self.port}/api/v1"
-        while not self._listening():
-            if self.process.poll() is not None:
-                raise RuntimeError("tiled serve catalog did not start")
-            time.sleep(0.2)
-
-    def _listening(self) -> bool:
-        with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def close(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
+@contextlib.contextmanager
+def tiled_serve(catalog: Path) -> Iterator[str]:
+    """Stock ``tiled serve catalog`` in a subprocess on a free loopback port: its API URL."""
+    port = free_port()
+    with serving(tiled_serve_catalog(catalog, catalog.parent, port, "--public"), port) as server:
+        yield f"{server.url}/api/v1"
 
 
 # -- Throughput ---------------------------------------------------------------------------------
 
 
-def asset_urls(node) -> list[tuple[str, dict]]:
-    """The raw-asset URL and query of every file asset below ``node``."""
+def asset_urls(client: httpx.Client, node) -> list[tuple[str, dict]]:
+    """The raw-asset URL and query of every file below ``node``, files inside directory assets
+    (Zarr) included, listed through ``/asset/manifest``."""
+    node = node.include_data_sources()
     urls = []
-    for _, child in node.include_data_sources().items():
-        bytes_link = child.item["links"]["self"].replace("/metadata", "/asset/bytes", 1)
+    for child in node.values() if node.structure_family == "container" else [node]:
+        link = child.item["links"]["self"]
+        bytes_link = link.replace("/metadata", "/asset/bytes", 1)
         for source in child.item["attributes"]["data_sources"]:
-            urls += [(bytes_link, {"id": asset["id"]}) for asset in source["assets"]]
+            for asset in source["assets"]:
+                query = {"id": asset["id"]}
+                if not asset["is_directory"]:
+                    urls.append((bytes_link, query))
+                    continue
+                listing = client.get(link.replace("/metadata", "/asset/manifest", 1), params=query)
+                root = asset["data_uri"].split("://", 1)[1]
+                root = root[root.index("/") :]
+                for path in listing.raise_for_status().json()["manifest"]:
+                    relative = str(Path(path).relative_to(root))
+                    urls.append((bytes_link, {**query, "relative_path": relative}))
     return urls
 
 
@@ -167,11 +182,12 @@ def timed(timing: Timing, step: Callable[[], object]) -> None:
     timing.seconds.append(time.perf_counter() - start)
 
 
-def measure(server: Server, name: str, runs: int, workers: int, work: Path) -> list[Timing]:
+def measure(url: str, name: str, runs: int, workers: int, work: Path) -> list[Timing]:
     from tiled.client import from_uri
 
-    node = from_uri(server.url)[name]
-    urls = asset_urls(node)
+    node = from_uri(url)[name]
+    with httpx.Client() as client:
+        urls = asset_urls(client, node)
     threads = min(workers, len(urls))
     plain = Timing("plain httpx GETs into files", [], f"baseline; {threads} thread(s)")
     fetch = Timing("download → ZIP: fetch phase", [], "until the last file is in the cache")
@@ -228,10 +244,10 @@ def throughput_table(name: str, payload: int, timings: list[Timing]) -> Table:
 # -- Memory -------------------------------------------------------------------------------------
 
 
-def memory_table(server: Server, work: Path, big: int) -> Table:
+def memory_table(url: str, work: Path, big: int) -> Table:
     fresh(work / "rss.zip", work / "rss-cache")
     log.print("memory: the big asset into a ZIP, in a fresh interpreter")
-    command = [sys.executable, "-c", RSS_CHILD, server.url, str(work / "rss.zip")]
+    command = [sys.executable, "-c", RSS_CHILD, url, str(work / "rss.zip")]
     done = subprocess.run(
         [*command, str(work / "rss-cache")], stdout=subprocess.PIPE, text=True, check=True
     )
@@ -256,22 +272,22 @@ def main() -> None:
     parser.add_argument("--big-mb", type=int, default=2048)
     parser.add_argument("--many", type=int, default=16)
     parser.add_argument("--many-mb", type=int, default=1024)
+    parser.add_argument("--chunks", type=int, default=512)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--fresh", action="store_true", help="rebuild the sources and catalog")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args()
 
-    catalog = setup(args.output, args.big_mb, args.many, args.many_mb, args.fresh)
-    server = Server(catalog)
-    try:
-        tables = []
-        for name, size in (("many", args.many_mb * MIB), ("big", args.big_mb * MIB)):
-            timings = measure(server, name, args.runs, args.workers, args.output)
+    catalog = setup(args.output, args.big_mb, args.many, args.many_mb, args.chunks, args.fresh)
+    tables = []
+    with tiled_serve(catalog) as url:
+        cases = [("many", args.many_mb * MIB), ("big", args.big_mb * MIB)]
+        cases.append(("chunks", args.chunks * CHUNK_KIB * 1024))
+        for name, size in cases:
+            timings = measure(url, name, args.runs, args.workers, args.output)
             tables.append(throughput_table(name, size, timings))
-        tables.append(memory_table(server, args.output, args.big_mb * MIB))
-    finally:
-        server.close()
+        tables.append(memory_table(url, args.output, args.big_mb * MIB))
     for table in tables:
         out.print(table)
 

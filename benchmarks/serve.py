@@ -9,10 +9,7 @@ archive, all measured in one run; plus the first listing page of a 10,000-node a
 from __future__ import annotations
 
 import argparse
-import contextlib
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -23,6 +20,7 @@ import numpy as np
 warnings.simplefilter("ignore")
 
 import tiled_archive  # noqa: E402
+from tiled_archive.testing import free_port, serving, tiled_serve_catalog  # noqa: E402
 from tiled_archive.writer import convert, create  # noqa: E402
 
 OUTPUT = Path(__file__).parent / "output" / "serve"
@@ -84,26 +82,6 @@ def operations(client) -> dict[str, object]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def server(command: list[str], port: int):
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(300):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=30)
@@ -114,39 +92,23 @@ def main() -> None:
     from tiled.client import from_uri
 
     results: dict[str, dict[str, float]] = {}
-    bin_dir = Path(sys.executable).parent
-    port = free_port()
     extracted = paths["extracted"]
-    stock = [
-        str(bin_dir / "tiled"),
-        "serve",
-        "catalog",
-        str(extracted / "catalog.db"),
-        "-r",
-        str(extracted / "data"),
-        "--public",
-        "--port",
-        str(port),
-    ]
-    with server(stock, port) as url:
-        client = from_uri(url)
-        results["stock tiled serve catalog, HTTP"] = {
-            name: median_ms(op, args.repeats) for name, op in operations(client).items()
-        }
-    port = free_port()
-    ours = [
-        str(bin_dir / "tiled-archive"),
-        "serve",
-        str(paths["zip"]),
-        "--public",
-        "--port",
-        str(port),
-    ]
-    with server(ours, port) as url:
-        client = from_uri(url)
-        results["tiled-archive serve ZIP, HTTP"] = {
-            name: median_ms(op, args.repeats) for name, op in operations(client).items()
-        }
+    over_http = {
+        "stock tiled serve catalog, HTTP": lambda port: tiled_serve_catalog(
+            extracted / "catalog.db", extracted / "data", port, "--public"
+        ),
+        "tiled-archive serve ZIP, HTTP": lambda port: [
+            str(Path(sys.executable).parent / "tiled-archive"),
+            *("serve", str(paths["zip"]), "--public", "--port", str(port)),
+        ],
+    }
+    for label, command in over_http.items():
+        port = free_port()
+        with serving(command(port), port) as server:
+            client = from_uri(server.url)
+            results[label] = {
+                name: median_ms(op, args.repeats) for name, op in operations(client).items()
+            }
     for form in ("zip", "dir"):
         with tiled_archive.open(paths[form]) as client:
             results[f"tiled_archive.open({form}), in-process"] = {

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,10 +24,10 @@ import tiled_archive
 from tiled_archive.downloader import BlobCache
 from tiled_archive.format import ArchiveError
 from tiled_archive.reader import open_archive
+from tiled_archive.testing import free_port, serving, tiled_serve_catalog
 from tiled_archive.validator import validate
 
 from .conftest import sha256_of
-from .test_serving import _free_port
 
 BYTES = "/api/v1/asset/bytes/"
 
@@ -346,33 +345,20 @@ def test_what_cannot_be_fetched_is_listed_and_nothing_written(tmp_path, cause):
 @contextlib.contextmanager
 def tiled_serve(server_root: Path, sample_tree: Path, port: int, log: Path) -> Iterator:
     """Stock `tiled serve catalog` on loopback with an API key; its access log goes to ``log``."""
-    tiled = Path(sys.executable).parent / "tiled"
-    command = [tiled, "serve", "catalog", server_root / "catalog.db", "-r", sample_tree.parent]
-    command += ["-w", server_root / "writable", "-w", f"sqlite:///{server_root}/tables.sqlite"]
-    command += ["--api-key", "secret", "--port", str(port)]
-    with open(log, "a") as sink:
-        process = subprocess.Popen(list(map(str, command)), stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not _listening(port):
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/api/v1", process
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
+    writable = ["-w", server_root / "writable", "-w", f"sqlite:///{server_root}/tables.sqlite"]
+    catalog = server_root / "catalog.db"
+    command = tiled_serve_catalog(
+        catalog, sample_tree.parent, port, *writable, "--api-key", "secret"
+    )
+    with serving(command, port, log=log) as server:
+        yield f"{server.url}/api/v1", server.process
 
 
 def test_cli_download_from_stock_tiled_server(server_root, sample_tree, tmp_path):
     from tiled.client import from_uri
     from tiled.queries import Key
 
-    port = _free_port()
+    port = free_port()
     with tiled_serve(server_root, sample_tree, port, tmp_path / "server.log") as (url, _):
         command = [sys.executable, "-m", "tiled_archive.cli", "download", url, "written"]
         command += ["--search", "color=red", "--api-key", "secret", "-o", tmp_path / "red.zip"]
@@ -397,7 +383,7 @@ def test_server_stopped_mid_download_is_a_clear_error_then_resumes(
 ):
     from tiled.client import from_uri
 
-    port, log = _free_port(), tmp_path / "server.log"
+    port, log = free_port(), tmp_path / "server.log"
     dest = tmp_path / "reg.zip"
     with tiled_serve(server_root, sample_tree, port, log) as (url, process):
 

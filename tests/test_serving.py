@@ -3,13 +3,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import sqlite3
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +14,7 @@ import pytest
 
 import tiled_archive
 from tiled_archive.format import ArchiveError
+from tiled_archive.testing import free_port, serving, tiled_serve_catalog
 from tiled_archive.writer import convert, create, reseal
 
 from .conftest import sha256_of, tree_digests
@@ -139,39 +136,10 @@ def _digests(path: Path) -> dict[str, str]:
     return tree_digests(path) if path.is_dir() else {path.name: sha256_of(path)}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running(command: list[str], port: int):
-    """A server in a subprocess on loopback, stopped at the end, however the test ends."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(process.stdout.read())
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError("server did not start")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
 def test_tiled_archive_serve_over_http(served, sample_tree):
     from tiled.client import from_uri
 
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable,
         "-m",
@@ -183,33 +151,22 @@ def test_tiled_archive_serve_over_http(served, sample_tree):
         "--api-key",
         "secret123",
     ]
-    with running(command, port) as url:
-        client = from_uri(url, api_key="secret123")
+    with serving(command, port) as server:
+        client = from_uri(server.url, api_key="secret123")
         assert_same(read_values(client), sample_tree)
         with pytest.raises(Exception):  # noqa: B017 -- any refusal; no key means no access
-            from_uri(url)["scan"]
+            from_uri(server.url)["scan"]
 
 
 def test_stock_tiled_serve_catalog_on_extracted_copy(served, sample_tree):
     from tiled.client import from_uri
 
-    port = _free_port()
+    port = free_port()
     extracted = served["extracted"]
-    tiled = Path(sys.executable).parent / "tiled"
     before = tree_digests(extracted)
-    command = [
-        str(tiled),
-        "serve",
-        "catalog",
-        str(extracted / "catalog.db"),
-        "-r",
-        str(extracted / "data"),
-        "--public",
-        "--port",
-        str(port),
-    ]
-    with running(command, port) as url:
-        assert_same(read_values(from_uri(url)), sample_tree)
+    command = tiled_serve_catalog(extracted / "catalog.db", extracted / "data", port, "--public")
+    with serving(command, port) as server:
+        assert_same(read_values(from_uri(server.url)), sample_tree)
     assert tree_digests(extracted) == before
 
 
@@ -320,3 +277,13 @@ def check_raw_assets_refused(served):
             "http://tiled-archive.invalid/api/v1/asset/manifest/scan/v2array?id=4"
         )
         assert response.status_code == 403
+
+
+def test_a_server_that_exits_before_listening_is_reported_with_its_output(tmp_path):
+    log = tmp_path / "server.log"
+    command = [sys.executable, "-c", "print('no such catalog'); raise SystemExit(3)"]
+    with (
+        pytest.raises(RuntimeError, match="no such catalog"),
+        serving(command, free_port(), log=log),
+    ):
+        pass  # never reached

@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -117,8 +118,24 @@ def init_catalog(db: Path, readable: list[str]):
     """
     from tiled.catalog import from_uri
 
-    db.write_bytes(_empty_catalog())
+    with _EMPTY_CATALOG_LOCK:
+        empty = _empty_catalog()
+    db.write_bytes(empty)
     return from_uri(sqlite_url(db), readable_storage=readable)
+
+
+def prepare_init_catalog() -> None:
+    """Run Tiled's catalog init now, in a background thread, so that a later
+    :func:`init_catalog` finds its result ready (for callers with other work to do first)."""
+
+    def prepare() -> None:
+        with _EMPTY_CATALOG_LOCK:
+            _empty_catalog()
+
+    threading.Thread(target=prepare, name="tiled-archive-catalog-init", daemon=True).start()
+
+
+_EMPTY_CATALOG_LOCK = threading.Lock()
 
 
 @functools.cache

@@ -17,6 +17,7 @@ that cannot be fetched either way stops the run with TA-E910 naming it, and noth
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
 import functools
@@ -24,13 +25,13 @@ import hashlib
 import json
 import math
 import os
+import queue
 import random
 import sqlite3
 import tempfile
 import threading
 import time
 import unicodedata
-import warnings
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -265,6 +266,36 @@ def _server_path(data_uri: str) -> PurePosixPath | None:
         return None
     rest = data_uri[len("file://") :]
     return PurePosixPath(rest[rest.find("/") :]) if "/" in rest else None
+
+
+class _Hashing:
+    """SHA-256 and CRC-32 of the chunks passed to ``update``, computed in a thread of its own
+    while the caller receives the next chunk (both release the GIL): a fetch then runs at the
+    pace of the slower of the two, not of their sum. The digests are final once the ``with``
+    block has exited without an exception."""
+
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.crc32 = 0
+        # A few chunks of slack: enough to ride out jitter, bounded so memory stays flat.
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._thread = threading.Thread(target=self._run, name="tiled-archive-hash", daemon=True)
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self.sha256.update(chunk)
+            self.crc32 = zlib.crc32(chunk, self.crc32)
+
+    def update(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
+
+    def __enter__(self) -> _Hashing:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._chunks.put(None)
+        self._thread.join()
 
 
 # -- What to fetch ------------------------------------------------------------------------------
@@ -721,23 +752,21 @@ class _Download:
                 offset = 0
             if remote.size is None:
                 self._expect(offset + int(response.headers.get("content-length", 0)))
-            sha, crc, size = hashlib.sha256(), 0, 0
-            with open(partial, "r+b" if offset else "wb") as sink:
+            size = 0
+            with open(partial, "r+b" if offset else "wb") as sink, _Hashing() as hashing:
                 while size < offset and (chunk := sink.read(min(CHUNK, offset - size))):
-                    sha.update(chunk)
-                    crc = zlib.crc32(chunk, crc)
+                    hashing.update(chunk)
                     size += len(chunk)
                     self.progress.advance(self._bytes, len(chunk))
                 for chunk in response.iter_bytes(CHUNK):
                     if self.cancel.is_set():
                         raise _Cancelled()
                     sink.write(chunk)
-                    sha.update(chunk)
-                    crc = zlib.crc32(chunk, crc)
+                    hashing.update(chunk)
                     size += len(chunk)
                     self.progress.advance(self._bytes, len(chunk))
             mtime = _http_date(response.headers.get("last-modified"))
-        digest = sha.hexdigest()
+        digest, crc = hashing.sha256.hexdigest(), hashing.crc32
         expected = remote.server_sha256
         if (remote.size is not None and size != remote.size) or (expected and digest != expected):
             partial.unlink()
@@ -922,34 +951,32 @@ class _Download:
                 )
 
     def rebuild_catalog(self, db: Path) -> None:
-        """Recreate every node in a fresh catalog through Tiled's own app and client, parents
-        first, with its key, metadata, specs and (archived) data sources."""
-        from tiled.client import Context, from_context
-        from tiled.server.app import build_app
-        from tiled.structures.core import Spec
+        """Recreate every node in a fresh catalog through Tiled's own catalog adapter (what the
+        server's create-node route calls), parents first, with its key, metadata, specs and
+        (archived) data sources."""
+        asyncio.run(self._create_nodes(catalog_db.init_catalog(db, [str(self.staging)])))
+
+    async def _create_nodes(self, root: Any) -> None:
+        from tiled.structures.core import Spec, StructureFamily
         from tiled.structures.data_source import DataSource
 
-        adapter = catalog_db.init_catalog(db, [str(self.staging)])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # starlette's TestClient
-            with Context.from_app(build_app(adapter)) as context:
-                created: dict[tuple[str, ...], Any] = {(): from_context(context)}
-                for node in sorted(self.nodes, key=lambda n: len(n.path)):
-                    attributes = node.attributes
-                    parent = created[node.path[:-1]]
-                    common = {
-                        "key": node.path[-1],
-                        "metadata": dict(attributes["metadata"]),
-                        "specs": [Spec(**spec) for spec in attributes["specs"]],
-                    }
-                    if node.method == "container":
-                        created[node.path] = parent.create_container(**common)
-                    else:
-                        created[node.path] = parent.new(
-                            attributes["structure_family"],
-                            [DataSource.from_json(source) for source in node.archived],
-                            **common,
-                        )
+        await root.startup()  # what the server's lifespan does first
+        created: dict[tuple[str, ...], Any] = {(): root}
+        try:
+            for node in sorted(self.nodes, key=lambda n: len(n.path)):
+                attributes = node.attributes
+                family = (
+                    "container" if node.method == "container" else attributes["structure_family"]
+                )
+                created[node.path] = await created[node.path[:-1]].create_node(
+                    structure_family=StructureFamily(family),
+                    metadata=dict(attributes["metadata"]),
+                    key=node.path[-1],
+                    specs=[Spec(**spec) for spec in attributes["specs"]],
+                    data_sources=[DataSource.from_json(source) for source in node.archived],
+                )
+        finally:
+            await root.shutdown()
 
     def member_for_uri(self, row: catalog_db.AssetRow) -> str:
         from tiled.utils import path_from_uri
@@ -1020,6 +1047,7 @@ def download(
     """
     dest = Path(dest)
     check_destination(dest.absolute(), force=force)
+    catalog_db.prepare_init_catalog()  # while the data is fetched
     cache = BlobCache(Path(cache_dir) if cache_dir else default_cache_dir(), cache_max_bytes)
     run: _Download | None = None
     finished = False

@@ -1,0 +1,91 @@
+"""Support for tests and benchmarks that talk to a real server over loopback HTTP.
+
+Used by this project's own tests and benchmarks; producers testing their archives against
+``tiled serve catalog`` or ``tiled-archive serve`` may use it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+#: A command-line argument: text or a path.
+Arg = str | os.PathLike[str]
+
+
+def tiled_serve_catalog(catalog: Arg, readable: Arg, port: int, *options: Arg) -> list[str]:
+    """The command line of stock ``tiled serve catalog`` (of this interpreter's environment)
+    over ``catalog``, reading files under ``readable``, on ``port``."""
+    tiled = Path(sys.executable).parent / "tiled"
+    command = [tiled, "serve", "catalog", catalog, "-r", readable, "--port", port, *options]
+    return [str(part) for part in command]
+
+
+@dataclass(frozen=True)
+class LoopbackServer:
+    """A server process listening on ``HOST:port``."""
+
+    process: subprocess.Popen
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+
+@contextlib.contextmanager
+def serving(
+    command: Sequence[Arg],
+    port: int,
+    *,
+    log: Path | None = None,
+    timeout: float = 60.0,
+) -> Iterator[LoopbackServer]:
+    """Run ``command``, a server that listens on ``port`` of the loopback interface, for the
+    duration of the block: wait until it accepts connections, yield it, and stop it at the end
+    however the block ends (terminate, then kill if it lingers).
+
+    Its output is appended to ``log`` (else discarded). Raises RuntimeError, with the output when
+    logged, if the server exits or is not listening within ``timeout`` seconds.
+    """
+    with open(log, "a") if log else open(os.devnull, "w") as sink:
+        process = subprocess.Popen(
+            [str(part) for part in command], stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while not _listening(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = log.read_text() if log else "(output discarded)"
+                raise RuntimeError(f"{command[0]} did not start listening on {port}:\n{output}")
+            time.sleep(0.1)
+        yield LoopbackServer(process, port)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex((HOST, port)) == 0
