@@ -14,6 +14,7 @@ import pytest
 
 import tiled_archive
 from tiled_archive.format import ArchiveError
+from tiled_archive.reader import open_archive
 from tiled_archive.testing import free_port, serving, tiled_serve_catalog
 from tiled_archive.writer import convert, create, reseal
 
@@ -287,3 +288,36 @@ def test_a_server_that_exits_before_listening_is_reported_with_its_output(tmp_pa
         serving(command, free_port(), log=log),
     ):
         pass  # never reached
+
+
+def test_formats_without_an_in_place_reader_come_from_a_verified_copy(tmp_path, monkeypatch):
+    """JPEG and Excel members of a ZIP: Tiled's stock adapters on copies in the user cache."""
+    from PIL import Image
+
+    monkeypatch.setenv("TILED_ARCHIVE_CACHE", str(tmp_path / "cache"))
+    source = tmp_path / "source"
+    source.mkdir()
+    pixels = np.arange(48 * 64 * 3, dtype=np.uint8).reshape(48, 64, 3)
+    Image.fromarray(pixels).save(source / "photo.jpg", quality=95)
+    sheet = pd.DataFrame({"x": [1, 2, 3], "y": [0.5, 1.5, 2.5]})
+    sheet.to_excel(source / "sheet.xlsx", index=False)
+    packed = create(tmp_path / "x.zip", [source])
+
+    with tiled_archive.open(packed) as client:
+        photo = client["source"]["photo"].read()
+        workbook = client["source"]["sheet"]  # a container of sheets
+        table = workbook[next(iter(workbook))].read()
+    assert np.array_equal(photo, np.asarray(Image.open(source / "photo.jpg")))
+    assert table.to_dict("list") == sheet.to_dict("list")
+    copies = sorted(p.name for p in (tmp_path / "cache" / "members").rglob("*") if p.is_file())
+    assert copies == ["photo.jpg", "sheet.xlsx"]
+
+    # A copy altered in the cache (same size) is never served: it is made again from the ZIP.
+    with open_archive(packed) as archive:
+        copy = archive.local_copy("data/source/photo.jpg")
+    copy.chmod(0o644)
+    copy.write_bytes(bytes(copy.stat().st_size))
+    with open_archive(packed) as archive:
+        assert sha256_of(archive.local_copy("data/source/photo.jpg")) == sha256_of(
+            source / "photo.jpg"
+        )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import builtins
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -74,22 +74,9 @@ class ArchiveAdapters:
 
     def _directory_adapters(self) -> dict[str, type]:
         root = self.archive.location.resolve()
-
-        def to_file_uri(data_uri: str) -> str:
-            return ensure_uri(root / self.member(data_uri))
-
-        adapters: dict[str, type] = {}
-        for mimetype in list(DEFAULT_ADAPTERS_BY_MIMETYPE):
-            stock = DEFAULT_ADAPTERS_BY_MIMETYPE[mimetype]
-
-            def from_catalog(cls, data_source, node, /, _stock=stock, **kwargs):  # noqa: N805
-                return _stock.from_catalog(
-                    _rewrite(data_source, kwargs, to_file_uri), node, **kwargs
-                )
-
-            adapters[mimetype] = type(
-                f"Archive{stock.__name__}", (stock,), {"from_catalog": classmethod(from_catalog)}
-            )
+        adapters = _stock_adapters(
+            DEFAULT_ADAPTERS_BY_MIMETYPE, lambda uri: ensure_uri(root / self.member(uri))
+        )
         # Tiled's Zarr adapter opens stores in append mode; an archive is opened read-only.
         adapters[ZARR] = self._zarr_adapter(lambda: _local_zarr_store(root))
         return adapters
@@ -152,7 +139,7 @@ class ArchiveAdapters:
                     partitions, data_source.structure, metadata=node.metadata_, specs=node.specs
                 )
 
-        return {
+        in_place = {
             "application/x-hdf5": ZipHDF5Adapter,
             "application/x-npy": ZipNPYAdapter,
             "image/tiff": ZipTiffAdapter,
@@ -165,6 +152,11 @@ class ArchiveAdapters:
             "application/x-parquet": ZipParquetAdapter,
             ZARR: self._zarr_adapter(self._shared_zip_store),
         }
+        # Any other format Tiled reads (JPEG, Excel, netCDF, ...): its stock adapter on a
+        # verified copy of the member in the user cache, made on first read.
+        others = {k: v for k, v in DEFAULT_ADAPTERS_BY_MIMETYPE.items() if k not in in_place}
+        copies = _stock_adapters(others, lambda uri: ensure_uri(archive.local_copy(member(uri))))
+        return {**copies, **in_place}
 
     def _shared_zip_store(self) -> Any:
         import zarr
@@ -196,6 +188,22 @@ class ArchiveAdapters:
         _unregister(self)
         if self._zip_store is not None:
             self._zip_store.close()
+
+
+def _stock_adapters(stock: Mapping[str, type], to_uri: Callable[[str], str]) -> dict[str, type]:
+    """Subclasses of Tiled's ``stock`` adapters (by mimetype) that read each asset at the URI
+    ``to_uri`` gives for it."""
+    adapters: dict[str, type] = {}
+    for mimetype in list(stock):
+        base = stock[mimetype]
+
+        def from_catalog(cls, data_source, node, /, _base=base, **kwargs):  # noqa: N805
+            return _base.from_catalog(_rewrite(data_source, kwargs, to_uri), node, **kwargs)
+
+        adapters[mimetype] = type(
+            f"Archive{base.__name__}", (base,), {"from_catalog": classmethod(from_catalog)}
+        )
+    return adapters
 
 
 def _local_zarr_store(root: Any) -> Any:

@@ -12,7 +12,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from .format import (
@@ -23,6 +23,7 @@ from .format import (
     MIMETYPE_NAME,
     REQUIRED_FILES,
     ArchiveError,
+    FileEntry,
     Manifest,
     Problem,
     version_problem,
@@ -83,6 +84,7 @@ class Archive:
         if newer:
             warnings.warn(ArchiveWarning(newer), stacklevel=3)
         self._catalog: Path | None = None
+        self._verified: set[Path] = set()
 
     @property
     def location(self) -> Path:
@@ -125,17 +127,56 @@ class Archive:
             expected = self.manifest.catalog
             if self.is_directory:
                 path = self.location / CATALOG_NAME
-                _verify(self.source.open(CATALOG_NAME), expected.sha256, None)
+                _verify(self.source.open(CATALOG_NAME), expected, None, "TA-E309")
             else:
                 path = cache_dir() / "catalogs" / f"{expected.sha256}.db"
-                if not path.is_file() or path.stat().st_size != expected.size:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as sink:
-                        _verify(self.source.open(CATALOG_NAME), expected.sha256, sink)
-                    os.chmod(sink.name, 0o444)
-                    os.replace(sink.name, path)
+                self._copy_verified(expected, path, "TA-E309")
             self._catalog = path
         return self._catalog
+
+    def local_copy(self, path: str) -> Path:
+        """A local file (or folder) holding payload file (or folder) ``path``, for readers that
+        need a real file: a directory archive's own; for a ZIP, a copy in :func:`cache_dir`
+        (``members/<sha256>/<name>``), each file verified against the manifest (TA-E308) and made
+        once."""
+        if self.is_directory:
+            self._folder(path)  # TA-E305 unless the manifest lists it
+            return self.location / path
+        entries = self._folder(path)
+        if len(entries) == 1 and entries[0].path == path:
+            key = entries[0].sha256
+        else:
+            listing = "\n".join(f"{e.path[len(path) :]} {e.sha256}" for e in entries)
+            key = hashlib.sha256(listing.encode()).hexdigest()
+        target = cache_dir() / "members" / key / PurePosixPath(path).name
+        for entry in entries:
+            self._copy_verified(entry, target.parent / entry.path[len(path) - len(target.name) :])
+        return target
+
+    def _folder(self, path: str) -> list[FileEntry]:
+        """The manifest's files at ``path`` or below it (TA-E305 when there are none)."""
+        entries = [
+            e for e in self.manifest.files if e.path == path or e.path.startswith(path + "/")
+        ]
+        if not entries:
+            raise ArchiveError(
+                "TA-E305", path, f"no such payload file or folder in {self.location}"
+            )
+        return entries
+
+    def _copy_verified(self, entry: FileEntry, target: Path, code: str = "TA-E308") -> None:
+        """Make ``target`` a read-only copy of member ``entry.path``, checked against the
+        entry's SHA-256. A copy already there is hashed once per open archive and kept when it
+        matches (a cache file altered since is made again, never used)."""
+        if target in self._verified:
+            return
+        if not (target.is_file() and _sha256_of(target) == entry.sha256):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as sink:
+                _verify(self.source.open(entry.path), entry, sink, code)
+            os.chmod(sink.name, 0o444)
+            os.replace(sink.name, target)
+        self._verified.add(target)
 
     def close(self) -> None:
         self.source.close()
@@ -150,18 +191,23 @@ class Archive:
         return f"<Archive {self.location} format {self.manifest.format_version}>"
 
 
-def _verify(source: BinaryIO, sha256: str, sink: BinaryIO | None) -> None:
+def _sha256_of(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _verify(source: BinaryIO, entry: FileEntry, sink: BinaryIO | None, code: str) -> None:
     digest = hashlib.sha256()
     with source:
         while chunk := source.read(CHUNK):
             digest.update(chunk)
             if sink is not None:
                 sink.write(chunk)
-    if digest.hexdigest() != sha256:
+    if digest.hexdigest() != entry.sha256:
         if sink is not None:
             sink.close()
             os.unlink(sink.name)
-        raise ArchiveError("TA-E309", CATALOG_NAME, "SHA-256 differs from the manifest")
+        raise ArchiveError(code, entry.path, "SHA-256 differs from the manifest")
 
 
 def open_archive(path: str | Path) -> Archive:
