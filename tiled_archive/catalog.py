@@ -110,6 +110,10 @@ class _RegistrationLog(logging.Handler):
             self.report.skipped.append(message.split("SKIPPED:", 1)[1].strip())
 
 
+#: Held while Tiled's catalog init runs, so a prepared init is waited for, never run twice.
+_EMPTY_CATALOG_LOCK = threading.Lock()
+
+
 def init_catalog(db: Path, readable: list[str]):
     """Create ``db`` as Tiled's own catalog init makes it; return Tiled's catalog adapter over it.
 
@@ -133,9 +137,6 @@ def prepare_init_catalog() -> None:
             _empty_catalog()
 
     threading.Thread(target=prepare, name="tiled-archive-catalog-init", daemon=True).start()
-
-
-_EMPTY_CATALOG_LOCK = threading.Lock()
 
 
 @functools.cache

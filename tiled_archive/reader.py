@@ -84,7 +84,8 @@ class Archive:
         if newer:
             warnings.warn(ArchiveWarning(newer), stacklevel=3)
         self._catalog: Path | None = None
-        self._verified: set[Path] = set()
+        #: local_copy's results: each is verified once per open archive.
+        self._copies: dict[str, Path] = {}
 
     @property
     def location(self) -> Path:
@@ -137,20 +138,24 @@ class Archive:
     def local_copy(self, path: str) -> Path:
         """A local file (or folder) holding payload file (or folder) ``path``, for readers that
         need a real file: a directory archive's own; for a ZIP, a copy in :func:`cache_dir`
-        (``members/<sha256>/<name>``), each file verified against the manifest (TA-E308) and made
-        once."""
+        (``members/<sha256>/<name>``), each file verified against the manifest (TA-E308) once
+        per open archive, and copied only when the cache lacks it or holds other bytes."""
+        if path in self._copies:
+            return self._copies[path]
+        entries = self._folder(path)  # TA-E305 unless the manifest lists it
         if self.is_directory:
-            self._folder(path)  # TA-E305 unless the manifest lists it
-            return self.location / path
-        entries = self._folder(path)
-        if len(entries) == 1 and entries[0].path == path:
-            key = entries[0].sha256
+            target = self.location / path
         else:
-            listing = "\n".join(f"{e.path[len(path) :]} {e.sha256}" for e in entries)
-            key = hashlib.sha256(listing.encode()).hexdigest()
-        target = cache_dir() / "members" / key / PurePosixPath(path).name
-        for entry in entries:
-            self._copy_verified(entry, target.parent / entry.path[len(path) - len(target.name) :])
+            if len(entries) == 1 and entries[0].path == path:
+                key = entries[0].sha256
+            else:
+                listing = "\n".join(f"{e.path[len(path) :]} {e.sha256}" for e in entries)
+                key = hashlib.sha256(listing.encode()).hexdigest()
+            target = cache_dir() / "members" / key / PurePosixPath(path).name
+            for entry in entries:
+                inside = entry.path[len(path) + 1 :]  # "" for the file itself
+                self._copy_verified(entry, target / inside if inside else target)
+        self._copies[path] = target
         return target
 
     def _folder(self, path: str) -> list[FileEntry]:
@@ -166,17 +171,15 @@ class Archive:
 
     def _copy_verified(self, entry: FileEntry, target: Path, code: str = "TA-E308") -> None:
         """Make ``target`` a read-only copy of member ``entry.path``, checked against the
-        entry's SHA-256. A copy already there is hashed once per open archive and kept when it
-        matches (a cache file altered since is made again, never used)."""
-        if target in self._verified:
+        entry's SHA-256. A copy already there is hashed and kept when it matches (a cache file
+        altered since is made again, never used)."""
+        if target.is_file() and _sha256_of(target) == entry.sha256:
             return
-        if not (target.is_file() and _sha256_of(target) == entry.sha256):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as sink:
-                _verify(self.source.open(entry.path), entry, sink, code)
-            os.chmod(sink.name, 0o444)
-            os.replace(sink.name, target)
-        self._verified.add(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as sink:
+            _verify(self.source.open(entry.path), entry, sink, code)
+        os.chmod(sink.name, 0o444)
+        os.replace(sink.name, target)
 
     def close(self) -> None:
         self.source.close()
