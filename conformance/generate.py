@@ -638,12 +638,119 @@ for _kind, _name, _description, _codes, _sql in (
     ("warning", "W501-unknown-mimetype", "A data source's mimetype has no Tiled adapter.",
      ["TA-W501"],
      "UPDATE data_sources SET mimetype = 'application/x-unknown' WHERE mimetype = 'text/csv'"),
+    ("invalid", "E508-parameter-names-a-file", "The .npy data source carries a `data_uri` "
+     "parameter naming a file outside the archive.", ["TA-E508"],
+     "UPDATE data_sources SET parameters = json_object('data_uri', 'file://localhost/etc/passwd')"
+     " WHERE mimetype = 'application/x-npy'"),
+    ("invalid", "E509-deep-metadata", "A node's metadata nests 70 levels deep.", ["TA-E509"],
+     "UPDATE nodes SET metadata = '" + '{"a": ' * 70 + "1" + "}" * 70 + "' WHERE key = 'array'"),
+    ("invalid", "E602-structure-differs-from-header", "The catalog says the .npy array is 4 x 4; "
+     "its header says 4 x 3.", ["TA-E602"],
+     "UPDATE structures SET structure = json_set(structure, '$.shape', json('[4, 4]'), "
+     "'$.chunks', json('[[4], [4]]')) WHERE id = "
+     "(SELECT structure_id FROM data_sources WHERE mimetype = 'application/x-npy')"),
     ("warning", "W502-asset-without-hash", "A file asset has no hash.", ["TA-W502"],
      f"UPDATE assets SET hash_type = NULL, hash_content = NULL WHERE data_uri = '{TABLE}'"),
 ):  # fmt: skip
     fixture(_kind, _name, _description, directory=_codes)(
         lambda bases, sql=_sql: {"directory": with_catalog(bases.minimal, sql)}
     )
+
+
+# -- Invalid fixtures: data files ---------------------------------------------------------------
+
+
+def with_file(tree: Tree, path: str, content: bytes, *statements: str) -> Tree:
+    """A copy of ``tree`` with payload file ``path`` holding ``content`` (its asset's size and
+    hash updated, and SQL run on the catalog), then sealed: only the file's content is bad."""
+    changed = {**tree, path: content}
+    with catalog(changed) as conn:
+        conn.execute(
+            "UPDATE assets SET size = ?, hash_content = ? WHERE data_uri = ?",
+            (len(content), sha256(content), path),
+        )
+        for statement in statements:
+            conn.execute(statement)
+    seal(changed)
+    return changed
+
+
+def hdf5_bytes(write: Callable) -> bytes:
+    """An HDF5 file's bytes, written by h5py through ``write(file)``."""
+    import h5py
+
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work, "file.h5")
+        with h5py.File(path, "w", track_order=True) as file:
+            write(file)
+        return path.read_bytes()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+HDF5 = "data/real/scan.h5"
+
+
+@fixture(
+    "invalid",
+    "E600-hdf5-external-link",
+    "The HDF5 file holds an external link to a file outside the archive.",
+    directory=["TA-E600"],
+    zip=["TA-E600"],
+)
+def e600(bases: Bases) -> Forms:
+    import h5py
+
+    def write(file: h5py.File) -> None:
+        file.create_dataset("intensity", data=np.arange(4, dtype="uint16"), track_times=False)
+        file["outside"] = h5py.ExternalLink("/etc/tiled-archive-canary.h5", "/data")
+
+    tree = with_file(bases.real, HDF5, hdf5_bytes(write))
+    return {"directory": tree, "zip": tree_zip(tree)}
+
+
+@fixture(
+    "invalid",
+    "E601-pickled-npy",
+    "The .npy file holds Python objects (readable only by unpickling).",
+    directory=["TA-E601"],
+)
+def e601(bases: Bases) -> Forms:
+    objects = np.empty((4, 3), dtype=object)
+    objects[:] = 1.5
+    return {"directory": with_file(bases.minimal, ARRAY, npy_bytes(objects))}
+
+
+@fixture(
+    "warning",
+    "W600-decompression-ratio",
+    "A Parquet table of 8,388,608 zeros (64 MiB) stored in a few kilobytes.",
+    directory=["TA-W600"],
+)
+def w600(bases: Bases) -> Forms:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    table = pa.table({"x": np.zeros(8 << 20, dtype="int64")})
+    pq.write_table(table, buffer, compression="zstd")
+    return {
+        "directory": with_file(
+            bases.minimal,
+            TABLE,
+            buffer.getvalue(),
+            "UPDATE data_sources SET mimetype = 'application/x-parquet'"
+            " WHERE mimetype = 'text/csv'",
+        )
+    }
 
 
 # -- Invalid fixtures: ZIP structure ------------------------------------------------------------

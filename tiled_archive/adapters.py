@@ -11,8 +11,12 @@ readable-storage check for URIs that are not ``file://``.
 from __future__ import annotations
 
 import builtins
+import contextlib
+import functools
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +36,11 @@ from tiled.mimetypes import DEFAULT_ADAPTERS_BY_MIMETYPE
 from tiled.structures.core import StructureFamily
 from tiled.utils import ensure_uri
 
-from .catalog import member_from_relocated
+from .catalog import member_from_relocated, read_assets
+from .content import DataSourceRow, Inspection, data_source_rows, node_json_problems
+from .content import inspect as inspect_data_source
+from .content.budget import ensure_within, largest_chunk, nbytes, selection_shape
+from .content.parameters import parameter_problems
 from .format import ArchiveError
 from .reader import Archive
 
@@ -49,12 +57,51 @@ def _rewrite(data_source: Any, kwargs: dict[str, Any], to_uri: Callable[[str], s
 
 
 class ArchiveAdapters:
-    """The ``adapters_by_mimetype`` mapping that serves one open archive."""
+    """The ``adapters_by_mimetype`` mapping that serves one open archive.
+
+    Call :meth:`load_catalog` first: it refuses a catalog whose assets or data source rows
+    break a rule, and learns the data sources, whose files are then inspected
+    (:mod:`tiled_archive.content`) before the first read of each.
+    """
 
     def __init__(self, archive: Archive):
         self.archive = archive
         self._zip_store: Any = None
         self._lock = threading.Lock()
+        self._rows: dict[int, DataSourceRow] = {}
+        self._inspections: dict[int, Inspection] = {}
+
+    def load_catalog(self, catalog: Path) -> None:
+        """Check every asset URI, data source row and node's JSON of ``catalog`` (raising the
+        first problem: TA-E503/E504, TA-E508, TA-E509) and keep the data sources."""
+        for asset in read_assets(catalog):
+            self.member(asset.data_uri)
+        uri = f"{catalog.resolve().as_uri()}?mode=ro&immutable=1"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+            rows, problems = data_source_rows(conn, self.member)
+            problems.extend(node_json_problems(conn))
+        for row in rows:
+            problems.extend(parameter_problems(row, row.members()[0] if row.members() else None))
+        if problems:
+            first = problems[0]
+            more = f" (and {len(problems) - 1} more; run `tiled-archive validate`)"
+            raise ArchiveError(
+                first.code, first.path, first.message + (more if len(problems) > 1 else "")
+            )
+        self._rows = {row.id: row for row in rows}
+
+    def inspection(self, source_id: int) -> Inspection:
+        """What the files of data source ``source_id`` hold (checked once per open archive);
+        raises the first rule they break."""
+        found = self._inspections.get(source_id)
+        if found is None:
+            row = self._rows.get(source_id)
+            found = Inspection() if row is None else inspect_data_source(self.archive.source, row)
+            self._inspections[source_id] = found
+        error = found.error()
+        if error is not None:
+            raise ArchiveError(error.code, error.path, error.message)
+        return found
 
     def member(self, data_uri: str) -> str:
         """The archive member an asset URI names; TA-E503/TA-E504 for anything else."""
@@ -65,10 +112,14 @@ class ArchiveAdapters:
         return member
 
     def mapping(self) -> dict[str, type]:
-        """mimetype -> adapter class, for ``tiled.catalog.from_uri(adapters_by_mimetype=...)``."""
-        if self.archive.is_directory:
-            return self._directory_adapters()
-        return self._zip_adapters()
+        """mimetype -> adapter class, for ``tiled.catalog.from_uri(adapters_by_mimetype=...)``.
+
+        Every class inspects a data source's files before Tiled's adapter opens them, bounds
+        each read by the memory budget, and reports what its library fails on as TA-E601.
+        """
+        readers = self._directory_adapters() if self.archive.is_directory else self._zip_adapters()
+        # Both cover every mimetype Tiled knows, so none falls through to Tiled's stock one.
+        return {mimetype: _guarded(base, mimetype, self) for mimetype, base in readers.items()}
 
     # -- Directory archives: Tiled's adapters on the real files ------------------------------
 
@@ -306,3 +357,135 @@ def _register(adapters: ArchiveAdapters) -> str:
 
 def _unregister(adapters: ArchiveAdapters) -> None:
     _OPEN.pop(f"{id(adapters):x}", None)
+
+
+# -- Guarding Tiled's adapters ---------------------------------------------------------------
+
+#: What an adapter's library may raise on a damaged or hostile file. Tiled's own signals
+#: (IndexError for a block out of range, KeyError for a missing child) pass through unchanged.
+_PASS_THROUGH = (ArchiveError, IndexError, KeyError, NotImplementedError)
+
+
+def _coded(where: str, mimetype: str, err: Exception) -> ArchiveError:
+    return ArchiveError(
+        "TA-E601",
+        where,
+        f"cannot be read as {mimetype}: {type(err).__name__}: {str(err)[:300]}",
+    )
+
+
+def _guarded(base: type, mimetype: str, adapters: ArchiveAdapters) -> type:
+    """``base`` (a Tiled adapter class, or ours) whose ``from_catalog`` first inspects the data
+    source's files, and whose adapters then read within the memory budget. A subclass, so the
+    attributes Tiled asks of the class (lazy sequence reads) are the base's."""
+
+    class Guarded(base):  # type: ignore[misc, valid-type]
+        @classmethod
+        def from_catalog(cls, data_source, node, /, **kwargs):
+            inspection = adapters.inspection(data_source.id)
+            row = adapters._rows.get(data_source.id)
+            members = row.members() if row is not None else []
+            where = members[0] if members else (row.assets[0].member if row and row.assets else "")
+            if mimetype.startswith("text/csv"):
+                kwargs["compression"] = None  # never inferred from a file name
+            try:
+                adapter = super().from_catalog(data_source, node, **kwargs)
+            except _PASS_THROUGH:
+                raise
+            except Exception as err:  # noqa: BLE001 -- the library's verdict on the file
+                raise _coded(where, mimetype, err) from None
+            return _budgeted(adapter, inspection, where, mimetype)
+
+    Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
+    return Guarded
+
+
+def _budgeted(adapter: Any, inspection: Inspection, where: str, mimetype: str) -> Any:
+    """``adapter`` with its read methods checked against the memory budget (TA-E912) before
+    they run, and their library errors coded (TA-E601)."""
+    family = str(getattr(adapter, "structure_family", ""))
+    family = family.rsplit(".", 1)[-1]
+    if family == "array":
+        _array_reads(adapter, inspection.unit or 0, where, mimetype)
+    elif family == "table":
+        _table_reads(adapter, inspection.partitions, where, mimetype)
+    elif family == "container" and inspection.datasets is not None:
+        adapter.__class__ = _hdf5_children_budgeted(type(adapter))
+        adapter._tiled_archive_guard = (inspection, where, mimetype)
+    return adapter
+
+
+def _checked(method: Callable, cost: Callable[..., int], where: str, mimetype: str) -> Callable:
+    @functools.wraps(method)
+    def read(*args: Any, **kwargs: Any) -> Any:
+        ensure_within(cost(*args, **kwargs), where, f"reading {mimetype}")
+        try:
+            return method(*args, **kwargs)
+        except _PASS_THROUGH:
+            raise
+        except Exception as err:  # noqa: BLE001 -- the library's verdict on the file
+            raise _coded(where, mimetype, err) from None
+
+    return read
+
+
+def _array_reads(adapter: Any, unit: int, where: str, mimetype: str) -> None:
+    structure = adapter.structure()
+    shape = tuple(structure.shape)
+    itemsize = structure.data_type.to_numpy_dtype().itemsize
+    chunks = structure.chunks
+
+    def read_cost(slice: Any = None) -> int:  # noqa: A002 -- Tiled's name
+        return nbytes(selection_shape(shape, slice), itemsize) + unit
+
+    def block_cost(block: Any, slice: Any = None) -> int:  # noqa: A002 -- Tiled's name
+        try:
+            block_shape = tuple(chunks[d][i] for d, i in enumerate(block))
+        except (IndexError, TypeError):
+            block_shape = largest_chunk(chunks)
+        return nbytes(selection_shape(block_shape, slice), itemsize) + unit
+
+    adapter.read = _checked(adapter.read, read_cost, where, mimetype)
+    if hasattr(adapter, "read_block"):
+        adapter.read_block = _checked(adapter.read_block, block_cost, where, mimetype)
+
+
+def _table_reads(adapter: Any, partitions: list[int] | None, where: str, mimetype: str) -> None:
+    sizes = partitions or []
+
+    def read_cost(*args: Any, **kwargs: Any) -> int:
+        return sum(sizes)
+
+    def partition_cost(*args: Any, **kwargs: Any) -> int:
+        index = args[0] if args else next(iter(kwargs.values()), 0)
+        return sizes[index] if isinstance(index, int) and 0 <= index < len(sizes) else 0
+
+    adapter.read = _checked(adapter.read, read_cost, where, mimetype)
+    if hasattr(adapter, "read_partition"):
+        adapter.read_partition = _checked(adapter.read_partition, partition_cost, where, mimetype)
+
+
+@functools.cache
+def _hdf5_children_budgeted(cls: type) -> type:
+    """An HDF5 container adapter class whose children (groups, datasets) are budgeted too."""
+
+    class Budgeted(cls):  # type: ignore[misc, valid-type]
+        def __getitem__(self, key: str) -> Any:
+            inspection, where, mimetype = self._tiled_archive_guard
+            try:
+                child = super().__getitem__(key)
+            except _PASS_THROUGH:
+                raise
+            except Exception as err:  # noqa: BLE001 -- the library's verdict on the file
+                raise _coded(where, mimetype, err) from None
+            path = "/" + f"{self.dataset or ''}/{key}".strip("/")
+            dataset = (inspection.datasets or {}).get(path)
+            unit = dataset.chunk_bytes or 0 if dataset is not None else 0
+            child_inspection = Inspection(unit=unit, datasets=inspection.datasets)
+            return _budgeted(child, child_inspection, where, mimetype)
+
+        def get(self, key: str, *args: Any) -> Any:
+            return self[key]
+
+    Budgeted.__name__ = Budgeted.__qualname__ = cls.__name__
+    return Budgeted

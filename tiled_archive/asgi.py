@@ -21,8 +21,8 @@ import httpx
 from starlette.routing import Route
 
 from .adapters import ArchiveAdapters
-from .catalog import read_assets
-from .format import DATA_DIR
+from .content.budget import BUDGET_CODE
+from .format import DATA_DIR, ArchiveError
 from .reader import Archive, open_archive
 
 _API = "/api/v1"
@@ -36,6 +36,73 @@ async def _no_raw_assets(request: Any) -> Any:
         {"detail": "raw assets are not served from an archive; read the data, or extract it"},
         status_code=403,
     )
+
+
+def _bundled_ui_route(ui_root: Path) -> Route:
+    """Tiled's ``/ui/{path}`` route, confined to Tiled's bundled UI folder.
+
+    Tiled 0.2.20's own route joins the request path onto the folder, so ``/ui//etc/passwd``
+    serves any file of the machine (docs/upstream.md). Here a path that resolves outside the
+    folder is not found; one inside it that is not a file is the UI's index page, as in Tiled
+    (the UI routes such paths itself).
+    """
+    from starlette.responses import FileResponse, JSONResponse
+
+    root = ui_root.resolve()
+
+    async def bundled_ui(request: Any) -> Any:
+        relative = request.path_params["path"].lstrip("/") or "index.html"
+        target = (root / relative).resolve()
+        if "\x00" in relative or not target.is_relative_to(root):
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        if not target.is_file():
+            target = root / "index.html"
+        return FileResponse(target)
+
+    return Route("/ui/{path:path}", bundled_ui, methods=["GET", "HEAD"])
+
+
+def _confine_file_routes(app: Any) -> None:
+    """Replace each route of Tiled's app that reads files named by the request with one that
+    stays inside its folder. (Tiled's ``/static`` mount is Starlette's StaticFiles, which
+    already refuses paths outside its directory.)"""
+    from tiled.utils import SHARE_TILED_PATH
+
+    routes = app.router.routes
+    for index, route in enumerate(routes):
+        if getattr(route, "path", None) == "/ui/{path:path}":
+            routes[index] = _bundled_ui_route(Path(SHARE_TILED_PATH, "ui"))
+
+
+class PathGuard:
+    """ASGI middleware: a request path with a NUL or a ``.``/``..`` segment (after
+    percent-decoding) is not found, whatever route it would reach. No node key, UI file or API
+    route of an archive needs one, and file routes cannot then be walked out of."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if "\x00" in path or any(s in (".", "..") for s in path.replace("\\", "/").split("/")):
+                from starlette.responses import JSONResponse
+
+                response = JSONResponse({"detail": "Not Found"}, status_code=404)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _archive_error_response(request: Any, error: Exception) -> Any:
+    """An archive problem met while answering a request: a clean HTTP error naming its code
+    (400 for a read over the memory budget, as Tiled answers a response over its limit; 422
+    for a rule of the format the archive breaks)."""
+    from starlette.responses import JSONResponse
+
+    assert isinstance(error, ArchiveError)
+    status = 400 if error.code == BUDGET_CODE else 422
+    return JSONResponse({"detail": str(error.problem)}, status_code=status)
 
 
 def _read_only_policy() -> Any:
@@ -141,9 +208,9 @@ class ArchiveServer:
         self.archive = archive
         self.adapters = ArchiveAdapters(archive)
         catalog = archive.catalog_path()
-        # Refuse the archive before any byte of data is read if an asset points elsewhere.
-        for row in read_assets(catalog):
-            self.adapters.member(row.data_uri)
+        # Refuse the archive before any byte of data is read if an asset points elsewhere or
+        # a data source carries what Tiled's adapters would act on blindly.
+        self.adapters.load_catalog(catalog)
         tree = from_uri(
             f"sqlite+aiosqlite:///file:{quote(str(catalog.absolute()))}"
             "?mode=ro&immutable=1&uri=true",
@@ -166,9 +233,11 @@ class ArchiveServer:
         self.tiled_app.router.routes.insert(
             0, Route(f"{_API}/asset/{{path:path}}", _no_raw_assets, methods=["GET", "HEAD"])
         )
+        _confine_file_routes(self.tiled_app)
+        self.tiled_app.add_exception_handler(ArchiveError, _archive_error_response)
         self.tiled_app.dependency_overrides[get_settings]()
         self.tiled_app.dependency_overrides = _NoOverrides(self.tiled_app.dependency_overrides)
-        self.app = ResponseCache(self.tiled_app)
+        self.app = ResponseCache(PathGuard(self.tiled_app))
 
     def close(self) -> None:
         self.adapters.close()

@@ -270,6 +270,19 @@ _TABLE = [
         "Run `PRAGMA journal_mode=DELETE` before packaging.",
     ),
     Code(
+        "TA-E508",
+        "A data source's `parameters` hold a key its mimetype may not carry in an archive, or "
+        "a value of the wrong kind (keys that name files or change how bytes are decoded).",
+        "Keep only the parameters Tiled's registration writes (spec section 3.2); re-create "
+        "the catalog through Tiled.",
+    ),
+    Code(
+        "TA-E509",
+        "JSON in the catalog (node metadata or specs, a structure, parameters) is nested more "
+        "than 64 levels deep.",
+        "Flatten the metadata; Tiled's encoders cannot serve JSON that deep.",
+    ),
+    Code(
         "TA-W500",
         "A file under `data/` is not referenced by any asset.",
         "Register it, or leave it out of the archive.",
@@ -283,6 +296,31 @@ _TABLE = [
         "TA-W502",
         "A file asset has no `hash_type`/`hash_content` in the catalog.",
         "Fill them with `sha256` and the manifest digest.",
+    ),
+    # -- Content of data files ----------------------------------------------------------
+    Code(
+        "TA-E600",
+        "A data file refers to a file other than itself (HDF5 external link, external raw "
+        "storage or virtual dataset source; a Zarr key outside its store).",
+        "Copy the referenced data into the file (e.g. h5py `copy`), then re-create the archive.",
+    ),
+    Code(
+        "TA-E601",
+        "A data file cannot be read as its data source's mimetype says (malformed header, "
+        "Python objects, unknown codec, HDF5 link loop or nesting deeper than 64 groups).",
+        "Re-write the file with its own library, or correct the data source's mimetype.",
+    ),
+    Code(
+        "TA-E602",
+        "A declared size disagrees with the data: a header declares more bytes than the file "
+        "holds, or the catalog's structure differs from the file's own header.",
+        "Re-register the file with Tiled so the catalog describes what the file holds.",
+    ),
+    Code(
+        "TA-W600",
+        "A data file decodes to more than 1000 times the bytes it stores (at least 64 MiB): "
+        "readers refuse to decode it whole beyond their memory budget.",
+        "Expected for constant data; otherwise check the file. Read it in slices.",
     ),
     # -- Operational errors of the reference implementation (not format rules) -------------
     Code(
@@ -323,6 +361,12 @@ _TABLE = [
         "A download could not reach the server, or the server kept failing (connection "
         "errors or 5xx answers after retries); nothing was written.",
         "Check the server and the network, then re-run: the download resumes from the cache.",
+    ),
+    Code(
+        "TA-E912",
+        "A read would decode more than the reader's memory budget (default 300 MB, Tiled's own "
+        "response limit); nothing was allocated.",
+        "Read a smaller slice or fewer columns, or raise TILED_ARCHIVE_READ_BUDGET (bytes).",
     ),
 ]
 

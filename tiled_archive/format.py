@@ -221,11 +221,54 @@ def version_problem(version: str) -> Problem | None:
     return None
 
 
+# -- JSON read from an archive ----------------------------------------------------------------
+
+#: Deepest nesting of JSON an archive may hold (manifest, catalog metadata, structures...):
+#: far beyond what Tiled writes, far below what recursive decoders and encoders survive.
+MAX_JSON_DEPTH = 64
+
+
+def json_depth(value: Any) -> int:
+    """How deeply ``value`` (decoded JSON) nests: 0 for a scalar, 1 for a flat list or object.
+    Iterative, so any depth is measured without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+class JSONTooDeep(ValueError):
+    """JSON nested deeper than :data:`MAX_JSON_DEPTH`."""
+
+
+def load_json(raw: bytes | str) -> Any:
+    """Decode JSON from an archive, bounded: ``ValueError`` (with a message fit for a user)
+    for bytes that are not UTF-8 JSON, for nesting deeper than :data:`MAX_JSON_DEPTH` and for
+    integers too long for Python to convert; never ``RecursionError``."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        value = json.loads(text)
+    except RecursionError:
+        raise JSONTooDeep(f"nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError, over-long integers
+        raise ValueError(str(err).split("; use sys.set_int_max_str_digits")[0]) from None
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise JSONTooDeep(f"nested more than {MAX_JSON_DEPTH} levels deep")
+    return value
+
+
 def parse_manifest(raw: bytes) -> tuple[list[Problem], Manifest | None]:
     """All problems of manifest bytes, and the model when it could be built."""
     try:
-        document = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        document = load_json(raw)
+    except ValueError as err:
         return [Problem("TA-E300", MANIFEST_NAME, f"not UTF-8 JSON: {err}")], None
     validator = jsonschema.Draft202012Validator(manifest_schema())
     schema_errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))

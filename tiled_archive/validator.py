@@ -50,6 +50,8 @@ from rich.table import Table
 
 from . import __version__, bag
 from .codes import CODES, Severity
+from .content import DataSourceRow, data_source_rows, node_json_problems, structure_problem
+from .content import inspect as inspect_data_source
 from .format import (
     BAG_INFO_NAME,
     BAGIT_NAME,
@@ -66,10 +68,12 @@ from .format import (
     TILED_SCHEMA_REVISIONS,
     ArchiveError,
     FileEntry,
+    JSONTooDeep,
     Manifest,
     Problem,
     case_collisions,
     is_payload_path,
+    load_json,
     parse_manifest,
     path_problems,
 )
@@ -229,6 +233,8 @@ class _Checker:
     format_version: str | None = None
     bytes_verified: int = 0
     digests: dict[str, str] = field(default_factory=dict)
+    #: The catalog's data sources, found by the catalog checks, for the data file checks.
+    data_sources: list[DataSourceRow] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._thread = threading.local()
@@ -272,6 +278,7 @@ class _Checker:
         if manifest is not None and not self.fast:
             self._check_digests(manifest)
         self._check_tag_manifest()
+        self._check_data_files()
 
     # -- Recognition and layout ----------------------------------------------------------------
 
@@ -454,6 +461,26 @@ class _Checker:
                     "TA-E402", name, f"{TAG_MANIFEST_NAME} says {expected}, the file's is {digest}"
                 )
 
+    # -- Data files (§3.2, §3.3) -------------------------------------------------------------
+
+    def _check_data_files(self) -> None:
+        """Each data source's parameters and what its files hold, except files already found
+        damaged or missing (that is their one problem)."""
+        damaged = {
+            p.path for p in self.problems if p.code in ("TA-E111", "TA-E305", "TA-E307", "TA-E308")
+        }
+        for row in self.data_sources:
+            folders = [a.member + "/" for a in row.assets if a.is_directory]
+            if any(m in damaged for m in row.members()) or any(
+                path.startswith(folder) for path in damaged for folder in folders
+            ):
+                continue
+            inspection = inspect_data_source(self.source, row)
+            self.problems.extend(inspection.problems)
+            warning = inspection.bomb_warning(row.members()[0] if row.members() else row.node)
+            if warning is not None:
+                self.problems.append(warning)
+
     # -- Reading every byte ----------------------------------------------------------------------
 
     def _local_catalog(self, work: Path) -> Path | None:
@@ -614,6 +641,12 @@ class _CatalogChecks:
             self._check_assets()
         if {"data_sources", "structures", "nodes"} <= tables:
             self._check_data_sources()
+        if "nodes" in tables:
+            self.checker.problems.extend(node_json_problems(self.conn))
+        if {"data_sources", "structures", "nodes", "assets", "data_source_asset_association"} <= (
+            tables
+        ):
+            self._check_data_files()
 
     def _complete_tables(self) -> set[str]:
         """The required tables present with every column Tiled's schema (its ORM) gives them;
@@ -669,6 +702,8 @@ class _CatalogChecks:
 
     def _check_assets(self) -> None:
         checker = self.checker
+        #: asset URI -> the member it names (None: it names none), for the data file checks.
+        self.members: dict[str, str | None] = {}
         listed = {}
         if self.manifest is not None:
             for entry in self.manifest.files:
@@ -678,6 +713,8 @@ class _CatalogChecks:
         folder_assets: set[str] = set()
         for uri, is_directory, size, hash_type, hash_content in self._rows(_ASSETS_SQL, "assets"):
             member = self._asset_member(uri)
+            if isinstance(uri, str):
+                self.members[uri] = member
             if member is None:
                 continue
             if is_directory:
@@ -757,6 +794,13 @@ class _CatalogChecks:
             if mimetype not in DEFAULT_ADAPTERS_BY_MIMETYPE:
                 self.add("TA-W501", CATALOG_NAME, f"{where}: no Tiled adapter for {mimetype!r}")
 
+    def _check_data_files(self) -> None:
+        """§3.2 and §3.3 read the data sources' files; they run once hashing is done."""
+        members = getattr(self, "members", {})
+        rows, problems = data_source_rows(self.conn, members.get)
+        self.checker.problems.extend(problems)
+        self.checker.data_sources = rows
+
 
 _TABLES_SQL = "SELECT name FROM sqlite_master WHERE type = 'table'"
 _REVISION_SQL = "SELECT version_num FROM alembic_version"
@@ -804,6 +848,8 @@ def _data_source_problems(
         yield f"unknown management {management!r}"
     for column, value in (("parameters", parameters), ("properties", properties)):
         decoded = _json(value)
+        if decoded is _TOO_DEEP:
+            continue  # TA-E509
         if decoded is not None and not isinstance(decoded, dict):
             yield f"{column} is not a JSON object or NULL"
     try:
@@ -816,52 +862,31 @@ def _data_source_problems(
     if structure is None:
         yield f"structure {structure_id!r} does not exist"
         return
-    problem = _structure_problem(STRUCTURE_TYPES[family], _json(structure))
+    decoded = _json(structure)
+    if decoded is _TOO_DEEP:
+        return  # TA-E509
+    problem = structure_problem(STRUCTURE_TYPES[family], decoded)
     if problem:
         yield f"structure {structure_id!r} is not a valid {family.value} structure: {problem}"
 
 
 _NOT_JSON = object()
+_TOO_DEEP = object()
 
 
 def _json(value: object) -> object:
-    """A JSON column's value decoded (None for NULL), or ``_NOT_JSON``."""
+    """A JSON column's value decoded (None for NULL), ``_TOO_DEEP`` when it nests deeper than
+    the format allows (TA-E509, reported by the data file checks), or ``_NOT_JSON``."""
     if value is None:
         return None
-    try:
-        return json.loads(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    if not isinstance(value, (str, bytes)):
         return _NOT_JSON
-
-
-def _structure_problem(structure_class: type, decoded: object) -> str | None:
-    """Why Tiled's own structure class refuses ``decoded`` (None when it accepts it).
-
-    As Tiled reads it (``from_json``, which is lenient), then type-checked field by field
-    (pydantic over the same dataclass), then what Tiled derives from it when serving: the
-    numpy dtype of an array, the Arrow schema of a table.
-    """
-    if not isinstance(decoded, dict):
-        return "not a JSON object"
     try:
-        structure = structure_class.from_json(decoded)  # type: ignore[attr-defined]
-        _type_adapter(structure_class).validate_python(decoded)
-        if hasattr(structure, "data_type"):
-            structure.data_type.to_numpy_dtype()
-        if hasattr(structure, "arrow_schema"):
-            _ = structure.arrow_schema_decoded
-    # Tiled's decoders run on untrusted JSON and fail in many ways (KeyError, TypeError,
-    # ValueError, pydantic and pyarrow errors...): any exception means Tiled cannot load it.
-    except Exception as err:
-        return f"{type(err).__name__}: {err}".splitlines()[0]
-    return None
-
-
-@cache
-def _type_adapter(structure_class: type) -> Any:
-    import pydantic
-
-    return pydantic.TypeAdapter(structure_class)
+        return load_json(value)
+    except JSONTooDeep:
+        return _TOO_DEEP
+    except ValueError:
+        return _NOT_JSON
 
 
 # -- Output -----------------------------------------------------------------------------------

@@ -1,0 +1,64 @@
+"""Tables: Parquet metadata and CSV sizes, for what reading a partition decodes.
+
+A Parquet file states, per row group and column, how many values it holds and how many bytes
+they take uncompressed; run-length and dictionary encoding can make a column of a billion
+zeros a few kilobytes, so a fixed-width column is also counted as values times width. A CSV
+partition's parsed size is estimated from its text (``CSV_EXPANSION`` bytes per byte).
+"""
+
+from __future__ import annotations
+
+from ..sources import ByteSource
+from . import DataSourceRow, Inspection, add
+from .budget import CSV_EXPANSION
+
+#: Bytes per value of Parquet's physical types (byte arrays: Arrow's offset per value).
+_WIDTH = {
+    "BOOLEAN": 1,
+    "INT32": 4,
+    "INT64": 8,
+    "INT96": 12,
+    "FLOAT": 4,
+    "DOUBLE": 8,
+    "BYTE_ARRAY": 8,
+}
+
+
+def inspect_parquet(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
+    import pyarrow.parquet as pq
+
+    partitions = []
+    stored = 0
+    for path in row.members():
+        stored += source.members()[path].size
+        try:
+            with source.open(path) as handle:
+                metadata = pq.ParquetFile(handle).metadata
+                partitions.append(_decoded_bytes(metadata))
+        except Exception as err:  # noqa: BLE001 -- pyarrow raises many types on bad input
+            add(
+                result, "TA-E601", path, f"not a readable Parquet file: {type(err).__name__}: {err}"
+            )
+            return
+    result.partitions = partitions
+    result.decoded, result.stored = sum(partitions), stored
+
+
+def _decoded_bytes(metadata) -> int:
+    total = 0
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        for column_index in range(group.num_columns):
+            column = group.column(column_index)
+            physical = column.physical_type
+            width = _WIDTH.get(physical, 0)
+            if physical == "FIXED_LEN_BYTE_ARRAY":
+                width = metadata.schema.column(column_index).length or 0
+            total += max(column.total_uncompressed_size, column.num_values * width)
+    return total
+
+
+def inspect_csv(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
+    sizes = [source.members()[path].size for path in row.members()]
+    result.partitions = [size * CSV_EXPANSION for size in sizes]
+    result.stored = sum(sizes)

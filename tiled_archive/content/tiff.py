@@ -1,0 +1,77 @@
+"""TIFF files (one, or a numbered sequence): page headers against the bytes and the catalog.
+
+Tiled reads a TIFF whole (``TiffFile.asarray``), so one read decodes every page of its first
+series whatever slice is asked for: that is the read's unit for the budget.
+"""
+
+from __future__ import annotations
+
+from ..sources import ByteSource
+from . import DataSourceRow, Inspection, add, declared_dtype, structure_of
+from .budget import nbytes
+from .npy import frame_mismatch
+
+#: IFDs parsed per file at the most (a crafted file can chain millions of them).
+MAX_PAGES = 100_000
+
+
+def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
+    import tifffile
+
+    structure = structure_of(row)
+    frames = row.members()
+    stored = decoded = unit = 0
+    for path in frames:
+        size = source.members()[path].size
+        stored += size
+        try:
+            with source.open(path) as handle, tifffile.TiffFile(handle, name=path) as tif:
+                if len(tif.pages) > MAX_PAGES:
+                    add(result, "TA-E601", path, f"more than {MAX_PAGES} pages")
+                    continue
+                series = tif.series[0]
+                shape, dtype = tuple(series.shape), series.dtype
+                pages = [p for p in series.pages if p is not None]
+                short = [
+                    page.index
+                    for page in pages
+                    if page.compression == 1 and sum(page.databytecounts) < page.nbytes
+                ]
+                outside = [
+                    page.index
+                    for page in pages
+                    if any(
+                        o + c > size
+                        for o, c in zip(page.dataoffsets, page.databytecounts, strict=False)
+                    )
+                ]
+        except Exception as err:  # noqa: BLE001 -- tifffile raises many types on bad input
+            add(result, "TA-E601", path, f"not a readable TIFF file: {type(err).__name__}: {err}")
+            continue
+        if outside:
+            add(result, "TA-E602", path, f"page {outside[0]} has data beyond the file's end")
+            continue
+        if short:
+            add(
+                result,
+                "TA-E602",
+                path,
+                f"uncompressed page {short[0]} declares more bytes than it stores",
+            )
+            continue
+        file_bytes = nbytes(shape, dtype.itemsize)
+        decoded += file_bytes
+        unit = max(unit, file_bytes)
+        if structure is None:
+            continue
+        expected_dtype = declared_dtype(structure)
+        mismatch = frame_mismatch(structure.shape, shape, len(frames), row.mimetype)
+        if mismatch or (expected_dtype is not None and dtype != expected_dtype):
+            add(
+                result,
+                "TA-E602",
+                path,
+                f"the file holds {shape} {dtype}, the catalog says {tuple(structure.shape)} "
+                f"{expected_dtype}",
+            )
+    result.stored, result.decoded, result.unit = stored, decoded, unit
