@@ -11,12 +11,9 @@ readable-storage check for URIs that are not ``file://``.
 from __future__ import annotations
 
 import builtins
-import contextlib
 import functools
-import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,18 +26,15 @@ from tiled.adapters.hdf5 import HDF5Adapter
 from tiled.adapters.npy import NPYSequenceAdapter
 from tiled.adapters.parquet import ParquetDatasetAdapter
 from tiled.adapters.resource_cache import with_resource_cache
-from tiled.adapters.table import TableAdapter
 from tiled.adapters.tiff import TiffAdapter, TiffSequenceAdapter
 from tiled.adapters.zarr import ZarrArrayAdapter, ZarrGroupAdapter
 from tiled.mimetypes import DEFAULT_ADAPTERS_BY_MIMETYPE
 from tiled.structures.core import StructureFamily
 from tiled.utils import ensure_uri
 
-from .catalog import member_from_relocated, read_assets
-from .content import DataSourceRow, Inspection, data_source_rows, node_json_problems
-from .content import inspect as inspect_data_source
+from .content import Inspection
 from .content.budget import ensure_within, largest_chunk, nbytes, selection_shape
-from .content.parameters import parameter_problems
+from .content.zarr import confined_store
 from .format import ArchiveError
 from .reader import Archive
 
@@ -59,57 +53,19 @@ def _rewrite(data_source: Any, kwargs: dict[str, Any], to_uri: Callable[[str], s
 class ArchiveAdapters:
     """The ``adapters_by_mimetype`` mapping that serves one open archive.
 
-    Call :meth:`load_catalog` first: it refuses a catalog whose assets or data source rows
-    break a rule, and learns the data sources, whose files are then inspected
-    (:mod:`tiled_archive.content`) before the first read of each.
+    Each adapter first has the archive inspect its data source's files
+    (:meth:`Archive.inspection`), so call :meth:`Archive.data_sources` before serving: it
+    refuses a catalog whose assets or data source rows break a rule.
     """
 
     def __init__(self, archive: Archive):
         self.archive = archive
         self._zip_store: Any = None
         self._lock = threading.Lock()
-        self._rows: dict[int, DataSourceRow] = {}
-        self._inspections: dict[int, Inspection] = {}
-
-    def load_catalog(self, catalog: Path) -> None:
-        """Check every asset URI, data source row and node's JSON of ``catalog`` (raising the
-        first problem: TA-E503/E504, TA-E508, TA-E509) and keep the data sources."""
-        for asset in read_assets(catalog):
-            self.member(asset.data_uri)
-        uri = f"{catalog.resolve().as_uri()}?mode=ro&immutable=1"
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
-            rows, problems = data_source_rows(conn, self.member)
-            problems.extend(node_json_problems(conn))
-        for row in rows:
-            problems.extend(parameter_problems(row, row.members()[0] if row.members() else None))
-        if problems:
-            first = problems[0]
-            more = f" (and {len(problems) - 1} more; run `tiled-archive validate`)"
-            raise ArchiveError(
-                first.code, first.path, first.message + (more if len(problems) > 1 else "")
-            )
-        self._rows = {row.id: row for row in rows}
-
-    def inspection(self, source_id: int) -> Inspection:
-        """What the files of data source ``source_id`` hold (checked once per open archive);
-        raises the first rule they break."""
-        found = self._inspections.get(source_id)
-        if found is None:
-            row = self._rows.get(source_id)
-            found = Inspection() if row is None else inspect_data_source(self.archive.source, row)
-            self._inspections[source_id] = found
-        error = found.error()
-        if error is not None:
-            raise ArchiveError(error.code, error.path, error.message)
-        return found
 
     def member(self, data_uri: str) -> str:
         """The archive member an asset URI names; TA-E503/TA-E504 for anything else."""
-        member = member_from_relocated(data_uri, self.archive.location)
-        members = self.archive.members()
-        if member not in members and not any(m.startswith(member + "/") for m in members):
-            raise ArchiveError("TA-E504", data_uri, "asset points at nothing in the archive")
-        return member
+        return self.archive.asset_member(data_uri)
 
     def mapping(self) -> dict[str, type]:
         """mimetype -> adapter class, for ``tiled.catalog.from_uri(adapters_by_mimetype=...)``.
@@ -178,17 +134,29 @@ class ArchiveAdapters:
                 Adapter.__init__(self, structure, metadata=metadata, specs=specs)
 
         class ZipParquetAdapter(ParquetDatasetAdapter):
-            @classmethod
-            def from_catalog(cls, data_source, node, /, **kwargs):
+            """Tiled's Parquet adapter reading each partition from its member when asked."""
+
+            def __init__(self, data_uris, structure, *, metadata=None, specs=None):
+                uris = [data_uris] if isinstance(data_uris, str) else list(data_uris)
+                self._partition_members = [member(u) for u in uris]
+                Adapter.__init__(self, structure, metadata=metadata, specs=specs)
+
+            def read_partition(self, partition, fields=None):
                 import pyarrow.parquet as pq
 
-                partitions = [
-                    pq.read_table(archive.open(member(a.data_uri))).to_pandas()
-                    for a in sorted(data_source.assets, key=lambda a: a.num or 0)
-                ]
-                return TableAdapter(
-                    partitions, data_source.structure, metadata=node.metadata_, specs=node.specs
-                )
+                handle = archive.open(self._partition_members[partition])
+                return pq.read_table(handle, columns=fields).to_pandas()
+
+            def read(self, fields=None):
+                import pandas
+
+                count = len(self._partition_members)
+                return pandas.concat([self.read_partition(i, fields) for i in range(count)])
+
+            def get(self, key):
+                if key not in self.structure().columns:
+                    return None
+                return ArrayAdapter.from_array(self.read([key])[key].values)
 
         in_place = {
             "application/x-hdf5": ZipHDF5Adapter,
@@ -227,10 +195,11 @@ class ArchiveAdapters:
 
                 path = member(data_source.assets[0].data_uri)
                 common = {"metadata": node.metadata_, "specs": node.specs, **kwargs}
+                store = confined_store(store_factory())
                 if node.structure_family == StructureFamily.container:
-                    group = zarr.open_group(store=store_factory(), path=path, mode="r")
+                    group = zarr.open_group(store=store, path=path, mode="r")
                     return ZarrGroupAdapter(group, **common)
-                array = zarr.open_array(store=store_factory(), path=path, mode="r")
+                array = zarr.open_array(store=store, path=path, mode="r")
                 return ZarrArrayAdapter(array, structure=data_source.structure, **common)
 
         return ArchiveZarrAdapter
@@ -382,8 +351,8 @@ def _guarded(base: type, mimetype: str, adapters: ArchiveAdapters) -> type:
     class Guarded(base):  # type: ignore[misc, valid-type]
         @classmethod
         def from_catalog(cls, data_source, node, /, **kwargs):
-            inspection = adapters.inspection(data_source.id)
-            row = adapters._rows.get(data_source.id)
+            inspection = adapters.archive.inspection(data_source.id)
+            row = adapters.archive.data_sources().get(data_source.id)
             members = row.members() if row is not None else []
             where = members[0] if members else (row.assets[0].member if row and row.assets else "")
             if mimetype.startswith("text/csv"):
@@ -402,15 +371,18 @@ def _guarded(base: type, mimetype: str, adapters: ArchiveAdapters) -> type:
 
 def _budgeted(adapter: Any, inspection: Inspection, where: str, mimetype: str) -> Any:
     """``adapter`` with its read methods checked against the memory budget (TA-E912) before
-    they run, and their library errors coded (TA-E601)."""
-    family = str(getattr(adapter, "structure_family", ""))
-    family = family.rsplit(".", 1)[-1]
+    they run, and their library errors coded (TA-E601). A container's children (HDF5 groups
+    and datasets, Zarr group members) are budgeted as they are looked up."""
+    if adapter is None or getattr(adapter, "_tiled_archive_budgeted", False):
+        return adapter  # a missing child, or one a base class looked up through us
+    adapter._tiled_archive_budgeted = True
+    family = str(getattr(adapter, "structure_family", "")).rsplit(".", 1)[-1]
     if family == "array":
-        _array_reads(adapter, inspection.unit or 0, where, mimetype)
+        _array_reads(adapter, inspection.unit, where, mimetype)
     elif family == "table":
         _table_reads(adapter, inspection.partitions, where, mimetype)
-    elif family == "container" and inspection.datasets is not None:
-        adapter.__class__ = _hdf5_children_budgeted(type(adapter))
+    elif family == "container":
+        adapter.__class__ = _children_budgeted(type(adapter))
         adapter._tiled_archive_guard = (inspection, where, mimetype)
     return adapter
 
@@ -429,11 +401,15 @@ def _checked(method: Callable, cost: Callable[..., int], where: str, mimetype: s
     return read
 
 
-def _array_reads(adapter: Any, unit: int, where: str, mimetype: str) -> None:
+def _array_reads(adapter: Any, unit: int | None, where: str, mimetype: str) -> None:
+    """``unit``: what any read decodes besides the result (a chunk, a whole file); None when
+    the array decodes by the chunks its structure gives (Zarr)."""
     structure = adapter.structure()
     shape = tuple(structure.shape)
     itemsize = structure.data_type.to_numpy_dtype().itemsize
     chunks = structure.chunks
+    if unit is None:
+        unit = nbytes(largest_chunk(chunks), itemsize)
 
     def read_cost(slice: Any = None) -> int:  # noqa: A002 -- Tiled's name
         return nbytes(selection_shape(shape, slice), itemsize) + unit
@@ -463,29 +439,37 @@ def _table_reads(adapter: Any, partitions: list[int] | None, where: str, mimetyp
     adapter.read = _checked(adapter.read, read_cost, where, mimetype)
     if hasattr(adapter, "read_partition"):
         adapter.read_partition = _checked(adapter.read_partition, partition_cost, where, mimetype)
+    if hasattr(adapter, "get"):  # a column, read from the whole table
+        adapter.get = _checked(adapter.get, read_cost, where, mimetype)
 
 
 @functools.cache
-def _hdf5_children_budgeted(cls: type) -> type:
-    """An HDF5 container adapter class whose children (groups, datasets) are budgeted too."""
+def _children_budgeted(cls: type) -> type:
+    """A container adapter class whose children are budgeted too: an HDF5 dataset by the
+    storage chunk the file walk found for it, a Zarr array by its chunks."""
 
     class Budgeted(cls):  # type: ignore[misc, valid-type]
         def __getitem__(self, key: str) -> Any:
+            return self._tiled_archive_child(key, super().__getitem__)
+
+        def get(self, key: str, *args: Any) -> Any:
+            return self._tiled_archive_child(key, lambda k: super(Budgeted, self).get(k, *args))
+
+        def _tiled_archive_child(self, key: str, look_up: Callable[[str], Any]) -> Any:
             inspection, where, mimetype = self._tiled_archive_guard
             try:
-                child = super().__getitem__(key)
+                child = look_up(key)
             except _PASS_THROUGH:
                 raise
             except Exception as err:  # noqa: BLE001 -- the library's verdict on the file
                 raise _coded(where, mimetype, err) from None
-            path = "/" + f"{self.dataset or ''}/{key}".strip("/")
-            dataset = (inspection.datasets or {}).get(path)
-            unit = dataset.chunk_bytes or 0 if dataset is not None else 0
+            unit = None
+            if inspection.datasets is not None:  # HDF5: chunk as stored, 0 when contiguous
+                path = "/" + f"{getattr(self, 'dataset', None) or ''}/{key}".strip("/")
+                dataset = inspection.datasets.get(path)
+                unit = (dataset.chunk_bytes or 0) if dataset is not None else 0
             child_inspection = Inspection(unit=unit, datasets=inspection.datasets)
             return _budgeted(child, child_inspection, where, mimetype)
-
-        def get(self, key: str, *args: Any) -> Any:
-            return self[key]
 
     Budgeted.__name__ = Budgeted.__qualname__ = cls.__name__
     return Budgeted

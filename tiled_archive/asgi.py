@@ -210,7 +210,7 @@ class ArchiveServer:
         catalog = archive.catalog_path()
         # Refuse the archive before any byte of data is read if an asset points elsewhere or
         # a data source carries what Tiled's adapters would act on blindly.
-        self.adapters.load_catalog(catalog)
+        archive.data_sources()
         tree = from_uri(
             f"sqlite+aiosqlite:///file:{quote(str(catalog.absolute()))}"
             "?mode=ro&immutable=1&uri=true",

@@ -9,6 +9,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .format import ArchiveError
 
@@ -34,7 +35,7 @@ def reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except ArchiveError as err:
-            err_console.print(f"[bold red]error[/] {err}", highlight=False)
+            err_console.print(f"[bold red]error[/] {escape(str(err))}", highlight=False)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -238,12 +239,16 @@ def _check_or_exit(path: Path, check: Callable[[], R]) -> R:
     try:
         return check()
     except OSError as err:
-        err_console.print(f"[bold red]could not check[/] {path}: {err}", highlight=False)
+        err_console.print(
+            f"[bold red]could not check[/] {escape(str(path))}: {escape(str(err))}",
+            highlight=False,
+        )
         raise typer.Exit(2) from None
     # Any other exception is a bug in the validator, not a verdict on the archive.
     except Exception as err:
         err_console.print(
-            f"[bold red]internal error[/] while checking {path}: {type(err).__name__}: {err}",
+            f"[bold red]internal error[/] while checking {escape(str(path))}: "
+            f"{type(err).__name__}: {escape(str(err))}",
             highlight=False,
         )
         raise typer.Exit(2) from None

@@ -58,8 +58,17 @@ class Problem:
         return CODES[self.code].severity
 
     def __str__(self) -> str:
-        where = f" {self.path}:" if self.path else ""
-        return f"{self.code}{where} {self.message} ({CODES[self.code].hint})"
+        where = f" {clip(self.path)}:" if self.path else ""
+        return f"{self.code}{where} {clip(self.message)} ({CODES[self.code].hint})"
+
+
+def clip(text: str, limit: int = 300) -> str:
+    """``text`` for display: at most ``limit`` characters, the middle elided (paths and
+    messages from an archive can be of any length)."""
+    if len(text) <= limit:
+        return text
+    half = (limit - 1) // 2
+    return f"{text[:half]}…{text[-half:]}"
 
 
 class ArchiveError(Exception):
@@ -96,9 +105,12 @@ def path_problems(path: str) -> list[Problem]:
     return problems
 
 
+# Undecodable bytes arrive as lone surrogates (os.fsdecode, surrogateescape).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _has_surrogates(text: str) -> bool:
-    # Undecodable bytes arrive as lone surrogates (os.fsdecode, surrogateescape).
-    return any("\ud800" <= ch <= "\udfff" for ch in text)
+    return _SURROGATE.search(text) is not None
 
 
 def check_path(path: str) -> str:

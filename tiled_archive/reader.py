@@ -7,14 +7,19 @@ digest; data members are never copied, only read by position.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import sqlite3
 import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from .content import DataSourceRow, Inspection, data_source_rows, node_json_problems
+from .content import inspect as inspect_data_source
+from .content.parameters import parameter_problems
 from .format import (
     CATALOG_NAME,
     DATA_DIR,
@@ -86,6 +91,8 @@ class Archive:
         self._catalog: Path | None = None
         #: local_copy's results: each is verified once per open archive.
         self._copies: dict[str, Path] = {}
+        self._data_sources: dict[int, DataSourceRow] | None = None
+        self._inspections: dict[int, Inspection] = {}
 
     @property
     def location(self) -> Path:
@@ -134,6 +141,56 @@ class Archive:
                 self._copy_verified(expected, path, "TA-E309")
             self._catalog = path
         return self._catalog
+
+    def asset_member(self, data_uri: str) -> str:
+        """The member (file or folder) an asset URI of the catalog names: archive form, or
+        relocated form inside this directory archive; TA-E503/TA-E504 for anything else."""
+        from .catalog import member_from_relocated
+
+        member = member_from_relocated(data_uri, self.location)
+        members = self.source.members()
+        if member not in members and not any(m.startswith(member + "/") for m in members):
+            raise ArchiveError("TA-E504", data_uri, "asset points at nothing in the archive")
+        return member
+
+    def data_sources(self) -> dict[int, DataSourceRow]:
+        """The catalog's data sources by id, their assets as members. The first call checks
+        every asset URI (TA-E503/TA-E504), every data source's parameters (TA-E508) and the
+        nesting of the catalog's JSON (TA-E509), raising the first problem."""
+        if self._data_sources is None:
+            from .catalog import read_assets
+
+            catalog = self.catalog_path()
+            for asset in read_assets(catalog):
+                self.asset_member(asset.data_uri)
+            uri = f"{catalog.resolve().as_uri()}?mode=ro&immutable=1"
+            with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+                rows, problems = data_source_rows(conn, self.asset_member)
+                problems.extend(node_json_problems(conn))
+            for row in rows:
+                problems.extend(
+                    parameter_problems(row, row.members()[0] if row.members() else None)
+                )
+            _raise_first(problems)
+            self._data_sources = {row.id: row for row in rows}
+        return self._data_sources
+
+    def inspection(self, source_id: int) -> Inspection:
+        """What data source ``source_id``'s files hold and cost to read (checked once per open
+        archive, spec 3.3); raises the first rule they break (TA-E600, TA-E601, TA-E602)."""
+        found = self._inspections.get(source_id)
+        if found is None:
+            row = self.data_sources().get(source_id)
+            found = Inspection() if row is None else inspect_data_source(self.source, row)
+            self._inspections[source_id] = found
+        _raise_first(found.problems)
+        return found
+
+    def check_data_files(self) -> None:
+        """Inspect every data source's files now (raising the first problem), as before
+        handing the archive to software that has no such checks (stock Tiled)."""
+        for source_id in self.data_sources():
+            self.inspection(source_id)
 
     def local_copy(self, path: str) -> Path:
         """A local file (or folder) holding payload file (or folder) ``path``, for readers that
@@ -192,6 +249,13 @@ class Archive:
 
     def __repr__(self) -> str:
         return f"<Archive {self.location} format {self.manifest.format_version}>"
+
+
+def _raise_first(problems: list[Problem]) -> None:
+    errors = [p for p in problems if p.severity.value == "error"]
+    if errors:
+        more = f" (and {len(errors) - 1} more; run `tiled-archive validate`)" if errors[1:] else ""
+        raise ArchiveError(errors[0].code, errors[0].path, errors[0].message + more)
 
 
 def _sha256_of(path: Path) -> str:

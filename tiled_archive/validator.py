@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -72,6 +73,7 @@ from .format import (
     Manifest,
     Problem,
     case_collisions,
+    clip,
     is_payload_path,
     load_json,
     parse_manifest,
@@ -84,6 +86,9 @@ from .sources.zip import ZipSource
 #: Bytes read per ``preadv``: large enough that per-call overhead vanishes, small enough that a
 #: block stays in L2 cache between its SHA-256 and CRC-32 passes.
 BLOCK = 1 << 20
+#: What one hashing task reads at the most (a larger file is a task of its own).
+BATCH_BYTES = 64 << 20
+BATCH_FILES = 1024
 #: Hashing threads: the reference machine's two cores.
 WORKERS = 2
 #: Below this many bytes to hash, a run is over before a progress bar would help.
@@ -268,10 +273,11 @@ class _Checker:
         catalog = self._local_catalog(work)
         with ThreadPoolExecutor(WORKERS, thread_name_prefix="validate") as pool:
             try:
-                results = pool.map(self._digest, self._hash_jobs())
+                batches = pool.map(self._digest_all, self._hash_batches())
                 self._check_catalog(catalog, manifest)  # while the pool hashes
-                for result in results:
-                    self._record(result)
+                for batch in batches:
+                    for result in batch:
+                        self._record(result)
             except BaseException:
                 pool.shutdown(cancel_futures=True)
                 raise
@@ -496,8 +502,10 @@ class _Checker:
         self._record(result)
         return copy if result.problem is None else None
 
-    def _hash_jobs(self) -> list[str]:
-        """Every readable member still to hash (none in fast mode), largest first."""
+    def _hash_batches(self) -> list[list[str]]:
+        """Every readable member still to hash (none in fast mode), largest first, in batches
+        of about BATCH_BYTES (at most BATCH_FILES files) so a ZIP of 200,000 small members
+        costs a few hundred pool tasks, not 200,000."""
         if self.fast:
             return []
         jobs = sorted(
@@ -507,7 +515,19 @@ class _Checker:
         total = sum(self.readable[path].size for path in jobs)
         if self.progress is not None and total >= PROGRESS_MIN_BYTES:
             self._task = self.progress.add_task("verifying", total=total)
-        return jobs
+        batches: list[list[str]] = []
+        batch_bytes = 0
+        for path in jobs:
+            size = self.readable[path].size
+            if not batches or batch_bytes + size > BATCH_BYTES or len(batches[-1]) >= BATCH_FILES:
+                batches.append([])
+                batch_bytes = 0
+            batches[-1].append(path)
+            batch_bytes += size
+        return batches
+
+    def _digest_all(self, paths: list[str]) -> list[_Digest]:
+        return [self._digest(path) for path in paths]
 
     def _digest(self, path: str, sink: BinaryIO | None = None) -> _Digest:
         """Read one member to its end: SHA-256 (and CRC-32 in a ZIP) unless in fast mode."""
@@ -903,8 +923,8 @@ def print_report(report: Report, console: Console, *, strict: bool = False) -> N
             table.add_row(
                 f"[{color}]{problem.code}[/]",
                 problem.severity.value,
-                problem.path or "",
-                problem.message,
+                escape(clip(problem.path or "")),  # archive text: never rich markup
+                escape(clip(problem.message)),
             )
         console.print(table)
     console.print(verdict(report, strict=strict), highlight=False)

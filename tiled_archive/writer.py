@@ -605,6 +605,8 @@ def convert(
     relocated (its asset URIs point at its own ``data/``) so a stock ``tiled serve catalog`` can
     serve it; a ZIP result holds the catalog in archive form. Creation time and producer carry
     over, and member times are the creation time, so the result depends only on the content.
+    Every data file is inspected first (spec 3.2, 3.3): a directory result is what stock Tiled
+    will serve, without any of this reader's checks.
     """
     from .reader import open_archive
 
@@ -613,6 +615,7 @@ def convert(
         open_archive(source) as archive,
         tempfile.TemporaryDirectory(prefix="tiled-archive-") as work,
     ):
+        archive.check_data_files()
         manifest = archive.manifest
         created = (
             datetime.strptime(manifest.created, "%Y-%m-%dT%H:%M:%SZ")

@@ -74,10 +74,6 @@ class Inspection:
     partitions: list[int] | None = None
     datasets: dict[str, Any] | None = None
 
-    def error(self) -> Problem | None:
-        """The first error found (None when there is none)."""
-        return next((p for p in self.problems if p.severity.value == "error"), None)
-
     def bomb_warning(self, path: str) -> Problem | None:
         """TA-W600 when the data decodes to more than BOMB_RATIO times what it stores."""
         if self.decoded is None or not self.stored or self.decoded < BOMB_MIN_BYTES:

@@ -193,3 +193,8 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
             add(result, finding.code, path, f"{finding.where}: {finding.message}")
         datasets.update(found.datasets)
     result.datasets = datasets
+    if row.family == "array":  # one dataset of the file (the `dataset` parameter)
+        inner = row.parameters.get("dataset", "/")
+        inner = "/" + "/".join(inner if isinstance(inner, list) else [inner]).strip("/")
+        dataset = datasets.get(inner)
+        result.unit = (dataset.chunk_bytes or 0) if dataset is not None else 0

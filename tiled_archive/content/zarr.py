@@ -9,6 +9,7 @@ zarr's own verdict, and no chunk is touched. A key that would leave the store (a
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from ..format import load_json
@@ -136,7 +137,12 @@ def _arrays(group: Any) -> list[Any]:
 
 
 def confined_store(store: Any) -> Any:
-    """``store`` behind a read-only wrapper that refuses keys leaving it (TA-E600)."""
+    """``store`` behind a wrapper that refuses every key leaving it (TA-E600)."""
+    return _confined_store_class()(store)
+
+
+@cache
+def _confined_store_class() -> type:
     from zarr.storage import WrapperStore
 
     from ..format import ArchiveError
@@ -167,4 +173,4 @@ def confined_store(store: Any) -> Any:
             check(prefix.rstrip("/"))
             return self._store.list_prefix(prefix)
 
-    return ConfinedStore(store)
+    return ConfinedStore

@@ -9,13 +9,14 @@ decompressed by ``zipfile`` (with ``zipfile_deflate64`` for method 9), sequentia
 
 from __future__ import annotations
 
+import mmap
 import os
 import stat
 import struct
 import zipfile
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO
@@ -197,21 +198,27 @@ class ZipSource(ByteSource):
         if len(raw) != end.cd_size:
             raise ArchiveError("TA-E100", None, "the central directory runs past the file's end")
         shift = cd_start - end.cd_offset
-        layout: list[tuple[int, int, str]] = []
-        first_local_extra: int | None = None
-        position = 0
-        while position < len(raw):
-            record, complete, position = self._parse_central_record(raw, position, shift)
-            if record is None:
-                break
-            extra_length = occupied_end = None
-            if complete:
-                record, extra_length, occupied_end = self._read_local_header(record, cd_start)
-            if not self.entries:
-                first_local_extra = extra_length
-            self.entries.append(record)
-            if occupied_end is not None:
-                layout.append((record.header_offset, occupied_end, record.name))
+        # Local headers are read through a map of the file: one system call for them all,
+        # where a ZIP of 200,000 members would otherwise take 400,000 preads.
+        self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+        try:
+            layout: list[tuple[int, int, str]] = []
+            first_local_extra: int | None = None
+            position = 0
+            while position < len(raw):
+                record, complete, position = self._parse_central_record(raw, position, shift)
+                if record is None:
+                    break
+                extra_length = occupied_end = None
+                if complete:
+                    record, extra_length, occupied_end = self._read_local_header(record, cd_start)
+                if not self.entries:
+                    first_local_extra = extra_length
+                self.entries.append(record)
+                if occupied_end is not None:
+                    layout.append((record.header_offset, occupied_end, record.name))
+        finally:
+            self._map.close()
         if len(self.entries) != end.count:
             self._problem(
                 "TA-E100",
@@ -373,13 +380,14 @@ class ZipSource(ByteSource):
         if start + zf.LOCAL_HEADER.size > cd_start:
             self._problem("TA-E107", record.name, "local header outside the member area")
             return record, None, None
-        fields = zf.LOCAL_HEADER.unpack(self._pread(start, zf.LOCAL_HEADER.size))
+        fields = zf.LOCAL_HEADER.unpack_from(self._map, start)
         signature, _, flags, method, _, _, crc, compressed, size, name_length, extra_length = fields
         if signature != zf.LOCAL_SIGNATURE:
             self._problem("TA-E100", record.name, f"no local file header at byte {start}")
             return record, None, None
         data_offset = start + zf.LOCAL_HEADER.size + name_length + extra_length
-        variable = self._pread(start + zf.LOCAL_HEADER.size, name_length + extra_length)
+        variable_at = start + zf.LOCAL_HEADER.size
+        variable = self._map[variable_at : variable_at + name_length + extra_length]
         if zf.MAX32 in (size, compressed) and not flags & zf.FLAG_DESCRIPTOR:
             values = _zip64_values(_extra_fields(variable[name_length:]), [size, compressed])
             if values is None:
@@ -417,7 +425,18 @@ class ZipSource(ByteSource):
             return record, extra_length, None
         if record.flags & zf.FLAG_DESCRIPTOR:
             data_end += self._descriptor_length(record, data_end, cd_start)
-        return replace(record, data_offset=data_offset), extra_length, data_end
+        record = ZipRecord(
+            record.name,
+            record.method,
+            record.flags,
+            record.crc32,
+            record.compressed_size,
+            record.size,
+            record.header_offset,
+            data_offset,
+            record.external_attr,
+        )
+        return record, extra_length, data_end
 
     def _descriptor_length(self, record: ZipRecord, position: int, limit: int) -> int:
         """Length of the data descriptor after a bit-3 member's data (0 when none matches)."""
