@@ -33,6 +33,7 @@ from tiled.structures.core import StructureFamily
 from tiled.utils import ensure_uri
 
 from .content import Inspection
+from .content import reason as _reason
 from .content.budget import ensure_within, largest_chunk, nbytes, selection_shape
 from .content.zarr import confined_store
 from .format import ArchiveError
@@ -339,7 +340,7 @@ def _coded(where: str, mimetype: str, err: Exception) -> ArchiveError:
     return ArchiveError(
         "TA-E601",
         where,
-        f"cannot be read as {mimetype}: {type(err).__name__}: {str(err)[:300]}",
+        f"cannot be read as {mimetype}: {_reason(err)}",
     )
 
 

@@ -72,8 +72,17 @@ class Archive:
                     else ""
                 ),
             )
+        # One warning per code, however many members it concerns (a re-zipped archive has a
+        # TA-W102 for every member).
+        by_code: dict[str, list[Problem]] = {}
         for problem in source.problems:
-            warnings.warn(ArchiveWarning(problem), stacklevel=3)
+            by_code.setdefault(problem.code, []).append(problem)
+        for code, found in by_code.items():
+            first = found[0]
+            more = f" (and {len(found) - 1} more members)" if len(found) > 1 else ""
+            warnings.warn(
+                ArchiveWarning(Problem(code, first.path, first.message + more)), stacklevel=3
+            )
         members = source.members()
         missing = [name for name in REQUIRED_FILES if name not in members]
         if missing:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from ..format import JSONTooDeep, Problem, load_json
+from ..format import JSONTooDeep, Problem, clip, load_json
 from ..sources import ByteSource
 from .budget import BOMB_MIN_BYTES, BOMB_RATIO
 
@@ -201,6 +201,16 @@ def node_json_problems(conn: sqlite3.Connection) -> list[Problem]:
     return problems
 
 
+def reason(err: BaseException) -> str:
+    """What a library's exception says, for a user: its message's first line (no exception
+    class names, no traceback), at most 300 characters."""
+    text = str(err).strip()
+    if not text:
+        return "the file's library could not read it"
+    line = text.splitlines()[0]
+    return clip(f"no entry {line}" if isinstance(err, KeyError) else line)
+
+
 def add(result: Inspection, code: str, path: str, message: str) -> None:
     result.problems.append(Problem(code, path, message))
 
@@ -240,7 +250,7 @@ def structure_problem(structure_class: type, decoded: object) -> str | None:
     # Tiled's decoders run on untrusted JSON and fail in many ways (KeyError, TypeError,
     # ValueError, pydantic and pyarrow errors...): any exception means Tiled cannot load it.
     except Exception as err:
-        return f"{type(err).__name__}: {err}".splitlines()[0]
+        return reason(err)
     return None
 
 

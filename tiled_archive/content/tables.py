@@ -8,8 +8,10 @@ partition's parsed size is estimated from its text (``CSV_EXPANSION`` bytes per 
 
 from __future__ import annotations
 
+import codecs
+
 from ..sources import ByteSource
-from . import DataSourceRow, Inspection, add
+from . import DataSourceRow, Inspection, add, reason
 from .budget import CSV_EXPANSION
 
 #: Bytes per value of Parquet's physical types (byte arrays: Arrow's offset per value).
@@ -36,9 +38,7 @@ def inspect_parquet(source: ByteSource, row: DataSourceRow, result: Inspection) 
                 metadata = pq.ParquetFile(handle).metadata
                 partitions.append(_decoded_bytes(metadata))
         except Exception as err:  # noqa: BLE001 -- pyarrow raises many types on bad input
-            add(
-                result, "TA-E601", path, f"not a readable Parquet file: {type(err).__name__}: {err}"
-            )
+            add(result, "TA-E601", path, f"not a readable Parquet file: {reason(err)}")
             return
     result.partitions = partitions
     result.decoded, result.stored = sum(partitions), stored
@@ -59,6 +59,35 @@ def _decoded_bytes(metadata) -> int:
 
 
 def inspect_csv(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
-    sizes = [source.members()[path].size for path in row.members()]
+    """A CSV partition is UTF-8 text without NUL bytes (what ``pandas.read_csv`` reads without
+    an ``encoding`` parameter, which an archive may not carry)."""
+    sizes = []
+    for path in row.members():
+        sizes.append(source.members()[path].size)
+        problem = _not_text(source, path)
+        if problem:
+            add(result, "TA-E601", path, f"not CSV text: {problem}")
+            return
     result.partitions = [size * CSV_EXPANSION for size in sizes]
     result.stored = sum(sizes)
+
+
+def _not_text(source: ByteSource, path: str) -> str | None:
+    """Why member ``path`` is not UTF-8 text (None when it is)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with source.open(path) as handle:
+        while chunk := handle.read(1 << 20):
+            nul = chunk.find(b"\x00")
+            if nul >= 0:
+                return f"a NUL byte at byte {offset + nul}"
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as err:
+                return f"not UTF-8 at byte {offset + err.start}"
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return "ends inside a UTF-8 character"
+    return None

@@ -7,7 +7,7 @@ series whatever slice is asked for: that is the read's unit for the budget.
 from __future__ import annotations
 
 from ..sources import ByteSource
-from . import DataSourceRow, Inspection, add, declared_dtype, structure_of
+from . import DataSourceRow, Inspection, add, declared_dtype, reason, structure_of
 from .budget import nbytes
 from .npy import frame_mismatch
 
@@ -46,7 +46,7 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
                     )
                 ]
         except Exception as err:  # noqa: BLE001 -- tifffile raises many types on bad input
-            add(result, "TA-E601", path, f"not a readable TIFF file: {type(err).__name__}: {err}")
+            add(result, "TA-E601", path, f"not a readable TIFF file: {reason(err)}")
             continue
         if outside:
             add(result, "TA-E602", path, f"page {outside[0]} has data beyond the file's end")

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..format import load_json
 from ..sources import ByteSource
-from . import DataSourceRow, Inspection, add, declared_dtype, structure_of
+from . import DataSourceRow, Inspection, add, declared_dtype, reason, structure_of
 from .budget import nbytes
 
 METADATA_NAMES = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
@@ -46,9 +46,7 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
         node = _open(documents, row.family)
         arrays = [node] if row.family == "array" else _arrays(node)
     except Exception as err:  # noqa: BLE001 -- zarr raises many types on bad metadata
-        add(
-            result, "TA-E601", folder, f"zarr cannot read its metadata: {type(err).__name__}: {err}"
-        )
+        add(result, "TA-E601", folder, f"zarr cannot read its metadata: {reason(err)}")
         return
     for array in arrays:
         transformers = getattr(array.metadata, "storage_transformers", ())
