@@ -11,6 +11,7 @@ JSON types they produce; the table is the spec's (section 3.2).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from ..format import Problem
@@ -33,30 +34,56 @@ def _one_of(*allowed: Any) -> Callable[[Any], bool]:
     return lambda value: value in allowed
 
 
-#: mimetype -> {key: check of the JSON value}. A mimetype absent from the table takes none.
-ALLOWED: dict[str, dict[str, Callable[[Any], bool]]] = {
+@dataclass(frozen=True)
+class Allowed:
+    """One parameter a mimetype may carry: how its value is checked, and what the spec says."""
+
+    check: Callable[[Any], bool]
+    description: str
+
+
+#: mimetype -> {key: what is allowed}. A mimetype absent from the table takes no parameter.
+ALLOWED: dict[str, dict[str, Allowed]] = {
     "application/x-hdf5": {
-        "dataset": _is_hdf5_path,
-        "swmr": _is_bool,
-        "libver": _one_of("earliest", "latest", "v108", "v110", "v112", "v114"),
-        "locking": lambda v: v is None or isinstance(v, bool) or v == "best-effort",
+        "dataset": Allowed(
+            _is_hdf5_path,
+            "a path inside the file: a string, or a list of strings (its segments); no empty, "
+            "`.` or `..` segment",
+        ),
+        "swmr": Allowed(_is_bool, "`true` or `false`"),
+        "libver": Allowed(
+            _one_of("earliest", "latest", "v108", "v110", "v112", "v114"),
+            "`earliest`, `latest`, `v108`, `v110`, `v112` or `v114`",
+        ),
+        "locking": Allowed(
+            lambda v: v is None or isinstance(v, bool) or v == "best-effort",
+            "`true`, `false`, `null` or `best-effort`",
+        ),
     },
 }
+
+
+def markdown_table() -> str:
+    """The allow-list as it appears in spec/FORMAT.md section 3.2."""
+    rows = ["| mimetype | parameter | value |", "|---|---|---|"]
+    for mimetype, keys in ALLOWED.items():
+        rows += [f"| `{mimetype}` | `{key}` | {a.description} |" for key, a in keys.items()]
+    return "\n".join(rows) + "\n"
 
 
 def parameter_problems(row: Any, where: str | None) -> Iterator[Problem]:
     """TA-E508 for every key of the row's parameters its mimetype may not carry."""
     allowed = ALLOWED.get(row.mimetype, {})
     for key, value in sorted(row.parameters.items()):
-        check = allowed.get(key)
-        if check is None:
+        rule = allowed.get(key)
+        if rule is None:
             yield Problem(
                 "TA-E508",
                 where or f"data source {row.id}",
                 f"data source {row.id} (node {row.node!r}, {row.mimetype}) carries "
                 f"parameter {key!r}, which that mimetype may not",
             )
-        elif not check(value):
+        elif not rule.check(value):
             yield Problem(
                 "TA-E508",
                 where or f"data source {row.id}",

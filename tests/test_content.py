@@ -1,0 +1,103 @@
+"""The pure pieces of the data file checks: the read budget's arithmetic, bounded JSON, the
+parameter allow-list (and its table in the spec)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tiled_archive.content import DataSourceRow
+from tiled_archive.content.budget import ensure_within, selection_shape
+from tiled_archive.content.parameters import markdown_table, parameter_problems
+from tiled_archive.format import MAX_JSON_DEPTH, ArchiveError, JSONTooDeep, json_depth, load_json
+
+SPEC = Path(__file__).parent.parent / "spec" / "FORMAT.md"
+
+shapes = st.lists(st.integers(0, 6), min_size=0, max_size=4).map(tuple)
+index = st.one_of(
+    st.builds(slice, st.none() | st.integers(-8, 8), st.none() | st.integers(-8, 8),
+              st.none() | st.integers(1, 3).flatmap(lambda n: st.sampled_from([n, -n]))),
+    st.just(Ellipsis),
+    st.none(),
+)  # fmt: skip
+
+
+@given(shapes, st.lists(index, max_size=4))
+def test_selection_shape_is_numpys(shape, items):
+    """Without allocating anything, the budget computes the shape NumPy gives."""
+    selection = tuple(items)
+    if sum(item is Ellipsis for item in selection) > 1:
+        return
+    if sum(item is not None and item is not Ellipsis for item in selection) > len(shape):
+        return
+    expected = np.empty(shape)[selection].shape
+    assert selection_shape(shape, selection) == expected
+
+
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=3).map(tuple), st.data())
+def test_integer_indices_drop_their_axis(shape, data):
+    if 0 in shape:
+        return
+    at = tuple(data.draw(st.integers(0, n - 1)) for n in shape)
+    assert selection_shape(shape, at) == np.empty(shape)[at].shape == ()
+
+
+def test_budget_refuses_over_and_allows_under(monkeypatch):
+    monkeypatch.setenv("TILED_ARCHIVE_READ_BUDGET", "1000")
+    ensure_within(1000, "data/x", "reading")
+    with pytest.raises(ArchiveError) as err:
+        ensure_within(1001, "data/x", "reading")
+    assert err.value.code == "TA-E912" and "1000" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 200_000 + b"]" * 200_000,
+        b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+        b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1),
+    ],
+)
+def test_deep_json_is_refused_without_recursion(raw):
+    with pytest.raises(JSONTooDeep):
+        load_json(raw)
+
+
+def test_json_at_the_limit_and_long_integers():
+    assert json_depth(load_json(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH)) == MAX_JSON_DEPTH
+    with pytest.raises(ValueError, match="4300 digits"):
+        load_json(b"9" * 5000)
+    assert json_depth({"a": [1, {"b": []}]}) == 4 and json_depth(7) == 0
+
+
+def row(mimetype: str, **parameters) -> DataSourceRow:
+    return DataSourceRow(1, "node", "array", mimetype, parameters, None, ())
+
+
+@pytest.mark.parametrize(
+    ("mimetype", "parameters", "bad"),
+    [
+        ("image/tiff", {"data_uri": "file://localhost/etc/passwd"}, ["data_uri"]),
+        ("application/x-npy", {"data_uri": "x"}, ["data_uri"]),
+        ("text/csv", {"compression": "gzip", "engine": "c"}, ["compression", "engine"]),
+        ("application/x-hdf5", {"dataset": "/a/b", "swmr": True, "libver": "latest"}, []),
+        ("application/x-hdf5", {"dataset": ["a", "b"], "locking": "best-effort"}, []),
+        ("application/x-hdf5", {"dataset": "/a/../b"}, ["dataset"]),
+        ("application/x-hdf5", {"swmr": "yes"}, ["swmr"]),
+        ("application/x-hdf5", {"filename": "/etc/passwd"}, ["filename"]),
+    ],
+)  # fmt: skip
+def test_parameter_allow_list(mimetype, parameters, bad):
+    problems = list(parameter_problems(row(mimetype, **parameters), "data/x"))
+    assert all(p.code == "TA-E508" for p in problems)
+    assert sorted(key for key in bad) == sorted(
+        next(k for k in parameters if repr(k) in p.message) for p in problems
+    )
+
+
+def test_spec_parameter_table_is_the_allow_list():
+    assert markdown_table() in SPEC.read_text(encoding="utf-8")
