@@ -146,7 +146,7 @@ def validate_problems(item: gen.Case, report, seconds: float) -> list[str]:
 
 
 @pytest.mark.parametrize(("name", "form"), params(gen.CASES))
-def test_validate(corpus, watch, name, form):
+def test_validate(corpus, watch, name, form, record_property):
     item = gen.BY_NAME[name]
     with watch.untouched(name) as touched:
         started = time.monotonic()
@@ -155,6 +155,8 @@ def test_validate(corpus, watch, name, form):
         except Exception as exc:  # noqa: BLE001
             pytest.fail(f"validate raised {describe(exc)}", pytrace=False)
         seconds = time.monotonic() - started
+    record_property("result", " ".join(sorted(report.codes)) or "valid")
+    record_property("seconds", round(seconds, 2))
     problems = validate_problems(item, report, seconds) + outside_problems(corpus, name, touched)
     problems += leaks("report", [str(p) for p in report.problems])
     fail_on(problems, "report: " + "; ".join(str(p) for p in report.problems)[:2000])
@@ -175,7 +177,7 @@ def same(value, expected) -> bool:
 
 
 @pytest.mark.parametrize(("name", "form"), params(OPEN_LEVEL))
-def test_open(corpus, watch, name, form):
+def test_open(corpus, watch, name, form, record_property):
     """Catalog-, manifest- and ZIP-level cases: refused at open with the code (for a damaged
     ZIP of the conformance suite: refused, or every read gives the right value or the code)."""
     item = gen.BY_NAME[name]
@@ -184,6 +186,7 @@ def test_open(corpus, watch, name, form):
         try:
             client = tiled_archive.open(corpus.paths[name, form])
         except ArchiveError as err:
+            record_property("result", f"refused {err.code}")
             if err.code not in alternatives(item.at_open):
                 problems.append(f"refused with {err.code}, expected {item.at_open}: {err}")
             problems += leaks("refusal", [str(err)])
@@ -194,6 +197,7 @@ def test_open(corpus, watch, name, form):
                 record = walk(client, "")
             finally:
                 client.close()
+            record_property("result", f"opened; read: {record.first_code or 'values'}")
             if not item.conformance:
                 problems.append(f"opened (expected {item.at_open}); walk:\n{record.report()}")
             else:
@@ -251,7 +255,7 @@ def read_case(client, item: gen.Case) -> Walk:
 
 
 @pytest.mark.parametrize(("name", "form"), params(COMBINED))
-def test_read(corpus, watch, in_process, name, form):
+def test_read(corpus, watch, in_process, name, form, record_property):
     """Read-time cases, as nodes of the combined archive: every node walked, the first code
     met is the case's (big cases: listed only; their reads are test_slow_memory's)."""
     item = gen.BY_NAME[name]
@@ -270,6 +274,7 @@ def test_read(corpus, watch, in_process, name, form):
                 client.close()
         else:
             record = read_case(client, item)
+    record_property("result", record.first_code or ("listed" if item.big else "values"))
     problems = verdict(record, None if item.big else item.read)
     if name == "control-benign":
         for key, expected in CONTROL_VALUES.items():
@@ -362,7 +367,7 @@ def processes(corpus, watch, tmp_path_factory):
 
 
 @pytest.mark.parametrize(("name", "form"), params(BIG))
-def test_slow_memory(processes, name, form):
+def test_slow_memory(processes, name, form, record_property):
     item = gen.BY_NAME[name]
     result = processes["memory"][form][name]
     problems = []
@@ -376,6 +381,7 @@ def test_slow_memory(processes, name, form):
         want = alternatives(wanted[step["step"]]) or {"ok"}
         got = step["code"] if step["status"] == "code" else step["status"]
         grown = step["peak"] - step["baseline"]
+        record_property(step["step"], f"{got}, +{grown / 2**20:.0f} MiB")
         if step["status"] == "code":
             problems += leaks(f"{step['step']} error", [step["text"].split(": ", 1)[-1]])
         if got not in want:
@@ -436,7 +442,7 @@ def extract_jobs(corpus, work: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("name", [c.name for c in ZIPPED])
-def test_slow_extract(corpus, watch, processes, name):
+def test_slow_extract(corpus, watch, processes, name, record_property):
     item = gen.BY_NAME[name]
     result = processes["cli"][f"extract:{name}"]
     output, status = result["output"], result["status"]
@@ -446,6 +452,8 @@ def test_slow_extract(corpus, watch, processes, name):
     if RAW_EXCEPTION.search(output):
         problems.append("traceback or raw exception in the output")
     codes = set(CODE.findall(output))
+    record_property("result", f"exit {status} " + " ".join(sorted(codes)))
+    record_property("seconds", result.get("seconds"))
     if item.extract:
         if status != 1 or not codes & alternatives(item.extract):
             problems.append(
@@ -534,13 +542,14 @@ def listening(port: int) -> bool:
 
 
 @pytest.mark.parametrize(("name", "form"), params(COMBINED))
-def test_slow_serve_read(corpus, watch, served, name, form):
+def test_slow_serve_read(corpus, watch, served, name, form, record_property):
     item = gen.BY_NAME[name]
     client, _ = served[form]
     if isinstance(client, Exception):
         pytest.fail(f"server: {describe(client)}", pytrace=False)
     with watch.untouched(name) as touched:
         record = read_case(client, item)
+    record_property("result", record.first_code or ("listed" if item.big else "values"))
     problems = verdict(record, None if item.big else item.read)
     fail_on(problems + outside_problems(corpus, name, touched), f"walk:\n{record.report()}")
 
@@ -582,10 +591,14 @@ def refusal_jobs(corpus, work: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("name", [c.name for c in SERVE_REFUSED])
-def test_slow_serve_refuses(corpus, processes, name):
+def test_slow_serve_refuses(corpus, processes, name, record_property):
     item = gen.BY_NAME[name]
     result = processes["cli"][f"serve:{name}"]
     output = result["output"]
+    codes = " ".join(sorted(set(CODE.findall(output + str(result.get("probe", ""))))))
+    record_property(
+        "result", ("started, read refused " if result["listening"] else "refused ") + codes
+    )
     problems = outside_problems(corpus, name, processes["touched"][name])
     if RAW_EXCEPTION.search(output):
         problems.append("traceback or raw exception in the output")
