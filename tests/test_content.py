@@ -92,7 +92,7 @@ def row(mimetype: str, **parameters) -> DataSourceRow:
     ],
 )  # fmt: skip
 def test_parameter_allow_list(mimetype, parameters, bad):
-    problems = list(parameter_problems(row(mimetype, **parameters), "data/x"))
+    problems = list(parameter_problems(row(mimetype, **parameters)))
     assert all(p.code == "TA-E508" for p in problems)
     assert sorted(key for key in bad) == sorted(
         next(k for k in parameters if repr(k) in p.message) for p in problems

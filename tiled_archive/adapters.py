@@ -354,9 +354,8 @@ def _guarded(base: type, mimetype: str, adapters: ArchiveAdapters) -> type:
         def from_catalog(cls, data_source, node, /, **kwargs):
             inspection = adapters.archive.inspection(data_source.id)
             row = adapters.archive.data_sources().get(data_source.id)
-            members = row.members() if row is not None else []
-            where = members[0] if members else (row.assets[0].member if row and row.assets else "")
-            if mimetype.startswith("text/csv"):
+            where = row.where if row is not None else f"data source {data_source.id}"
+            if mimetype.startswith("text/csv") or mimetype == "multipart/related;type=text/csv":
                 kwargs["compression"] = None  # never inferred from a file name
             try:
                 adapter = super().from_catalog(data_source, node, **kwargs)

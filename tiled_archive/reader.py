@@ -177,9 +177,7 @@ class Archive:
                 rows, problems = data_source_rows(conn, self.asset_member)
                 problems.extend(node_json_problems(conn))
             for row in rows:
-                problems.extend(
-                    parameter_problems(row, row.members()[0] if row.members() else None)
-                )
+                problems.extend(parameter_problems(row))
             _raise_first(problems)
             self._data_sources = {row.id: row for row in rows}
         return self._data_sources

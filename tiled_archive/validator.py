@@ -483,7 +483,7 @@ class _Checker:
                 continue
             inspection = inspect_data_source(self.source, row)
             self.problems.extend(inspection.problems)
-            warning = inspection.bomb_warning(row.members()[0] if row.members() else row.node)
+            warning = inspection.bomb_warning(row.where)
             if warning is not None:
                 self.problems.append(warning)
 

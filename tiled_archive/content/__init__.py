@@ -56,6 +56,13 @@ class DataSourceRow:
         ordered = sorted(self.assets, key=lambda a: (a.num is None, a.num or 0))
         return [a.member for a in ordered if not a.is_directory]
 
+    @property
+    def where(self) -> str:
+        """What messages about this data source name: its first member (file or folder), or
+        the data source itself when it has no asset."""
+        members = self.members() or [a.member for a in self.assets]
+        return members[0] if members else f"catalog.db data source {self.id} ({self.node!r})"
+
 
 @dataclass
 class Inspection:
@@ -97,18 +104,21 @@ def inspect(source: ByteSource, row: DataSourceRow) -> Inspection:
     from .parameters import parameter_problems
 
     result = Inspection()
-    where = row.members()[0] if row.members() else (row.assets[0].member if row.assets else None)
-    result.problems.extend(parameter_problems(row, where))
+    result.problems.extend(parameter_problems(row))
     inspectors: dict[str, Inspector] = {
         "application/x-hdf5": hdf5.inspect,
+        "application/x-netcdf": hdf5.inspect_netcdf,
         "application/x-npy": npy.inspect,
         "multipart/related;type=application/x-npy": npy.inspect,
         "image/tiff": tiff.inspect,
         "multipart/related;type=image/tiff": tiff.inspect,
         "application/x-zarr": zarr.inspect,
         "application/x-parquet": tables.inspect_parquet,
+        "application/x-parquet;structure=sparse": tables.inspect_parquet,
         "text/csv": tables.inspect_csv,
         "text/csv;header=present": tables.inspect_csv,
+        "text/csv;header=absent": tables.inspect_csv,
+        "multipart/related;type=text/csv": tables.inspect_csv,
     }
     inspector = inspectors.get(row.mimetype)
     members = source.members()

@@ -198,3 +198,20 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
         inner = "/" + "/".join(inner if isinstance(inner, list) else [inner]).strip("/")
         dataset = datasets.get(inner)
         result.unit = (dataset.chunk_bytes or 0) if dataset is not None else 0
+
+
+#: The first bytes of an HDF5 file (at offset 0 when there is no user block).
+SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def inspect_netcdf(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
+    """netCDF-4 files are HDF5 files (and the netCDF library lets HDF5 follow their links);
+    netCDF classic files hold no references."""
+    for path in row.members():
+        with source.open(path) as handle:
+            if handle.read(len(SIGNATURE)) != SIGNATURE:
+                continue
+            handle.seek(0)
+            found = scan(handle)
+        for finding in found.findings:
+            add(result, finding.code, path, f"{finding.where}: {finding.message}")

@@ -71,7 +71,7 @@ def markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def parameter_problems(row: Any, where: str | None) -> Iterator[Problem]:
+def parameter_problems(row: Any) -> Iterator[Problem]:
     """TA-E508 for every key of the row's parameters its mimetype may not carry."""
     allowed = ALLOWED.get(row.mimetype, {})
     for key, value in sorted(row.parameters.items()):
@@ -79,14 +79,14 @@ def parameter_problems(row: Any, where: str | None) -> Iterator[Problem]:
         if rule is None:
             yield Problem(
                 "TA-E508",
-                where or f"data source {row.id}",
+                row.where,
                 f"data source {row.id} (node {row.node!r}, {row.mimetype}) carries "
                 f"parameter {key!r}, which that mimetype may not",
             )
         elif not rule.check(value):
             yield Problem(
                 "TA-E508",
-                where or f"data source {row.id}",
+                row.where,
                 f"data source {row.id} (node {row.node!r}): parameter {key!r} = "
                 f"{str(value)[:80]!r} is not an allowed value",
             )
