@@ -89,6 +89,10 @@ def row(mimetype: str, **parameters) -> DataSourceRow:
         ("application/x-hdf5", {"dataset": "/a/../b"}, ["dataset"]),
         ("application/x-hdf5", {"swmr": "yes"}, ["swmr"]),
         ("application/x-hdf5", {"filename": "/etc/passwd"}, ["filename"]),
+        ("application/x-hdf5", {"dataset": "g/y", "slice": "0", "squeeze": True}, []),
+        ("application/x-hdf5", {"slice": "__import__('os')"}, ["slice"]),
+        ("text/csv", {"sep": ";"}, []),
+        ("text/csv", {"sep": ";;"}, ["sep"]),
     ],
 )  # fmt: skip
 def test_parameter_allow_list(mimetype, parameters, bad):
@@ -101,3 +105,13 @@ def test_parameter_allow_list(mimetype, parameters, bad):
 
 def test_spec_parameter_table_is_the_allow_list():
     assert markdown_table() in SPEC.read_text(encoding="utf-8")
+
+
+def test_assets_go_to_their_adapter_as_data_uri_or_data_uris():
+    from tiled_archive.content import AssetRef
+
+    good = AssetRef("data/a.npy", False, "data_uri", None)
+    bad = AssetRef("data/b.npy", False, None, None)
+    row = DataSourceRow(1, "node", "array", "application/x-npy", {}, None, (good, bad))
+    problems = list(parameter_problems(row))
+    assert [(p.code, p.path) for p in problems] == [("TA-E508", "data/b.npy")]

@@ -10,6 +10,7 @@ JSON types they produce; the table is the spec's (section 3.2).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -59,8 +60,31 @@ ALLOWED: dict[str, dict[str, Allowed]] = {
             lambda v: v is None or isinstance(v, bool) or v == "best-effort",
             "`true`, `false`, `null` or `best-effort`",
         ),
+        "slice": Allowed(
+            lambda v: isinstance(v, str) and _NUMPY_SLICE.fullmatch(v) is not None,
+            "a NumPy index as text: digits, `-`, `:`, `,`, `.`, spaces and brackets",
+        ),
+        "squeeze": Allowed(_is_bool, "`true` or `false`"),
+    },
+    **{
+        mimetype: {
+            key: Allowed(
+                lambda v: isinstance(v, str) and len(v) == 1 and v not in "\x00\r\n",
+                "one character (not NUL, CR or LF)",
+            )
+            for key in ("sep", "delimiter")
+        }
+        for mimetype in (
+            "text/csv",
+            "text/csv;header=present",
+            "text/csv;header=absent",
+            "multipart/related;type=text/csv",
+        )
     },
 }
+#: The adapter arguments an asset may be given as (``data_source_asset_association``).
+ASSET_PARAMETERS = ("data_uri", "data_uris")
+_NUMPY_SLICE = re.compile(r"[\[(]?[-0-9:., ]*[\])]?")
 
 
 def markdown_table() -> str:
@@ -72,7 +96,16 @@ def markdown_table() -> str:
 
 
 def parameter_problems(row: Any) -> Iterator[Problem]:
-    """TA-E508 for every key of the row's parameters its mimetype may not carry."""
+    """TA-E508 for every key of the row's parameters its mimetype may not carry, and for an
+    asset given to the adapter as anything but ``data_uri``/``data_uris``."""
+    for asset in row.assets:
+        if asset.parameter not in ASSET_PARAMETERS:
+            yield Problem(
+                "TA-E508",
+                asset.member,
+                f"data source {row.id} (node {row.node!r}) gives this asset to its adapter as "
+                f"{asset.parameter!r}, not data_uri or data_uris",
+            )
     allowed = ALLOWED.get(row.mimetype, {})
     for key, value in sorted(row.parameters.items()):
         rule = allowed.get(key)
