@@ -32,3 +32,11 @@ conformance: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo-output
+
+# >= 10,000 Hypothesis-mutated archives (tests/fuzz/README.md); `make test` runs a small sample.
+.PHONY: fuzz
+fuzz: $(STAMP)
+	TILED_ARCHIVE_FUZZ_EXAMPLES=$${TILED_ARCHIVE_FUZZ_EXAMPLES:-2300} \
+	TILED_ARCHIVE_FUZZ_OPEN_EXAMPLES=$${TILED_ARCHIVE_FUZZ_OPEN_EXAMPLES:-250} \
+	TILED_ARCHIVE_FUZZ_RANDOM=$${TILED_ARCHIVE_FUZZ_RANDOM:-1} \
+	$(BIN)/python -m pytest -q tests/fuzz

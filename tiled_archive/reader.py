@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from .content import DataSourceRow, Inspection, data_source_rows, node_json_problems
+from .content import DataSourceRow, Inspection, data_source_rows, node_json_problems, reason
 from .content import inspect as inspect_data_source
 from .content.parameters import parameter_problems
 from .format import (
@@ -165,17 +165,27 @@ class Archive:
     def data_sources(self) -> dict[int, DataSourceRow]:
         """The catalog's data sources by id, their assets as members. The first call checks
         every asset URI (TA-E503/TA-E504), every data source's parameters (TA-E508) and the
-        nesting of the catalog's JSON (TA-E509), raising the first problem."""
+        nesting of the catalog's JSON (TA-E509), raising the first problem; a damaged catalog
+        is TA-E500, one missing a table or column of Tiled's schema TA-E502."""
         if self._data_sources is None:
+            from sqlalchemy.exc import DatabaseError
+
             from .catalog import read_assets
 
             catalog = self.catalog_path()
-            for asset in read_assets(catalog):
-                self.asset_member(asset.data_uri)
             uri = f"{catalog.resolve().as_uri()}?mode=ro&immutable=1"
-            with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
-                rows, problems = data_source_rows(conn, self.asset_member)
-                problems.extend(node_json_problems(conn))
+            try:
+                with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+                    check = [row[0] for row in conn.execute("PRAGMA quick_check(1)")]
+                    if check != ["ok"]:
+                        raise ArchiveError("TA-E500", CATALOG_NAME, f"quick_check: {check[0]}")
+                    for asset in read_assets(catalog):
+                        self.asset_member(asset.data_uri)
+                    rows, problems = data_source_rows(conn, self.asset_member)
+                    problems.extend(node_json_problems(conn))
+            except (sqlite3.DatabaseError, DatabaseError) as err:
+                code = "TA-E502" if "no such" in str(err) else "TA-E500"
+                raise ArchiveError(code, CATALOG_NAME, f"SQLite: {reason(err)}") from None
             for row in rows:
                 problems.extend(parameter_problems(row))
             _raise_first(problems)

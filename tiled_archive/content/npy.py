@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..sources import ByteSource
-from . import DataSourceRow, Inspection, add, declared_dtype, structure_of
+from . import DataSourceRow, Inspection, add, declared_dtype, reason, structure_of
 from .budget import nbytes
 
 
@@ -36,8 +36,8 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
         try:
             with source.open(path) as handle:
                 shape, _, dtype, header = read_header(handle)
-        except (ValueError, SyntaxError, EOFError) as err:
-            add(result, "TA-E601", path, f"not a readable .npy file: {err}")
+        except Exception as err:  # noqa: BLE001 -- numpy parses the header with ast/tokenize
+            add(result, "TA-E601", path, f"not a readable .npy file: {reason(err)}")
             continue
         if dtype.hasobject:
             add(result, "TA-E601", path, "holds Python objects (read only by unpickling)")

@@ -1,0 +1,1 @@
+"""Fuzzers: Hypothesis-mutated archives through validate and through open + read."""
