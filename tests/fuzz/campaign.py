@@ -48,6 +48,8 @@ class Stats:
     cases: int = 0
     seconds: float = 0.0  # wall time of the cases, mutation and writing included
     findings: int = 0
+    slowest: float = 0.0  # seconds of the slowest child
+    peak: int = 0  # bytes: the largest RSS growth of a child
     outcomes: Counter = field(default_factory=Counter)  # first code (or "ok") per case
     started: float = field(default_factory=time.monotonic)
 
@@ -65,6 +67,7 @@ class Campaign:
         self.failures = failures
         self.stats: dict[str, Stats] = {}
         self.records: dict[str, dict[str, Record]] = {}
+        self.harness_errors: dict[str, list[str]] = {}  # mutations the fuzzer failed to apply
 
     def run(self, fuzzer: str, entry: str, seed: Seed, mutation: Any) -> dict:
         """Apply ``mutation`` to ``seed``, put the archive through ``entry`` in a child, and
@@ -77,6 +80,10 @@ class Campaign:
                 path, mutation = mutation.apply(seed, root)  # the reduced mutation
             except Skip:
                 reject()
+            except Exception as exc:  # noqa: BLE001 -- a bug of the fuzzer, not of the reader
+                errors = self.harness_errors.setdefault(fuzzer, [])
+                errors.append(f"{type(exc).__name__}: {exc} -- {mutation!r}"[:1500])
+                reject()
             result = run_in_child(
                 child_job,
                 entry,
@@ -87,6 +94,8 @@ class Campaign:
             )
             findings = [Finding(**f) for f in result["findings"]]
             stats.cases += 1
+            stats.slowest = max(stats.slowest, result["seconds"])
+            stats.peak = max(stats.peak, result.get("peak", 0))
             stats.findings += len(findings)
             codes = result.get("codes") or []
             stats.outcomes["finding" if findings else (codes[0] if codes else "ok")] += 1
@@ -144,12 +153,15 @@ class Campaign:
             top = ", ".join(f"{k} {v}" for k, v in stats.outcomes.most_common(6))
             lines.append(
                 f"fuzz {name}: {stats.cases} archives in {stats.seconds:.0f} s "
-                f"({rate:.2f}/s), {stats.findings} findings; outcomes: {top}"
+                f"({rate:.2f}/s), {stats.findings} findings; slowest {stats.slowest:.1f} s, "
+                f"peak +{stats.peak / 2**20:.0f} MiB; outcomes: {top}"
             )
         for records in self.records.values():
             for record in records.values():
                 lines.append(f"  {record.count}x {record.fuzzer}: {record.finding.signature}")
                 lines.append(f"      {record.saved}")
+        for name, errors in sorted(self.harness_errors.items()):
+            lines.append(f"fuzz {name}: {len(errors)} mutations failed to apply: {errors[0]}")
         lines.append(
             f"fuzz: {total} archives, {found} uncaught exceptions"
             + (f" ({distinct} distinct; reproductions in {self.failures})" if distinct else "")
@@ -164,6 +176,8 @@ class Campaign:
                     "cases": s.cases,
                     "seconds": round(s.seconds, 1),
                     "findings": s.findings,
+                    "slowest_seconds": round(s.slowest, 2),
+                    "peak_bytes": s.peak,
                     "outcomes": dict(s.outcomes),
                 }
                 for name, s in self.stats.items()

@@ -404,6 +404,8 @@ def mutate_json(doc: Any, ops: tuple[JsonOp, ...], log: list | None = None) -> s
             elif isinstance(current, dict):
                 container[key] = {_restyle(k, op.value): v for k, v in current.items()}
     text = json.dumps(holder["root"], ensure_ascii=False)
+    # A lone surrogate (from a raw "\ud800" parsed by an earlier op) back to its JSON escape.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     for index, value in enumerate(raws):
         text = text.replace(f'"@@RAW{index}@@"', value)
     return text
@@ -453,7 +455,7 @@ def apply_text_ops(text: str, ops: tuple[TextOp, ...], log: list | None = None) 
             # The first key again, later value winning in Python, first in other parsers.
             try:
                 first = next(iter(json.loads(data)))
-            except (ValueError, StopIteration, TypeError):
+            except (ValueError, StopIteration, TypeError, RecursionError):
                 continue
             extra = json.dumps({first: op.value})[1:-1].encode()
             data = data[:-1] + b"," + extra + b"}" if data.rstrip().endswith(b"}") else data
@@ -715,7 +717,7 @@ def apply_sql(conn: sqlite3.Connection, op: SqlOp, archive: Path, log: list) -> 
             ).fetchone()
             try:
                 doc = json.loads(current) if current is not None else None
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, RecursionError):  # not JSON, or nested too deep
                 doc = None
             json_ops: list[JsonOp] = []
             value: Any = mutate_json(doc, op.value, json_ops)
@@ -881,7 +883,7 @@ class DataMutation:
         if mode == "json" and path.endswith(JSON_SUFFIXES):
             try:
                 doc = json.loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):
                 doc = None
             log: list = []
             content = mutate_json(doc, self.json_ops, log).encode("utf-8", "surrogatepass")

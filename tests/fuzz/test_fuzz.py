@@ -47,14 +47,21 @@ def fuzz_settings(examples: int):
 
 
 def fail_on_findings(campaign, fuzzer: str) -> None:
+    lines = []
+    harness = campaign.harness_errors.get(fuzzer, [])
+    if harness:
+        lines.append(
+            f"{len(harness)} mutation(s) failed to apply (a fuzzer bug); first: {harness[0]}"
+        )
     records = campaign.failures_of(fuzzer)
     if records:
-        lines = [f"{len(records)} distinct uncaught exception(s) in {fuzzer}:"]
+        lines.append(f"{len(records)} distinct uncaught exception(s) in {fuzzer}:")
         for record in records:
             lines.append(f"- {record.count}x {record.finding.signature}")
             lines.append(f"  seed {record.seed}, mutation {record.mutation[:800]}")
             lines.append(f"  {record.finding}")
             lines.append(f"  saved: {record.saved}")
+    if lines:
         pytest.fail("\n".join(lines), pytrace=False)
 
 
