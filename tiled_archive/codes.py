@@ -261,7 +261,7 @@ _TABLE = [
     ),
     Code(
         "TA-E506",
-        "A structure or data source in the catalog is not valid for Tiled.",
+        "A node, structure or data source in the catalog is not valid for Tiled.",
         "Write the catalog through Tiled.",
     ),
     Code(

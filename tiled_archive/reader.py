@@ -23,10 +23,12 @@ from .content.parameters import parameter_problems
 from .format import (
     CATALOG_NAME,
     DATA_DIR,
+    FORMAT_VERSION,
     MANIFEST_NAME,
     MIMETYPE,
     MIMETYPE_NAME,
     REQUIRED_FILES,
+    TILED_SCHEMA_REVISIONS,
     ArchiveError,
     FileEntry,
     Manifest,
@@ -176,14 +178,24 @@ class Archive:
             uri = f"{catalog.resolve().as_uri()}?mode=ro&immutable=1"
             try:
                 with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+                    conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
                     check = [row[0] for row in conn.execute("PRAGMA quick_check(1)")]
                     if check != ["ok"]:
                         raise ArchiveError("TA-E500", CATALOG_NAME, f"quick_check: {check[0]}")
+                    revisions = [
+                        r[0] for r in conn.execute("SELECT version_num FROM alembic_version")
+                    ]
+                    if len(revisions) != 1 or revisions[0] not in TILED_SCHEMA_REVISIONS:
+                        raise ArchiveError(
+                            "TA-E501",
+                            CATALOG_NAME,
+                            f"stamped {revisions}, not one revision format {FORMAT_VERSION} allows",
+                        )
                     for asset in read_assets(catalog):
                         self.asset_member(asset.data_uri)
                     rows, problems = data_source_rows(conn, self.asset_member)
                     problems.extend(node_json_problems(conn))
-            except (sqlite3.DatabaseError, DatabaseError) as err:
+            except (sqlite3.DatabaseError, DatabaseError, UnicodeDecodeError) as err:
                 code = "TA-E502" if "no such" in str(err) else "TA-E500"
                 raise ArchiveError(code, CATALOG_NAME, f"SQLite: {reason(err)}") from None
             for row in rows:

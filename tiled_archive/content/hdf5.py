@@ -60,7 +60,9 @@ def scan(handle: BinaryIO) -> Scan:
     try:
         with h5py.File(handle, "r") as file:
             _Walk(file, result).run()
-    except OSError as err:  # h5py's error for anything the library cannot parse
+    # h5py's errors for what the library cannot parse: OSError opening, RuntimeError,
+    # KeyError or ValueError from damaged heaps, dataspaces and link tables while walking.
+    except (OSError, RuntimeError, KeyError, ValueError) as err:
         result.findings.append(Finding("TA-E601", "/", f"not a readable HDF5 file: {err}"))
     return result
 
