@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ pytest.importorskip("inotify_simple")
 
 import tiled_archive  # noqa: E402
 from tiled_archive.format import ArchiveError  # noqa: E402
-from tiled_archive.testing import HOST, free_port  # noqa: E402
+from tiled_archive.testing import HOST, free_port, listening  # noqa: E402
 
 from .hostile import generate as gen  # noqa: E402
 from .hostile.harness import (  # noqa: E402
@@ -534,11 +533,6 @@ def served(corpus, tmp_path_factory):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex((HOST, port)) == 0
 
 
 @pytest.mark.parametrize(("name", "form"), params(COMBINED))

@@ -71,7 +71,7 @@ def serving(
         )
     try:
         deadline = time.monotonic() + timeout
-        while not _listening(port):
+        while not listening(port):
             if process.poll() is not None or time.monotonic() > deadline:
                 output = log.read_text() if log else "(output discarded)"
                 raise RuntimeError(f"{command[0]} did not start listening on {port}:\n{output}")
@@ -86,6 +86,7 @@ def serving(
             process.wait()
 
 
-def _listening(port: int) -> bool:
+def listening(port: int) -> bool:
+    """Whether something accepts TCP connections on ``HOST:port``."""
     with socket.socket() as probe:
         return probe.connect_ex((HOST, port)) == 0
