@@ -271,7 +271,10 @@ def load_json(raw: bytes | str) -> Any:
         raise JSONTooDeep(f"nested more than {MAX_JSON_DEPTH} levels deep") from None
     except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError, over-long integers
         raise ValueError(str(err).split("; use sys.set_int_max_str_digits")[0]) from None
-    if json_depth(value) > MAX_JSON_DEPTH:
+    # Text with no more brackets than the limit cannot nest deeper: skip the walk (most
+    # metadata and structures, read once per node when an archive opens).
+    brackets = text.count("{") + text.count("[") if isinstance(text, str) else 0
+    if brackets > MAX_JSON_DEPTH and json_depth(value) > MAX_JSON_DEPTH:
         raise JSONTooDeep(f"nested more than {MAX_JSON_DEPTH} levels deep")
     return value
 

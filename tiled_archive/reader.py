@@ -191,9 +191,11 @@ class Archive:
                             CATALOG_NAME,
                             f"stamped {revisions}, not one revision format {FORMAT_VERSION} allows",
                         )
-                    for asset in read_assets(catalog):
-                        self.asset_member(asset.data_uri)
-                    rows, problems = data_source_rows(conn, self.asset_member)
+                    # Each asset resolved once; the data sources reuse the answers.
+                    members = {
+                        a.data_uri: self.asset_member(a.data_uri) for a in read_assets(catalog)
+                    }
+                    rows, problems = data_source_rows(conn, members.get)
                     problems.extend(node_json_problems(conn))
             except (sqlite3.DatabaseError, DatabaseError, UnicodeDecodeError) as err:
                 code = "TA-E502" if "no such" in str(err) else "TA-E500"
