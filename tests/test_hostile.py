@@ -28,7 +28,7 @@ pytest.importorskip("inotify_simple")
 
 import tiled_archive  # noqa: E402
 from tiled_archive.format import ArchiveError  # noqa: E402
-from tiled_archive.testing import HOST, free_port, listening  # noqa: E402
+from tiled_archive.testing import HOST, free_port, listening, stop  # noqa: E402
 
 from .hostile import generate as gen  # noqa: E402
 from .hostile.harness import (  # noqa: E402
@@ -527,12 +527,7 @@ def served(corpus, tmp_path_factory):
         yield {form: (clients[form], servers[form][2]) for form in gen.FORMS}
     finally:
         for process, _, _ in servers.values():
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 @pytest.mark.parametrize(("name", "form"), params(COMBINED))

@@ -666,7 +666,7 @@ class _CatalogChecks:
         if {"data_sources", "structures", "nodes", "assets", "data_source_asset_association"} <= (
             tables
         ):
-            self._check_data_files()
+            self._collect_data_sources()
 
     def _complete_tables(self) -> set[str]:
         """The required tables present with every column Tiled's schema (its ORM) gives them;
@@ -814,8 +814,9 @@ class _CatalogChecks:
             if mimetype not in DEFAULT_ADAPTERS_BY_MIMETYPE:
                 self.add("TA-W501", CATALOG_NAME, f"{where}: no Tiled adapter for {mimetype!r}")
 
-    def _check_data_files(self) -> None:
-        """§3.2 and §3.3 read the data sources' files; they run once hashing is done."""
+    def _collect_data_sources(self) -> None:
+        """The data sources, for the §3.2/§3.3 checks that read their files once hashing is
+        done (``_Checker._check_data_files``)."""
         members = getattr(self, "members", {})
         rows, problems = data_source_rows(self.conn, members.get)
         self.checker.problems.extend(problems)
