@@ -3,6 +3,8 @@ parameter allow-list (and its table in the spec)."""
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 
 from tiled_archive.content import DataSourceRow
 from tiled_archive.content.budget import ensure_within, selection_shape
+from tiled_archive.content.catalog import ROWS_PER_RULE, catalog_problems
 from tiled_archive.content.parameters import markdown_table, parameter_problems
 from tiled_archive.format import MAX_JSON_DEPTH, ArchiveError, JSONTooDeep, json_depth, load_json
 
@@ -115,3 +118,49 @@ def test_assets_go_to_their_adapter_as_data_uri_or_data_uris():
     row = DataSourceRow(1, "node", "array", "application/x-npy", {}, None, (good, bad))
     problems = list(parameter_problems(row))
     assert [(p.code, p.path) for p in problems] == [("TA-E508", "data/b.npy")]
+
+
+# -- Catalog rows Tiled can load (spec §3) ------------------------------------------------------
+
+MINIMAL = Path(__file__).resolve().parent.parent / "conformance/fixtures/valid/minimal/archive"
+
+
+def catalog_copy(tmp_path: Path, *statements: str) -> sqlite3.Connection:
+    path = tmp_path / "catalog.db"
+    shutil.copyfile(MINIMAL / "catalog.db", path)
+    conn = sqlite3.connect(path)
+    for statement in statements:
+        conn.execute(statement)
+    conn.commit()
+    return conn
+
+
+def test_a_valid_catalog_has_no_row_problems(tmp_path):
+    assert catalog_problems(catalog_copy(tmp_path)) == []
+
+
+def test_bytes_split_across_columns_are_not_utf8(tmp_path):
+    """Each text column is decoded on its own by Tiled: a lead byte ending one column and a
+    continuation byte starting the next are two errors, not one 'é'."""
+    conn = catalog_copy(
+        tmp_path,
+        "UPDATE assets SET hash_type = CAST(X'736861323536c3' AS TEXT),"
+        " hash_content = CAST(X'a9' AS TEXT) WHERE id = 1",
+    )
+    messages = [p.message for p in catalog_problems(conn)]
+    assert [m.split(":")[:2] for m in messages] == [["asset 1", " hash_type"]] + [
+        ["asset 1", " hash_content"]
+    ], messages
+
+
+def test_rows_reported_per_rule_are_bounded(tmp_path):
+    copies = "INSERT INTO structures (id, structure) SELECT id || '-' || n, structure FROM"
+    conn = catalog_copy(
+        tmp_path,
+        "WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < 500)"
+        f" {copies} structures, k",
+        "UPDATE structures SET structure = 'not json'",
+    )
+    problems = catalog_problems(conn)
+    assert len(problems) == ROWS_PER_RULE
+    assert all(p.code == "TA-E506" and "structure must be JSON text" in p.message for p in problems)

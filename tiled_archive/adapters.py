@@ -76,7 +76,14 @@ class ArchiveAdapters:
         """
         readers = self._directory_adapters() if self.archive.is_directory else self._zip_adapters()
         # Both cover every mimetype Tiled knows, so none falls through to Tiled's stock one.
-        return {mimetype: _guarded(base, mimetype, self) for mimetype, base in readers.items()}
+        return _AdapterMapping(
+            self, {mimetype: _guarded(base, mimetype, self) for mimetype, base in readers.items()}
+        )
+
+    def where(self, source_id: int | None) -> str:
+        """What messages about a data source name (its first member)."""
+        row = self.archive.data_sources().get(source_id) if source_id is not None else None
+        return row.where if row is not None else f"data source {source_id}"
 
     # -- Directory archives: Tiled's adapters on the real files ------------------------------
 
@@ -353,8 +360,7 @@ def _guarded(base: type, mimetype: str, adapters: ArchiveAdapters) -> type:
         @classmethod
         def from_catalog(cls, data_source, node, /, **kwargs):
             inspection = adapters.archive.inspection(data_source.id)
-            row = adapters.archive.data_sources().get(data_source.id)
-            where = row.where if row is not None else f"data source {data_source.id}"
+            where = adapters.where(data_source.id)
             if mimetype.startswith("text/csv") or mimetype == "multipart/related;type=text/csv":
                 kwargs["compression"] = None  # never inferred from a file name
             try:
@@ -367,6 +373,29 @@ def _guarded(base: type, mimetype: str, adapters: ArchiveAdapters) -> type:
 
     Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
     return Guarded
+
+
+class _AdapterMapping(dict):
+    """Adapter classes by mimetype. A mimetype no adapter reads gets one that refuses with
+    TA-W501 (``validate`` warned of it), where Tiled would raise a RuntimeError: a 500."""
+
+    def __init__(self, adapters: ArchiveAdapters, classes: dict[str, type]):
+        super().__init__(classes)
+        self.adapters = adapters
+
+    def __missing__(self, mimetype: str) -> type:
+        adapters = self.adapters
+
+        class Unreadable:
+            @classmethod
+            def from_catalog(cls, data_source, node, /, **kwargs):
+                raise ArchiveError(
+                    "TA-W501",
+                    adapters.where(data_source.id),
+                    f"no Tiled adapter reads {mimetype!r}: the node is listed but not read",
+                )
+
+        return Unreadable
 
 
 def _budgeted(adapter: Any, inspection: Inspection, where: str, mimetype: str) -> Any:

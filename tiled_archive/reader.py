@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from .content import DataSourceRow, Inspection, data_source_rows, node_json_problems, reason
+from .content import DataSourceRow, Inspection, reason
 from .content import inspect as inspect_data_source
+from .content.catalog import catalog_problems, data_source_rows
 from .content.parameters import parameter_problems
 from .format import (
     CATALOG_NAME,
@@ -166,8 +167,9 @@ class Archive:
 
     def data_sources(self) -> dict[int, DataSourceRow]:
         """The catalog's data sources by id, their assets as members. The first call checks
-        every asset URI (TA-E503/TA-E504), every data source's parameters (TA-E508) and the
-        nesting of the catalog's JSON (TA-E509), raising the first problem; a damaged catalog
+        every row Tiled will load (TA-E506), every asset URI (TA-E503/TA-E504), every data
+        source's parameters (TA-E508) and the nesting of the catalog's JSON (TA-E509), raising
+        the first problem; a damaged catalog
         is TA-E500, one missing a table or column of Tiled's schema TA-E502."""
         if self._data_sources is None:
             from sqlalchemy.exc import DatabaseError
@@ -195,8 +197,8 @@ class Archive:
                     members = {
                         a.data_uri: self.asset_member(a.data_uri) for a in read_assets(catalog)
                     }
-                    rows, problems = data_source_rows(conn, members.get)
-                    problems.extend(node_json_problems(conn))
+                    problems = catalog_problems(conn)
+                    rows = data_source_rows(conn, members.get)
             except (sqlite3.DatabaseError, DatabaseError, UnicodeDecodeError) as err:
                 code = "TA-E502" if "no such" in str(err) else "TA-E500"
                 raise ArchiveError(code, CATALOG_NAME, f"SQLite: {reason(err)}") from None

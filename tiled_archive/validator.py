@@ -51,8 +51,9 @@ from rich.table import Table
 
 from . import __version__, bag
 from .codes import CODES, Severity
-from .content import DataSourceRow, data_source_rows, node_json_problems, structure_problem
+from .content import DataSourceRow
 from .content import inspect as inspect_data_source
+from .content.catalog import SERVED_TABLES, catalog_problems, data_source_rows
 from .format import (
     BAG_INFO_NAME,
     BAGIT_NAME,
@@ -69,13 +70,11 @@ from .format import (
     TILED_SCHEMA_REVISIONS,
     ArchiveError,
     FileEntry,
-    JSONTooDeep,
     Manifest,
     Problem,
     case_collisions,
     clip,
     is_payload_path,
-    load_json,
     parse_manifest,
     path_problems,
 )
@@ -659,10 +658,9 @@ class _CatalogChecks:
             self._check_revision()
         if "assets" in tables:
             self._check_assets()
-        if {"data_sources", "structures", "nodes"} <= tables:
-            self._check_data_sources()
-        if "nodes" in tables:
-            self.checker.problems.extend(node_json_problems(self.conn))
+        if set(SERVED_TABLES) <= tables:
+            self.checker.problems.extend(catalog_problems(self.conn))
+            self._check_mimetypes()
         if {"data_sources", "structures", "nodes", "assets", "data_source_asset_association"} <= (
             tables
         ):
@@ -803,34 +801,27 @@ class _CatalogChecks:
                 f"asset hash {hash_type}:{hash_content}, the manifest says sha256:{entry.sha256}",
             )
 
-    def _check_data_sources(self) -> None:
+    def _check_mimetypes(self) -> None:
         from tiled.mimetypes import DEFAULT_ADAPTERS_BY_MIMETYPE
 
-        for row in self._rows(_DATA_SOURCES_SQL, "data_sources"):
-            source_id, node_id, key, family, mimetype, *_ = row
-            where = f"data source {source_id} (node {node_id} {key!r})"
-            for message in _data_source_problems(*row[3:]):
-                self.add("TA-E506", CATALOG_NAME, f"{where}: {message}")
+        for source_id, node_id, key, mimetype in self._rows(_MIMETYPES_SQL, "data_sources"):
             if mimetype not in DEFAULT_ADAPTERS_BY_MIMETYPE:
+                where = f"data source {source_id} (node {node_id} {key!r})"
                 self.add("TA-W501", CATALOG_NAME, f"{where}: no Tiled adapter for {mimetype!r}")
 
     def _collect_data_sources(self) -> None:
         """The data sources, for the §3.2/§3.3 checks that read their files once hashing is
         done (``_Checker._check_data_files``)."""
         members = getattr(self, "members", {})
-        rows, problems = data_source_rows(self.conn, members.get)
-        self.checker.problems.extend(problems)
-        self.checker.data_sources = rows
+        self.checker.data_sources = data_source_rows(self.conn, members.get)
 
 
 _TABLES_SQL = "SELECT name FROM sqlite_master WHERE type = 'table'"
 _REVISION_SQL = "SELECT version_num FROM alembic_version"
 _ASSETS_SQL = "SELECT data_uri, is_directory, size, hash_type, hash_content FROM assets ORDER BY id"
-_DATA_SOURCES_SQL = (
-    "SELECT d.id, d.node_id, n.key, d.structure_family, d.mimetype, d.management, d.parameters,"
-    " d.properties, d.structure_id, s.structure FROM data_sources d"
-    " LEFT JOIN nodes n ON n.id = d.node_id LEFT JOIN structures s ON s.id = d.structure_id"
-    " ORDER BY d.id"
+_MIMETYPES_SQL = (
+    "SELECT d.id, d.node_id, n.key, d.mimetype FROM data_sources d"
+    " LEFT JOIN nodes n ON n.id = d.node_id ORDER BY d.id"
 )
 
 
@@ -846,68 +837,6 @@ def _holds_folder(sorted_paths: list[str], folder: str) -> bool:
     prefix = folder + "/"
     at = bisect_left(sorted_paths, prefix)
     return at < len(sorted_paths) and sorted_paths[at].startswith(prefix)
-
-
-def _data_source_problems(
-    family: object,
-    mimetype: object,
-    management: object,
-    parameters: object,
-    properties: object,
-    structure_id: object,
-    structure: object,
-) -> Iterator[str]:
-    """Why Tiled could not load a data source row (its structure, family, JSON columns)."""
-    from tiled.structures.core import STRUCTURE_TYPES, StructureFamily
-    from tiled.structures.data_source import Management
-
-    if not isinstance(mimetype, str):
-        yield f"mimetype {mimetype!r} is not text"
-    try:
-        Management(management)
-    except ValueError:
-        yield f"unknown management {management!r}"
-    for column, value in (("parameters", parameters), ("properties", properties)):
-        decoded = _json(value)
-        if decoded is _TOO_DEEP:
-            continue  # TA-E509
-        if decoded is not None and not isinstance(decoded, dict):
-            yield f"{column} is not a JSON object or NULL"
-    try:
-        family = StructureFamily(family)
-    except ValueError:
-        yield f"unknown structure family {family!r}"
-        return
-    if structure_id is None:
-        return
-    if structure is None:
-        yield f"structure {structure_id!r} does not exist"
-        return
-    decoded = _json(structure)
-    if decoded is _TOO_DEEP:
-        return  # TA-E509
-    problem = structure_problem(STRUCTURE_TYPES[family], decoded)
-    if problem:
-        yield f"structure {structure_id!r} is not a valid {family.value} structure: {problem}"
-
-
-_NOT_JSON = object()
-_TOO_DEEP = object()
-
-
-def _json(value: object) -> object:
-    """A JSON column's value decoded (None for NULL), ``_TOO_DEEP`` when it nests deeper than
-    the format allows (TA-E509, reported by the data file checks), or ``_NOT_JSON``."""
-    if value is None:
-        return None
-    if not isinstance(value, (str, bytes)):
-        return _NOT_JSON
-    try:
-        return load_json(value)
-    except JSONTooDeep:
-        return _TOO_DEEP
-    except ValueError:
-        return _NOT_JSON
 
 
 # -- Output -----------------------------------------------------------------------------------

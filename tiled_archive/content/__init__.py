@@ -13,18 +13,17 @@ members are ever opened), and give
   ``validate``'s decompression warning (TA-W600).
 
 One module per format; :func:`inspect` picks by mimetype. Parameters a data source may carry
-are :mod:`.parameters`.
+are :mod:`.parameters`; what the catalog's rows may say, :mod:`.catalog`.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from ..format import JSONTooDeep, Problem, clip, load_json
+from ..format import Problem, clip
 from ..sources import ByteSource
 from .budget import BOMB_MIN_BYTES, BOMB_RATIO
 
@@ -129,91 +128,17 @@ def inspect(source: ByteSource, row: DataSourceRow) -> Inspection:
     return result
 
 
-_ROWS_SQL = (
-    "SELECT d.id, n.key, d.structure_family, d.mimetype, d.parameters, s.structure"
-    " FROM data_sources d LEFT JOIN nodes n ON n.id = d.node_id"
-    " LEFT JOIN structures s ON s.id = d.structure_id ORDER BY d.id"
-)
-_ASSETS_SQL = (
-    "SELECT x.data_source_id, a.data_uri, a.is_directory, x.parameter, x.num"
-    " FROM data_source_asset_association x JOIN assets a ON a.id = x.asset_id"
-    " ORDER BY x.data_source_id, x.num"
-)
-
-
-def data_source_rows(
-    conn: sqlite3.Connection, member_of: Callable[[str], str | None]
-) -> tuple[list[DataSourceRow], list[Problem]]:
-    """Every data source of a catalog whose JSON decodes, with its assets as archive members
-    (``member_of`` maps a data URI to a member, or None for one that names none: reported by
-    the asset checks, and its data source is left out). The problems are JSON nested too deeply
-    (TA-E509); other undecodable rows are TA-E506, reported by the catalog checks."""
-    assets: dict[int, list[AssetRef]] = {}
-    unresolved: set[int] = set()
-    for source_id, uri, is_directory, parameter, num in conn.execute(_ASSETS_SQL):
-        member = member_of(uri) if isinstance(uri, str) else None
-        if member is None:
-            unresolved.add(source_id)
-        else:
-            assets.setdefault(source_id, []).append(
-                AssetRef(member, bool(is_directory), parameter, num)
-            )
-    rows, problems = [], []
-    for source_id, key, family, mimetype, parameters, structure in conn.execute(_ROWS_SQL):
-        decoded = []
-        for column, value in (("parameters", parameters), ("structure", structure)):
-            try:
-                decoded.append(None if value is None else load_json(value))
-            except (ValueError, TypeError) as err:
-                if isinstance(err, JSONTooDeep):
-                    problems.append(
-                        Problem(
-                            "TA-E509", f"catalog.db data source {source_id}", f"{column}: {err}"
-                        )
-                    )
-                decoded.append(_UNDECODABLE)
-        if _UNDECODABLE in decoded or not isinstance(mimetype, str) or source_id in unresolved:
-            continue
-        params, struct = decoded
-        rows.append(
-            DataSourceRow(
-                source_id,
-                str(key),
-                str(family),
-                mimetype,
-                params if isinstance(params, dict) else {},
-                struct if isinstance(struct, dict) else None,
-                tuple(assets.get(source_id, ())),
-            )
-        )
-    return rows, problems
-
-
-_UNDECODABLE = object()
-
-
-def node_json_problems(conn: sqlite3.Connection) -> list[Problem]:
-    """TA-E509 for each node whose metadata or specs nest deeper than the format allows
-    (Tiled's JSON encoders recurse, so such a node could not even be listed)."""
-    problems = []
-    for node_id, key, metadata, specs in conn.execute(
-        "SELECT id, key, metadata, specs FROM nodes ORDER BY id"
-    ):
-        for column, value in (("metadata", metadata), ("specs", specs)):
-            if not isinstance(value, (str, bytes)):
-                continue
-            try:
-                load_json(value)
-            except JSONTooDeep as err:
-                problems.append(
-                    Problem("TA-E509", f"catalog.db node {node_id} ({key!r})", f"{column}: {err}")
-                )
-    return problems
-
-
 def reason(err: BaseException) -> str:
     """What a library's exception says, for a user: its message's first line (no exception
     class names, no traceback), at most 300 characters."""
+    details = getattr(err, "errors", None)
+    if callable(details):  # pydantic: the first failing field says more than the summary line
+        try:
+            first = details()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            return clip(f"{where}: {first['msg']}" if where else str(first["msg"]))
+        except (TypeError, LookupError, AttributeError):
+            pass
     text = str(err).strip()
     if not text:
         return "the file's library could not read it"

@@ -1,0 +1,458 @@
+"""What the catalog's rows may say (spec §3), checked alike by ``open`` and ``validate``.
+
+Tiled loads catalog rows through its ORM and pydantic models and trusts what it finds: a value
+of another type than its column's, text that is not UTF-8, a row naming a row that does not
+exist, a node without the data source its family needs — each one ends the first request that
+touches the node in a raw exception (a 500 from the server, a traceback in-process). So every
+row Tiled reads is checked against Tiled's own schema first: column types, nullability and
+foreign keys come from its ORM (``tiled.catalog.orm``), specs from its pydantic models, and
+structures from its structure classes. The type checks run in SQL (SQLite's JSON functions
+included) and only the text columns are decoded in Python, so opening a catalog of 10,000
+nodes stays cheap.
+
+TA-E506 is a row Tiled cannot load, TA-E509 JSON nested too deeply for its encoders.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from functools import cache
+from typing import Any
+
+from ..format import CATALOG_NAME, MAX_JSON_DEPTH, JSONTooDeep, Problem, load_json
+from . import AssetRef, DataSourceRow, reason, structure_problem
+
+#: The tables Tiled reads to serve a catalog (``nodes_closure`` serves only writes and deletes,
+#: ``metadata_fts5`` is SQLite's own).
+SERVED_TABLES = (
+    "nodes",
+    "structures",
+    "data_sources",
+    "assets",
+    "data_source_asset_association",
+    "revisions",
+)
+#: At most this many rows are reported for each rule; a damaged catalog can break one rule
+#: on every row.
+ROWS_PER_RULE = 20
+#: Families whose nodes hold data, so need exactly one data source (Tiled 0.2.20 serves one).
+_CONTAINERS = frozenset({"container"})
+
+
+def catalog_problems(conn: sqlite3.Connection) -> list[Problem]:
+    """Every TA-E506 and TA-E509 in a catalog whose tables are all present and complete
+    (TA-E502 is checked first, by the caller)."""
+    problems: list[Problem] = []
+    for table in SERVED_TABLES:
+        problems.extend(_column_problems(conn, table))
+        problems.extend(_text_problems(conn, table))
+        problems.extend(_reference_problems(conn, table))
+    problems.extend(_node_problems(conn))
+    problems.extend(_data_source_problems(conn))
+    problems.extend(_structure_problems(conn))
+    problems.extend(_json_problems(conn))
+    return problems
+
+
+# -- Values of each column's type (from Tiled's ORM) ------------------------------------------
+
+
+@cache
+def _columns(table: str) -> tuple[tuple[str, str, str], ...]:
+    """``(column, SQL true when the value fits, what it must be)`` for each column of a table
+    Tiled's ORM defines."""
+    from sqlalchemy import JSON, Boolean, DateTime, Enum, Integer, String
+    from tiled.catalog import orm
+
+    columns = []
+    for column in orm.Base.metadata.tables[table].columns:
+        name = f'"{column.name}"'
+        kind = column.type
+        if isinstance(kind, Boolean):
+            test, what = f"{name} IN (0, 1)", "0 or 1"
+        elif isinstance(kind, Integer):
+            test, what = f"typeof({name}) = 'integer'", "an integer"
+        elif isinstance(kind, Enum):
+            allowed = ", ".join(f"'{value}'" for value in kind.enums)
+            test, what = f"{name} IN ({allowed})", "one of " + ", ".join(kind.enums)
+        elif isinstance(kind, JSON):
+            # SQLite refuses JSON nested over 1,000 levels: Python judges text that may nest
+            # that deep (_json_problems).
+            test = f"typeof({name}) = 'text' AND (json_valid({name}) OR {_brackets(name)} > ?)"
+            what = "JSON text"
+        elif isinstance(kind, (String, DateTime)):
+            test, what = f"typeof({name}) = 'text'", "text"
+        else:  # pragma: no cover -- a column type a later Tiled adds; Tiled checks it itself
+            continue
+        if column.nullable and not column.primary_key:
+            test, what = f"{name} IS NULL OR {test}", f"NULL or {what}"
+        columns.append((column.name, f"coalesce({test}, 0)", what))
+    return tuple(columns)
+
+
+def _column_problems(conn: sqlite3.Connection, table: str) -> Iterator[Problem]:
+    columns = _columns(table)
+    tests = ", ".join(test for _, test, _ in columns)
+    failing = " OR ".join(f"NOT {test}" for _, test, _ in columns)
+    sql = f'SELECT {_label(table)}, {tests} FROM "{table}" WHERE {failing} LIMIT ?'
+    depths = (MAX_JSON_DEPTH,) * (2 * sum("json_valid" in test for _, test, _ in columns))
+    for label, *passed in conn.execute(sql, (*depths, ROWS_PER_RULE)):
+        for (column, _, what), ok in zip(columns, passed, strict=True):
+            if not ok:
+                yield _problem(table, label, f"{column} must be {what}")
+
+
+def _text_problems(conn: sqlite3.Connection, table: str) -> Iterator[Problem]:
+    """Text Tiled decodes: UTF-8 (SQLite stores any bytes), and times SQLAlchemy can parse."""
+    from sqlalchemy import JSON, DateTime, Enum, String
+    from tiled.catalog import orm
+
+    columns = [
+        (column.name, isinstance(column.type, DateTime))
+        for column in orm.Base.metadata.tables[table].columns
+        if isinstance(column.type, (String, Enum, JSON, DateTime))
+    ]
+    problems = _utf8_problems(conn, table, [name for name, _ in columns])
+    times = [name for name, is_time in columns if is_time]
+    problems.extend(_time_problems(conn, table, times))
+    return iter(problems[:ROWS_PER_RULE])
+
+
+#: Rows whose text is decoded at once: joined in SQL, with an ASCII separator so that no
+#: broken sequence at the end of one value can pair with bytes at the start of the next.
+_UTF8_BATCH = 2048
+
+
+def _utf8_problems(conn: sqlite3.Connection, table: str, columns: list[str]) -> list[Problem]:
+    joined = " || char(10) || ".join(f"coalesce(\"{name}\", '')" for name in columns)
+    batch = (
+        "SELECT CAST(group_concat(joined, char(10)) AS BLOB), min(r), max(r) FROM"
+        f' (SELECT rowid AS r, {joined} AS joined FROM "{table}" WHERE rowid > ?'
+        f" ORDER BY rowid LIMIT {_UTF8_BATCH})"
+    )
+    selected = ", ".join(f'CAST("{name}" AS BLOB)' for name in columns)
+    rows = f'SELECT {_label(table)}, {selected} FROM "{table}" WHERE rowid BETWEEN ? AND ?'
+    problems: list[Problem] = []
+    after = -(1 << 63)
+    while len(problems) < ROWS_PER_RULE:
+        text, first, last = conn.execute(batch, (after,)).fetchone()
+        if last is None:
+            break
+        after = last
+        try:
+            text.decode("utf-8")
+            continue
+        except UnicodeDecodeError:
+            pass
+        for label, *values in conn.execute(rows, (first, last)):
+            for column, value in zip(columns, values, strict=True):
+                try:
+                    if isinstance(value, bytes):
+                        value.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    problems.append(_problem(table, label, f"{column}: {reason(err)}"))
+    return problems
+
+
+def _time_problems(conn: sqlite3.Connection, table: str, columns: list[str]) -> list[Problem]:
+    """Each distinct time (rows written together share them) through SQLAlchemy's own parser
+    for SQLite, as Tiled reads it."""
+    from sqlalchemy.dialects import sqlite
+
+    parse_time = sqlite.DATETIME().result_processor(sqlite.dialect(), None)
+    problems = []
+    for column in columns:
+        distinct = (
+            f'SELECT DISTINCT CAST("{column}" AS BLOB) FROM "{table}"'
+            f" WHERE typeof(\"{column}\") = 'text'"
+        )
+        for (value,) in conn.execute(distinct).fetchall():
+            try:
+                parse_time(value.decode("utf-8"))
+            except UnicodeDecodeError:
+                continue  # _utf8_problems
+            except ValueError as err:
+                rows = (
+                    f'SELECT {_label(table)} FROM "{table}"'
+                    f' WHERE CAST("{column}" AS BLOB) = ? LIMIT ?'
+                )
+                for (label,) in conn.execute(rows, (value, ROWS_PER_RULE)):
+                    problems.append(_problem(table, label, f"{column}: {reason(err)}"))
+    return problems
+
+
+def _reference_problems(conn: sqlite3.Connection, table: str) -> Iterator[Problem]:
+    """Foreign keys Tiled's ORM declares (SQLite enforces none unless asked to)."""
+    from tiled.catalog import orm
+
+    for column in orm.Base.metadata.tables[table].columns:
+        for key in column.foreign_keys:
+            target = key.column
+            sql = (
+                f'SELECT {_label(table)}, "{column.name}" FROM "{table}"'
+                f' WHERE "{column.name}" IS NOT NULL AND "{column.name}" NOT IN'
+                f' (SELECT "{target.name}" FROM "{target.table.name}") LIMIT ?'
+            )
+            for label, value in conn.execute(sql, (ROWS_PER_RULE,)):
+                yield _problem(
+                    table, label, f"{column.name} {value!r} names no row of {target.table.name}"
+                )
+
+
+_LABEL = {  # SQL giving each row's label in messages
+    "nodes": "'node ' || id || ' (' || quote(key) || ')'",
+    "structures": "'structure ' || quote(id)",
+    "data_sources": "'data source ' || id",
+    "assets": "'asset ' || id",
+    "data_source_asset_association": ("'data source ' || data_source_id || ' asset ' || asset_id"),
+    "revisions": "'revision ' || id",
+}
+
+
+def _label(table: str) -> str:
+    """SQL giving a row's label as bytes, so that text that is not UTF-8 reads the same
+    whatever the connection's text factory."""
+    return f"CAST({_LABEL[table]} AS BLOB)"
+
+
+def _decoded(label: object, table: str) -> str:
+    if isinstance(label, bytes):
+        return label.decode("utf-8", "backslashreplace")
+    return label if isinstance(label, str) else table
+
+
+def _problem(table: str, label: object, message: str) -> Problem:
+    label = _decoded(label, table)
+    return Problem("TA-E506", CATALOG_NAME, f"{label}: {message}")
+
+
+# -- What Tiled's models require of the values --------------------------------------------------
+
+
+def _node_problems(conn: sqlite3.Connection) -> Iterator[Problem]:
+    """Metadata is an object, specs Tiled's specs; a node that holds data has one data source
+    of its family, a container at most one."""
+    for table in ("nodes", "revisions"):
+        sql = (
+            f"SELECT {_label(table)} FROM {table} WHERE typeof(metadata) = 'text'"
+            " AND json_valid(metadata) AND json_type(metadata) != 'object' LIMIT ?"
+        )
+        for (label,) in conn.execute(sql, (ROWS_PER_RULE,)):
+            yield _problem(table, label, "metadata must be a JSON object")
+        sql = (
+            f"SELECT {_label(table)}, specs FROM {table} WHERE typeof(specs) = 'text'"
+            " AND json_valid(specs) AND specs != '[]'"
+        )
+        reported = 0
+        for label, specs in conn.execute(sql):
+            problem = _specs_problem(specs)
+            if problem is not None:
+                yield _problem(table, label, f"specs: {problem}")
+                reported += 1
+                if reported >= ROWS_PER_RULE:
+                    break
+    for label, count, family, families in conn.execute(_NODE_SOURCES_SQL, (ROWS_PER_RULE,)):
+        if count > 1:
+            yield _problem("nodes", label, f"{count} data sources; Tiled serves one per node")
+        elif count == 0:
+            yield _problem(
+                "nodes", label, f"a node of family {family} needs a data source; it has none"
+            )
+        else:
+            yield _problem(
+                "nodes", label, f"its data source's structure_family is {families}, not {family}"
+            )
+
+
+_NODE_SOURCES_SQL = (
+    "SELECT CAST('node ' || n.id || ' (' || quote(n.key) || ')' AS BLOB), count(d.id),"
+    " n.structure_family,"
+    " group_concat(d.structure_family) FROM nodes n LEFT JOIN data_sources d ON d.node_id = n.id"
+    " GROUP BY n.id HAVING count(d.id) > 1"
+    " OR (count(d.id) = 0 AND n.structure_family NOT IN ("
+    + ", ".join(f"'{family}'" for family in sorted(_CONTAINERS))
+    + ")) OR (count(d.id) = 1 AND min(d.structure_family) != n.structure_family) LIMIT ?"
+)
+
+
+def _specs_problem(text: str) -> str | None:
+    """Why Tiled cannot load a node's specs (``Spec(**spec)`` for each, then its pydantic
+    ``Specs``), or None."""
+    from tiled.structures.core import Spec
+
+    try:
+        specs = load_json(text)
+    except JSONTooDeep:
+        return None  # TA-E509
+    if not isinstance(specs, list):
+        return "not a JSON array"
+    try:
+        _specs_adapter().validate_python(
+            [Spec(**spec) if isinstance(spec, dict) else spec for spec in specs]
+        )
+    # Spec() and pydantic refuse untrusted JSON in several ways (TypeError, ValidationError).
+    except Exception as err:  # noqa: BLE001
+        return reason(err)
+    return None
+
+
+@cache
+def _specs_adapter() -> Any:
+    import pydantic
+    from tiled.server.schemas import Specs
+
+    return pydantic.TypeAdapter(Specs)
+
+
+def _data_source_problems(conn: sqlite3.Connection) -> Iterator[Problem]:
+    """Parameters and properties are objects (Tiled's DataSource model refuses NULL); a data
+    source that holds data has a structure; every data source has an asset."""
+    for column in ("parameters", "properties"):
+        sql = (
+            f"SELECT {_label('data_sources')} FROM data_sources WHERE {column} IS NULL"
+            f" OR (typeof({column}) = 'text' AND json_valid({column})"
+            f" AND json_type({column}) != 'object') LIMIT ?"
+        )
+        for (label,) in conn.execute(sql, (ROWS_PER_RULE,)):
+            yield _problem("data_sources", label, f"{column} must be a JSON object")
+    sql = (
+        f"SELECT {_label('data_sources')}, structure_family FROM data_sources"
+        " WHERE structure_id IS NULL AND structure_family NOT IN ("
+        + ", ".join(f"'{family}'" for family in sorted(_CONTAINERS))
+        + ") LIMIT ?"
+    )
+    for label, family in conn.execute(sql, (ROWS_PER_RULE,)):
+        yield _problem("data_sources", label, f"a data source of family {family} needs a structure")
+    sql = (
+        f"SELECT {_label('data_sources')} FROM data_sources WHERE id NOT IN"
+        " (SELECT data_source_id FROM data_source_asset_association) LIMIT ?"
+    )
+    for (label,) in conn.execute(sql, (ROWS_PER_RULE,)):
+        yield _problem("data_sources", label, "no asset: its adapter would have no file to read")
+
+
+def _structure_problems(conn: sqlite3.Connection) -> Iterator[Problem]:
+    """Each structure, once for each family that uses it, as Tiled's structure class loads it
+    (structures are shared by content hash, so 10,000 like arrays check one)."""
+    from tiled.structures.core import STRUCTURE_TYPES, StructureFamily
+
+    sql = (
+        "SELECT DISTINCT s.id, d.structure_family, s.structure FROM data_sources d"
+        " JOIN structures s ON s.id = d.structure_id"
+        " WHERE typeof(s.structure) = 'text' AND json_valid(s.structure)"
+    )
+    reported = 0
+    for structure_id, family, text in conn.execute(sql):
+        try:
+            structure_class = STRUCTURE_TYPES[StructureFamily(family)]
+            decoded = load_json(text)
+        except (KeyError, ValueError):
+            continue  # an unknown family, TA-E509 or not JSON: reported above
+        problem = structure_problem(structure_class, decoded)
+        if problem is not None:
+            yield _problem(
+                "structures",
+                f"structure {structure_id!r}",
+                f"not a valid {family} structure: {problem}",
+            )
+            reported += 1
+            if reported >= ROWS_PER_RULE:
+                return
+
+
+# -- Reading the rows ---------------------------------------------------------------------------
+
+_ROWS_SQL = (
+    "SELECT d.id, n.key, d.structure_family, d.mimetype, d.parameters, s.structure"
+    " FROM data_sources d LEFT JOIN nodes n ON n.id = d.node_id"
+    " LEFT JOIN structures s ON s.id = d.structure_id ORDER BY d.id"
+)
+_ASSETS_SQL = (
+    "SELECT x.data_source_id, a.data_uri, a.is_directory, x.parameter, x.num"
+    " FROM data_source_asset_association x JOIN assets a ON a.id = x.asset_id"
+    " ORDER BY x.data_source_id, x.num"
+)
+
+
+def data_source_rows(
+    conn: sqlite3.Connection, member_of: Callable[[str], str | None]
+) -> list[DataSourceRow]:
+    """Every data source of a catalog whose JSON decodes, with its assets as archive members
+    (``member_of`` maps a data URI to a member, or None for one that names none: reported by
+    the asset checks, and its data source is left out). Undecodable rows are TA-E506 or
+    TA-E509, reported by :func:`catalog_problems`."""
+    assets: dict[int, list[AssetRef]] = {}
+    unresolved: set[int] = set()
+    for source_id, uri, is_directory, parameter, num in conn.execute(_ASSETS_SQL):
+        member = member_of(uri) if isinstance(uri, str) else None
+        if member is None:
+            unresolved.add(source_id)
+        else:
+            assets.setdefault(source_id, []).append(
+                AssetRef(member, bool(is_directory), parameter, num)
+            )
+    rows = []
+    for source_id, key, family, mimetype, parameters, structure in conn.execute(_ROWS_SQL):
+        decoded = []
+        for value in (parameters, structure):
+            try:
+                decoded.append(None if value is None else load_json(value))
+            except (ValueError, TypeError):
+                decoded.append(_UNDECODABLE)
+        if _UNDECODABLE in decoded or not isinstance(mimetype, str) or source_id in unresolved:
+            continue
+        params, struct = decoded
+        rows.append(
+            DataSourceRow(
+                source_id,
+                str(key),
+                str(family),
+                mimetype,
+                params if isinstance(params, dict) else {},
+                struct if isinstance(struct, dict) else None,
+                tuple(assets.get(source_id, ())),
+            )
+        )
+    return rows
+
+
+_UNDECODABLE = object()
+
+
+def _json_problems(conn: sqlite3.Connection) -> Iterator[Problem]:
+    """TA-E509 for JSON nested deeper than the format allows (Tiled's JSON encoders recurse,
+    so such a node could not even be listed), in every JSON column Tiled reads. Only text
+    holding more brackets than the limit can nest that deep, and only that text is decoded
+    (in Python, which also judges what SQLite's parser refuses as too deep for it)."""
+    from sqlalchemy import JSON
+    from tiled.catalog import orm
+
+    for table in SERVED_TABLES:
+        for column in orm.Base.metadata.tables[table].columns:
+            if not isinstance(column.type, JSON):
+                continue
+            name = f'"{column.name}"'
+            sql = (
+                f'SELECT {_label(table)}, {name}, json_valid({name}) FROM "{table}"'
+                f" WHERE typeof({name}) = 'text' AND {_brackets(name)} > ?"
+            )
+            for label, value, valid in conn.execute(sql, (MAX_JSON_DEPTH,)):
+                where = f"catalog.db {_decoded(label, table)}"
+                try:
+                    load_json(value)
+                except JSONTooDeep as err:
+                    yield Problem("TA-E509", where, f"{column.name}: {err}")
+                except ValueError as err:
+                    if valid:  # SQLite's parser accepts what Python's cannot (long integers)
+                        yield _problem(table, label, f"{column.name}: {err}")
+                    else:  # the column check let it through to be judged here
+                        yield _problem(table, label, f"{column.name} must be JSON text: {err}")
+
+
+def _brackets(column: str) -> str:
+    """SQL counting the opening brackets (``[`` and ``{``) of a text column."""
+    return (
+        f"(2 * length({column}) - length(replace({column}, '[', ''))"
+        f" - length(replace({column}, '{{', '')))"
+    )
