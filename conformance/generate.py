@@ -625,6 +625,9 @@ def e504(bases: Bases) -> Forms:
 for _kind, _name, _description, _codes, _sql in (
     ("invalid", "E502-missing-table", "catalog.db lacks the table `revisions`.", ["TA-E502"],
      "DROP TABLE revisions"),
+    ("invalid", "E502-optional-table-lacks-column", "catalog.db's `access_tags` table (not "
+     "required, but read by Tiled) has a column renamed.", ["TA-E502"],
+     "ALTER TABLE access_tags RENAME COLUMN time_created TO created"),
     ("invalid", "E503-relocated-elsewhere", "Asset URIs relocated into another folder's data/ "
      "(a relocated archive that was moved).", ["TA-E503", "TA-W500"],
      "UPDATE assets SET data_uri = 'file://localhost/nonexistent/archive/' || data_uri"),

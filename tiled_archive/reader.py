@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from .content import DataSourceRow, Inspection, reason
 from .content import inspect as inspect_data_source
-from .content.catalog import catalog_problems, data_source_rows
+from .content.catalog import catalog_problems, data_source_rows, schema_problems
 from .content.parameters import parameter_problems
 from .format import (
     CATALOG_NAME,
@@ -174,7 +174,7 @@ class Archive:
         if self._data_sources is None:
             from sqlalchemy.exc import DatabaseError
 
-            from .catalog import read_assets
+            from .catalog import REQUIRED_TABLES, read_assets
 
             catalog = self.catalog_path()
             uri = f"{catalog.resolve().as_uri()}?mode=ro&immutable=1"
@@ -197,6 +197,8 @@ class Archive:
                     members = {
                         a.data_uri: self.asset_member(a.data_uri) for a in read_assets(catalog)
                     }
+                    _, problems = schema_problems(conn, REQUIRED_TABLES)
+                    _raise_first(problems)
                     problems = catalog_problems(conn)
                     rows = data_source_rows(conn, members.get)
             except (sqlite3.DatabaseError, DatabaseError, UnicodeDecodeError) as err:

@@ -53,7 +53,7 @@ from . import __version__, bag
 from .codes import CODES, Severity
 from .content import DataSourceRow
 from .content import inspect as inspect_data_source
-from .content.catalog import SERVED_TABLES, catalog_problems, data_source_rows
+from .content.catalog import SERVED_TABLES, catalog_problems, data_source_rows, schema_problems
 from .format import (
     BAG_INFO_NAME,
     BAGIT_NAME,
@@ -667,27 +667,12 @@ class _CatalogChecks:
             self._collect_data_sources()
 
     def _complete_tables(self) -> set[str]:
-        """The required tables present with every column Tiled's schema (its ORM) gives them;
-        the others are reported (TA-E502) and left unread."""
-        from tiled.catalog import orm
-
+        """The tables present and complete; the others are reported (TA-E502) and left
+        unread."""
         from .catalog import REQUIRED_TABLES
 
-        present = {name for (name,) in self.conn.execute(_TABLES_SQL)}
-        complete = set()
-        for name in REQUIRED_TABLES:
-            if name not in present:
-                self.add("TA-E502", CATALOG_NAME, f"no table {name!r}")
-                continue
-            model = orm.Base.metadata.tables.get(name)
-            # rowid is implicit in SQLite; alembic_version is alembic's, not in Tiled's ORM.
-            expected = {c.name for c in model.columns} - {"rowid"} if model is not None else set()
-            columns = {row[1] for row in self.conn.execute(f'PRAGMA table_info("{name}")')}
-            missing = sorted(expected - columns)
-            if missing:
-                self.add("TA-E502", CATALOG_NAME, f"table {name!r} lacks columns {missing}")
-            else:
-                complete.add(name)
+        complete, problems = schema_problems(self.conn, REQUIRED_TABLES)
+        self.checker.problems.extend(problems)
         return complete
 
     def _rows(self, sql: str, table: str) -> list[tuple]:
@@ -816,7 +801,6 @@ class _CatalogChecks:
         self.checker.data_sources = data_source_rows(self.conn, members.get)
 
 
-_TABLES_SQL = "SELECT name FROM sqlite_master WHERE type = 'table'"
 _REVISION_SQL = "SELECT version_num FROM alembic_version"
 _ASSETS_SQL = "SELECT data_uri, is_directory, size, hash_type, hash_content FROM assets ORDER BY id"
 _MIMETYPES_SQL = (

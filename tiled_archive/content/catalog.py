@@ -16,7 +16,7 @@ TA-E506 is a row Tiled cannot load, TA-E509 JSON nested too deeply for its encod
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from functools import cache
 from typing import Any
 
@@ -38,6 +38,37 @@ SERVED_TABLES = (
 ROWS_PER_RULE = 20
 #: Families whose nodes hold data, so need exactly one data source (Tiled 0.2.20 serves one).
 _CONTAINERS = frozenset({"container"})
+
+
+def schema_problems(
+    conn: sqlite3.Connection, required: Collection[str]
+) -> tuple[set[str], list[Problem]]:
+    """The tables present with every column Tiled's schema (its ORM) gives them, and TA-E502
+    for each ``required`` table that is missing and each table of Tiled's schema that lacks
+    columns (Tiled reads optional ones too, such as ``access_tags``, when serving a node)."""
+    from tiled.catalog import orm
+
+    present = {name for (name,) in conn.execute(_TABLES_SQL)}
+    complete, problems = set(), []
+    for name in sorted(set(required) | (present & set(orm.Base.metadata.tables))):
+        if name not in present:
+            problems.append(Problem("TA-E502", CATALOG_NAME, f"no table {name!r}"))
+            continue
+        model = orm.Base.metadata.tables.get(name)
+        # rowid is implicit in SQLite; alembic_version is alembic's, not in Tiled's ORM.
+        expected = {c.name for c in model.columns} - {"rowid"} if model is not None else set()
+        columns = {row[1] for row in conn.execute(f'PRAGMA table_info("{name}")')}
+        missing = sorted(expected - columns)
+        if missing:
+            problems.append(
+                Problem("TA-E502", CATALOG_NAME, f"table {name!r} lacks columns {missing}")
+            )
+        else:
+            complete.add(name)
+    return complete, problems
+
+
+_TABLES_SQL = "SELECT name FROM sqlite_master WHERE type = 'table'"
 
 
 def catalog_problems(conn: sqlite3.Connection) -> list[Problem]:
