@@ -1,0 +1,219 @@
+"""Download from a live Tiled server into an archive: ``tiled_archive.download(node, dest)``.
+
+The bytes that back the server are fetched unchanged through Tiled's raw-asset endpoints
+(``/asset/manifest`` lists a directory asset such as a Zarr store, ``/asset/bytes`` serves one
+file), in parallel, into a local content-addressed cache (:class:`BlobCache`). An interrupted
+download resumes from it (a half-fetched file with an HTTP range request), and what was fetched
+once, for any archive, is not fetched again. The catalog subtree is then rebuilt by Tiled itself:
+a fresh catalog served in-process, each node recreated through the Tiled client with data
+sources pointing at the downloaded files, and the archive written by
+:func:`tiled_archive.writer.write_new`, atomically, streaming from the cache.
+
+What the server will not hand out raw (raw assets disabled, assets that are not files such as
+SQL tables, nodes without a data source of their own) is read through the data API and written
+as Zarr (arrays) or Parquet (tables); the manifest's ``fallbacks`` lists those nodes. A node
+that cannot be fetched either way stops the run with TA-E910 naming it, and nothing is written.
+
+This package holds :func:`download` and :func:`open_source` and runs the steps of one download
+in order (:func:`_fetch`), each step reading and adding to one :class:`~.state.Run`. Each module
+imports only those above it in this list:
+
+- :mod:`.cache`: the content-addressed cache (``Blob``, ``BlobCache``, ``default_cache_dir``);
+- :mod:`.state`: the run's shared state (``Run``), the node model (``Node``, ``RemoteFile``) and
+  the asset helpers every step uses;
+- :mod:`.transfer`: HTTP (status checks, retries with backoff, the exceptions that steer them),
+  the parallel runner and its cancellation, fetching raw files into the cache, the progress
+  display;
+- :mod:`.plan`: walking the server's tree, directory-asset listings, archive paths of raw files;
+- :mod:`.fallback`: what is read through the data API (Zarr, Parquet) and where it goes;
+- :mod:`.catalog`: the archive's data sources, the catalog rebuilt through Tiled, the manifest's
+  ``fallbacks``.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .. import catalog as catalog_db
+from ..format import CATALOG_NAME, ArchiveError
+from ..writer import PayloadFile, check_destination, write_new
+from .cache import DEFAULT_CACHE_MAX_BYTES, Blob, BlobCache, default_cache_dir
+from .catalog import archive_raw_sources, fallbacks, member_for_uri, rebuild_catalog
+from .fallback import SLAB_BYTES, fetch_fallbacks
+from .plan import assign_members, list_directories, plan
+from .state import FileHook, Run
+from .transfer import fetch_raw, progress_display
+
+__all__ = [
+    "DEFAULT_CACHE_MAX_BYTES",
+    "DEFAULT_RETRIES",
+    "DEFAULT_WORKERS",
+    "SLAB_BYTES",
+    "Blob",
+    "BlobCache",
+    "default_cache_dir",
+    "download",
+    "open_source",
+]
+
+DEFAULT_WORKERS = 4
+DEFAULT_RETRIES = 5
+
+
+# -- One run -------------------------------------------------------------------------------------
+
+
+def _fetch(run: Run) -> None:
+    """Everything the archive holds, into the cache and the staging folder; TA-E910 listing
+    every node that could be fetched neither raw nor through the data API."""
+    plan(run)
+    list_directories(run)
+    assign_members(run)
+    fetch_raw(run)
+    fetch_fallbacks(run)
+    failures = [f"{node.name}: {node.error}" for node in run.nodes if node.error]
+    if failures:
+        raise ArchiveError(
+            "TA-E910",
+            run.base_url,
+            f"{len(failures)} node(s) could not be fetched, nothing was written:\n  "
+            + "\n  ".join(failures),
+        )
+    archive_raw_sources(run)
+
+
+def _payload(run: Run) -> list[PayloadFile]:
+    """The archive's payload. Digests and CRC-32s are known (fetched, verified from the
+    cache, or written here): a ZIP is written without a hashing pass, and a directory
+    hard-links the cache's files."""
+    return [
+        PayloadFile(
+            member,
+            blob.size,
+            functools.partial(open, blob.path, "rb"),
+            blob.mtime,
+            blob.sha256,
+            crc32=blob.crc32,
+            local_path=blob.path,
+        )
+        for member, blob in sorted(run.ready.items())
+    ]
+
+
+# -- Public API --------------------------------------------------------------------------------
+
+
+def download(
+    source: Any,
+    dest: str | Path,
+    *,
+    workers: int = DEFAULT_WORKERS,
+    quiet: bool = True,
+    force: bool = False,
+    cache_dir: str | Path | None = None,
+    cache_max_bytes: int | None = DEFAULT_CACHE_MAX_BYTES,
+    retries: int = DEFAULT_RETRIES,
+    on_file: FileHook | None = None,
+) -> Path:
+    """Download a node of a live Tiled server into an archive at ``dest`` (``*.zip`` for a ZIP,
+    else a directory) and return ``dest``.
+
+    ``source`` is a Tiled client node: a container, a search result (``client.search(...)``:
+    its matching children) or a single array or table. The archive holds it in full, below its
+    parent containers (with their metadata), under the server's keys. Its ``data/`` holds the
+    bytes that back the server, fetched through Tiled's raw-asset endpoints with ``workers``
+    threads; what the server will not hand out raw is read through the data API (arrays as
+    Zarr, tables as Parquet) and listed in the manifest's ``fallbacks``.
+
+    Fetched files are kept in a content-addressed cache (``cache_dir``, default
+    :func:`default_cache_dir`; trimmed to ``cache_max_bytes``, least recently used first, after
+    the run; None: no limit), so a re-run after an interruption fetches only what is missing or
+    damaged, and data fetched for another archive is not fetched again. Connection errors and
+    5xx answers are retried ``retries`` times with backoff. ``on_file(path, size)`` is called
+    as each payload file is ready; an exception it raises stops the download.
+
+    Raises ArchiveError: TA-E903 (``dest`` exists; ``force`` replaces an archive), TA-E910
+    (nodes that could not be fetched, listed), TA-E911 (the server could not be reached or kept
+    failing). Nothing is written at ``dest`` unless the whole download succeeds.
+    """
+    dest = Path(dest)
+    check_destination(dest.absolute(), force=force)
+    catalog_db.prepare_init_catalog()  # while the data is fetched
+    cache = BlobCache(Path(cache_dir) if cache_dir else default_cache_dir(), cache_max_bytes)
+    run: Run | None = None
+    finished = False
+    try:
+        with tempfile.TemporaryDirectory(prefix="tiled-archive-") as work:
+            with progress_display(quiet) as progress:
+                run = Run(
+                    source,
+                    cache,
+                    Path(work, "staging"),
+                    progress,
+                    workers=workers,
+                    retries=retries,
+                    on_file=on_file,
+                )
+                _fetch(run)
+                db = Path(work, CATALOG_NAME)
+                rebuild_catalog(run, db)
+            # Outside the display above: the writer shows its own, and rich allows one at once.
+            records = fallbacks(run)
+            result = write_new(
+                dest,
+                _payload(run),
+                db,
+                functools.partial(member_for_uri, run.staging),
+                epoch=None,
+                force=force,
+                quiet=quiet,
+                extra={"fallbacks": records} if records else None,
+            )
+        finished = True
+        return result
+    finally:
+        # A failed run keeps what it fetched, whatever the limit, so a re-run can resume.
+        fetched = {blob.sha256 for blob in run.ready.values()} if run else set()
+        cache.evict(keep=() if finished else fetched)
+        cache.close()
+
+
+def open_source(
+    uri: str,
+    path: str | None = None,
+    *,
+    api_key: str | None = None,
+    search: Iterable[tuple[str, Any]] = (),
+    fulltext: str | None = None,
+) -> Any:
+    """The Tiled node to download: the server at ``uri``, the node at ``path`` below it, and
+    the children matching every ``search`` pair (metadata key equals value) and ``fulltext``.
+
+    Raises ArchiveError TA-E911 when the server cannot be reached, TA-E900 when the node does
+    not exist or a search is asked of a node that is not a container.
+    """
+    from tiled.client import from_uri
+    from tiled.queries import FullText, Key
+
+    try:
+        node = from_uri(uri, api_key=api_key)
+        if path and path.strip("/"):
+            node = node[path.strip("/")]
+    except httpx.HTTPError as err:
+        raise ArchiveError("TA-E911", uri, f"cannot reach the server: {err}") from None
+    except KeyError:
+        raise ArchiveError("TA-E900", path, "no such node on the server") from None
+    queries = [Key(key) == value for key, value in search]
+    if fulltext:
+        queries.append(FullText(fulltext))
+    if queries and not hasattr(node, "search"):
+        raise ArchiveError("TA-E900", path, "only a container can be searched")
+    for query in queries:
+        node = node.search(query)
+    return node

@@ -1,0 +1,194 @@
+"""What the server will not hand out raw is read through its data API: arrays into a Zarr
+store, tables into Parquet files, under a fallback folder of ``data/`` with sanitized, unique
+segments for the node paths."""
+
+from __future__ import annotations
+
+import math
+import time
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+from rich.progress import TaskID
+
+from ..format import _FORBIDDEN as FORBIDDEN_CHARACTERS
+from ..format import DATA_DIR
+from ..writer import copy_hashing
+from .cache import Blob
+from .plan import walk
+from .state import Node, Run, staged_asset
+from .transfer import NotServed, check, parallel, retrying
+
+#: Arrays read through the data API are fetched in slabs of about this size.
+SLAB_BYTES = 64 << 20
+ZARR_MIMETYPE = "application/x-zarr"
+PARQUET_MIMETYPE = "application/x-parquet"
+# Where data read through the data API goes, below data/ (a suffix is added if taken).
+FALLBACK_FOLDER = "data-api"
+
+
+def fetch_fallbacks(run: Run) -> None:
+    """Read nodes not fetched raw through the data API: a container is expanded into its
+    children, an array becomes a Zarr store and a table Parquet files."""
+    raw = {remote.member for node in run.nodes if node.method == "raw" for remote in node.files}
+    for member in set(run.ready) - raw:  # fetched before its node was refused
+        del run.ready[member]
+    for node in list(run.nodes):
+        if node.method == "data-api" and node.attributes["structure_family"] == "container":
+            node.method = "container"
+            for _, child in node.client.items():
+                walk(run, child, fallback_reason=node.reason)
+    leaves = [node for node in run.nodes if node.method == "data-api"]
+    prefix = _fallback_prefix(run)
+    names = _FolderNames()
+    folders = {id(node): f"{prefix}/{names.path(node.path)}" for node in leaves}
+    bar = run.progress.add_task("data API", total=len(leaves))
+    parallel(run, leaves, lambda node: _fallback(run, bar, node, folders[id(node)]))
+
+
+def _fallback_prefix(run: Run) -> str:
+    taken = {member.split("/")[1] for member in run.ready}
+    name, number = FALLBACK_FOLDER, 1
+    while name in taken:
+        number += 1
+        name = f"{FALLBACK_FOLDER}-{number}"
+    return f"{DATA_DIR}/{name}"
+
+
+def _fallback(run: Run, bar: TaskID, node: Node, folder_member: str) -> None:
+    family = node.attributes["structure_family"]
+    folder = run.staging / folder_member
+    structure = node.attributes["structure"]
+    try:
+        if family == "array":
+            _write_zarr(run, node, folder)
+            assets = [staged_asset(folder, True, "data_uri", None)]
+            mimetype = ZARR_MIMETYPE
+        elif family == "table":
+            partitions = _write_parquet(run, node, folder)
+            assets = [
+                staged_asset(path, False, "data_uris", number)
+                for number, path in enumerate(partitions)
+            ]
+            mimetype = PARQUET_MIMETYPE
+        else:
+            node.error = f"no data-API fallback for {family} nodes ({node.reason})"
+            return
+    except NotServed as err:
+        node.error = f"data API: {err} ({node.reason})"
+        return
+    except (ValueError, TypeError) as err:  # a dtype or schema the local writer refuses
+        node.error = f"could not write it locally: {err!r} ({node.reason})"
+        return
+    node.archived = [
+        {
+            "structure_family": family,
+            "structure": structure,
+            "mimetype": mimetype,
+            "parameters": {},
+            "properties": {},
+            "management": "external",
+            "assets": assets,
+        }
+    ]
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        with open(path, "rb") as handle:
+            size, sha, crc = copy_hashing(handle, None, with_crc32=True)
+        member = path.relative_to(run.staging).as_posix()
+        run.file_ready(member, Blob(path, size, sha, crc, int(time.time())))
+    run.progress.advance(bar)
+
+
+def _data(run: Run, node: Node, link: str, params: dict[str, Any], accept: str) -> bytes:
+    """One data-API response body (whole: a slab or a partition, bounded in size)."""
+    # Links may carry a template query (``?partition={index}``); params replace it.
+    url = node.client.item["links"][link].split("?", 1)[0]
+
+    def attempt() -> bytes:
+        response = run.http.get(url, params=params, headers={"Accept": accept})
+        check(response)
+        return response.content
+
+    return retrying(run, attempt, url)
+
+
+def _write_zarr(run: Run, node: Node, folder: Path) -> None:
+    """An array as a Zarr store (as Tiled's ``write_array`` makes), chunked like the
+    server's first block, fetched in slabs of about :data:`SLAB_BYTES`: memory stays flat.
+    The server's structure is kept: Tiled slices blocks out of the store by it."""
+    import numpy as np
+    import zarr
+    from tiled.structures.array import ArrayStructure
+
+    structure = ArrayStructure.from_json(node.attributes["structure"])
+    dtype = structure.data_type.to_numpy_dtype()
+    shape = tuple(structure.shape)
+    chunks = tuple(max(dim[0], 1) if dim else 1 for dim in structure.chunks)
+    target = zarr.create_array(store=str(folder), shape=shape, chunks=chunks, dtype=dtype)
+    if 0 in shape:
+        return
+    if not shape:
+        raw = _data(run, node, "full", {}, "application/octet-stream")
+        target[...] = np.frombuffer(raw, dtype=dtype).reshape(shape)
+        return
+    row_bytes = dtype.itemsize * math.prod(shape[1:])
+    step = max(1, SLAB_BYTES // max(row_bytes * chunks[0], 1)) * chunks[0]
+    for start in range(0, shape[0], step):
+        stop = min(start + step, shape[0])
+        raw = _data(run, node, "full", {"slice": f"{start}:{stop}"}, "application/octet-stream")
+        target[start:stop] = np.frombuffer(raw, dtype=dtype).reshape((stop - start, *shape[1:]))
+
+
+def _write_parquet(run: Run, node: Node, folder: Path) -> list[Path]:
+    """A table as one Parquet file per partition (as Tiled writes them), each written from
+    the Arrow the server sends, schema and all."""
+    import pyarrow
+    import pyarrow.parquet
+
+    folder.mkdir(parents=True)
+    paths = []
+    for number in range(node.attributes["structure"]["npartitions"]):
+        raw = _data(
+            run, node, "partition", {"partition": number}, "application/vnd.apache.arrow.file"
+        )
+        path = folder / f"partition-{number}.parquet"
+        pyarrow.parquet.write_table(pyarrow.ipc.open_file(raw).read_all(), path)
+        paths.append(path)
+    return paths
+
+
+class _FolderNames:
+    """The folders of one run's fallback nodes, segment by segment."""
+
+    def __init__(self) -> None:
+        self._segments: dict[tuple[str, ...], str] = {}
+        self._taken: dict[tuple[str, ...], set[str]] = {}
+
+    def path(self, path: tuple[str, ...]) -> str:
+        """A folder below the fallback folder for a node path: sanitized keys, made unique
+        among siblings (also ignoring case) with ``~2``, ``~3``..."""
+        for depth in range(1, len(path) + 1):
+            prefix = path[:depth]
+            if prefix not in self._segments:
+                taken = self._taken.setdefault(prefix[:-1], set())
+                segment = base = _safe_segment(prefix[-1])
+                number = 1
+                while segment.casefold() in taken:
+                    number += 1
+                    segment = f"{base}~{number}"
+                taken.add(segment.casefold())
+                self._segments[prefix] = segment
+        return "/".join(self._segments[path[:depth]] for depth in range(1, len(path) + 1))
+
+
+def _safe_segment(key: str) -> str:
+    """A node key as an archive path segment (for data read through the data API): characters
+    the format forbids become ``_``, and the segment is NFC and at most 255 bytes."""
+    text = FORBIDDEN_CHARACTERS.sub("_", unicodedata.normalize("NFC", key).replace("/", "_"))
+    text = "".join(ch for ch in text if not "\ud800" <= ch <= "\udfff")
+    if text in ("", ".", ".."):
+        text = f"_{text}"
+    while len(text.encode()) > 255:
+        text = text[:-1]
+    return text

@@ -1,0 +1,151 @@
+"""What a download fetches: the nodes to archive, walked from the server's tree, the files of
+their directory assets (``/asset/manifest``), and the archive path of every raw file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import PurePosixPath
+from typing import Any
+
+from ..format import DATA_DIR, Severity, path_problems
+from .state import Node, RemoteFile, Run, node_path, server_path
+from .transfer import NotServed, check, parallel, retrying
+
+# -- 1. Plan: walk the server's tree ------------------------------------------------------------
+
+
+def plan(run: Run) -> None:
+    """Every node to archive: the source's parent containers, then the source in full (or,
+    for a search result, each match in full)."""
+    from tiled.client import from_context
+
+    parts = list(node_path(run.source))
+    for depth in range(1, len(parts)):
+        parent = from_context(run.source.context, node_path_parts=parts[:depth])
+        _add(run, Node(tuple(parts[:depth]), parent, "container"))
+    source = run.source.include_data_sources()
+    # Tiled's client keeps a search's queries privately. A search result is its matching
+    # children, even when the searched node has data sources of its own.
+    if getattr(source, "_queries", None):
+        if parts:
+            _add(run, Node(tuple(parts), source, "container"))
+        for _, child in source.items():
+            walk(run, child)
+    else:
+        walk(run, source)
+
+
+def _add(run: Run, node: Node) -> None:
+    run.nodes.append(node)
+    run.progress.advance(run.listing)
+
+
+def walk(run: Run, client: Any, fallback_reason: str | None = None) -> None:
+    """Add ``client``'s node and its descendants; with ``fallback_reason`` (a subtree whose
+    raw assets were refused) nothing is fetched raw."""
+    attributes = client.item["attributes"]
+    path = node_path(client)
+    sources = attributes.get("data_sources") or []
+    if sources and fallback_reason is None:
+        node = Node(path, client, "raw")
+        _add(run, node)
+        _plan_assets(run, node, sources)
+    elif attributes["structure_family"] == "container":
+        if path:
+            _add(run, Node(path, client, "container", reason=fallback_reason))
+        for _, child in client.items():
+            walk(run, child, fallback_reason)
+    else:
+        reason = fallback_reason or "the server lists no data source for it"
+        _add(run, Node(path, client, "data-api", reason=reason))
+
+
+def _plan_assets(run: Run, node: Node, sources: list[dict[str, Any]]) -> None:
+    for source in sources:
+        if not source.get("assets"):
+            run.refuse(node, "a data source without assets")
+        for asset in source.get("assets") or []:
+            path = server_path(asset["data_uri"])
+            if path is None:
+                scheme = asset["data_uri"].split(":", 1)[0]
+                run.refuse(node, f"its data is a {scheme}: asset, not a file")
+            elif not asset["is_directory"]:
+                node.files.append(RemoteFile(node, asset, None, path))
+
+
+# -- 2. Directory assets: their file lists ------------------------------------------------
+
+
+def list_directories(run: Run) -> None:
+    """Add every file of every directory asset (``/asset/manifest``) to its node."""
+    pairs = [
+        (node, asset)
+        for node in run.nodes
+        if node.method == "raw"
+        for source in node.attributes["data_sources"]
+        for asset in source["assets"]
+        if asset["is_directory"]
+    ]
+    parallel(run, pairs, lambda pair: _list_directory(run, *pair))
+
+
+def _list_directory(run: Run, node: Node, asset: dict[str, Any]) -> None:
+    if run.raw_refused is not None:
+        run.refuse(node, run.raw_refused)
+        return
+    root = server_path(asset["data_uri"])
+    assert root is not None  # non-file assets were refused when planned
+    url = node.asset_url("manifest")
+
+    def attempt() -> list[str]:
+        response = run.http.get(
+            url, params={"id": asset["id"]}, headers={"Accept": "application/json"}
+        )
+        check(response)
+        return response.json()["manifest"]
+
+    try:
+        listing = retrying(run, attempt, url)
+    except NotServed as err:
+        run.refuse_raw(node, err)
+        return
+    if not listing:
+        run.refuse(node, "a directory asset the server lists as empty")
+    for entry in listing:
+        # Tiled 0.2.x lists absolute server paths; a relative one is taken as in the asset.
+        path = PurePosixPath(entry)
+        if path.is_absolute() and not path.is_relative_to(root):
+            run.refuse(node, f"its directory listing names {entry}, outside the asset")
+            return
+        relative = path.relative_to(root) if path.is_absolute() else path
+        node.files.append(RemoteFile(node, asset, relative.as_posix(), root / relative))
+
+
+# -- 3. Archive paths -------------------------------------------------------------------
+
+
+def assign_members(run: Run) -> None:
+    """Archive paths of raw files: the server paths relative to their deepest common folder
+    (as ``create_from_catalog`` does). A node whose file names the format cannot hold is
+    fetched through the data API instead."""
+    while True:
+        raw = [node for node in run.nodes if node.method == "raw"]
+        assets = {
+            server_path(asset["data_uri"])
+            for node in raw
+            for source in node.attributes["data_sources"]
+            for asset in source["assets"]
+        }
+        if not assets:
+            return
+        base = PurePosixPath(os.path.commonpath([str(path.parent) for path in assets]))
+        for node in raw:
+            for remote in node.files:
+                remote.member = f"{DATA_DIR}/{remote.server_path.relative_to(base)}"
+                errors = [p for p in path_problems(remote.member) if p.severity is Severity.ERROR]
+                if errors:
+                    run.refuse(node, f"a file name the format cannot hold ({errors[0]})")
+                    break
+        if all(node.method == "raw" for node in raw):
+            run.base = base
+            return

@@ -1,0 +1,295 @@
+"""HTTP for a download: status checks, retries with backoff, the parallel runner with its
+cancellation, and fetching raw files into the cache (resuming a half-fetched one with a range
+request, hashing in a thread of its own). The exceptions here steer control flow between them
+and the steps that call them. Also the progress display every step reports to."""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import functools
+import hashlib
+import queue
+import random
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.text import Text
+
+from ..format import ArchiveError
+from ..writer import CHUNK
+from .cache import Blob
+from .state import RemoteFile, Run
+
+T = TypeVar("T")
+
+
+# -- Errors and HTTP ----------------------------------------------------------------------------
+
+
+class NotServed(Exception):
+    """The server refused to hand something out (a 4xx answer); asking again will not help."""
+
+
+class Transient(Exception):
+    """A 5xx or 429 answer, or a half-fetched file that cannot be resumed: worth retrying."""
+
+
+class Mismatch(Exception):
+    """The server sent bytes that differ from the size or hash it reports."""
+
+
+class Cancelled(Exception):
+    """Another worker failed (or the caller's hook raised): stop at the next chunk."""
+
+
+def check(response: httpx.Response) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    response.read()
+    try:
+        detail = response.json()["detail"]
+    except (ValueError, KeyError, TypeError):
+        detail = response.text[:200]
+    if status >= 500 or status == 429:
+        raise Transient(f"HTTP {status}: {detail}")
+    raise NotServed(f"HTTP {status}: {detail}")
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): exponential, jittered, capped."""
+    return min(0.5 * 2**attempt, 15.0) * random.uniform(0.5, 1.5)
+
+
+def _http_date(value: str | None) -> int:
+    if value:
+        with contextlib.suppress(TypeError, ValueError):
+            return int(email.utils.parsedate_to_datetime(value).timestamp())
+    return int(time.time())
+
+
+class _Hashing:
+    """SHA-256 and CRC-32 of the chunks passed to ``update``, computed in a thread of its own
+    while the caller receives the next chunk (both release the GIL): a fetch then runs at the
+    pace of the slower of the two, not of their sum. The digests are final once the ``with``
+    block has exited without an exception."""
+
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.crc32 = 0
+        # A few chunks of slack: enough to ride out jitter, bounded so memory stays flat.
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._thread = threading.Thread(target=self._run, name="tiled-archive-hash", daemon=True)
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self.sha256.update(chunk)
+            self.crc32 = zlib.crc32(chunk, self.crc32)
+
+    def update(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
+
+    def __enter__(self) -> _Hashing:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._chunks.put(None)
+        self._thread.join()
+
+
+# -- Running many things at once ------------------------------------------------------------
+
+
+def parallel(run: Run, items: Iterable[T], task: Callable[[T], None]) -> None:
+    """Run ``task`` on every item with ``workers`` threads. The first exception (or an
+    interrupt) cancels the rest, running transfers stopping at their next chunk, and is
+    raised."""
+
+    def guarded(item: T) -> None:
+        if run.cancel.is_set():
+            raise Cancelled()
+        try:
+            task(item)
+        except BaseException:
+            # At once, in this thread: it must not start the next queued task first.
+            run.cancel.set()
+            raise
+
+    pool = ThreadPoolExecutor(run.workers)
+    try:
+        futures = [pool.submit(guarded, item) for item in items]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        errors = [f.exception() for f in futures if f.done() and f.exception() is not None]
+        if errors:
+            # A worker stopped by the cancellation is not the cause; the first real error is.
+            raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])
+    except BaseException:
+        run.cancel.set()
+        raise
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def retrying(run: Run, attempt: Callable[[], T], what: str) -> T:
+    """``attempt()``, retried with backoff on connection errors and 5xx answers (not 4xx);
+    TA-E911 when the server keeps failing."""
+    for number in range(run.retries + 1):
+        if run.cancel.is_set():
+            raise Cancelled()
+        try:
+            return attempt()
+        except (httpx.TransportError, Transient) as err:
+            error: Exception = err
+        if number < run.retries and run.cancel.wait(backoff(number)):
+            raise Cancelled()
+    raise ArchiveError(
+        "TA-E911",
+        what,
+        f"the server failed {run.retries + 1} times, last with {error!r}; "
+        "nothing was written, and re-running resumes from the cache",
+    )
+
+
+# -- The raw bytes ---------------------------------------------------------------------------
+
+
+def fetch_raw(run: Run) -> None:
+    """Fetch every raw file not already in the cache (one request per file)."""
+    unique: dict[str, RemoteFile] = {}
+    for node in run.nodes:
+        if node.method == "raw":
+            for remote in node.files:
+                unique.setdefault(remote.member, remote)
+    total = sum(remote.size or 0 for remote in unique.values())
+    bar = run.progress.add_task("fetching", total=total or None, bytes=True)
+    parallel(run, unique.values(), functools.partial(_fetch_file, run, bar))
+
+
+def _fetch_file(run: Run, bar: TaskID, remote: RemoteFile) -> None:
+    if remote.node.method != "raw":
+        return
+    if run.raw_refused is not None:
+        run.refuse(remote.node, run.raw_refused)
+        return
+    key = remote.key(run.base_url)
+    url = remote.node.asset_url("bytes")
+    try:
+        with run.cache.partial(key) as partial:
+            blob = run.cache.lookup(key)
+            if blob is not None:
+                if remote.size is None:
+                    _expect(run, bar, blob.size)
+                run.progress.advance(bar, blob.size)
+            else:
+                blob = retrying(
+                    run, functools.partial(_get, run, bar, remote, key, url, partial), url
+                )
+    except NotServed as err:
+        run.refuse_raw(remote.node, err)
+        return
+    except Mismatch as err:
+        remote.node.error = str(err)
+        return
+    run.file_ready(remote.member, blob)
+
+
+def _expect(run: Run, bar: TaskID, size: int) -> None:
+    """Add a file whose size the server did not report to the progress bar's total."""
+    with run.lock:
+        total = run.progress.tasks[bar].total or 0
+        run.progress.update(bar, total=total + size)
+
+
+def _get(run: Run, bar: TaskID, remote: RemoteFile, key: str, url: str, partial: Path) -> Blob:
+    """One attempt: fetch the file (the rest of it, when a partial file is left over from an
+    earlier attempt or run) into ``partial``, hashing on the way, then into the cache."""
+    offset = partial.stat().st_size if partial.exists() else 0
+    # Identity: the exact bytes, a Content-Length and range support.
+    headers = {"Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    with run.http.stream("GET", url, params=remote.params(), headers=headers) as response:
+        if response.status_code == 416:  # the partial file is longer than the file now
+            partial.unlink()
+            raise Transient("stale partial file")
+        check(response)
+        if response.status_code != 206 or not response.headers.get("content-range", "").startswith(
+            f"bytes {offset}-"
+        ):
+            offset = 0
+        if remote.size is None:
+            _expect(run, bar, offset + int(response.headers.get("content-length", 0)))
+        size = 0
+        with open(partial, "r+b" if offset else "wb") as sink, _Hashing() as hashing:
+            while size < offset and (chunk := sink.read(min(CHUNK, offset - size))):
+                hashing.update(chunk)
+                size += len(chunk)
+                run.progress.advance(bar, len(chunk))
+            for chunk in response.iter_bytes(CHUNK):
+                if run.cancel.is_set():
+                    raise Cancelled()
+                sink.write(chunk)
+                hashing.update(chunk)
+                size += len(chunk)
+                run.progress.advance(bar, len(chunk))
+        mtime = _http_date(response.headers.get("last-modified"))
+    digest, crc = hashing.sha256.hexdigest(), hashing.crc32
+    expected = remote.server_sha256
+    if (remote.size is not None and size != remote.size) or (expected and digest != expected):
+        partial.unlink()
+        raise Mismatch(
+            f"the server sent {size} bytes (sha256 {digest[:12]}…) for {remote.member}, but "
+            f"reports {remote.size} bytes" + (f" (sha256 {expected[:12]}…)" if expected else "")
+        )
+    return run.cache.add(key, partial, size, digest, crc, mtime)
+
+
+# -- Progress --------------------------------------------------------------------------------
+
+
+class _AmountColumn(ProgressColumn):
+    """Bytes and speed for a transfer (a task with ``bytes=True``), a count for the rest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._size, self._speed, self._count = (
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            MofNCompleteColumn(),
+        )
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("bytes"):
+            return Text.assemble(self._size.render(task), " ", self._speed.render(task))
+        return self._count.render(task)
+
+
+def progress_display(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        _AmountColumn(),
+        TimeRemainingColumn(),
+        disable=quiet,
+        transient=True,
+    )
