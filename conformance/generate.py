@@ -414,7 +414,7 @@ def with_manifest(tree: Tree, **changes: object) -> Tree:
 for _kind, _name, _description, _changes in (
     ("invalid", "E301-manifest-schema", "`created` is not a UTC time.", {"created": "yesterday"}),
     ("invalid", "E302-major-version", "format_version 2.0.", {"format_version": "2.0"}),
-    ("warning", "W300-newer-minor-version", "format_version 1.1.", {"format_version": "1.1"}),
+    ("warning", "W300-newer-minor-version", "format_version 1.9.", {"format_version": "1.9"}),
 ):
     fixture(_kind, _name, _description, directory=[f"TA-{_name.split('-')[0]}"])(
         lambda bases, changes=_changes: {"directory": with_manifest(bases.minimal, **changes)}

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tiled_archive import cli
+from tiled_archive.format import FORMAT_VERSION
 from tiled_archive.validator import Report, report_schema, validate
 from tiled_archive.writer import convert, create, reseal
 
@@ -78,7 +79,7 @@ def test_writer_output_is_valid(archives, form, fast):
     before = sorted(p.name for p in archives[form].parent.iterdir())
     report = validate(archives[form], fast=fast)
     assert report.problems == [] and report.valid and report.form == form
-    assert report.format_version == "1.0"
+    assert report.format_version == FORMAT_VERSION
     if not fast:
         payload = sum(p.stat().st_size for p in (archives["directory"] / "data").rglob("*"))
         assert report.bytes_verified > payload  # every payload byte, the tag files, the catalog

@@ -211,10 +211,14 @@ class ArchiveServer:
         # Refuse the archive before any byte of data is read if an asset points elsewhere or
         # a data source carries what Tiled's adapters would act on blindly.
         archive.data_sources()
+        root = archive.manifest.extra.get("root") or {}
         tree = from_uri(
             f"sqlite+aiosqlite:///file:{quote(str(catalog.absolute()))}"
             "?mode=ro&immutable=1&uri=true",
             adapters_by_mimetype=self.adapters.mapping(),
+            # Tiled keeps a root's metadata outside the catalog; the manifest carries it (§4).
+            metadata=root.get("metadata"),
+            specs=root.get("specs"),
             # Tiled checks absolute file URIs (a relocated directory archive) against these.
             readable_storage=[archive.location.resolve() / DATA_DIR]
             if archive.is_directory

@@ -23,15 +23,31 @@ _LINE = re.compile(r"^([0-9a-f]{64}) [ *]?(.+)$")
 
 
 def bag_info(manifest: Manifest) -> bytes:
-    """``bag-info.txt``: producer, bagging date and the payload's octet count (Payload-Oxum)."""
+    """``bag-info.txt``: producer, bagging date and the payload's octet count (Payload-Oxum);
+    for a download, where it came from (the manifest's ``provenance``, spec §5)."""
     producer = " ".join(
         v for v in (manifest.producer["name"], manifest.producer.get("version")) if v
     )
-    return (
-        f"Bag-Software-Agent: {producer}\n"
-        f"Bagging-Date: {manifest.created[:10]}\n"
-        f"Payload-Oxum: {manifest.payload_oxum}\n"
-    ).encode()
+    lines = [f"Bag-Software-Agent: {producer}", f"Bagging-Date: {manifest.created[:10]}"]
+    provenance = manifest.extra.get("provenance")
+    if isinstance(provenance, dict):
+        source = f"{provenance.get('server', '')}{provenance.get('node', '')}"
+        lines.append(f"External-Identifier: {_one_line(source)}")
+        searched = "; ".join(
+            f"{q.get('type', 'query')} {_one_line(str(q))}" for q in provenance.get("queries") or []
+        )
+        description = (
+            f"Downloaded from Tiled {provenance.get('tiled_version', '?')} at "
+            f"{provenance.get('retrieved', '?')}" + (f", searched: {searched}" if searched else "")
+        )
+        lines.append(f"External-Description: {_one_line(description)}")
+    lines.append(f"Payload-Oxum: {manifest.payload_oxum}")
+    return "".join(line + "\n" for line in lines).encode()
+
+
+def _one_line(text: str) -> str:
+    """A BagIt tag value: one line (BagIt's continuation lines are not worth the ambiguity)."""
+    return " ".join(text.split())
 
 
 def digest_lines(digests: Mapping[str, str]) -> bytes:

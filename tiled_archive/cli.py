@@ -111,12 +111,18 @@ def extract(
     if dest.suffix.lower() == ".zip":
         raise ArchiveError("TA-E904", str(dest), "extract writes a directory: drop the .zip")
     convert(source, dest, force=force, quiet=quiet)
-    data = dest / "data"
-    err_console.print(
-        f"wrote {dest}\nserve it with: tiled serve catalog {dest / 'catalog.db'} -r {data} "
-        "--public",
-        highlight=False,
-    )
+    _wrote(dest)
+
+
+def _wrote(dest: Path, what: str = "") -> None:
+    """Say what was written; for a directory archive, the stock command that serves it."""
+    message = f"wrote {dest}" + (f" ({what})" if what else "")
+    if dest.suffix.lower() != ".zip":
+        message += (
+            f"\nserve it with: tiled serve catalog {dest / 'catalog.db'} -r {dest / 'data'} "
+            "--public"
+        )
+    err_console.print(message, highlight=False)
 
 
 @app.command()
@@ -281,6 +287,12 @@ def download(
     cache_dir: Annotated[
         Path | None, typer.Option(help="Download cache (default: the user cache, .../blobs).")
     ] = None,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty", help="Write an archive even when nothing matched (parents only)."
+        ),
+    ] = False,
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
@@ -294,6 +306,7 @@ def download(
 
     from .downloader import download as download_archive
     from .downloader import open_source
+    from .reader import open_archive
 
     pairs = []
     for item in search or []:
@@ -305,8 +318,18 @@ def download(
         except json.JSONDecodeError:
             pairs.append((key, text))
     source = open_source(uri, path, api_key=api_key, search=pairs, fulltext=fulltext)
-    download_archive(source, output, workers=workers, cache_dir=cache_dir, force=force, quiet=quiet)
-    err_console.print(f"wrote {output}", highlight=False)
+    download_archive(
+        source,
+        output,
+        workers=workers,
+        cache_dir=cache_dir,
+        force=force,
+        quiet=quiet,
+        allow_empty=allow_empty,
+    )
+    with open_archive(output) as archive:
+        nodes = archive.node_count()
+    _wrote(output, f"{nodes} node{'s' if nodes != 1 else ''}")
 
 
 def main() -> None:

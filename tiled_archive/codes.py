@@ -368,6 +368,13 @@ _TABLE = [
         "response limit); nothing was allocated.",
         "Read a smaller slice or fewer columns, or raise TILED_ARCHIVE_READ_BUDGET (bytes).",
     ),
+    Code(
+        "TA-E913",
+        "A download found no node to fetch: the search matched nothing, or the container is "
+        "empty; nothing was written.",
+        "Check the search terms and the node path; pass --allow-empty (allow_empty=True) to "
+        "write an archive that holds only the parent containers.",
+    ),
 ]
 
 CODES: dict[str, Code] = {code.id: code for code in _TABLE}

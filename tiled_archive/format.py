@@ -19,7 +19,7 @@ import jsonschema
 from .codes import CODES, Severity
 
 FORMAT_NAME = "tiled-archive"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 MIMETYPE = "application/x-tiled-archive"
 
 # Top-level names, in the order the reference writer puts them in a ZIP.

@@ -19,7 +19,12 @@ from typing import BinaryIO
 
 from .content import DataSourceRow, Inspection, reason
 from .content import inspect as inspect_data_source
-from .content.catalog import catalog_problems, data_source_rows, schema_problems
+from .content.catalog import (
+    catalog_problems,
+    data_source_rows,
+    rules_fingerprint,
+    schema_problems,
+)
 from .content.parameters import parameter_problems
 from .format import (
     CATALOG_NAME,
@@ -97,6 +102,7 @@ class Archive:
         if source.read(MIMETYPE_NAME) != MIMETYPE.encode():
             raise ArchiveError("TA-E003", MIMETYPE_NAME, "wrong format marker")
         self.manifest = Manifest.loads(source.read(MANIFEST_NAME))
+        self._listed = {entry.path for entry in self.manifest.files}
         newer = version_problem(self.manifest.format_version)
         if newer:
             warnings.warn(ArchiveWarning(newer), stacklevel=3)
@@ -154,13 +160,21 @@ class Archive:
             self._catalog = path
         return self._catalog
 
+    def node_count(self) -> int:
+        """How many nodes the catalog holds (the root, which has no row, not counted)."""
+        uri = f"{self.catalog_path().resolve().as_uri()}?mode=ro&immutable=1"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+            return conn.execute("SELECT count(*) FROM nodes").fetchone()[0]
+
     def asset_member(self, data_uri: str) -> str:
         """The member (file or folder) an asset URI of the catalog names: archive form, or
         relocated form inside this directory archive; TA-E503/TA-E504 for anything else."""
         from .catalog import member_from_relocated
 
-        member = member_from_relocated(data_uri, self.location)
         members = self.source.members()
+        if data_uri in self._listed and data_uri in members:
+            return data_uri  # a payload file: its path was checked with the manifest
+        member = member_from_relocated(data_uri, self.location)
         if member not in members and not any(m.startswith(member + "/") for m in members):
             raise ArchiveError("TA-E504", data_uri, "asset points at nothing in the archive")
         return member
@@ -193,22 +207,31 @@ class Archive:
                             CATALOG_NAME,
                             f"stamped {revisions}, not one revision format {FORMAT_VERSION} allows",
                         )
+                    checked = self._checked_stamp()
+                    if not checked.exists():
+                        _raise_first(schema_problems(conn, REQUIRED_TABLES)[1])
+                        _raise_first(catalog_problems(conn))
+                        _touch(checked)
+                    # The rows Tiled reads are UTF-8 now: decoded in C, not by the lambda above.
+                    conn.text_factory = str
                     # Each asset resolved once; the data sources reuse the answers.
                     members = {
                         a.data_uri: self.asset_member(a.data_uri) for a in read_assets(catalog)
                     }
-                    _, problems = schema_problems(conn, REQUIRED_TABLES)
-                    _raise_first(problems)
-                    problems = catalog_problems(conn)
                     rows = data_source_rows(conn, members.get)
             except (sqlite3.DatabaseError, DatabaseError, UnicodeDecodeError) as err:
                 code = "TA-E502" if "no such" in str(err) else "TA-E500"
                 raise ArchiveError(code, CATALOG_NAME, f"SQLite: {reason(err)}") from None
-            for row in rows:
-                problems.extend(parameter_problems(row))
-            _raise_first(problems)
+            _raise_first([problem for row in rows for problem in parameter_problems(row)])
             self._data_sources = {row.id: row for row in rows}
         return self._data_sources
+
+    def _checked_stamp(self) -> Path:
+        """Where a clean verdict of the catalog row checks is kept: under the (verified)
+        catalog's SHA-256 and the rules' fingerprint, so a catalog opened again, or a ZIP and
+        its extracted directory, is checked once."""
+        sha256 = self.manifest.catalog.sha256
+        return cache_dir() / "checked" / f"{sha256}-{rules_fingerprint()}"
 
     def inspection(self, source_id: int) -> Inspection:
         """What data source ``source_id``'s files hold and cost to read (checked once per open
@@ -284,6 +307,13 @@ class Archive:
 
     def __repr__(self) -> str:
         return f"<Archive {self.location} format {self.manifest.format_version}>"
+
+
+def _touch(path: Path) -> None:
+    """Create an empty marker file; a cache that cannot be written only costs a re-check."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
 
 
 def _raise_first(problems: list[Problem]) -> None:

@@ -261,6 +261,7 @@ def write_directory(
                 size, sha, _ = copy_hashing(source, sink, lambda n: progress.advance(task, n))
             entries[file.path] = _checked_entry(file, size, sha)
         os.utime(target, (file.mtime, file.mtime))
+    (staged / DATA_DIR).mkdir(exist_ok=True)  # an empty payload is an empty folder
     shutil.copyfile(finish_catalog(entries), staged / CATALOG_NAME)
     manifest = _manifest(entries.values(), staged / CATALOG_NAME, created, template)
     for name, content in _tag_files(manifest, manifest.catalog.sha256).items():
@@ -331,6 +332,8 @@ def zip_chunks(
         )
         for h in sorted(hashed, key=lambda h: h.file.path)
     ]
+    if not hashed:  # an empty payload is the directory entry data/ (spec §1)
+        entries.append(ZipEntry(f"{DATA_DIR}/", 0, 0, lambda: [], tag_mtime, is_directory=True))
     yield from zip_stream(entries)
 
 
@@ -467,14 +470,20 @@ def write_new(
     force: bool,
     quiet: bool,
     extra: Mapping[str, Any] | None = None,
+    relocated: bool = False,
 ) -> Path:
     """Write new content: ``db`` (a catalog Tiled wrote, absolute asset URIs) is finalized
-    with ``member_for_uri`` once the payload's digests are known. ``epoch`` fixes every
+    with ``member_for_uri`` once the payload's digests are known; with ``relocated``, a
+    directory ``dest`` gets relocated URIs (as :func:`convert` writes directories), else
+    archive form (movable, but stock Tiled needs ``relocate`` first). ``epoch`` fixes every
     timestamp (reproducible); ``extra`` adds top-level manifest fields."""
     stamp = datetime.fromtimestamp(epoch, timezone.utc) if epoch is not None else None
 
     def finish_catalog(entries: Mapping[str, FileEntry]) -> Path:
         catalog_db.finalize(db, member_for_uri, entries, timestamp=stamp)
+        if relocated and Path(dest).suffix.lower() != ".zip":
+            # So stock `tiled serve catalog DEST/catalog.db -r DEST/data` serves it as it is.
+            catalog_db.relocate(db, Path(dest).absolute())
         return db
 
     created = epoch if epoch is not None else datetime.now(timezone.utc).timestamp()

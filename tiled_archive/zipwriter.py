@@ -26,6 +26,7 @@ _VERSION_NEEDED_ZIP64 = 45
 _MADE_BY = 0x031E  # Unix, APPNOTE 3.0
 _MADE_BY_ZIP64 = 0x032D  # Unix, APPNOTE 4.5
 _EXTERNAL_ATTR = 0o100644 << 16  # regular file, rw-r--r--
+_EXTERNAL_ATTR_DIRECTORY = (0o040755 << 16) | 0x10  # directory, rwxr-xr-x; MS-DOS directory bit
 # DOS dates cover 1980-01-01T00:00:00Z .. 2107-12-31T23:59:58Z (seconds since the epoch).
 _DOS_EPOCH_MIN = 315532800
 _DOS_EPOCH_MAX = 4354819198
@@ -43,6 +44,9 @@ class ZipEntry:
     chunks: Callable[[], Iterable[bytes]]
     mtime: int
     align: bool = True
+    #: A directory entry (its name ends in ``/``, it holds no bytes): only ``data/`` of an
+    #: empty payload.
+    is_directory: bool = False
 
 
 def zip_stream(entries: Iterable[ZipEntry], *, force_zip64: bool = False) -> Iterator[bytes]:
@@ -154,7 +158,7 @@ def _central_header(
             0,  # comment length
             0,  # disk number
             0,  # internal attributes
-            _EXTERNAL_ATTR,
+            _EXTERNAL_ATTR_DIRECTORY if entry.is_directory else _EXTERNAL_ATTR,
             zf.MAX32 if offset64 else offset,
         )
         + name

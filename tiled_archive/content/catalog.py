@@ -18,6 +18,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Collection, Iterator
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from ..format import CATALOG_NAME, MAX_JSON_DEPTH, JSONTooDeep, Problem, load_json
@@ -33,6 +34,21 @@ SERVED_TABLES = (
     "data_source_asset_association",
     "revisions",
 )
+
+
+@cache
+def rules_fingerprint() -> str:
+    """What the verdict of :func:`catalog_problems` depends on besides the catalog's bytes:
+    these rules (this module's source) and Tiled's schema and models (its version). A reader
+    may keep a clean verdict under the catalog's SHA-256 and this, and skip the checks."""
+    import hashlib
+
+    import tiled
+
+    rules = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    return f"{rules}-{tiled.__version__}"
+
+
 #: At most this many rows are reported for each rule; a damaged catalog can break one rule
 #: on every row.
 ROWS_PER_RULE = 20
@@ -424,13 +440,18 @@ def data_source_rows(
                 AssetRef(member, bool(is_directory), parameter, num)
             )
     rows = []
+    # Data sources share their structures (by content hash) and mostly have `{}` parameters:
+    # each distinct text is decoded once. The rows share the decoded values: read-only.
+    decoded_texts: dict[object, Any] = {None: None}
     for source_id, key, family, mimetype, parameters, structure in conn.execute(_ROWS_SQL):
         decoded = []
         for value in (parameters, structure):
-            try:
-                decoded.append(None if value is None else load_json(value))
-            except (ValueError, TypeError):
-                decoded.append(_UNDECODABLE)
+            if value not in decoded_texts:
+                try:
+                    decoded_texts[value] = load_json(value)
+                except (ValueError, TypeError):
+                    decoded_texts[value] = _UNDECODABLE
+            decoded.append(decoded_texts[value])
         if _UNDECODABLE in decoded or not isinstance(mimetype, str) or source_id in unresolved:
             continue
         params, struct = decoded

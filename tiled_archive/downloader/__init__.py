@@ -44,10 +44,10 @@ from .. import catalog as catalog_db
 from ..format import CATALOG_NAME, ArchiveError
 from ..writer import PayloadFile, check_destination, write_new
 from .cache import DEFAULT_CACHE_MAX_BYTES, Blob, BlobCache, default_cache_dir
-from .catalog import archive_raw_sources, fallbacks, member_for_uri, rebuild_catalog
+from .catalog import archive_raw_sources, manifest_fields, member_for_uri, rebuild_catalog
 from .fallback import SLAB_BYTES, fetch_fallbacks
 from .plan import assign_members, list_directories, plan
-from .state import FileHook, Run
+from .state import FileHook, Run, node_path
 from .transfer import fetch_raw, progress_display
 
 __all__ = [
@@ -69,10 +69,17 @@ DEFAULT_RETRIES = 5
 # -- One run -------------------------------------------------------------------------------------
 
 
-def _fetch(run: Run) -> None:
+def _fetch(run: Run, *, allow_empty: bool) -> None:
     """Everything the archive holds, into the cache and the staging folder; TA-E910 listing
-    every node that could be fetched neither raw nor through the data API."""
+    every node that could be fetched neither raw nor through the data API, TA-E913 when
+    there is no node to fetch (unless ``allow_empty``)."""
     plan(run)
+    if not run.matched and not allow_empty:
+        where = "/".join(node_path(run.source)) or "/"
+        what = "the search matched" if getattr(run.source, "_queries", None) else "it holds"
+        raise ArchiveError(
+            "TA-E913", f"{run.base_url} {where}", f"no node to download: {what} no node"
+        )
     list_directories(run)
     assign_members(run)
     fetch_raw(run)
@@ -120,6 +127,7 @@ def download(
     cache_max_bytes: int | None = DEFAULT_CACHE_MAX_BYTES,
     retries: int = DEFAULT_RETRIES,
     on_file: FileHook | None = None,
+    allow_empty: bool = False,
 ) -> Path:
     """Download a node of a live Tiled server into an archive at ``dest`` (``*.zip`` for a ZIP,
     else a directory) and return ``dest``.
@@ -136,11 +144,17 @@ def download(
     the run; None: no limit), so a re-run after an interruption fetches only what is missing or
     damaged, and data fetched for another archive is not fetched again. Connection errors and
     5xx answers are retried ``retries`` times with backoff. ``on_file(path, size)`` is called
-    as each payload file is ready; an exception it raises stops the download.
+    as each payload file is ready; an exception it raises stops the download. A source with
+    no node to download (an empty container at the root, a search that matched nothing) is
+    refused unless ``allow_empty``; then the archive holds the parents alone, and validates.
+
+    A directory archive is written relocated (its asset URIs point at its own ``data/``), so
+    stock ``tiled serve catalog DEST/catalog.db -r DEST/data`` serves it as it is.
 
     Raises ArchiveError: TA-E903 (``dest`` exists; ``force`` replaces an archive), TA-E910
     (nodes that could not be fetched, listed), TA-E911 (the server could not be reached or kept
-    failing). Nothing is written at ``dest`` unless the whole download succeeds.
+    failing), TA-E913 (nothing to download). Nothing is written at ``dest`` unless the whole
+    download succeeds.
     """
     dest = Path(dest)
     check_destination(dest.absolute(), force=force)
@@ -160,11 +174,11 @@ def download(
                     retries=retries,
                     on_file=on_file,
                 )
-                _fetch(run)
+                _fetch(run, allow_empty=allow_empty)
                 db = Path(work, CATALOG_NAME)
                 rebuild_catalog(run, db)
             # Outside the display above: the writer shows its own, and rich allows one at once.
-            records = fallbacks(run)
+            fields = manifest_fields(run)
             result = write_new(
                 dest,
                 _payload(run),
@@ -173,7 +187,8 @@ def download(
                 epoch=None,
                 force=force,
                 quiet=quiet,
-                extra={"fallbacks": records} if records else None,
+                extra=fields,
+                relocated=True,
             )
         finished = True
         return result

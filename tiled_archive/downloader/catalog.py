@@ -1,12 +1,16 @@
 """The archive's catalog: raw nodes' data sources as the server gives them, every node
 recreated in a fresh catalog through Tiled's own catalog adapter, the archive path of each asset
-URI, and the manifest's record of the nodes read through the data API."""
+URI, and what the manifest records of the download: the nodes read through the data API, the
+root's metadata and specs, and where the archive came from."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .. import catalog as catalog_db
 from ..format import DATA_DIR
@@ -89,3 +93,39 @@ def fallbacks(run: Run) -> list[dict[str, str]]:
             record["mimetype"] = node.archived[0]["mimetype"]
         records.append(record)
     return sorted(records, key=lambda r: r["node"])
+
+
+def manifest_fields(run: Run) -> dict[str, Any]:
+    """The manifest's fields that say what this download was (spec §4): ``fallbacks`` (when
+    any node was read through the data API), ``root`` (the server root's metadata and specs,
+    which Tiled keeps outside its catalog; when either is set) and ``provenance``."""
+    from tiled.client import from_context
+
+    fields: dict[str, Any] = {}
+    records = fallbacks(run)
+    if records:
+        fields["fallbacks"] = records
+    root = from_context(run.source.context, node_path_parts=[]).item["attributes"]
+    if root.get("metadata") or root.get("specs"):
+        fields["root"] = {"metadata": dict(root["metadata"]), "specs": list(root["specs"])}
+    server = urlsplit(run.base_url)
+    host = server.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if server.port is not None:
+        netloc += f":{server.port}"
+    queries = getattr(run.source, "_queries", None) or []
+    fields["provenance"] = {
+        # Without user, password or query: an archive travels, credentials must not.
+        "server": urlunsplit((server.scheme, netloc, server.path, "", "")),
+        "node": "/" + "/".join(part for part in run.source.path_parts if part),
+        "queries": [_query_record(query) for query in queries],
+        "tiled_version": run.source.context.server_info.library_version,
+        "retrieved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return fields
+
+
+def _query_record(query: Any) -> dict[str, Any]:
+    """A Tiled query as JSON: its type and fields (Tiled's queries are dataclasses)."""
+    fields = dataclasses.asdict(query) if dataclasses.is_dataclass(query) else {"repr": repr(query)}
+    return {"type": type(query).__name__, **fields}

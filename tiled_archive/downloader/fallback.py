@@ -17,7 +17,7 @@ from ..format import DATA_DIR
 from ..writer import copy_hashing
 from .cache import Blob
 from .plan import walk
-from .state import Node, Run, staged_asset
+from .state import Node, Run, children, staged_asset
 from .transfer import NotServed, check, parallel, retrying
 
 #: Arrays read through the data API are fetched in slabs of about this size.
@@ -37,7 +37,7 @@ def fetch_fallbacks(run: Run) -> None:
     for node in list(run.nodes):
         if node.method == "data-api" and node.attributes["structure_family"] == "container":
             node.method = "container"
-            for _, child in node.client.items():
+            for child in children(node.client):
                 walk(run, child, fallback_reason=node.reason)
     leaves = [node for node in run.nodes if node.method == "data-api"]
     prefix = _fallback_prefix(run)

@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from ..format import DATA_DIR, Severity, path_problems
-from .state import Node, RemoteFile, Run, node_path, server_path
+from .state import Node, RemoteFile, Run, children, node_path, server_path
 from .transfer import NotServed, check, parallel, retrying
 
 # -- 1. Plan: walk the server's tree ------------------------------------------------------------
@@ -29,10 +29,13 @@ def plan(run: Run) -> None:
     if getattr(source, "_queries", None):
         if parts:
             _add(run, Node(tuple(parts), source, "container"))
-        for _, child in source.items():
+        ancestors = len(run.nodes)
+        for child in children(source):
             walk(run, child)
     else:
+        ancestors = len(run.nodes)
         walk(run, source)
+    run.matched = len(run.nodes) - ancestors
 
 
 def _add(run: Run, node: Node) -> None:
@@ -53,7 +56,7 @@ def walk(run: Run, client: Any, fallback_reason: str | None = None) -> None:
     elif attributes["structure_family"] == "container":
         if path:
             _add(run, Node(path, client, "container", reason=fallback_reason))
-        for _, child in client.items():
+        for child in children(client):
             walk(run, child, fallback_reason)
     else:
         reason = fallback_reason or "the server lists no data source for it"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -110,6 +110,8 @@ class Run:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: Set once the server refused raw assets with a 403: no further node asks for them.
     raw_refused: str | None = None
+    #: How many nodes the source holds or matched (its parent containers not counted).
+    matched: int = 0
     #: The deepest folder holding every raw asset on the server.
     base: PurePosixPath = PurePosixPath("/")
     #: The progress task counting listed nodes.
@@ -145,6 +147,14 @@ class Run:
 def node_path(client: Any) -> tuple[str, ...]:
     """A node's path from the server root (the root's own ``path_parts`` is ``[""]``)."""
     return tuple(part for part in client.path_parts if part)
+
+
+def children(client: Any) -> Iterator[Any]:
+    """A container's child nodes as the server stores them, in its order. Tiled's client for a
+    ``composite`` container lists its tables' columns as if they were children; its ``base``
+    lists the nodes themselves."""
+    for _, child in getattr(client, "base", client).items():
+        yield child
 
 
 def server_path(data_uri: str) -> PurePosixPath | None:

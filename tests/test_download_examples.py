@@ -1,0 +1,175 @@
+"""Downloads of what others make: Tiled's own example trees and a writable catalog filled
+through Tiled's client, each served by the stock `tiled serve` CLI on loopback, compared node
+by node (keys in the server's order, metadata, specs, structure, values and dtypes) through
+`tiled_archive.open` of the ZIP and of the directory."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tiled
+
+import tiled_archive
+from tiled_archive.reader import open_archive
+from tiled_archive.testing import free_port, serving
+from tiled_archive.validator import validate
+
+TILED = str(Path(sys.executable).parent / "tiled")
+
+
+def listing(node):
+    """A container's children as Tiled stores them: a composite client lists its tables'
+    columns, its ``base`` the table nodes themselves."""
+    return getattr(node, "base", node)
+
+
+def assert_exact(expected, actual, where: str = "/") -> None:
+    """``actual`` (an archive's node) equals ``expected`` (the server's), node by node."""
+    assert actual.structure_family == expected.structure_family, where
+    assert dict(actual.metadata) == dict(expected.metadata), where
+    assert list(actual.specs) == list(expected.specs), where
+    family = expected.structure_family
+    if family == "container":
+        keys = list(listing(expected))
+        assert list(listing(actual)) == keys, where
+        for key in keys:
+            assert_exact(listing(expected)[key], listing(actual)[key], f"{where}{key}/")
+    elif family == "array":
+        assert actual.structure().shape == expected.structure().shape, where
+        value, copy = expected.read(), actual.read()
+        assert copy.dtype == value.dtype, where
+        np.testing.assert_array_equal(copy, value, err_msg=where)
+    elif family == "table":
+        pd.testing.assert_frame_equal(actual.read(), expected.read(), obj=where)
+    else:
+        raise AssertionError(f"{where}: no comparison for {family} yet")
+
+
+def assert_valid(dest: Path) -> None:
+    report = validate(dest)
+    assert report.errors == [], report.errors
+
+
+# -- tiled serve pyobject tiled.examples.generated_minimal:tree -------------------------------
+
+
+@pytest.fixture(scope="module")
+def minimal_example(tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("minimal-example") / "server.log"
+    command = [TILED, "serve", "pyobject", "--public", "--port", port]
+    command.append("tiled.examples.generated_minimal:tree")
+    with serving(command, port, log=log) as server:
+        yield server.url
+
+
+@pytest.mark.parametrize("suffix", [".zip", ""])
+def test_tileds_minimal_example_tree_downloads_exactly(minimal_example, tmp_path, suffix):
+    from tiled.client import from_uri
+
+    client = from_uri(minimal_example)
+    dest = tmp_path / f"minimal{suffix}"
+    tiled_archive.download(client, dest, cache_dir=tmp_path / "cache")
+    assert_valid(dest)
+    with tiled_archive.open(dest) as archive:
+        assert_exact(client, archive)
+    # Where it came from, in the manifest and in bag-info.txt.
+    with open_archive(dest) as opened:
+        provenance = opened.manifest.extra["provenance"]
+        bag_info = opened.source.open("bag-info.txt").read().decode()
+    assert provenance["server"] == f"{minimal_example}/api/v1/"
+    assert provenance["node"] == "/" and provenance["queries"] == []
+    assert provenance["tiled_version"] == tiled.__version__
+    assert f"External-Identifier: {minimal_example}/api/v1//" in bag_info
+
+
+def test_provenance_names_the_search_and_no_credentials(written, tmp_path):
+    from tiled.queries import Key
+
+    search = written.search(Key("units") == "m")
+    dest = tiled_archive.download(search, tmp_path / "found.zip", cache_dir=tmp_path / "cache")
+    with open_archive(dest) as opened:
+        provenance = opened.manifest.extra["provenance"]
+    assert (
+        provenance["queries"] == [{"type": "Eq", "key": "units", "value": "m"}]
+        or provenance["queries"][0]["key"] == "units"
+    ), provenance
+    assert "api_key" not in json.dumps(provenance) and "@" not in provenance["server"]
+
+
+# -- tiled serve catalog --temp, filled through the client ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """A writable server (stock CLI, temporary catalog) holding what a user writes through
+    Tiled's client: a composite container, an empty container, nodes with specs."""
+    from tiled.client import from_uri
+
+    port, key = free_port(), secrets.token_hex(16)
+    log = tmp_path_factory.mktemp("written") / "server.log"
+    command = [TILED, "serve", "catalog", "--temp", "--api-key", key, "--port", port]
+    with serving(command, port, log=log) as server:
+        client = from_uri(server.url, api_key=key)
+        composite = client.create_container("comp", metadata={"m": 1}, specs=["composite"])
+        composite.write_array(np.arange(5, dtype="int16"), key="arr")
+        composite.write_dataframe(pd.DataFrame({"x": [1.5, 2.5], "y": ["a", "b"]}), key="tbl")
+        client.create_container("empty", metadata={"why": "nothing yet"})
+        client.write_array(np.eye(3), key="eye", specs=["xdi"], metadata={"units": "m"})
+        yield client
+
+
+@pytest.mark.parametrize("suffix", [".zip", ""])
+def test_client_written_tree_downloads_exactly(written, tmp_path, suffix):
+    dest = tmp_path / f"written{suffix}"
+    tiled_archive.download(written, dest, cache_dir=tmp_path / "cache")
+    assert_valid(dest)
+    with tiled_archive.open(dest) as archive:
+        assert_exact(written, archive)
+
+
+def test_a_directory_download_is_served_by_stock_tiled_as_it_is(written, tmp_path):
+    """Option 2 of the brief: `tiled serve catalog` on what `download` wrote, no relocate."""
+    from tiled.client import from_uri
+
+    dest = tmp_path / "written"
+    tiled_archive.download(written, dest, cache_dir=tmp_path / "cache")
+    port = free_port()
+    command = [TILED, "serve", "catalog", dest / "catalog.db", "-r", dest / "data"]
+    command += ["--public", "--port", port]
+    with serving(command, port, log=tmp_path / "stock.log") as server:
+        assert_exact(written, from_uri(server.url))
+
+
+def test_nothing_matched_is_refused_unless_allowed(written, tmp_path):
+    from tiled.queries import Key
+
+    from tiled_archive.format import ArchiveError
+
+    nothing = written.search(Key("no such key") == 1)
+    with pytest.raises(ArchiveError) as raised:
+        tiled_archive.download(nothing, tmp_path / "none.zip", cache_dir=tmp_path / "cache")
+    assert raised.value.code == "TA-E913"
+    assert "the search matched no node" in str(raised.value)
+    assert not (tmp_path / "none.zip").exists()
+    dest = tiled_archive.download(
+        nothing, tmp_path / "none.zip", cache_dir=tmp_path / "cache", allow_empty=True
+    )
+    assert_valid(dest)
+    with tiled_archive.open(dest) as archive:
+        assert list(archive) == []
+
+
+def test_an_empty_container_alone_gives_a_valid_archive(written, tmp_path):
+    dest = tmp_path / "empty.zip"
+    tiled_archive.download(written["empty"], dest, cache_dir=tmp_path / "cache")
+    assert_valid(dest)
+    with tiled_archive.open(dest) as archive:
+        assert list(archive) == ["empty"]
+        assert_exact(written["empty"], archive["empty"])
