@@ -103,6 +103,49 @@ def test_provenance_names_the_search_and_no_credentials(written, tmp_path):
     assert "api_key" not in json.dumps(provenance) and "@" not in provenance["server"]
 
 
+# -- Arrays stored as one chunk bigger than the server's response limit ----------------------
+
+
+@pytest.fixture(scope="module")
+def one_chunk_arrays(tmp_path_factory):
+    """`tests.trees:one_chunk` served with a 1 MB response limit (Tiled's setting, from the
+    environment): every array is one block the server refuses to send whole."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("one-chunk") / "server.log"
+    command = [TILED, "serve", "pyobject", "--public", "--port", port, "tests.trees:one_chunk"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
+        patch.setenv("TILED_RESPONSE_BYTESIZE_LIMIT", "1000000")
+        with serving(command, port, log=log) as server:
+            yield server.url
+
+
+def test_one_chunk_arrays_over_the_response_limit_come_in_slabs(one_chunk_arrays, tmp_path):
+    from tiled.client import from_uri
+
+    client = from_uri(one_chunk_arrays)
+    with pytest.raises(Exception, match="Response would exceed 1000000"):
+        client["tall"].read()  # the server refuses the whole array in one response
+    dest = tmp_path / "slabs.zip"
+    tiled_archive.download(client, dest, cache_dir=tmp_path / "cache")
+    assert_valid(dest)
+    with tiled_archive.open(dest) as archive:
+        for key in ("tall", "wide", "scalar"):
+            assert archive[key].structure() == client[key].structure(), key
+            # (The archive's server has the same limit here: the environment is shared.)
+            np.testing.assert_array_equal(_in_pieces(archive[key]), _in_pieces(client[key]))
+
+
+def _in_pieces(array_client):
+    """A whole array read from a server that will not send it whole: in pieces."""
+    if not array_client.shape:
+        return array_client[...]
+    if array_client.shape[0] == 1:
+        half = array_client.shape[1] // 2
+        return np.concatenate([array_client[0:1, :half], array_client[0:1, half:]], axis=1)
+    return np.concatenate([array_client[i : i + 100] for i in range(0, array_client.shape[0], 100)])
+
+
 # -- tiled serve catalog --temp, filled through the client ------------------------------------
 
 

@@ -4,9 +4,11 @@ segments for the node paths."""
 
 from __future__ import annotations
 
-import math
+import itertools
+import re
 import time
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,9 +116,12 @@ def _data(run: Run, node: Node, link: str, params: dict[str, Any], accept: str) 
 
 
 def _write_zarr(run: Run, node: Node, folder: Path) -> None:
-    """An array as a Zarr store (as Tiled's ``write_array`` makes), chunked like the
-    server's first block, fetched in slabs of about :data:`SLAB_BYTES`: memory stays flat.
-    The server's structure is kept: Tiled slices blocks out of the store by it."""
+    """An array as a Zarr store (as Tiled's ``write_array`` makes), fetched in slabs of at most
+    :data:`SLAB_BYTES` (less when the server's response limit is lower: its refusal names the
+    limit), so memory stays flat and no request exceeds what the server answers, even for an
+    array stored as one huge chunk. The store is chunked like the server's blocks, cut to the
+    slab where a block is bigger; the server's structure is kept in the catalog (Tiled slices
+    blocks out of the store by it, whatever the store's own chunks)."""
     import numpy as np
     import zarr
     from tiled.structures.array import ArrayStructure
@@ -124,20 +129,61 @@ def _write_zarr(run: Run, node: Node, folder: Path) -> None:
     structure = ArrayStructure.from_json(node.attributes["structure"])
     dtype = structure.data_type.to_numpy_dtype()
     shape = tuple(structure.shape)
-    chunks = tuple(max(dim[0], 1) if dim else 1 for dim in structure.chunks)
-    target = zarr.create_array(store=str(folder), shape=shape, chunks=chunks, dtype=dtype)
-    if 0 in shape:
-        return
-    if not shape:
-        raw = _data(run, node, "full", {}, "application/octet-stream")
-        target[...] = np.frombuffer(raw, dtype=dtype).reshape(shape)
-        return
-    row_bytes = dtype.itemsize * math.prod(shape[1:])
-    step = max(1, SLAB_BYTES // max(row_bytes * chunks[0], 1)) * chunks[0]
-    for start in range(0, shape[0], step):
-        stop = min(start + step, shape[0])
-        raw = _data(run, node, "full", {"slice": f"{start}:{stop}"}, "application/octet-stream")
-        target[start:stop] = np.frombuffer(raw, dtype=dtype).reshape((stop - start, *shape[1:]))
+    limit = SLAB_BYTES
+    while True:
+        block = _slab_shape(shape, dtype.itemsize, limit)
+        first_block = (dim[0] if dim else 1 for dim in structure.chunks)
+        chunks = tuple(max(1, min(a, b)) for a, b in zip(first_block, block, strict=True))
+        target = zarr.create_array(
+            store=str(folder), shape=shape, chunks=chunks, dtype=dtype, overwrite=True
+        )
+        if 0 in shape:
+            return
+        try:
+            for region in _slabs(shape, block):
+                selection = ",".join(f"{s.start}:{s.stop}" for s in region)
+                params = {"slice": selection} if region else {}
+                raw = _data(run, node, "full", params, "application/octet-stream")
+                expected = tuple(s.stop - s.start for s in region)
+                target[region] = np.frombuffer(raw, dtype=dtype).reshape(expected)
+            return
+        except NotServed as err:
+            smaller = _response_limit(str(err))
+            if smaller is None or limit <= dtype.itemsize:
+                raise
+            limit = min(limit // 2, smaller // 2)
+
+
+def _slab_shape(shape: tuple[int, ...], itemsize: int, limit: int) -> tuple[int, ...]:
+    """The largest block of ``shape`` within ``limit`` bytes that is whole along its trailing
+    axes: those that fit are taken whole, the next one cut into runs, the leading ones one
+    index at a time (at least one element)."""
+    block = [1] * len(shape)
+    size = itemsize
+    for axis in reversed(range(len(shape))):
+        if size * shape[axis] <= limit:
+            block[axis] = shape[axis]
+            size *= shape[axis]
+        else:
+            block[axis] = max(1, limit // size)
+            break
+    return tuple(block)
+
+
+def _slabs(shape: tuple[int, ...], block: tuple[int, ...]) -> Iterator[tuple[slice, ...]]:
+    """The regions of ``shape`` in blocks of ``block``, in C order (``()`` for a 0-d array)."""
+    starts = [range(0, size, step) for size, step in zip(shape, block, strict=True)]
+    for corner in itertools.product(*starts):
+        yield tuple(
+            slice(start, min(start + step, size))
+            for start, step, size in zip(corner, block, shape, strict=True)
+        )
+
+
+def _response_limit(message: str) -> int | None:
+    """The byte limit in Tiled's refusal of a response too large ("Response would exceed N")."""
+    match = re.search(r"Response would exceed (\d+)", message)
+    return int(match.group(1)) if match else None
 
 
 def _write_parquet(run: Run, node: Node, folder: Path) -> list[Path]:
