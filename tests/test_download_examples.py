@@ -10,6 +10,7 @@ import secrets
 import sys
 from pathlib import Path
 
+import awkward as ak
 import numpy as np
 import pandas as pd
 import pytest
@@ -47,6 +48,13 @@ def assert_exact(expected, actual, where: str = "/") -> None:
         np.testing.assert_array_equal(copy, value, err_msg=where)
     elif family == "table":
         pd.testing.assert_frame_equal(actual.read(), expected.read(), obj=where)
+    elif family == "sparse":
+        value, copy = expected.read(), actual.read()
+        assert copy.dtype == value.dtype and copy.shape == value.shape, where
+        np.testing.assert_array_equal(copy.todense(), value.todense(), err_msg=where)
+    elif family == "awkward":
+        assert ak.to_list(actual.read()) == ak.to_list(expected.read()), where
+        assert str(actual.read().type) == str(expected.read().type), where
     else:
         raise AssertionError(f"{where}: no comparison for {family} yet")
 
@@ -165,6 +173,13 @@ def written(tmp_path_factory):
         composite.write_dataframe(pd.DataFrame({"x": [1.5, 2.5], "y": ["a", "b"]}), key="tbl")
         client.create_container("empty", metadata={"why": "nothing yet"})
         client.write_array(np.eye(3), key="eye", specs=["xdi"], metadata={"units": "m"})
+        client.write_sparse(
+            coords=np.array([[0, 2, 4], [1, 3, 0]]),
+            data=np.array([1.5, 2.5, 3.5]),
+            shape=(5, 4),
+            key="sparse",
+        )
+        client.write_awkward(ak.Array([[1, 2, 3], [], [4, 5]]), key="awkward")
         yield client
 
 
