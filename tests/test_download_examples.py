@@ -154,6 +154,32 @@ def _in_pieces(array_client):
     return np.concatenate([array_client[i : i + 100] for i in range(0, array_client.shape[0], 100)])
 
 
+# -- Families with no files on the server: Tiled's own storage layouts, written here ---------
+
+
+@pytest.mark.parametrize("suffix", [".zip", ""])
+def test_in_memory_sparse_and_awkward_are_written_as_tiled_stores_them(tmp_path, suffix):
+    from tiled.client import from_uri
+
+    port = free_port()
+    command = [TILED, "serve", "pyobject", "--public", "--port", port, "tests.trees:in_memory"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
+        with serving(command, port, log=tmp_path / "server.log") as server:
+            client = from_uri(server.url)
+            dest = tmp_path / f"memory{suffix}"
+            tiled_archive.download(client, dest, cache_dir=tmp_path / "cache")
+            assert_valid(dest)
+            with tiled_archive.open(dest) as archive:
+                assert_exact(client, archive)
+    with open_archive(dest) as opened:
+        written = {f["node"]: f["mimetype"] for f in opened.manifest.extra["fallbacks"]}
+    assert written == {
+        "sparse": "application/x-parquet;structure=sparse",
+        "awkward": "application/x-awkward-buffers",
+    }
+
+
 # -- tiled serve catalog --temp, filled through the client ------------------------------------
 
 

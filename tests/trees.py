@@ -3,9 +3,12 @@ on PYTHONPATH for it)."""
 
 from __future__ import annotations
 
+import awkward
 import numpy as np
 from tiled.adapters.array import ArrayAdapter
+from tiled.adapters.awkward import AwkwardAdapter
 from tiled.adapters.mapping import MapAdapter
+from tiled.adapters.sparse import COOAdapter
 
 #: Arrays stored as one chunk, each over a 1 MB response limit: along the first axis, one row
 #: over the limit on its own (cut along the second), and 0-d.
@@ -16,4 +19,16 @@ one_chunk = MapAdapter(
         "scalar": ArrayAdapter.from_array(np.array(3.5)),
     },
     metadata={"limit": "1 MB"},
+)
+
+#: Families without files on the server (in memory): read through the data API.
+in_memory = MapAdapter(
+    {
+        "sparse": COOAdapter.from_arrays(
+            coords=np.array([[0, 2, 4], [1, 3, 0]]), data=np.array([1.5, 2.5, 3.5]), shape=(5, 4)
+        ),
+        "awkward": AwkwardAdapter.from_array(
+            awkward.Array([[{"x": 1, "y": [1.5]}], [], [{"x": 2, "y": []}]])
+        ),
+    }
 )
