@@ -158,7 +158,7 @@ def _in_pieces(array_client):
 
 
 @pytest.mark.parametrize("suffix", [".zip", ""])
-def test_in_memory_sparse_and_awkward_are_written_as_tiled_stores_them(tmp_path, suffix):
+def test_in_memory_nodes_are_written_as_tiled_stores_them(tmp_path, suffix):
     from tiled.client import from_uri
 
     port = free_port()
@@ -177,6 +177,8 @@ def test_in_memory_sparse_and_awkward_are_written_as_tiled_stores_them(tmp_path,
     assert written == {
         "sparse": "application/x-parquet;structure=sparse",
         "awkward": "application/x-awkward-buffers",
+        # datetime64[s] cannot be kept by Parquet (it has ms at best): Arrow IPC keeps it.
+        "table": "application/vnd.apache.arrow.file",
     }
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import awkward
 import numpy as np
+import pandas as pd
 from tiled.adapters.array import ArrayAdapter
 from tiled.adapters.awkward import AwkwardAdapter
 from tiled.adapters.mapping import MapAdapter
 from tiled.adapters.sparse import COOAdapter
+from tiled.adapters.table import TableAdapter
 
 #: Arrays stored as one chunk, each over a 1 MB response limit: along the first axis, one row
 #: over the limit on its own (cut along the second), and 0-d.
@@ -29,6 +31,19 @@ in_memory = MapAdapter(
         ),
         "awkward": AwkwardAdapter.from_array(
             awkward.Array([[{"x": 1, "y": [1.5]}], [], [{"x": 2, "y": []}]])
+        ),
+        "table": TableAdapter.from_pandas(
+            pd.DataFrame(
+                {
+                    "seconds": pd.to_datetime([0, 1, 2], unit="s").astype("datetime64[s]"),
+                    "utc": pd.to_datetime([0, 1, 2], unit="ms", utc=True),
+                    "category": pd.Categorical(["a", "b", "a"]),
+                    "nullable": pd.array([1, None, 3], dtype="Int64"),
+                    "text": ["x", "yy", ""],
+                    "flag": [True, False, True],
+                }
+            ),
+            npartitions=2,
         ),
     }
 )

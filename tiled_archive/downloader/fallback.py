@@ -71,12 +71,11 @@ def _fallback(run: Run, bar: TaskID, node: Node, folder_member: str) -> None:
             assets = [staged_asset(folder, True, "data_uri", None)]
             mimetype = ZARR_MIMETYPE
         elif family == "table":
-            partitions = _write_parquet(run, node, folder)
+            partitions, mimetype = _write_table(run, node, folder)
             assets = [
                 staged_asset(path, False, "data_uris", number)
                 for number, path in enumerate(partitions)
             ]
-            mimetype = PARQUET_MIMETYPE
         elif family == "sparse":
             assets = _write_sparse(run, node, folder)
             mimetype = SPARSE_MIMETYPE
@@ -259,22 +258,33 @@ def _write_awkward(node: Node, folder: Path) -> list[dict[str, Any]]:
     return _staged(data_source)
 
 
-def _write_parquet(run: Run, node: Node, folder: Path) -> list[Path]:
-    """A table as one Parquet file per partition (as Tiled writes them), each written from
-    the Arrow the server sends, schema and all."""
+def _write_table(run: Run, node: Node, folder: Path) -> tuple[list[Path], str]:
+    """A table as one file per partition, as Tiled writes them, each written from the Arrow
+    the server sends: Parquet, unless Parquet would change a column's type (it has no
+    second-resolution timestamps: ``datetime64[s]`` would read back as ``[ms]``); then Arrow
+    IPC files (Tiled's ``ArrowAdapter`` layout), which keep every Arrow type."""
     import pyarrow
     import pyarrow.parquet
 
     folder.mkdir(parents=True)
-    paths = []
+    paths: list[Path] = []
+    mimetype = PARQUET_MIMETYPE
     for number in range(node.attributes["structure"]["npartitions"]):
-        raw = _data(
-            run, node, "partition", {"partition": number}, "application/vnd.apache.arrow.file"
-        )
-        path = folder / f"partition-{number}.parquet"
-        pyarrow.parquet.write_table(pyarrow.ipc.open_file(raw).read_all(), path)
+        raw = _data(run, node, "partition", {"partition": number}, ARROW_MIMETYPE)
+        table = pyarrow.ipc.open_file(raw).read_all()
+        if mimetype == PARQUET_MIMETYPE:
+            path = folder / f"partition-{number}.parquet"
+            pyarrow.parquet.write_table(table, path)
+            kept = pyarrow.parquet.read_schema(path).remove_metadata()
+            if number == 0 and kept != table.schema.remove_metadata():
+                path.unlink()
+                mimetype = ARROW_MIMETYPE
+        if mimetype == ARROW_MIMETYPE:
+            path = folder / f"partition-{number}.arrow"
+            with pyarrow.ipc.new_file(path, table.schema) as sink:
+                sink.write_table(table)
         paths.append(path)
-    return paths
+    return paths, mimetype
 
 
 class _FolderNames:
