@@ -5,9 +5,11 @@ by node (keys in the server's order, metadata, specs, structure, values and dtyp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import awkward as ak
@@ -59,6 +61,23 @@ def assert_exact(expected, actual, where: str = "/") -> None:
         raise AssertionError(f"{where}: no comparison for {family} yet")
 
 
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def serve_pyobject(tree: str, log: Path, **environment: str) -> Iterator[str]:
+    """Stock `tiled serve pyobject --public TREE` on loopback (this repository importable by
+    it, ``environment`` set for it and for this process): its URL."""
+    port = free_port()
+    command = [TILED, "serve", "pyobject", "--public", "--port", port, tree]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", str(REPOSITORY))
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        with serving(command, port, log=log) as server:
+            yield server.url
+
+
 def assert_valid(dest: Path) -> None:
     report = validate(dest)
     assert report.errors == [], report.errors
@@ -69,12 +88,9 @@ def assert_valid(dest: Path) -> None:
 
 @pytest.fixture(scope="module")
 def minimal_example(tmp_path_factory):
-    port = free_port()
     log = tmp_path_factory.mktemp("minimal-example") / "server.log"
-    command = [TILED, "serve", "pyobject", "--public", "--port", port]
-    command.append("tiled.examples.generated_minimal:tree")
-    with serving(command, port, log=log) as server:
-        yield server.url
+    with serve_pyobject("tiled.examples.generated_minimal:tree", log) as url:
+        yield url
 
 
 @pytest.mark.parametrize("suffix", [".zip", ""])
@@ -116,12 +132,9 @@ def test_provenance_names_the_search_and_no_credentials(written, tmp_path):
 
 @pytest.fixture(scope="module")
 def generated_example(tmp_path_factory):
-    port = free_port()
     log = tmp_path_factory.mktemp("generated-example") / "server.log"
-    command = [TILED, "serve", "pyobject", "--public", "--port", port]
-    command.append("tiled.examples.generated:tree")
-    with serving(command, port, log=log) as server:
-        yield server.url
+    with serve_pyobject("tiled.examples.generated:tree", log) as url:
+        yield url
 
 
 # Its other nodes: `dynamic` changes at every read by design; `nested` holds a ragged array,
@@ -146,14 +159,10 @@ def test_tileds_generated_example_nodes_download_exactly(generated_example, tmp_
 def one_chunk_arrays(tmp_path_factory):
     """`tests.trees:one_chunk` served with a 1 MB response limit (Tiled's setting, from the
     environment): every array is one block the server refuses to send whole."""
-    port = free_port()
     log = tmp_path_factory.mktemp("one-chunk") / "server.log"
-    command = [TILED, "serve", "pyobject", "--public", "--port", port, "tests.trees:one_chunk"]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
-        patch.setenv("TILED_RESPONSE_BYTESIZE_LIMIT", "1000000")
-        with serving(command, port, log=log) as server:
-            yield server.url
+    limit = {"TILED_RESPONSE_BYTESIZE_LIMIT": "1000000"}
+    with serve_pyobject("tests.trees:one_chunk", log, **limit) as url:
+        yield url
 
 
 def test_one_chunk_arrays_over_the_response_limit_come_in_slabs(one_chunk_arrays, tmp_path):
@@ -189,17 +198,13 @@ def _in_pieces(array_client):
 def test_in_memory_nodes_are_written_as_tiled_stores_them(tmp_path, suffix):
     from tiled.client import from_uri
 
-    port = free_port()
-    command = [TILED, "serve", "pyobject", "--public", "--port", port, "tests.trees:in_memory"]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
-        with serving(command, port, log=tmp_path / "server.log") as server:
-            client = from_uri(server.url)
-            dest = tmp_path / f"memory{suffix}"
-            tiled_archive.download(client, dest, cache_dir=tmp_path / "cache")
-            assert_valid(dest)
-            with tiled_archive.open(dest) as archive:
-                assert_exact(client, archive)
+    with serve_pyobject("tests.trees:in_memory", tmp_path / "server.log") as url:
+        client = from_uri(url)
+        dest = tmp_path / f"memory{suffix}"
+        tiled_archive.download(client, dest, cache_dir=tmp_path / "cache")
+        assert_valid(dest)
+        with tiled_archive.open(dest) as archive:
+            assert_exact(client, archive)
     with open_archive(dest) as opened:
         written = {f["node"]: f["mimetype"] for f in opened.manifest.extra["fallbacks"]}
     assert written == {
