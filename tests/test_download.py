@@ -306,7 +306,7 @@ def test_raw_assets_disabled_still_gives_a_complete_archive(server_root, sample_
     assert nodes["reg/baseline"] == "application/x-parquet"
 
 
-@pytest.mark.parametrize("cause", ["changed_file", "awkward_without_raw"])
+@pytest.mark.parametrize("cause", ["changed_file", "awkward_without_raw"])  # the 2nd now works
 def test_what_cannot_be_fetched_is_listed_and_nothing_written(tmp_path, cause):
     import awkward
     from tiled.catalog import from_uri
@@ -331,11 +331,18 @@ def test_what_cannot_be_fetched_is_listed_and_nothing_written(tmp_path, cause):
             asyncio.run(register(client, tmp_path / "files"))
             client.write_awkward(awkward.Array([[1, 2], [3]]), key="ragged")
             csv.write_text("x,y\n1,2\n3,4\n")  # changed since registration: a new size
+            if cause == "awkward_without_raw":
+                # Raw assets off: the awkward array comes through the data API, as buffers.
+                csv.write_text("x,y\n1,2\n")
+                dest = tmp_path / "out.zip"
+                tiled_archive.download(client, dest, cache_dir=tmp_path / "c")
+                with tiled_archive.open(dest) as archive:
+                    assert archive["ragged"].read().tolist() == [[1, 2], [3]]
+                return
             with pytest.raises(ArchiveError) as err:
                 tiled_archive.download(client, tmp_path / "out.zip", cache_dir=tmp_path / "c")
     assert err.value.code == "TA-E910"
-    failed = "points: the server sent" if cause == "changed_file" else "ragged: no data-API"
-    assert failed in str(err.value)
+    assert "points: the server sent" in str(err.value)
     assert not (tmp_path / "out.zip").exists()
 
 
@@ -376,6 +383,22 @@ def test_cli_download_from_stock_tiled_server(server_root, sample_tree, tmp_path
         )
         assert missing.returncode == 1 and "TA-E900" in missing.stderr
         assert not (tmp_path / "x").exists()
+
+        # Nothing matched: a clear refusal, then --allow-empty; a directory is servable at once.
+        empty = [*command[:5], "written", "--search", "color=ultraviolet", "--api-key", "secret"]
+        empty += ["-o", tmp_path / "none", "--cache-dir", tmp_path / "cache"]
+        refused = subprocess.run(list(map(str, empty)), capture_output=True, text=True)
+        assert refused.returncode == 1 and "TA-E913" in refused.stderr, refused.stderr
+        assert "the search matched no node" in " ".join(refused.stderr.split())
+        assert not (tmp_path / "none").exists()
+        allowed = subprocess.run(
+            list(map(str, [*empty, "--allow-empty"])), capture_output=True, text=True
+        )
+        assert allowed.returncode == 0, allowed.stderr
+        none = tmp_path / "none"
+        assert f"wrote {none} (1 node)\n" in allowed.stderr  # the parent `written` alone
+        serve_line = f"tiled serve catalog {none / 'catalog.db'} -r {none / 'data'} --public\n"
+        assert serve_line in allowed.stderr  # on one line, to copy
 
 
 def test_server_stopped_mid_download_is_a_clear_error_then_resumes(

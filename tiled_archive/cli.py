@@ -122,7 +122,7 @@ def _wrote(dest: Path, what: str = "") -> None:
             f"\nserve it with: tiled serve catalog {dest / 'catalog.db'} -r {dest / 'data'} "
             "--public"
         )
-    err_console.print(message, highlight=False)
+    err_console.print(message, highlight=False, soft_wrap=True)  # a command to copy: unwrapped
 
 
 @app.command()

@@ -161,10 +161,11 @@ class Archive:
         return self._catalog
 
     def node_count(self) -> int:
-        """How many nodes the catalog holds (the root, which has no row, not counted)."""
+        """How many nodes the catalog holds below its root (Tiled's root row, key ``""``
+        and no parent, not counted)."""
         uri = f"{self.catalog_path().resolve().as_uri()}?mode=ro&immutable=1"
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
-            return conn.execute("SELECT count(*) FROM nodes").fetchone()[0]
+            return conn.execute("SELECT count(*) FROM nodes WHERE parent IS NOT NULL").fetchone()[0]
 
     def asset_member(self, data_uri: str) -> str:
         """The member (file or folder) an asset URI of the catalog names: archive form, or
