@@ -415,10 +415,33 @@ for _kind, _name, _description, _changes in (
     ("invalid", "E301-manifest-schema", "`created` is not a UTC time.", {"created": "yesterday"}),
     ("invalid", "E302-major-version", "format_version 2.0.", {"format_version": "2.0"}),
     ("warning", "W300-newer-minor-version", "format_version 1.9.", {"format_version": "1.9"}),
-):
+    ("invalid", "E301-root-specs-not-objects", "The manifest's `root` (1.1) lists a spec as a "
+     "bare string.", {"extra": {"root": {"metadata": {}, "specs": ["xdi"]}}}),
+):  # fmt: skip
     fixture(_kind, _name, _description, directory=[f"TA-{_name.split('-')[0]}"])(
         lambda bases, changes=_changes: {"directory": with_manifest(bases.minimal, **changes)}
     )
+
+ROOT_AND_PROVENANCE = {
+    "root": {"metadata": {"facility": "beamline 7"}, "specs": [{"name": "xdi", "version": "1"}]},
+    "provenance": {
+        "server": "https://tiled.example.org/api/v1/",
+        "node": "/scans",
+        "queries": [{"type": "Eq", "key": "sample", "value": "Si"}],
+        "tiled_version": "0.2.20",
+        "retrieved": "2026-12-02T00:00:00Z",
+    },
+}
+
+
+@fixture(
+    "valid",
+    "root-and-provenance",
+    "Format 1.1's optional manifest fields: the root's metadata and specs, and provenance.",
+    directory=[],
+)
+def valid_root_and_provenance(bases: Bases) -> Forms:
+    return {"directory": with_manifest(bases.minimal, extra=ROOT_AND_PROVENANCE)}
 
 
 @fixture(

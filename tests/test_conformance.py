@@ -212,3 +212,15 @@ def test_tiled_reads_the_independent_archive(produced):
         assert np.array_equal(client["ramp"][:], np.arange(12.0).reshape(4, 3))
         table = client["points"].read()
         assert list(table.columns) == ["x", "y"] and list(table["y"]) == [0.5, 1.5, 2.5]
+
+
+def test_a_1_1_archive_serves_its_roots_metadata_and_records_provenance():
+    import tiled_archive
+
+    fixture = FIXTURES / "valid" / "root-and-provenance" / "archive"
+    with tiled_archive.open(fixture) as client:
+        assert dict(client.metadata) == {"facility": "beamline 7"}
+        assert [(s.name, s.version) for s in client.specs] == [("xdi", "1")]
+    bag_info = (fixture / "bag-info.txt").read_text()
+    assert "External-Identifier: https://tiled.example.org/api/v1//scans\n" in bag_info
+    assert "External-Description: Downloaded from Tiled 0.2.20 at 2026-12-02T00:00:00Z" in bag_info
