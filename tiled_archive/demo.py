@@ -80,10 +80,14 @@ def main(output: str) -> None:
         console.print(scan["baseline"].read().head(3))
     directory = convert(zip_path, out / "scan_0042", quiet=False)
     console.print(f"extracted and relocated: {directory}")
-    console.print(f"serve the ZIP over HTTP:   tiled-archive serve {zip_path} --public")
+    # Commands to copy: never wrapped at the terminal's width.
+    console.print(
+        f"serve the ZIP over HTTP:   tiled-archive serve {zip_path} --public", soft_wrap=True
+    )
     console.print(
         f"serve with stock Tiled:    tiled serve catalog {directory / 'catalog.db'} "
-        f"-r {directory / 'data'} --public"
+        f"-r {directory / 'data'} --public",
+        soft_wrap=True,
     )
 
 
