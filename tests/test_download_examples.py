@@ -83,6 +83,20 @@ def assert_valid(dest: Path) -> None:
     assert report.errors == [], report.errors
 
 
+def assert_downloads_exactly(source, dest: Path, *within: str) -> Path:
+    """Download ``source`` to ``dest`` (cache beside it): the archive validates, and holds
+    ``source`` exactly, below its parents ``within`` (their keys). Returns ``dest``."""
+    tiled_archive.download(source, dest, cache_dir=dest.parent / "cache")
+    assert_valid(dest)
+    with tiled_archive.open(dest) as archive:
+        copy = archive
+        for key in within:
+            assert list(copy) == [key]
+            copy = copy[key]
+        assert_exact(source, copy, "/" + "".join(f"{key}/" for key in within))
+    return dest
+
+
 # -- tiled serve pyobject tiled.examples.generated_minimal:tree -------------------------------
 
 
@@ -98,11 +112,7 @@ def test_tileds_minimal_example_tree_downloads_exactly(minimal_example, tmp_path
     from tiled.client import from_uri
 
     client = from_uri(minimal_example)
-    dest = tmp_path / f"minimal{suffix}"
-    tiled_archive.download(client, dest, cache_dir=tmp_path / "cache")
-    assert_valid(dest)
-    with tiled_archive.open(dest) as archive:
-        assert_exact(client, archive)
+    dest = assert_downloads_exactly(client, tmp_path / f"minimal{suffix}")
     # Where it came from, in the manifest and in bag-info.txt.
     with open_archive(dest) as opened:
         provenance = opened.manifest.extra["provenance"]
@@ -144,12 +154,7 @@ def test_tileds_generated_example_nodes_download_exactly(generated_example, tmp_
     from tiled.client import from_uri
 
     client = from_uri(generated_example)
-    dest = tmp_path / f"{key}.zip"
-    tiled_archive.download(client[key], dest, cache_dir=tmp_path / "cache")
-    assert_valid(dest)
-    with tiled_archive.open(dest) as archive:
-        assert list(archive) == [key]
-        assert_exact(client[key], archive[key], f"/{key}/")
+    assert_downloads_exactly(client[key], tmp_path / f"{key}.zip", key)
 
 
 # -- Arrays stored as one chunk bigger than the server's response limit ----------------------
@@ -199,12 +204,7 @@ def test_in_memory_nodes_are_written_as_tiled_stores_them(tmp_path, suffix):
     from tiled.client import from_uri
 
     with serve_pyobject("tests.trees:in_memory", tmp_path / "server.log") as url:
-        client = from_uri(url)
-        dest = tmp_path / f"memory{suffix}"
-        tiled_archive.download(client, dest, cache_dir=tmp_path / "cache")
-        assert_valid(dest)
-        with tiled_archive.open(dest) as archive:
-            assert_exact(client, archive)
+        dest = assert_downloads_exactly(from_uri(url), tmp_path / f"memory{suffix}")
     with open_archive(dest) as opened:
         written = {f["node"]: f["mimetype"] for f in opened.manifest.extra["fallbacks"]}
     assert written == {
@@ -246,11 +246,7 @@ def written(tmp_path_factory):
 
 @pytest.mark.parametrize("suffix", [".zip", ""])
 def test_client_written_tree_downloads_exactly(written, tmp_path, suffix):
-    dest = tmp_path / f"written{suffix}"
-    tiled_archive.download(written, dest, cache_dir=tmp_path / "cache")
-    assert_valid(dest)
-    with tiled_archive.open(dest) as archive:
-        assert_exact(written, archive)
+    assert_downloads_exactly(written, tmp_path / f"written{suffix}")
 
 
 def test_a_directory_download_is_served_by_stock_tiled_as_it_is(written, tmp_path):
@@ -286,9 +282,4 @@ def test_nothing_matched_is_refused_unless_allowed(written, tmp_path):
 
 
 def test_an_empty_container_alone_gives_a_valid_archive(written, tmp_path):
-    dest = tmp_path / "empty.zip"
-    tiled_archive.download(written["empty"], dest, cache_dir=tmp_path / "cache")
-    assert_valid(dest)
-    with tiled_archive.open(dest) as archive:
-        assert list(archive) == ["empty"]
-        assert_exact(written["empty"], archive["empty"])
+    assert_downloads_exactly(written["empty"], tmp_path / "empty.zip", "empty")

@@ -184,8 +184,8 @@ class Archive:
         """The catalog's data sources by id, their assets as members. The first call checks
         every row Tiled will load (TA-E506), every asset URI (TA-E503/TA-E504), every data
         source's parameters (TA-E508) and the nesting of the catalog's JSON (TA-E509), raising
-        the first problem; a damaged catalog
-        is TA-E500, one missing a table or column of Tiled's schema TA-E502."""
+        the first problem; a damaged catalog is TA-E500, one missing a table or column of
+        Tiled's schema TA-E502."""
         if self._data_sources is None:
             from sqlalchemy.exc import DatabaseError
 

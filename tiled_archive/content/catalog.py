@@ -18,6 +18,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Collection, Iterator
 from functools import cache
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,9 @@ def rules_fingerprint() -> str:
 #: At most this many rows are reported for each rule; a damaged catalog can break one rule
 #: on every row.
 ROWS_PER_RULE = 20
-#: Families whose nodes hold data, so need exactly one data source (Tiled 0.2.20 serves one).
-_CONTAINERS = frozenset({"container"})
+#: Families whose nodes need no data source (those of every other family need exactly one:
+#: Tiled 0.2.20 serves one per node), as an SQL list.
+_CONTAINERS = "('container')"
 
 
 def schema_problems(
@@ -126,7 +128,8 @@ def _columns(table: str) -> tuple[tuple[str, str, str], ...]:
         elif isinstance(kind, JSON):
             # SQLite refuses JSON nested over 1,000 levels: Python judges text that may nest
             # that deep (_json_problems).
-            test = f"typeof({name}) = 'text' AND (json_valid({name}) OR {_brackets(name)} > ?)"
+            deep = f"{_brackets(name)} > {MAX_JSON_DEPTH}"
+            test = f"typeof({name}) = 'text' AND (json_valid({name}) OR {deep})"
             what = "JSON text"
         elif isinstance(kind, (String, DateTime)):
             test, what = f"typeof({name}) = 'text'", "text"
@@ -143,8 +146,7 @@ def _column_problems(conn: sqlite3.Connection, table: str) -> Iterator[Problem]:
     tests = ", ".join(test for _, test, _ in columns)
     failing = " OR ".join(f"NOT {test}" for _, test, _ in columns)
     sql = f'SELECT {_label(table)}, {tests} FROM "{table}" WHERE {failing} LIMIT ?'
-    depths = (MAX_JSON_DEPTH,) * (2 * sum("json_valid" in test for _, test, _ in columns))
-    for label, *passed in conn.execute(sql, (*depths, ROWS_PER_RULE)):
+    for label, *passed in conn.execute(sql, (ROWS_PER_RULE,)):
         for (column, _, what), ok in zip(columns, passed, strict=True):
             if not ok:
                 yield _problem(table, label, f"{column} must be {what}")
@@ -247,9 +249,9 @@ def _reference_problems(conn: sqlite3.Connection, table: str) -> Iterator[Proble
                 )
 
 
-_LABEL = {  # SQL giving each row's label in messages
-    "nodes": "'node ' || id || ' (' || quote(key) || ')'",
-    "structures": "'structure ' || quote(id)",
+_LABEL = {  # SQL giving each row's label in messages (qualified: some queries join)
+    "nodes": "'node ' || nodes.id || ' (' || quote(nodes.key) || ')'",
+    "structures": "'structure ' || quote(structures.id)",
     "data_sources": "'data source ' || id",
     "assets": "'asset ' || id",
     "data_source_asset_association": ("'data source ' || data_source_id || ' asset ' || asset_id"),
@@ -291,14 +293,12 @@ def _node_problems(conn: sqlite3.Connection) -> Iterator[Problem]:
             f"SELECT {_label(table)}, specs FROM {table} WHERE typeof(specs) = 'text'"
             " AND json_valid(specs) AND specs != '[]'"
         )
-        reported = 0
-        for label, specs in conn.execute(sql):
-            problem = _specs_problem(specs)
-            if problem is not None:
-                yield _problem(table, label, f"specs: {problem}")
-                reported += 1
-                if reported >= ROWS_PER_RULE:
-                    break
+        found = (
+            _problem(table, label, f"specs: {problem}")
+            for label, specs in conn.execute(sql)
+            if (problem := _specs_problem(specs)) is not None
+        )
+        yield from islice(found, ROWS_PER_RULE)
     for label, count, family, families in conn.execute(_NODE_SOURCES_SQL, (ROWS_PER_RULE,)):
         if count > 1:
             yield _problem("nodes", label, f"{count} data sources; Tiled serves one per node")
@@ -313,13 +313,11 @@ def _node_problems(conn: sqlite3.Connection) -> Iterator[Problem]:
 
 
 _NODE_SOURCES_SQL = (
-    "SELECT CAST('node ' || n.id || ' (' || quote(n.key) || ')' AS BLOB), count(d.id),"
-    " n.structure_family,"
-    " group_concat(d.structure_family) FROM nodes n LEFT JOIN data_sources d ON d.node_id = n.id"
-    " GROUP BY n.id HAVING count(d.id) > 1"
-    " OR (count(d.id) = 0 AND n.structure_family NOT IN ("
-    + ", ".join(f"'{family}'" for family in sorted(_CONTAINERS))
-    + ")) OR (count(d.id) = 1 AND min(d.structure_family) != n.structure_family) LIMIT ?"
+    f"SELECT {_label('nodes')}, count(d.id), nodes.structure_family,"
+    " group_concat(d.structure_family) FROM nodes LEFT JOIN data_sources d"
+    " ON d.node_id = nodes.id GROUP BY nodes.id HAVING count(d.id) > 1"
+    f" OR (count(d.id) = 0 AND nodes.structure_family NOT IN {_CONTAINERS})"
+    " OR (count(d.id) = 1 AND min(d.structure_family) != nodes.structure_family) LIMIT ?"
 )
 
 
@@ -365,9 +363,7 @@ def _data_source_problems(conn: sqlite3.Connection) -> Iterator[Problem]:
             yield _problem("data_sources", label, f"{column} must be a JSON object")
     sql = (
         f"SELECT {_label('data_sources')}, structure_family FROM data_sources"
-        " WHERE structure_id IS NULL AND structure_family NOT IN ("
-        + ", ".join(f"'{family}'" for family in sorted(_CONTAINERS))
-        + ") LIMIT ?"
+        f" WHERE structure_id IS NULL AND structure_family NOT IN {_CONTAINERS} LIMIT ?"
     )
     for label, family in conn.execute(sql, (ROWS_PER_RULE,)):
         yield _problem("data_sources", label, f"a data source of family {family} needs a structure")
@@ -385,12 +381,12 @@ def _structure_problems(conn: sqlite3.Connection) -> Iterator[Problem]:
     from tiled.structures.core import STRUCTURE_TYPES, StructureFamily
 
     sql = (
-        "SELECT DISTINCT s.id, d.structure_family, s.structure FROM data_sources d"
-        " JOIN structures s ON s.id = d.structure_id"
-        " WHERE typeof(s.structure) = 'text' AND json_valid(s.structure)"
+        f"SELECT DISTINCT {_label('structures')}, d.structure_family, structure"
+        " FROM data_sources d JOIN structures ON structures.id = d.structure_id"
+        " WHERE typeof(structure) = 'text' AND json_valid(structure)"
     )
-    reported = 0
-    for structure_id, family, text in conn.execute(sql):
+    found = 0
+    for label, family, text in conn.execute(sql):
         try:
             structure_class = STRUCTURE_TYPES[StructureFamily(family)]
             decoded = load_json(text)
@@ -398,13 +394,9 @@ def _structure_problems(conn: sqlite3.Connection) -> Iterator[Problem]:
             continue  # an unknown family, TA-E509 or not JSON: reported above
         problem = structure_problem(structure_class, decoded)
         if problem is not None:
-            yield _problem(
-                "structures",
-                f"structure {structure_id!r}",
-                f"not a valid {family} structure: {problem}",
-            )
-            reported += 1
-            if reported >= ROWS_PER_RULE:
+            yield _problem("structures", label, f"not a valid {family} structure: {problem}")
+            found += 1
+            if found == ROWS_PER_RULE:
                 return
 
 

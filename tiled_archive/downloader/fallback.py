@@ -194,6 +194,20 @@ def _response_limit(message: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _init_storage(adapter: Any, family: str, structure: Any, mimetype: str, folder: Path) -> Any:
+    """The data source Tiled's storage writer ``adapter.init_storage`` lays out in ``folder``
+    (as the server does for a client's write), its assets pointing there."""
+    from tiled.storage import FileStorage
+    from tiled.structures.data_source import DataSource
+    from tiled.utils import ensure_uri
+
+    return adapter.init_storage(
+        FileStorage(ensure_uri(folder.parent)),
+        DataSource(structure_family=family, structure=structure, mimetype=mimetype),
+        [folder.name],
+    )
+
+
 def _staged(data_source: Any) -> list[dict[str, Any]]:
     """The assets a Tiled storage writer (``init_storage``) made, as staged assets."""
     from tiled.utils import path_from_uri
@@ -210,16 +224,11 @@ def _write_sparse(run: Run, node: Node, folder: Path) -> list[dict[str, Any]]:
     ``dim0``... and ``data``)."""
     import pyarrow.ipc
     from tiled.adapters.sparse_blocks_parquet import SparseBlocksParquetAdapter
-    from tiled.storage import FileStorage
-    from tiled.structures.data_source import DataSource
     from tiled.structures.sparse import COOStructure
-    from tiled.utils import ensure_uri
 
     structure = COOStructure.from_json(node.attributes["structure"])
-    data_source = SparseBlocksParquetAdapter.init_storage(
-        FileStorage(ensure_uri(folder.parent)),
-        DataSource(structure_family="sparse", structure=structure, mimetype=SPARSE_MIMETYPE),
-        [folder.name],
+    data_source = _init_storage(
+        SparseBlocksParquetAdapter, "sparse", structure, SPARSE_MIMETYPE, folder
     )
     adapter = SparseBlocksParquetAdapter(
         [a.data_uri for a in data_source.assets], structure=structure
@@ -237,16 +246,13 @@ def _write_awkward(node: Node, folder: Path) -> list[dict[str, Any]]:
     (``AwkwardBuffersAdapter``), read through Tiled's client (which fetches the buffers)."""
     import awkward
     from tiled.adapters.awkward import AwkwardBuffersAdapter
-    from tiled.storage import DirectoryContainer, FileStorage
+    from tiled.storage import DirectoryContainer
     from tiled.structures.awkward import AwkwardStructure
-    from tiled.structures.data_source import DataSource
-    from tiled.utils import ensure_uri, path_from_uri
+    from tiled.utils import path_from_uri
 
     structure = AwkwardStructure.from_json(node.attributes["structure"])
-    data_source = AwkwardBuffersAdapter.init_storage(
-        FileStorage(ensure_uri(folder.parent)),
-        DataSource(structure_family="awkward", structure=structure, mimetype=AWKWARD_MIMETYPE),
-        [folder.name],
+    data_source = _init_storage(
+        AwkwardBuffersAdapter, "awkward", structure, AWKWARD_MIMETYPE, folder
     )
     form, length, buffers = awkward.to_buffers(node.client.read())
     expected = set(structure.awkward_form.expected_from_buffers())
@@ -275,8 +281,11 @@ def _write_table(run: Run, node: Node, folder: Path) -> tuple[list[Path], str]:
         if mimetype == PARQUET_MIMETYPE:
             path = folder / f"partition-{number}.parquet"
             pyarrow.parquet.write_table(table, path)
-            kept = pyarrow.parquet.read_schema(path).remove_metadata()
-            if number == 0 and kept != table.schema.remove_metadata():
+            # The partitions share one schema: the first says whether Parquet keeps it.
+            if number == 0 and (
+                pyarrow.parquet.read_schema(path).remove_metadata()
+                != table.schema.remove_metadata()
+            ):
                 path.unlink()
                 mimetype = ARROW_MIMETYPE
         if mimetype == ARROW_MIMETYPE:
