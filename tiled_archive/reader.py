@@ -24,17 +24,16 @@ from .content.catalog import (
     data_source_rows,
     rules_fingerprint,
     schema_problems,
+    stamp_problem,
 )
 from .content.parameters import parameter_problems
 from .format import (
     CATALOG_NAME,
     DATA_DIR,
-    FORMAT_VERSION,
     MANIFEST_NAME,
     MIMETYPE,
     MIMETYPE_NAME,
     REQUIRED_FILES,
-    TILED_SCHEMA_REVISIONS,
     ArchiveError,
     FileEntry,
     Manifest,
@@ -202,12 +201,9 @@ class Archive:
                     revisions = [
                         r[0] for r in conn.execute("SELECT version_num FROM alembic_version")
                     ]
-                    if len(revisions) != 1 or revisions[0] not in TILED_SCHEMA_REVISIONS:
-                        raise ArchiveError(
-                            "TA-E501",
-                            CATALOG_NAME,
-                            f"stamped {revisions}, not one revision format {FORMAT_VERSION} allows",
-                        )
+                    stamp = stamp_problem(revisions)
+                    if stamp is not None:
+                        raise ArchiveError(stamp.code, stamp.path, stamp.message)
                     checked = self._checked_stamp()
                     if not checked.exists():
                         _raise_first(schema_problems(conn, REQUIRED_TABLES)[1])

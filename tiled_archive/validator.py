@@ -53,7 +53,13 @@ from . import __version__, bag
 from .codes import CODES, Severity
 from .content import DataSourceRow
 from .content import inspect as inspect_data_source
-from .content.catalog import SERVED_TABLES, catalog_problems, data_source_rows, schema_problems
+from .content.catalog import (
+    SERVED_TABLES,
+    catalog_problems,
+    data_source_rows,
+    schema_problems,
+    stamp_problem,
+)
 from .format import (
     BAG_INFO_NAME,
     BAGIT_NAME,
@@ -67,7 +73,6 @@ from .format import (
     REQUIRED_FILES,
     TAG_FILES,
     TAG_MANIFEST_NAME,
-    TILED_SCHEMA_REVISIONS,
     ArchiveError,
     FileEntry,
     Manifest,
@@ -688,13 +693,9 @@ class _CatalogChecks:
 
     def _check_revision(self) -> None:
         revisions = [row[0] for row in self._rows(_REVISION_SQL, "alembic_version")]
-        if len(revisions) != 1 or revisions[0] not in TILED_SCHEMA_REVISIONS:
-            allowed = ", ".join(TILED_SCHEMA_REVISIONS)
-            self.add(
-                "TA-E501",
-                CATALOG_NAME,
-                f"stamped {revisions}; format {FORMAT_VERSION} allows {allowed}",
-            )
+        stamp = stamp_problem(revisions)
+        if stamp is not None:
+            self.checker.problems.append(stamp)
         elif self.manifest is not None and self.manifest.tiled_schema_revision != revisions[0]:
             self.add(
                 "TA-E501",

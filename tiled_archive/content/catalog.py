@@ -22,7 +22,15 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from ..format import CATALOG_NAME, MAX_JSON_DEPTH, JSONTooDeep, Problem, load_json
+from ..format import (
+    CATALOG_NAME,
+    FORMAT_VERSION,
+    MAX_JSON_DEPTH,
+    TILED_SCHEMA_REVISIONS,
+    JSONTooDeep,
+    Problem,
+    load_json,
+)
 from . import AssetRef, DataSourceRow, reason, structure_problem
 
 #: The tables Tiled reads to serve a catalog (``nodes_closure`` serves only writes and deletes,
@@ -87,6 +95,16 @@ def schema_problems(
 
 
 _TABLES_SQL = "SELECT name FROM sqlite_master WHERE type = 'table'"
+
+
+def stamp_problem(revisions: list[object]) -> Problem | None:
+    """TA-E501 unless ``alembic_version`` holds exactly one revision this format allows."""
+    if len(revisions) == 1 and revisions[0] in TILED_SCHEMA_REVISIONS:
+        return None
+    allowed = ", ".join(TILED_SCHEMA_REVISIONS)
+    return Problem(
+        "TA-E501", CATALOG_NAME, f"stamped {revisions}; format {FORMAT_VERSION} allows {allowed}"
+    )
 
 
 def catalog_problems(conn: sqlite3.Connection) -> list[Problem]:
