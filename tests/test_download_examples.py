@@ -57,8 +57,46 @@ def assert_exact(expected, actual, where: str = "/") -> None:
     elif family == "awkward":
         assert ak.to_list(actual.read()) == ak.to_list(expected.read()), where
         assert str(actual.read().type) == str(expected.read().type), where
+    elif family == "bytes":
+        assert raw_files(actual) == raw_files(expected), where
     else:
         raise AssertionError(f"{where}: no comparison for {family} yet")
+
+
+def raw_files(node) -> list[tuple[str, bytes]]:
+    """What Tiled's client's ``raw_export()`` gets of a node, in the order of its assets: each
+    file's name and bytes. (Several assets are keyed ``<asset id>/<name>``; asset ids are the
+    catalog's own numbering, which an archive's catalog does not keep.)"""
+    exported: dict = {}
+    keys = node.raw_export(destination=exported)
+    multiple = len(node.include_data_sources().data_sources()[0].assets) > 1
+    return [(key.split("/", 1)[1] if multiple else key, exported[key].getvalue()) for key in keys]
+
+
+def register_bytes(parent, key: str, files: list[Path]):
+    """A ``bytes`` node over ``files`` (external assets), as Tiled's own tests register one."""
+    from tiled.structures.bytes import BytesStructure
+    from tiled.structures.core import StructureFamily
+    from tiled.structures.data_source import Asset, DataSource, Management
+
+    assets = [
+        Asset(
+            data_uri=f.as_uri(),
+            is_directory=False,
+            size=f.stat().st_size,
+            parameter="data_uris",
+            num=i,
+        )
+        for i, f in enumerate(files)
+    ]
+    source = DataSource(
+        structure_family=StructureFamily.bytes,
+        structure=BytesStructure(),
+        mimetype="application/octet-stream",
+        management=Management.external,
+        assets=assets,
+    )
+    return parent.new(structure_family=StructureFamily.bytes, data_sources=[source], key=key)
 
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -221,12 +259,19 @@ def test_in_memory_nodes_are_written_as_tiled_stores_them(tmp_path, suffix):
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     """A writable server (stock CLI, temporary catalog) holding what a user writes through
-    Tiled's client: a composite container, an empty container, nodes with specs."""
+    Tiled's client: a composite container, an empty container, nodes with specs, and bytes
+    nodes (opaque files registered from the server's readable storage)."""
     from tiled.client import from_uri
 
     port, key = free_port(), secrets.token_hex(16)
-    log = tmp_path_factory.mktemp("written") / "server.log"
+    here = tmp_path_factory.mktemp("written")
+    blobs = here / "blobs"
+    blobs.mkdir()
+    (blobs / "notes.txt").write_text("opaque, but a user's\n")
+    (blobs / "raw.bin").write_bytes(bytes(range(256)) * 64)
+    log = here / "server.log"
     command = [TILED, "serve", "catalog", "--temp", "--api-key", key, "--port", port]
+    command += ["-r", blobs]
     with serving(command, port, log=log) as server:
         client = from_uri(server.url, api_key=key)
         composite = client.create_container("comp", metadata={"m": 1}, specs=["composite"])
@@ -241,6 +286,8 @@ def written(tmp_path_factory):
             key="sparse",
         )
         client.write_awkward(ak.Array([[1, 2, 3], [], [4, 5]]), key="awkward")
+        register_bytes(client, "notes", [blobs / "notes.txt"])
+        register_bytes(client, "blobs", [blobs / "notes.txt", blobs / "raw.bin"])
         yield client
 
 
@@ -283,3 +330,30 @@ def test_nothing_matched_is_refused_unless_allowed(written, tmp_path):
 
 def test_an_empty_container_alone_gives_a_valid_archive(written, tmp_path):
     assert_downloads_exactly(written["empty"], tmp_path / "empty.zip", "empty")
+
+
+# -- An archive served by tiled-archive, downloaded again ------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".zip", ""])
+def test_an_archive_downloaded_from_tiled_archive_serve_has_the_same_files(
+    written, tmp_path, suffix
+):
+    """archive -> `tiled-archive serve` -> download: every data file byte for byte (the
+    served files come through its own `/asset/bytes`), and the tree exactly."""
+    from tiled.client import from_uri
+
+    first = tiled_archive.download(
+        written, tmp_path / f"first{suffix}", cache_dir=tmp_path / "cache"
+    )
+    port, key = free_port(), secrets.token_hex(16)
+    command = [sys.executable, "-m", "tiled_archive.cli", "serve", first]
+    command += ["--port", port, "--api-key", key]
+    with serving(command, port, log=tmp_path / "serve.log") as server:
+        served = from_uri(server.url, api_key=key)
+        second = assert_downloads_exactly(served, tmp_path / f"second{suffix}")
+    with open_archive(first) as a, open_archive(second) as b:
+        files = {e.path: e.sha256 for e in a.manifest.files}
+        assert files and {e.path: e.sha256 for e in b.manifest.files} == files
+        # Nothing came through the data API: every node's files were handed out raw.
+        assert "fallbacks" not in b.manifest.extra or not b.manifest.extra["fallbacks"]

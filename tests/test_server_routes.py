@@ -9,7 +9,9 @@ from __future__ import annotations
 import http.client
 import re
 import secrets
+import sqlite3
 import sys
+from urllib.parse import quote
 
 import pytest
 
@@ -126,3 +128,50 @@ def test_the_same_requests_leak_from_stock_tiled(archives):
     with serving(command, port, log=archives["canary"].with_name("stock.log")):
         status, body = fetch(port, url, None)
     assert status == 200 and archives["token"] in body
+
+
+def directory_asset_escapes(archive, targets: list[str]) -> list[str]:
+    """`/asset/bytes` requests for each directory asset of the archive (Zarr stores) whose
+    ``relative_path`` climbs out of it towards each of ``targets`` (absolute paths)."""
+    with open_archive(archive) as opened, sqlite3.connect(opened.catalog_path()) as conn:
+        assets = conn.execute(
+            "SELECT a.id, s.node_id FROM assets a"
+            " JOIN data_source_asset_association d ON d.asset_id = a.id"
+            " JOIN data_sources s ON s.id = d.data_source_id WHERE a.is_directory = 1"
+        ).fetchall()
+        paths = {}
+        for node_id in {n for _, n in assets}:
+            segments, parent = [], node_id
+            while parent is not None:
+                key, parent = conn.execute(
+                    "SELECT key, parent FROM nodes WHERE id = ?", (parent,)
+                ).fetchone()
+                segments.append(key)
+            paths[node_id] = "/".join(reversed([s for s in segments if s]))
+    assert assets
+    urls = []
+    for asset_id, node_id in assets:
+        for target in targets:
+            for form in ["../" * 16 + target.lstrip("/"), target, "x/" + "../" * 16 + target]:
+                urls.append(
+                    f"/api/v1/asset/bytes/{paths[node_id]}?id={asset_id}"
+                    f"&relative_path={quote(form)}"
+                )
+    return urls
+
+
+def test_directory_assets_cannot_be_climbed_out_of(archives):
+    targets = [str(archives["canary"]), "/etc/passwd"]
+    urls = directory_asset_escapes(archives["zip"], targets)
+    port = free_port()
+    command = [sys.executable, "-m", "tiled_archive.cli", "serve", archives["zip"]]
+    with serving([*command, "--port", port, "--api-key", KEY], port):
+        assert leaks(port, urls, archives["token"], KEY) == []
+    # Stock Tiled 0.2.20 over the same catalog hands the files out (docs/upstream.md, bug 2).
+    extracted = archives["extracted"]
+    port = free_port()
+    command = tiled_serve_catalog(
+        extracted / "catalog.db", extracted / "data", port, "--api-key", KEY
+    )
+    with serving(command, port, log=archives["canary"].with_name("stock-assets.log")):
+        assert leaks(port, urls, archives["token"], KEY) != []

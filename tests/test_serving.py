@@ -254,32 +254,6 @@ def test_response_cache_answers_repeats_without_the_app(served):
     assert reached.count("/api/v1/metadata/scan/primary") == 4
 
 
-def test_raw_asset_routes_refused_without_touching_tiled_settings(served):
-    """Our app refuses raw-asset downloads without changing Tiled's process-wide setting."""
-    from tiled.server.settings import get_settings
-
-    settings = get_settings()
-    before = settings.expose_raw_assets  # other tests' servers may have changed it
-    settings.expose_raw_assets = True
-    try:
-        check_raw_assets_refused(served)
-        assert settings.expose_raw_assets is True
-    finally:
-        settings.expose_raw_assets = before
-
-
-def check_raw_assets_refused(served):
-    with tiled_archive.open(served["zip"]) as client:
-        response = client.context.http_client.get(
-            "http://tiled-archive.invalid/api/v1/asset/bytes/scan/primary?id=1"
-        )
-        assert response.status_code == 403
-        response = client.context.http_client.get(
-            "http://tiled-archive.invalid/api/v1/asset/manifest/scan/v2array?id=4"
-        )
-        assert response.status_code == 403
-
-
 def test_a_server_that_exits_before_listening_is_reported_with_its_output(tmp_path):
     log = tmp_path / "server.log"
     command = [sys.executable, "-c", "print('no such catalog'); raise SystemExit(3)"]

@@ -29,15 +29,6 @@ _API = "/api/v1"
 _LOCAL_URL = f"http://tiled-archive.invalid{_API}"
 
 
-async def _no_raw_assets(request: Any) -> Any:
-    from starlette.responses import JSONResponse
-
-    return JSONResponse(
-        {"detail": "raw assets are not served from an archive; read the data, or extract it"},
-        status_code=403,
-    )
-
-
 def _bundled_ui_route(ui_root: Path) -> Route:
     """Tiled's ``/ui/{path}`` route, confined to Tiled's bundled UI folder.
 
@@ -205,6 +196,8 @@ class ArchiveServer:
         from tiled.server.app import build_app
         from tiled.server.settings import get_settings
 
+        from .asset_routes import asset_router
+
         self.archive = archive
         self.adapters = ArchiveAdapters(archive)
         catalog = archive.catalog_path()
@@ -231,12 +224,12 @@ class ArchiveServer:
             ),
             access_policy=_read_only_policy(),
         )
-        # No raw-asset downloads: archive members are not files Tiled's asset routes can serve
-        # safely. A route in front of Tiled's, not Tiled's expose_raw_assets setting: that
-        # setting lives in one process-wide object and would outlive this app.
-        self.tiled_app.router.routes.insert(
-            0, Route(f"{_API}/asset/{{path:path}}", _no_raw_assets, methods=["GET", "HEAD"])
-        )
+        # Raw assets from archive members only: these routes go in front of Tiled's, which
+        # read the filesystem and can be walked out of (docs/upstream.md).
+        routes = self.tiled_app.router.routes
+        mounted = len(routes)
+        self.tiled_app.include_router(asset_router(archive), prefix=_API)
+        routes[0:0] = [routes.pop(mounted) for _ in range(len(routes) - mounted)]
         _confine_file_routes(self.tiled_app)
         self.tiled_app.add_exception_handler(ArchiveError, _archive_error_response)
         self.tiled_app.dependency_overrides[get_settings]()

@@ -108,6 +108,8 @@ class Archive:
         self._catalog: Path | None = None
         #: local_copy's results: each is verified once per open archive.
         self._copies: dict[str, Path] = {}
+        #: Payload files whose bytes verify() has checked against the manifest.
+        self._verified: set[str] = set()
         self._data_sources: dict[int, DataSourceRow] | None = None
         self._inspections: dict[int, Inspection] = {}
 
@@ -269,6 +271,13 @@ class Archive:
                 self._copy_verified(entry, target / inside if inside else target)
         self._copies[path] = target
         return target
+
+    def verify(self, entry: FileEntry) -> None:
+        """Check the bytes of the manifest's payload file ``entry`` against it (TA-E305,
+        TA-E308), once per open archive: before a file is handed out whole as the archive's."""
+        if entry.path not in self._verified:
+            _verify(self.open(entry.path), entry, None, "TA-E308")
+            self._verified.add(entry.path)
 
     def _folder(self, path: str) -> list[FileEntry]:
         """The manifest's files at ``path`` or below it (TA-E305 when there are none)."""

@@ -129,19 +129,28 @@ def _list_directory(run: Run, node: Node, asset: dict[str, Any]) -> None:
 
 def assign_members(run: Run) -> None:
     """Archive paths of raw files: the server paths relative to their deepest common folder
-    (as ``create_from_catalog`` does). A node whose file names the format cannot hold is
-    fetched through the data API instead."""
+    (as ``create_from_catalog`` does); a served archive's own paths when every URI is in
+    archive form. A node whose file names the format cannot hold is fetched through the data
+    API instead."""
     while True:
         raw = [node for node in run.nodes if node.method == "raw"]
-        assets = {
-            server_path(asset["data_uri"])
+        uris = {
+            asset["data_uri"]
             for node in raw
             for source in node.attributes["data_sources"]
             for asset in source["assets"]
         }
-        if not assets:
+        if not uris:
             return
-        base = PurePosixPath(os.path.commonpath([str(path.parent) for path in assets]))
+        paths = {uri: server_path(uri) for uri in uris}
+        if all(
+            not uri.startswith("file:") and path.parts[1:2] == (DATA_DIR,)
+            for uri, path in paths.items()
+        ):
+            base = PurePosixPath("/", DATA_DIR)  # a served archive's: its data/ stays data/
+        else:
+            parents = [str(path.parent) for path in paths.values()]
+            base = PurePosixPath(os.path.commonpath(parents))
         for node in raw:
             for remote in node.files:
                 remote.member = f"{DATA_DIR}/{remote.server_path.relative_to(base)}"

@@ -5,6 +5,7 @@ progress display (:class:`Run`)."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,6 +16,9 @@ import httpx
 from rich.progress import Progress, TaskID
 
 from .cache import Blob, BlobCache
+
+#: A URI's scheme (RFC 3986 §3.1); an archive-form asset URI has none.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 
 FileHook = Callable[[str, int], None]
 
@@ -158,13 +162,16 @@ def children(client: Any) -> Iterator[Any]:
 
 
 def server_path(data_uri: str) -> PurePosixPath | None:
-    """The server-side path of a ``file:`` asset URI, unescaped as Tiled writes it (None for
-    any other scheme). Not ``urlparse``: a ``#`` or ``?`` in a file name must stay in the path,
-    where the archive path check refuses it, not silently cut it short."""
-    if not data_uri.startswith("file://"):
-        return None
-    rest = data_uri[len("file://") :]
-    return PurePosixPath(rest[rest.find("/") :]) if "/" in rest else None
+    """The server-side path of a ``file:`` asset URI, unescaped as Tiled writes it, or of an
+    archive-form one (``data/x.h5``, a relative reference: a served archive's), taken from the
+    server's root; None for any other scheme. Not ``urlparse``: a ``#`` or ``?`` in a file name
+    must stay in the path, where the archive path check refuses it, not silently cut it short."""
+    if data_uri.startswith("file://"):
+        rest = data_uri[len("file://") :]
+        return PurePosixPath(rest[rest.find("/") :]) if "/" in rest else None
+    if data_uri and not _SCHEME.match(data_uri):
+        return PurePosixPath("/", data_uri)
+    return None
 
 
 def staged_asset(path: Path, is_directory: bool, parameter: str | None, num: int | None) -> dict:

@@ -1,0 +1,238 @@
+"""Raw assets of a served archive (`/asset/bytes`, `/asset/manifest`): Tiled's client gets the
+archive's own files through them (`raw_export()`), only files of the node's own asset, with
+HTTP ranges as Starlette's file responses answer them, and never bytes the manifest disowns."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.responses import FileResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+import tiled_archive
+from tiled_archive.reader import open_archive
+from tiled_archive.writer import convert, create
+
+API = "http://tiled-archive.invalid/api/v1"
+
+
+@pytest.fixture(scope="module")
+def served(sample_tree, tmp_path_factory):
+    out = tmp_path_factory.mktemp("assets")
+    directory = create(out / "dir", [sample_tree])
+    return {"dir": directory, "zip": convert(directory, out / "packed.zip")}
+
+
+def leaves(node, path=""):
+    """(path, data sources, client) of every node below ``node`` that has data sources (an
+    HDF5 file's node, not the arrays inside it)."""
+    for key, child in node.items():
+        sources = child.include_data_sources().data_sources()
+        if sources:
+            yield f"{path}/{key}", sources, child
+        elif child.structure_family == "container":
+            yield from leaves(child, f"{path}/{key}")
+
+
+def digests(values) -> list[str]:
+    return sorted(hashlib.sha256(v).hexdigest() for v in values)
+
+
+@pytest.mark.parametrize("form", ["zip", "dir"])
+def test_raw_export_gives_each_nodes_own_files_from_the_archive(served, form):
+    with open_archive(served[form]) as opened:
+        members = {e.path: opened.read(e.path) for e in opened.manifest.files}
+    exported_nodes = 0
+    with tiled_archive.open(served[form]) as client:
+        for path, sources, node in leaves(client):
+            assets = [a for source in sources for a in source.assets]
+            expected = []
+            for asset in assets:
+                if asset.is_directory:
+                    expected += [
+                        v for m, v in members.items() if m.startswith(asset.data_uri + "/")
+                    ]
+                else:
+                    expected.append(members[asset.data_uri])
+            mapping = {}
+            keys = node.raw_export(destination=mapping)
+            assert len(keys) == len(expected), path
+            assert digests(b.getvalue() for b in mapping.values()) == digests(expected), path
+            exported_nodes += 1
+    # HDF5, TIFF sequence (several assets), Zarr v2 and v3 (directory assets), CSV, Parquet.
+    assert exported_nodes >= 8
+
+
+def test_a_zarr_directory_asset_lists_paths_inside_it(served):
+    with tiled_archive.open(served["zip"]) as client:
+        node = client["scan/v3array"]
+        (asset,) = node.include_data_sources().data_sources()[0].assets
+        http = client.context.http_client
+        listing = http.get(f"{API}/asset/manifest/scan/v3array", params={"id": asset.id}).json()
+        assert "zarr.json" in listing["manifest"]
+        assert all(not p.startswith("/") and ".." not in p for p in listing["manifest"])
+        file_asset = http.get(f"{API}/asset/manifest/scan/baseline", params={"id": 1})
+        assert file_asset.status_code in (400, 404)
+
+
+ESCAPES = [
+    "../../catalog.db",
+    "..",
+    ".",
+    "",
+    "/etc/passwd",
+    "zarr.json/../../../catalog.db",
+    "./zarr.json",
+    "a//zarr.json",
+    "..\\..\\catalog.db",
+    "zarr.json\x00",
+    "no-such-file",
+]
+
+
+@pytest.mark.parametrize("relative_path", ESCAPES)
+def test_relative_path_stays_inside_its_directory_asset(served, relative_path):
+    with tiled_archive.open(served["zip"]) as client:
+        (asset,) = client["scan/v3array"].include_data_sources().data_sources()[0].assets
+        response = client.context.http_client.get(
+            f"{API}/asset/bytes/scan/v3array",
+            params={"id": asset.id, "relative_path": relative_path},
+        )
+    assert response.status_code in (400, 404), response.text
+    assert b"SQLite format" not in response.content and b"root:" not in response.content
+
+
+def test_a_node_serves_only_its_own_assets(served):
+    with tiled_archive.open(served["zip"]) as client:
+        http = client.context.http_client
+        (own,) = client["scan/baseline"].include_data_sources().data_sources()[0].assets
+        (other,) = client["scan/summary"].include_data_sources().data_sources()[0].assets
+        assert http.get(f"{API}/asset/bytes/scan/baseline", params={"id": own.id}).is_success
+        elsewhere = http.get(f"{API}/asset/bytes/scan/baseline", params={"id": other.id})
+        assert elsewhere.status_code == 404
+        with_path = http.get(
+            f"{API}/asset/bytes/scan/baseline", params={"id": own.id, "relative_path": "x"}
+        )
+        assert with_path.status_code == 400
+        (folder,) = client["scan/v2array"].include_data_sources().data_sources()[0].assets
+        no_path = http.get(f"{API}/asset/bytes/scan/v2array", params={"id": folder.id})
+        assert no_path.status_code == 400 and "relative_path" in no_path.text
+
+
+def test_anonymous_requests_are_refused_when_the_server_takes_a_key(served):
+    from asgi_lifespan import LifespanManager
+
+    from tiled_archive.asgi import ArchiveServer
+
+    server = ArchiveServer(open_archive(served["zip"]), api_key="secret", public=False)
+
+    async def scenario():
+        async with (
+            LifespanManager(server.app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=server.app), base_url="http://x"
+            ) as http,
+        ):
+            url = "/api/v1/asset/bytes/scan/baseline?id=1"
+            return (await http.get(url)).status_code, (
+                await http.get(url, headers={"Authorization": "Apikey secret"})
+            ).status_code
+
+    import asyncio
+
+    try:
+        assert asyncio.run(scenario()) == (401, 200)
+    finally:
+        server.close()
+
+
+# -- HTTP ranges: answered as Starlette's FileResponse answers them for the same file ---------
+
+
+@pytest.fixture(scope="module")
+def range_pair(served):
+    """(our route's URL getter, Starlette FileResponse over the same file, the file's size)."""
+    path = served["dir"] / "data/scan/baseline.csv"
+    oracle = TestClient(Starlette(routes=[Route("/f", lambda r: FileResponse(path))]))
+    client = tiled_archive.open(served["dir"])
+    (asset,) = client["scan/baseline"].include_data_sources().data_sources()[0].assets
+    assert asset.data_uri.endswith("data/scan/baseline.csv")
+
+    def ours(headers):
+        return client.context.http_client.get(
+            f"{API}/asset/bytes/scan/baseline", params={"id": asset.id}, headers=headers
+        )
+
+    yield ours, lambda headers: oracle.get("/f", headers=headers), path.stat().st_size
+    client.close()
+
+
+def single_ranges(size: int):
+    offsets = st.integers(0, size + 5)
+    return st.one_of(
+        st.tuples(offsets, offsets)
+        .filter(lambda p: p[0] <= p[1])
+        .map(lambda p: f"bytes={p[0]}-{p[1]}"),
+        offsets.map(lambda a: f"bytes={a}-"),
+        offsets.map(lambda n: f"bytes=-{n}"),
+    )
+
+
+@given(data=st.data())
+def test_single_ranges_are_answered_as_starlette_answers_them(range_pair, data):
+    ours, oracle, size = range_pair
+    header = data.draw(single_ranges(size))
+    mine = ours({"Range": header, "Accept-Encoding": "identity"})
+    theirs = oracle({"Range": header, "Accept-Encoding": "identity"})
+    assert mine.status_code == theirs.status_code, header
+    assert mine.headers.get("content-range") == theirs.headers.get("content-range"), header
+    if mine.status_code != 416:
+        assert mine.content == theirs.content, header
+
+
+def test_ranges_this_server_does_not_split_get_the_whole_file(range_pair, served):
+    ours, _, size = range_pair
+    whole = (served["dir"] / "data/scan/baseline.csv").read_bytes()
+    for header in ["bytes=0-1,5-9", "items=0-4", "bytes=9-3", "nonsense"]:
+        response = ours({"Range": header})
+        assert (response.status_code, response.content) == (200, whole), header
+    stale = ours({"Range": "bytes=0-9", "If-Range": '"some other version"'})
+    assert (stale.status_code, stale.content) == (200, whole)
+    etag = ours({}).headers["etag"]
+    assert etag == f'"{hashlib.sha256(whole).hexdigest()}"'
+    current = ours({"Range": "bytes=0-9", "If-Range": etag})
+    assert (current.status_code, current.content) == (206, whole[:10])
+
+
+def test_head_gives_the_headers_of_the_file(served):
+    with tiled_archive.open(served["zip"]) as client:
+        response = client.context.http_client.head(f"{API}/asset/bytes/scan/baseline?id=1")
+    size = (served["dir"] / "data/scan/baseline.csv").stat().st_size
+    assert response.status_code == 200 and response.content == b""
+    assert response.headers["content-length"] == str(size)
+    assert response.headers["content-disposition"] == 'attachment; filename="baseline.csv"'
+
+
+def test_a_member_that_differs_from_the_manifest_is_never_sent_whole(served, tmp_path):
+    """Same size, one byte changed: opening does not hash data files, but sending one whole
+    does, first: the answer is a 422 naming TA-E308, not the wrong bytes."""
+    damaged = shutil.copytree(served["dir"], tmp_path / "damaged")
+    target = damaged / "data/scan/baseline.csv"
+    body = bytearray(target.read_bytes())
+    body[-2] ^= 1
+    target.write_bytes(bytes(body))
+    with tiled_archive.open(damaged) as client:
+        http = client.context.http_client
+        refused = http.get(f"{API}/asset/bytes/scan/baseline?id=1")
+        assert refused.status_code == 422 and "TA-E308" in refused.text
+        assert "data/scan/baseline.csv" in refused.text
+        # A range is not hashed (the manifest has one digest per file): it is what is there.
+        head = http.get(f"{API}/asset/bytes/scan/baseline?id=1", headers={"Range": "bytes=0-3"})
+        assert head.content == bytes(body[:4])
