@@ -88,7 +88,10 @@ def asset_router(archive: Archive) -> APIRouter:
         if not asset.is_directory:
             if relative_path is not None:
                 raise HTTPException(400, "a file asset takes no relative_path")
-            return member_response(archive, files[member], request)
+            entry = files.get(member)
+            if entry is None:  # a folder, or a file the manifest does not list (TA-E306)
+                raise HTTPException(404, f"{member} is not a payload file of the archive")
+            return member_response(archive, entry, request)
         if relative_path is None:
             raise HTTPException(
                 400,
