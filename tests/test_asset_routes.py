@@ -236,3 +236,46 @@ def test_a_member_that_differs_from_the_manifest_is_never_sent_whole(served, tmp
         # A range is not hashed (the manifest has one digest per file): it is what is there.
         head = http.get(f"{API}/asset/bytes/scan/baseline?id=1", headers={"Range": "bytes=0-3"})
         assert head.content == bytes(body[:4])
+
+
+def test_odd_ids_and_ranges_get_plain_answers(range_pair, served):
+    ours, _, size = range_pair
+    whole = (served["dir"] / "data/scan/baseline.csv").read_bytes()
+    with tiled_archive.open(served["zip"]) as client:
+        http = client.context.http_client
+        for asset_id in [2**63, -1, 10**30]:
+            response = http.get(f"{API}/asset/bytes/scan/baseline", params={"id": asset_id})
+            assert response.status_code == 404, asset_id
+    # Positions nobody can mean are not ranges (Python cannot even read 4,301 digits).
+    for header in ["bytes=0-" + "9" * 4400, "bytes=" + "0" * 4400 + "1-2"]:
+        assert (ours({"Range": header}).status_code, ours({"Range": header}).content) == (
+            200,
+            whole,
+        )
+    # The unit is case-insensitive (RFC 9110).
+    assert ours({"Range": "BYTES=0-3"}).content == whole[:4]
+
+
+def damaged_copy(served, tmp_path, change):
+    damaged = shutil.copytree(served["dir"], tmp_path / "damaged")
+    target = damaged / "data/scan/baseline.csv"
+    target.write_bytes(change(target.read_bytes()))
+    return damaged
+
+
+def test_a_range_over_the_whole_of_a_damaged_file_is_refused_too(served, tmp_path):
+    damaged = damaged_copy(served, tmp_path, lambda b: b[:-2] + bytes([b[-2] ^ 1]) + b[-1:])
+    with tiled_archive.open(damaged) as client:
+        http = client.context.http_client
+        for header in ["bytes=0-", "bytes=-100000", "bytes=0-99999999"]:
+            response = http.get(f"{API}/asset/bytes/scan/baseline?id=1", headers={"Range": header})
+            assert response.status_code == 422 and "TA-E308" in response.text, header
+
+
+def test_a_member_shorter_than_listed_is_a_clean_error_before_any_byte(served, tmp_path):
+    damaged = damaged_copy(served, tmp_path, lambda b: b[:20])
+    with tiled_archive.open(damaged) as client:
+        http = client.context.http_client
+        for headers in [{}, {"Range": "bytes=0-"}, {"Range": "bytes=5-9"}]:
+            response = http.get(f"{API}/asset/bytes/scan/baseline?id=1", headers=headers)
+            assert response.status_code == 422 and "TA-E307" in response.text, headers

@@ -10,10 +10,11 @@ Tiled decides who may read which node: the node is looked up with Tiled's own ``
 the ``read:data`` scope, as its routes do.
 
 Answers carry the file's SHA-256 as a strong ETag, honour a single ``Range`` (and ``If-Range``);
-a request for several ranges gets the whole file, which HTTP allows. A file handed out whole is
-first checked against the manifest (once per open archive): a damaged member is a 422 naming
-TA-E308, not wrong bytes passed off as the archive's. A range is sent as it is, unchecked (the
-manifest has one digest per file, and hashing 200 GB for one frame would defeat ranges).
+a request for several ranges gets the whole file, which HTTP allows. A file handed out whole
+(with or without a range that covers it) is first checked against the manifest, once per open
+archive: a damaged member is a 422 naming TA-E308, not wrong bytes passed off as the archive's.
+A part of a file is sent as it is, unchecked (the manifest has one digest per file, and hashing
+200 GB for one frame would defeat ranges); HEAD reads nothing.
 """
 
 import mimetypes
@@ -38,7 +39,11 @@ from .format import ArchiveError, FileEntry
 from .reader import Archive
 
 _CHUNK = 1 << 20
-_SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+#: One byte range; positions of over 30 digits are not ranges anyone can mean (and Python
+#: refuses to convert integers of over 4,300 digits).
+_SINGLE_RANGE = re.compile(r"bytes=(\d{0,30})-(\d{0,30})", re.IGNORECASE)
+#: SQLite's integer range: Tiled looks asset ids up there.
+_MAX_ID = (1 << 63) - 1
 
 
 def asset_router(archive: Archive) -> APIRouter:
@@ -58,6 +63,8 @@ def asset_router(archive: Archive) -> APIRouter:
         _: Annotated[None, Security(check_scopes, scopes=["read:data"])],
     ) -> tuple[Any, str]:
         """The node's asset ``id`` and the member it names (404 if the node has no such asset)."""
+        if not 0 <= id <= _MAX_ID:
+            raise HTTPException(404, f"node {path or '/'} has no asset with id {id}")
         entry = await get_entry(
             path,
             ["read:data"],
@@ -141,12 +148,15 @@ def member_response(archive: Archive, entry: FileEntry, request: Request) -> Res
         headers["Content-Range"] = f"bytes */{entry.size}"
         return Response(status_code=416, headers=headers)
     status, (start, end) = (200, (0, entry.size)) if wanted is None else (206, wanted)
+    stored = archive.members()[entry.path].size
+    if stored != entry.size:  # before any header is sent: a clean 422, not a cut-off body
+        raise ArchiveError("TA-E307", entry.path, f"{stored} bytes, the manifest says {entry.size}")
     if status == 206:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.size}"
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=media_type)
-    if status == 200:
+    if (start, end) == (0, entry.size):
         archive.verify(entry)  # before the first byte, so a damaged file is a clean 422
     body = member_bytes(archive, entry, start, end)
     return StreamingResponse(body, status_code=status, headers=headers, media_type=media_type)

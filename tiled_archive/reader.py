@@ -12,6 +12,7 @@ import hashlib
 import os
 import sqlite3
 import tempfile
+import threading
 import warnings
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -110,6 +111,8 @@ class Archive:
         self._copies: dict[str, Path] = {}
         #: Payload files whose bytes verify() has checked against the manifest.
         self._verified: set[str] = set()
+        self._verifying: dict[str, threading.Lock] = {}
+        self._verifying_lock = threading.Lock()
         self._data_sources: dict[int, DataSourceRow] | None = None
         self._inspections: dict[int, Inspection] = {}
 
@@ -275,9 +278,14 @@ class Archive:
     def verify(self, entry: FileEntry) -> None:
         """Check the bytes of the manifest's payload file ``entry`` against it (TA-E305,
         TA-E308), once per open archive: before a file is handed out whole as the archive's."""
-        if entry.path not in self._verified:
-            _verify(self.open(entry.path), entry, None, "TA-E308")
-            self._verified.add(entry.path)
+        if entry.path in self._verified:
+            return
+        with self._verifying_lock:
+            lock = self._verifying.setdefault(entry.path, threading.Lock())
+        with lock:  # concurrent first requests for one file wait for one hash, not hash it all
+            if entry.path not in self._verified:
+                _verify(self.open(entry.path), entry, None, "TA-E308")
+                self._verified.add(entry.path)
 
     def _folder(self, path: str) -> list[FileEntry]:
         """The manifest's files at ``path`` or below it (TA-E305 when there are none)."""

@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from ..format import DATA_DIR, Severity, path_problems
-from .state import Node, RemoteFile, Run, children, node_path, server_path
+from .state import URI_SCHEME, Node, RemoteFile, Run, children, node_path, server_path
 from .transfer import NotServed, check, parallel, retrying
 
 # -- 1. Plan: walk the server's tree ------------------------------------------------------------
@@ -70,8 +70,13 @@ def _plan_assets(run: Run, node: Node, sources: list[dict[str, Any]]) -> None:
         for asset in source.get("assets") or []:
             path = server_path(asset["data_uri"])
             if path is None:
-                scheme = asset["data_uri"].split(":", 1)[0]
-                run.refuse(node, f"its data is a {scheme}: asset, not a file")
+                scheme = URI_SCHEME.match(asset["data_uri"])
+                run.refuse(
+                    node,
+                    f"its data is a {scheme.group()} asset, not a file"
+                    if scheme
+                    else f"its asset URI {asset['data_uri']} is not a plain relative path",
+                )
             elif not asset["is_directory"]:
                 node.files.append(RemoteFile(node, asset, None, path))
 
@@ -112,6 +117,11 @@ def _list_directory(run: Run, node: Node, asset: dict[str, Any]) -> None:
     except NotServed as err:
         run.refuse_raw(node, err)
         return
+    except (KeyError, TypeError, ValueError):
+        listing = None
+    if not isinstance(listing, list) or not all(isinstance(e, str) for e in listing):
+        run.refuse(node, "the server's directory listing is not a list of paths")
+        return
     if not listing:
         run.refuse(node, "a directory asset the server lists as empty")
     for entry in listing:
@@ -151,6 +161,7 @@ def assign_members(run: Run) -> None:
         else:
             parents = [str(path.parent) for path in paths.values()]
             base = PurePosixPath(os.path.commonpath(parents))
+        claims: dict[str, tuple] = {}  # archive path -> the one server file it holds
         for node in raw:
             for remote in node.files:
                 remote.member = f"{DATA_DIR}/{remote.server_path.relative_to(base)}"
@@ -158,6 +169,16 @@ def assign_members(run: Run) -> None:
                 if errors:
                     run.refuse(node, f"a file name the format cannot hold ({errors[0]})")
                     break
+                claim = (remote.asset["id"], remote.relative_path)
+                if claims.setdefault(remote.member, claim) != claim:
+                    run.refuse(node, f"{remote.member} would hold two of the server's files")
+                    break
+        # A file where another file's folder would be (a file asset and a directory asset).
+        folders = {m.rsplit("/", i)[0] for m in claims for i in range(1, m.count("/"))}
+        for node in raw:
+            clash = [r.member for r in node.files if r.member in folders]
+            if clash:
+                run.refuse(node, f"{clash[0]} is a file and also another file's folder")
         if all(node.method == "raw" for node in raw):
             run.base = base
             return

@@ -18,7 +18,7 @@ from rich.progress import Progress, TaskID
 from .cache import Blob, BlobCache
 
 #: A URI's scheme (RFC 3986 §3.1); an archive-form asset URI has none.
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 
 FileHook = Callable[[str, int], None]
 
@@ -164,14 +164,17 @@ def children(client: Any) -> Iterator[Any]:
 def server_path(data_uri: str) -> PurePosixPath | None:
     """The server-side path of a ``file:`` asset URI, unescaped as Tiled writes it, or of an
     archive-form one (``data/x.h5``, a relative reference: a served archive's), taken from the
-    server's root; None for any other scheme. Not ``urlparse``: a ``#`` or ``?`` in a file name
-    must stay in the path, where the archive path check refuses it, not silently cut it short."""
+    server's root; None for any other scheme, and for a relative reference with an empty, ``.``
+    or ``..`` segment (two spellings of one file must not become two files). Not ``urlparse``:
+    a ``#`` or ``?`` in a file name must stay in the path, where the archive path check refuses
+    it, not silently cut it short."""
     if data_uri.startswith("file://"):
         rest = data_uri[len("file://") :]
-        return PurePosixPath(rest[rest.find("/") :]) if "/" in rest else None
-    if data_uri and not _SCHEME.match(data_uri):
-        return PurePosixPath("/", data_uri)
-    return None
+        # "//srv/x" and "/srv/x" are one path: POSIX keeps a leading "//" apart.
+        return PurePosixPath("/" + rest[rest.find("/") :].lstrip("/")) if "/" in rest else None
+    if URI_SCHEME.match(data_uri) or {"", ".", ".."} & set(data_uri.split("/")):
+        return None
+    return PurePosixPath("/", data_uri)
 
 
 def staged_asset(path: Path, is_directory: bool, parameter: str | None, num: int | None) -> dict:
