@@ -279,3 +279,39 @@ def test_a_member_shorter_than_listed_is_a_clean_error_before_any_byte(served, t
         for headers in [{}, {"Range": "bytes=0-"}, {"Range": "bytes=5-9"}]:
             response = http.get(f"{API}/asset/bytes/scan/baseline?id=1", headers=headers)
             assert response.status_code == 422 and "TA-E307" in response.text, headers
+
+
+def test_in_process_raw_assets_stream_instead_of_sitting_in_memory(tmp_path):
+    """A 96 MiB file through the in-process client: Python's allocations stay at a few chunks
+    (the transport hands the body over chunk by chunk), and a body left unread does not keep
+    the archive from closing."""
+    import tracemalloc
+
+    import numpy as np
+
+    source = tmp_path / "big"
+    source.mkdir()
+    np.save(source / "ones.npy", np.ones(12 << 20))  # 96 MiB
+    archive = convert(create(tmp_path / "dir", [source]), tmp_path / "big.zip")
+    with tiled_archive.open(archive) as client:
+        node = client["big/ones"]
+        (asset,) = node.include_data_sources().data_sources()[0].assets
+        url = node.item["links"]["self"].replace("/metadata", "/asset/bytes", 1)
+        http = client.context.http_client
+        tracemalloc.start()
+        try:
+            digest, size = hashlib.sha256(), 0
+            headers = {"Accept-Encoding": "identity"}
+            with http.stream("GET", url, params={"id": asset.id}, headers=headers) as response:
+                for chunk in response.iter_raw():
+                    digest.update(chunk)
+                    size += len(chunk)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert size == (source / "ones.npy").stat().st_size
+        assert digest.hexdigest() == hashlib.sha256((source / "ones.npy").read_bytes()).hexdigest()
+        assert peak < 24 << 20, f"{peak / 2**20:.0f} MiB allocated at the peak"
+        unread = http.stream("GET", url, params={"id": asset.id}).__enter__()
+        assert unread.status_code == 200
+    # (closing the client above returned although one body was never read)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 from starlette.routing import Route
@@ -244,23 +245,104 @@ class ArchiveServer:
 class PortalTransport(httpx.BaseTransport):
     """A synchronous httpx transport calling an ASGI app on an event loop in another thread.
 
-    One hop into the loop per request (starlette's TestClient makes several); the body is
-    passed on still content-encoded so httpx decodes it once.
+    One hop into the loop to start a request, one per body chunk: the app runs as a task and
+    hands its messages through a small queue, so a response (a raw asset of gigabytes) is never
+    held whole, as httpx's own ASGITransport holds it. The body is passed on still
+    content-encoded, so httpx decodes it once. A client that stops reading ends the app's task.
     """
 
     def __init__(self, app: Any, portal: Any):
-        self._asgi = httpx.ASGITransport(app=app)
+        self._app = app
         self._portal = portal
+        #: Bodies not yet read to the end: closed with the transport, so no task outlives it.
+        self._open: weakref.WeakSet = weakref.WeakSet()
 
-    async def _send(self, request: httpx.Request) -> tuple[int, list, bytes]:
-        response = await self._asgi.handle_async_request(request)
-        body = b"".join([chunk async for chunk in response.aiter_raw()])
-        return response.status_code, response.headers.raw, body
+    def close(self) -> None:
+        for inbox in list(self._open):
+            self._portal.call(inbox.aclose)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        status, headers, body = self._portal.call(self._send, request)
-        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body))
+        import anyio
+
+        body = request.read()
+        outbox, inbox = anyio.create_memory_object_stream(4)
+        self._portal.start_task_soon(self._run, request, body, outbox)
+        first = self._portal.call(inbox.receive)
+        if isinstance(first, BaseException):
+            self._portal.call(inbox.aclose)
+            raise first
+        status, headers = first
+        self._open.add(inbox)
+        return httpx.Response(status, headers=headers, stream=_PortalBody(self._portal, inbox))
+
+    async def _run(self, request: httpx.Request, body: bytes, outbox: Any) -> None:
+        import anyio
+
+        url = request.url
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": request.method,
+            "headers": [(name.lower(), value) for name, value in request.headers.raw],
+            "scheme": url.scheme,
+            "path": unquote(url.path),
+            "raw_path": url.raw_path.split(b"?")[0],
+            "query_string": url.query,
+            "server": (url.host, url.port or (443 if url.scheme == "https" else 80)),
+            "client": ("127.0.0.1", 0),
+            "root_path": "",
+        }
+        finished = anyio.Event()
+        request_sent = False
+
+        async def receive() -> dict:
+            nonlocal request_sent
+            if not request_sent:
+                request_sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await finished.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                await outbox.send((message["status"], message.get("headers", [])))
+            elif message["type"] == "http.response.body" and message.get("body"):
+                await outbox.send(message["body"])
+
+        async with outbox:
+            try:
+                await self._app(scope, receive, send)
+            except anyio.BrokenResourceError:
+                pass  # the client stopped reading
+            except Exception as err:  # the client's call raises it, as with httpx's transport
+                with contextlib.suppress(anyio.BrokenResourceError):
+                    await outbox.send(err)
+            finally:
+                finished.set()
+
+
+class _PortalBody(httpx.SyncByteStream):
+    """A response body arriving chunk by chunk from the app's task on the portal's loop."""
+
+    def __init__(self, portal: Any, inbox: Any):
+        self._portal = portal
+        self._inbox = inbox
+
+    def __iter__(self) -> Iterator[bytes]:
+        import anyio
+
+        while True:
+            try:
+                chunk = self._portal.call(self._inbox.receive)
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                return
+            if isinstance(chunk, BaseException):
+                raise chunk
+            yield chunk
+
+    def close(self) -> None:
+        self._portal.call(self._inbox.aclose)
 
 
 _CONTEXT_LOCK = threading.Lock()
@@ -298,6 +380,7 @@ def _in_process_context(app: Any, api_key: str | None) -> Iterator[Any]:
                 yield context
             finally:
                 context.http_client.close()
+                transport.close()
         finally:
             portal.call(lifespan.__aexit__, None, None, None)
 
