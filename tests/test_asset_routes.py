@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from starlette.testclient import TestClient
 
 import tiled_archive
 from tiled_archive.reader import open_archive
+from tiled_archive.testing import HOST, free_port, serving
 from tiled_archive.writer import convert, create
 
 API = "http://tiled-archive.invalid/api/v1"
@@ -126,31 +128,14 @@ def test_a_node_serves_only_its_own_assets(served):
         assert no_path.status_code == 400 and "relative_path" in no_path.text
 
 
-def test_anonymous_requests_are_refused_when_the_server_takes_a_key(served):
-    from asgi_lifespan import LifespanManager
-
-    from tiled_archive.asgi import ArchiveServer
-
-    server = ArchiveServer(open_archive(served["zip"]), api_key="secret", public=False)
-
-    async def scenario():
-        async with (
-            LifespanManager(server.app),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=server.app), base_url="http://x"
-            ) as http,
-        ):
-            url = "/api/v1/asset/bytes/scan/baseline?id=1"
-            return (await http.get(url)).status_code, (
-                await http.get(url, headers={"Authorization": "Apikey secret"})
-            ).status_code
-
-    import asyncio
-
-    try:
-        assert asyncio.run(scenario()) == (401, 200)
-    finally:
-        server.close()
+def test_anonymous_requests_are_refused_when_the_server_takes_a_key(served, tmp_path):
+    port = free_port()
+    command = [sys.executable, "-m", "tiled_archive.cli", "serve", served["zip"]]
+    with serving([*command, "--port", port, "--api-key", "secret"], port, log=tmp_path / "log"):
+        url = f"http://{HOST}:{port}/api/v1/asset/bytes/scan/baseline?id=1"
+        assert httpx.get(url).status_code == 401
+        assert httpx.head(url).status_code == 401
+        assert httpx.get(url, headers={"Authorization": "Apikey secret"}).status_code == 200
 
 
 # -- HTTP ranges: answered as Starlette's FileResponse answers them for the same file ---------
