@@ -245,10 +245,11 @@ class ArchiveServer:
 class PortalTransport(httpx.BaseTransport):
     """A synchronous httpx transport calling an ASGI app on an event loop in another thread.
 
-    One hop into the loop to start a request, one per body chunk: the app runs as a task and
-    hands its messages through a small queue, so a response (a raw asset of gigabytes) is never
-    held whole, as httpx's own ASGITransport holds it. The body is passed on still
-    content-encoded, so httpx decodes it once. A client that stops reading ends the app's task.
+    One hop into the loop for a request whose answer is one message (most are), one more per
+    further body chunk: the app runs as a task and hands its messages through a small queue,
+    so a response (a raw asset of gigabytes) is never held whole, as httpx's own ASGITransport
+    holds it. The body is passed on still content-encoded, so httpx decodes it once. A client
+    that stops reading ends the app's task.
     """
 
     def __init__(self, app: Any, portal: Any):
@@ -271,9 +272,12 @@ class PortalTransport(httpx.BaseTransport):
         if isinstance(first, BaseException):
             self._portal.call(inbox.aclose)
             raise first
-        status, headers = first
+        status, headers, chunk, more = first
+        if not more:  # the whole answer came in one message: no further hop into the loop
+            return httpx.Response(status, headers=headers, stream=httpx.ByteStream(chunk))
         self._open.add(inbox)
-        return httpx.Response(status, headers=headers, stream=_PortalBody(self._portal, inbox))
+        body = _PortalBody(self._portal, inbox, chunk)
+        return httpx.Response(status, headers=headers, stream=body)
 
     async def _run(self, request: httpx.Request, body: bytes, outbox: Any) -> None:
         import anyio
@@ -295,6 +299,7 @@ class PortalTransport(httpx.BaseTransport):
         }
         finished = anyio.Event()
         request_sent = False
+        start: tuple | None = None
 
         async def receive() -> dict:
             nonlocal request_sent
@@ -305,10 +310,17 @@ class PortalTransport(httpx.BaseTransport):
             return {"type": "http.disconnect"}
 
         async def send(message: dict) -> None:
+            # The start goes over with the first body chunk: a small answer is one hop.
+            nonlocal start
             if message["type"] == "http.response.start":
-                await outbox.send((message["status"], message.get("headers", [])))
-            elif message["type"] == "http.response.body" and message.get("body"):
-                await outbox.send(message["body"])
+                start = (message["status"], message.get("headers", []))
+            elif message["type"] == "http.response.body":
+                chunk, more = message.get("body", b""), message.get("more_body", False)
+                if start is not None:
+                    await outbox.send((*start, chunk, more))
+                    start = None
+                elif chunk:
+                    await outbox.send(chunk)
 
         async with outbox:
             try:
@@ -325,13 +337,16 @@ class PortalTransport(httpx.BaseTransport):
 class _PortalBody(httpx.SyncByteStream):
     """A response body arriving chunk by chunk from the app's task on the portal's loop."""
 
-    def __init__(self, portal: Any, inbox: Any):
+    def __init__(self, portal: Any, inbox: Any, first: bytes):
         self._portal = portal
         self._inbox = inbox
+        self._first = first
 
     def __iter__(self) -> Iterator[bytes]:
         import anyio
 
+        if self._first:
+            yield self._first
         while True:
             try:
                 chunk = self._portal.call(self._inbox.receive)
