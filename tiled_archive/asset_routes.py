@@ -35,7 +35,7 @@ from tiled.server.authentication import (
 from tiled.server.core import json_or_msgpack
 from tiled.server.dependencies import get_entry, get_root_tree
 
-from .format import ArchiveError, FileEntry
+from .format import ArchiveError, FileEntry, escapes_folder
 from .reader import Archive
 
 _CHUNK = 1 << 20
@@ -49,7 +49,6 @@ _MAX_ID = (1 << 63) - 1
 def asset_router(archive: Archive) -> APIRouter:
     """The two routes, for ``archive``; mount with the prefix ``/api/v1``, in front of Tiled's."""
     router = APIRouter()
-    files = {entry.path: entry for entry in archive.manifest.files}
 
     async def node_asset(
         request: Request,
@@ -82,9 +81,6 @@ def asset_router(archive: Archive) -> APIRouter:
             raise HTTPException(404, f"node {path or '/'} has no asset with id {id}")
         return asset, archive.asset_member(asset.data_uri)
 
-    def folder(member: str) -> list[FileEntry]:
-        return [entry for name, entry in files.items() if name.startswith(member + "/")]
-
     @router.api_route("/asset/bytes/{path:path}", methods=["GET", "HEAD"])
     def asset_bytes(
         request: Request,
@@ -95,7 +91,7 @@ def asset_router(archive: Archive) -> APIRouter:
         if not asset.is_directory:
             if relative_path is not None:
                 raise HTTPException(400, "a file asset takes no relative_path")
-            entry = files.get(member)
+            entry = archive.payload_entry(member)
             if entry is None:  # a folder, or a file the manifest does not list (TA-E306)
                 raise HTTPException(404, f"{member} is not a payload file of the archive")
             return member_response(archive, entry, request)
@@ -105,12 +101,11 @@ def asset_router(archive: Archive) -> APIRouter:
                 "this asset is a directory: give relative_path, one of the paths "
                 f"/asset/manifest/...?id={asset.id} lists",
             )
-        segments = relative_path.split("/")
-        if "\\" in relative_path or "\x00" in relative_path or {"", ".", ".."} & set(segments):
+        if escapes_folder(relative_path):
             raise HTTPException(
                 400, "relative_path must be a relative path without empty, . or .. segments"
             )
-        entry = files.get(f"{member}/{relative_path}")
+        entry = archive.payload_entry(f"{member}/{relative_path}")
         if entry is None:
             raise HTTPException(404, f"no file {relative_path} in this asset")
         return member_response(archive, entry, request)
@@ -124,7 +119,8 @@ def asset_router(archive: Archive) -> APIRouter:
             raise HTTPException(400, "a file asset has no manifest")
         # Relative to the asset, as Tiled's client sends them back (Tiled 0.2.20 lists
         # absolute server paths here, which its own /asset/bytes then refuses).
-        listing = [entry.path[len(member) + 1 :] for entry in folder(member)]
+        inside = member + "/"
+        listing = [p[len(inside) :] for p in archive.payload() if p.startswith(inside)]
         return json_or_msgpack(request, {"manifest": listing})
 
     return router

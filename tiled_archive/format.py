@@ -113,6 +113,17 @@ def _has_surrogates(text: str) -> bool:
     return _SURROGATE.search(text) is not None
 
 
+def escapes_folder(relative: str) -> bool:
+    """Whether a path taken relative to a folder (a Zarr store key, a file of a directory
+    asset) could leave it: empty, ``.`` or ``..`` segments, absolute, backslashes or NUL."""
+    return (
+        relative.startswith("/")
+        or "\\" in relative
+        or "\x00" in relative
+        or any(s in ("", ".", "..") for s in relative.split("/"))
+    )
+
+
 def check_path(path: str) -> str:
     """Return ``path`` if it is a valid archive path, else raise the first error found."""
     for problem in path_problems(path):

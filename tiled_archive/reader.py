@@ -102,7 +102,7 @@ class Archive:
         if source.read(MIMETYPE_NAME) != MIMETYPE.encode():
             raise ArchiveError("TA-E003", MIMETYPE_NAME, "wrong format marker")
         self.manifest = Manifest.loads(source.read(MANIFEST_NAME))
-        self._listed = {entry.path for entry in self.manifest.files}
+        self._entries = {entry.path: entry for entry in self.manifest.files}
         newer = version_problem(self.manifest.format_version)
         if newer:
             warnings.warn(ArchiveWarning(newer), stacklevel=3)
@@ -131,6 +131,11 @@ class Archive:
     def payload(self) -> list[str]:
         """Paths of the payload files, as the manifest lists them."""
         return [entry.path for entry in self.manifest.files]
+
+    def payload_entry(self, path: str) -> FileEntry | None:
+        """The manifest's entry for payload file ``path`` (None: the manifest lists no such
+        file, whether or not the archive holds one)."""
+        return self._entries.get(path)
 
     def open(self, path: str) -> BinaryIO:
         """A seekable read-only file over one member (positional reads, no extraction)."""
@@ -177,7 +182,7 @@ class Archive:
         from .catalog import member_from_relocated
 
         members = self.source.members()
-        if data_uri in self._listed and data_uri in members:
+        if data_uri in self._entries and data_uri in members:
             return data_uri  # a payload file: its path was checked with the manifest
         member = member_from_relocated(data_uri, self.location)
         if member not in members and not any(m.startswith(member + "/") for m in members):

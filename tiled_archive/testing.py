@@ -38,6 +38,13 @@ def tiled_serve_catalog(catalog: Arg, readable: Arg, port: int, *options: Arg) -
     return [str(part) for part in command]
 
 
+def tiled_archive_serve(archive: Arg, port: int, *options: Arg) -> list[str]:
+    """The command line of ``tiled-archive serve`` (this interpreter's) over ``archive`` on
+    ``port``."""
+    command = [sys.executable, "-m", "tiled_archive.cli", "serve", archive, "--port", port]
+    return [str(part) for part in [*command, *options]]
+
+
 @dataclass(frozen=True)
 class LoopbackServer:
     """A server process listening on ``HOST:port``."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from ..format import load_json
+from ..format import escapes_folder, load_json
 from ..sources import ByteSource
 from . import DataSourceRow, Inspection, add, declared_dtype, reason, structure_of
 from .budget import nbytes
@@ -20,17 +20,6 @@ from .budget import nbytes
 METADATA_NAMES = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
 #: Largest metadata document read (consolidated metadata of a big group stays far below).
 MAX_METADATA_BYTES = 16 << 20
-
-
-def bad_key(key: str) -> bool:
-    """Whether a store key could leave its store: empty, ``.`` or ``..`` segments, absolute,
-    backslashes or NUL."""
-    return (
-        key.startswith("/")
-        or "\\" in key
-        or "\x00" in key
-        or any(s in ("", ".", "..") for s in key.split("/"))
-    )
 
 
 def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
@@ -95,7 +84,7 @@ def _metadata(
             add(result, "TA-E601", path, f"metadata is not JSON: {err}")
             return None, stored
         consolidated = _consolidated_keys(document)
-        escaping = [k for k in consolidated if bad_key(k)]
+        escaping = [k for k in consolidated if escapes_folder(k)]
         if escaping:
             add(result, "TA-E600", path, f"consolidated metadata names key {escaping[0]!r}")
             return None, stored
@@ -146,7 +135,7 @@ def _confined_store_class() -> type:
     from ..format import ArchiveError
 
     def check(key: str) -> None:
-        if key and bad_key(key):
+        if key and escapes_folder(key):
             raise ArchiveError("TA-E600", key, "zarr key outside its store")
 
     class ConfinedStore(WrapperStore):
