@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import sys
 
 import httpx
 import pytest
@@ -19,7 +18,7 @@ from starlette.testclient import TestClient
 
 import tiled_archive
 from tiled_archive.reader import open_archive
-from tiled_archive.testing import HOST, free_port, serving
+from tiled_archive.testing import HOST, free_port, serving, tiled_archive_serve
 from tiled_archive.writer import convert, create
 
 API = "http://tiled-archive.invalid/api/v1"
@@ -130,8 +129,8 @@ def test_a_node_serves_only_its_own_assets(served):
 
 def test_anonymous_requests_are_refused_when_the_server_takes_a_key(served, tmp_path):
     port = free_port()
-    command = [sys.executable, "-m", "tiled_archive.cli", "serve", served["zip"]]
-    with serving([*command, "--port", port, "--api-key", "secret"], port, log=tmp_path / "log"):
+    command = tiled_archive_serve(served["zip"], port, "--api-key", "secret")
+    with serving(command, port, log=tmp_path / "log"):
         url = f"http://{HOST}:{port}/api/v1/asset/bytes/scan/baseline?id=1"
         assert httpx.get(url).status_code == 401
         assert httpx.head(url).status_code == 401

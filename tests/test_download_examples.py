@@ -11,6 +11,7 @@ import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import awkward as ak
 import numpy as np
@@ -20,7 +21,7 @@ import tiled
 
 import tiled_archive
 from tiled_archive.reader import open_archive
-from tiled_archive.testing import free_port, serving
+from tiled_archive.testing import free_port, serving, tiled_archive_serve, tiled_serve_catalog
 from tiled_archive.validator import validate
 
 TILED = str(Path(sys.executable).parent / "tiled")
@@ -142,17 +143,23 @@ def below(root, keys):
     return node
 
 
-def assert_stock_serves_exactly(source, dest: Path, *within: str) -> None:
-    """Stock `tiled serve catalog DEST/catalog.db -r DEST/data` (the command the CLI prints)
-    serves ``source`` exactly. (Tiled does not serve a root's metadata from a catalog, so a
-    root with metadata is compared below it.)"""
+@contextlib.contextmanager
+def stock_tiled_client(dest: Path, log: Path) -> Iterator[Any]:
+    """Stock `tiled serve catalog DEST/catalog.db -r DEST/data --public` (the command the CLI
+    prints for a directory download) on loopback: a client of it."""
     from tiled.client import from_uri
 
     port = free_port()
-    command = [TILED, "serve", "catalog", dest / "catalog.db", "-r", dest / "data"]
-    command += ["--public", "--port", port]
-    with serving(command, port, log=dest.parent / f"stock-{dest.name}.log") as server:
-        copy = below(from_uri(server.url), within)
+    command = tiled_serve_catalog(dest / "catalog.db", dest / "data", port, "--public")
+    with serving(command, port, log=log) as server:
+        yield from_uri(server.url)
+
+
+def assert_stock_serves_exactly(source, dest: Path, *within: str) -> None:
+    """Stock `tiled serve catalog` on ``dest`` serves ``source`` exactly. (Tiled does not serve
+    a root's metadata from a catalog, so a root with metadata is compared below it.)"""
+    with stock_tiled_client(dest, dest.parent / f"stock-{dest.name}.log") as client:
+        copy = below(client, within)
         if not within and dict(source.metadata):
             assert list(listing(copy)) == list(listing(source))
             for key in listing(source):
@@ -249,11 +256,7 @@ def test_one_chunk_arrays_over_the_response_limit_come_in_slabs(one_chunk_arrays
     with contextlib.ExitStack() as stack:
         copies = [stack.enter_context(tiled_archive.open(dest))]
         if not suffix:
-            port = free_port()
-            command = [TILED, "serve", "catalog", dest / "catalog.db", "-r", dest / "data"]
-            command += ["--public", "--port", port]
-            server = stack.enter_context(serving(command, port, log=tmp_path / "stock.log"))
-            copies.append(from_uri(server.url))
+            copies.append(stack.enter_context(stock_tiled_client(dest, tmp_path / "stock.log")))
         for copy in copies:
             for key in ("tall", "wide", "scalar"):
                 assert copy[key].structure() == client[key].structure(), key
@@ -370,8 +373,7 @@ def test_an_archive_downloaded_from_tiled_archive_serve_has_the_same_files(
         written, tmp_path / f"first{suffix}", cache_dir=tmp_path / "cache"
     )
     port, key = free_port(), secrets.token_hex(16)
-    command = [sys.executable, "-m", "tiled_archive.cli", "serve", first]
-    command += ["--port", port, "--api-key", key]
+    command = tiled_archive_serve(first, port, "--api-key", key)
     with serving(command, port, log=tmp_path / "serve.log") as server:
         served = from_uri(server.url, api_key=key)
         second = assert_downloads_exactly(served, tmp_path / f"second{suffix}")

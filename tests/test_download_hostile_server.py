@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -15,7 +14,7 @@ import pytest
 
 import tiled_archive
 from tiled_archive.format import ArchiveError
-from tiled_archive.testing import HOST, free_port, serving
+from tiled_archive.testing import HOST, free_port, serving, tiled_archive_serve
 from tiled_archive.validator import validate
 from tiled_archive.writer import convert, create
 
@@ -93,8 +92,7 @@ def served_sample(sample_tree, tmp_path_factory):
     out = tmp_path_factory.mktemp("lying")
     packed = convert(create(out / "dir", [sample_tree]), out / "sample.zip")
     port = free_port()
-    command = [sys.executable, "-m", "tiled_archive.cli", "serve", packed, "--public"]
-    with serving([*command, "--port", port], port, log=out / "serve.log"):
+    with serving(tiled_archive_serve(packed, port, "--public"), port, log=out / "serve.log"):
         yield int(port)
 
 

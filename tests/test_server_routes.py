@@ -10,14 +10,13 @@ import http.client
 import re
 import secrets
 import sqlite3
-import sys
 from urllib.parse import quote
 
 import pytest
 
 from tiled_archive.asgi import ArchiveServer
 from tiled_archive.reader import open_archive
-from tiled_archive.testing import HOST, free_port, serving, tiled_serve_catalog
+from tiled_archive.testing import HOST, free_port, serving, tiled_archive_serve, tiled_serve_catalog
 from tiled_archive.writer import convert, create
 
 KEY = secrets.token_hex(32)  # stock Tiled takes only strong keys
@@ -107,8 +106,7 @@ def test_no_route_of_tiled_archive_serve_reads_outside_the_archive(archives):
     assert "/ui/{path:path}" in templates
     urls = requests_for(templates, [str(archives["canary"]), "/etc/passwd"])
     port = free_port()
-    command = [sys.executable, "-m", "tiled_archive.cli", "serve", archives["zip"]]
-    with serving([*command, "--port", port, "--api-key", KEY], port):
+    with serving(tiled_archive_serve(archives["zip"], port, "--api-key", KEY), port):
         assert leaks(port, urls, archives["token"], None) == []
         assert leaks(port, urls, archives["token"], KEY) == []
         # The bundled UI itself is still served.
@@ -164,8 +162,7 @@ def test_directory_assets_cannot_be_climbed_out_of(archives):
     targets = [str(archives["canary"]), "/etc/passwd"]
     urls = directory_asset_escapes(archives["zip"], targets)
     port = free_port()
-    command = [sys.executable, "-m", "tiled_archive.cli", "serve", archives["zip"]]
-    with serving([*command, "--port", port, "--api-key", KEY], port):
+    with serving(tiled_archive_serve(archives["zip"], port, "--api-key", KEY), port):
         assert leaks(port, urls, archives["token"], KEY) == []
     # Stock Tiled 0.2.20 over the same catalog hands the files out (docs/upstream.md, bug 2).
     extracted = archives["extracted"]
