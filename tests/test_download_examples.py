@@ -17,12 +17,14 @@ import awkward as ak
 import numpy as np
 import pandas as pd
 import pytest
+import ragged
 import tiled
 
 import tiled_archive
 from tiled_archive.reader import open_archive
-from tiled_archive.testing import free_port, serving, tiled_archive_serve, tiled_serve_catalog
+from tiled_archive.testing import free_port, serving, tiled_archive_serve
 from tiled_archive.validator import validate
+from tiled_archive.writer import stock_serve_command
 
 TILED = str(Path(sys.executable).parent / "tiled")
 
@@ -58,6 +60,11 @@ def assert_exact(expected, actual, where: str = "/") -> None:
     elif family == "awkward":
         assert ak.to_list(actual.read()) == ak.to_list(expected.read()), where
         assert str(actual.read().type) == str(expected.read().type), where
+    elif family == "ragged":
+        assert actual.structure() == expected.structure(), where
+        value, copy = expected.read(), actual.read()
+        assert copy.dtype == value.dtype and copy.tolist() == value.tolist(), where
+        assert actual[1:].tolist() == expected[1:].tolist(), where
     elif family == "bytes":
         assert raw_files(actual) == raw_files(expected), where
     else:
@@ -132,6 +139,7 @@ def assert_downloads_exactly(source, dest: Path, *within: str) -> Path:
         assert_exact(source, below(archive, within), "/" + "".join(f"{k}/" for k in within))
     if dest.is_dir():
         assert_stock_serves_exactly(source, dest, *within)
+        assert_valid(dest)  # stock Tiled read it (a ragged array's database too) unchanged
     return dest
 
 
@@ -145,12 +153,12 @@ def below(root, keys):
 
 @contextlib.contextmanager
 def stock_tiled_client(dest: Path, log: Path) -> Iterator[Any]:
-    """Stock `tiled serve catalog DEST/catalog.db -r DEST/data --public` (the command the CLI
-    prints for a directory download) on loopback: a client of it."""
+    """Stock `tiled serve catalog DEST/catalog.db -r DEST/data ... --public`, the command the
+    CLI prints for a directory download, on loopback: a client of it."""
     from tiled.client import from_uri
 
     port = free_port()
-    command = tiled_serve_catalog(dest / "catalog.db", dest / "data", port, "--public")
+    command = [TILED, *stock_serve_command(dest)[1:], "--port", port]
     with serving(command, port, log=log) as server:
         yield from_uri(server.url)
 
@@ -218,10 +226,9 @@ def generated_example(tmp_path_factory):
         yield url
 
 
-# Its other nodes: `dynamic` changes at every read by design; `nested` holds a ragged array,
-# which has no fallback yet (Tiled 0.2.20 stores ragged arrays only in SQL).
+# Its other node, `dynamic`, changes at every read by design. `nested` holds a ragged array.
 @pytest.mark.parametrize("suffix", [".zip", ""])
-@pytest.mark.parametrize("key", ["scalars", "tables", "structured_data", "high_entropy"])
+@pytest.mark.parametrize("key", ["scalars", "tables", "structured_data", "high_entropy", "nested"])
 def test_tileds_generated_example_nodes_download_exactly(generated_example, tmp_path, key, suffix):
     from tiled.client import from_uri
 
@@ -287,6 +294,7 @@ def test_in_memory_nodes_are_written_as_tiled_stores_them(tmp_path, suffix):
     assert written == {
         "sparse": "application/x-parquet;structure=sparse",
         "awkward": "application/x-awkward-buffers",
+        "ragged": "application/x-ragged+sql",
         # datetime64[s] cannot be kept by Parquet (it has ms at best): Arrow IPC keeps it.
         "table": "application/vnd.apache.arrow.file",
     }
@@ -325,6 +333,8 @@ def written(tmp_path_factory):
             key="sparse",
         )
         client.write_awkward(ak.Array([[1, 2, 3], [], [4, 5]]), key="awkward")
+        # A ragged array: Tiled keeps its rows in the server's DuckDB storage.
+        client.write_ragged(ragged.array([[1.5, 2.5], [], [3.5]]), key="ragged")
         register_bytes(client, "notes", [blobs / "notes.txt"])
         register_bytes(client, "blobs", [blobs / "notes.txt", blobs / "raw.bin"])
         yield client

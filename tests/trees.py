@@ -6,9 +6,11 @@ from __future__ import annotations
 import awkward
 import numpy as np
 import pandas as pd
+import ragged
 from tiled.adapters.array import ArrayAdapter
 from tiled.adapters.awkward import AwkwardAdapter
 from tiled.adapters.mapping import MapAdapter
+from tiled.adapters.ragged import RaggedAdapter
 from tiled.adapters.sparse import COOAdapter
 from tiled.adapters.table import TableAdapter
 
@@ -31,6 +33,10 @@ in_memory = MapAdapter(
         ),
         "awkward": AwkwardAdapter.from_array(
             awkward.Array([[{"x": 1, "y": [1.5]}], [], [{"x": 2, "y": []}]])
+        ),
+        # Two levels of raggedness, int32 (Tiled's own example has one level of float64).
+        "ragged": RaggedAdapter.from_array(
+            ragged.array([[[1, 2], [3]], [], [[4, 5, 6], [], [7]]], dtype="int32")
         ),
         "table": TableAdapter.from_pandas(
             pd.DataFrame(

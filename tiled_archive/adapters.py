@@ -14,6 +14,7 @@ import builtins
 import functools
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,14 +26,16 @@ from tiled.adapters.csv import CSVAdapter
 from tiled.adapters.hdf5 import HDF5Adapter
 from tiled.adapters.npy import NPYSequenceAdapter
 from tiled.adapters.parquet import ParquetDatasetAdapter
+from tiled.adapters.ragged import RaggedSQLAdapter
 from tiled.adapters.resource_cache import with_resource_cache
 from tiled.adapters.tiff import TiffAdapter, TiffSequenceAdapter
 from tiled.adapters.zarr import ZarrArrayAdapter, ZarrGroupAdapter
 from tiled.mimetypes import DEFAULT_ADAPTERS_BY_MIMETYPE
+from tiled.storage import EmbeddedSQLStorage, acquire_storage, release_storage
 from tiled.structures.core import StructureFamily
-from tiled.utils import ensure_uri
+from tiled.utils import ensure_uri, path_from_uri
 
-from .content import Inspection
+from .content import Inspection, ragged
 from .content import reason as _reason
 from .content.budget import ensure_within, largest_chunk, nbytes, selection_shape
 from .content.zarr import confined_store
@@ -62,6 +65,7 @@ class ArchiveAdapters:
     def __init__(self, archive: Archive):
         self.archive = archive
         self._zip_store: Any = None
+        self._databases: dict[Path, EmbeddedSQLStorage] = {}
         self._lock = threading.Lock()
 
     def member(self, data_uri: str) -> str:
@@ -94,6 +98,7 @@ class ArchiveAdapters:
         )
         # Tiled's Zarr adapter opens stores in append mode; an archive is opened read-only.
         adapters[ZARR] = self._zarr_adapter(lambda: _local_zarr_store(root))
+        adapters[ragged.MIMETYPE] = self._ragged_adapter(lambda path: root / path)
         return adapters
 
     # -- ZIP archives: members read in place -------------------------------------------------
@@ -178,6 +183,8 @@ class ArchiveAdapters:
             "text/csv;header=present": ZipCSVAdapter,
             "application/x-parquet": ZipParquetAdapter,
             ZARR: self._zarr_adapter(self._shared_zip_store),
+            # DuckDB opens a database by file name: a verified copy in the user cache.
+            ragged.MIMETYPE: self._ragged_adapter(archive.local_copy),
         }
         # Any other format Tiled reads (JPEG, Excel, netCDF, ...): its stock adapter on a
         # verified copy of the member in the user cache, made on first read.
@@ -212,10 +219,45 @@ class ArchiveAdapters:
 
         return ArchiveZarrAdapter
 
+    def _ragged_adapter(self, local_file: Callable[[str], Path]) -> type:
+        """Tiled's ragged adapter on the data source's DuckDB file, opened read-only and
+        confined (:func:`.content.ragged.connect`), registered as Tiled's SQL storage for it."""
+        member, database = self.member, self._database
+
+        class ArchiveRaggedAdapter(RaggedSQLAdapter):
+            @classmethod
+            def from_catalog(cls, data_source, node, /, **kwargs):
+                uri = database(local_file(member(data_source.assets[0].data_uri)))
+                local = _rewrite(data_source, kwargs, lambda _: uri)
+                return super().from_catalog(local, node, **kwargs)
+
+        return ArchiveRaggedAdapter
+
+    def _database(self, path: Path) -> str:
+        """The storage URI Tiled's SQL adapter finds a read-only DuckDB connection under."""
+        with self._lock:
+            if path not in self._databases:
+                storage = _ReadOnlyDuckDB(ensure_uri(f"duckdb:///{path.resolve()}"))
+                self._databases[path] = acquire_storage(storage)
+            return self._databases[path].uri
+
     def close(self) -> None:
         _unregister(self)
         if self._zip_store is not None:
             self._zip_store.close()
+        with self._lock:
+            for storage in self._databases.values():
+                storage.dispose()
+                release_storage(storage)
+            self._databases.clear()
+
+
+class _ReadOnlyDuckDB(EmbeddedSQLStorage):
+    """Tiled's embedded SQL storage, connecting read-only and confined (Tiled's own opens the
+    file for writing)."""
+
+    def create_adbc_connection(self) -> Any:
+        return ragged.connect(path_from_uri(self.uri))
 
 
 def _stock_adapters(stock: Mapping[str, type], to_uri: Callable[[str], str]) -> dict[str, type]:
@@ -410,6 +452,8 @@ def _budgeted(adapter: Any, inspection: Inspection, where: str, mimetype: str) -
         _array_reads(adapter, inspection.unit, where, mimetype)
     elif family == "table":
         _table_reads(adapter, inspection.partitions, where, mimetype)
+    elif family == "ragged":
+        _ragged_reads(adapter, inspection.partitions, where, mimetype)
     elif family == "container":
         adapter.__class__ = _children_budgeted(type(adapter))
         adapter._tiled_archive_guard = (inspection, where, mimetype)
@@ -470,6 +514,18 @@ def _table_reads(adapter: Any, partitions: list[int] | None, where: str, mimetyp
         adapter.read_partition = _checked(adapter.read_partition, partition_cost, where, mimetype)
     if hasattr(adapter, "get"):  # a column, read from the whole table
         adapter.get = _checked(adapter.get, read_cost, where, mimetype)
+
+
+def _ragged_reads(adapter: Any, chunks: list[int] | None, where: str, mimetype: str) -> None:
+    """A read loads whole chunks along axis 0: those the slice touches."""
+    sizes = chunks or []
+    rows = list(adapter.structure().chunks[0] or ())
+
+    def read_cost(slice: Any = None) -> int:  # noqa: A002 -- Tiled's name
+        selected = ragged.chunk_rows(rows, slice)
+        return sum(sizes[i] for i in selected if i < len(sizes))
+
+    adapter.read = _checked(adapter.read, read_cost, where, mimetype)
 
 
 @functools.cache

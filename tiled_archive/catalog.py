@@ -24,7 +24,14 @@ from sqlalchemy import create_engine, select, text, update
 from tiled.catalog import orm
 from tiled.utils import ensure_uri, path_from_uri
 
-from .format import DATA_DIR, ArchiveError, FileEntry, member_from_data_uri
+from .format import (
+    DATA_DIR,
+    SQL_STORAGE_ASSETS,
+    ArchiveError,
+    FileEntry,
+    is_relocated,
+    member_from_data_uri,
+)
 
 # Tables of Tiled's catalog schema an archive's catalog.db must hold (spec: catalog.db).
 REQUIRED_TABLES = (
@@ -250,14 +257,19 @@ def finalize(
     _compact(db)
 
 
-def _rewrite_uris(db: Path, rewrite: Callable[[str], str]) -> None:
+def _rewrite_uris(db: Path, rewrite: Callable[[str, bool], str]) -> None:
+    """Rewrite every asset URI as ``rewrite(uri, is_sql_storage)``."""
     table = orm.Asset.__table__
     with _engine(db) as engine, engine.begin() as conn:
+        sql_assets = {row[0] for row in conn.execute(text(SQL_STORAGE_ASSETS))}
         for row in conn.execute(select(table.c.id, table.c.data_uri)).all():
             conn.execute(
                 update(table)
                 .where(table.c.id == row.id)
-                .values(data_uri=rewrite(row.data_uri), time_updated=table.c.time_updated)
+                .values(
+                    data_uri=rewrite(row.data_uri, row.id in sql_assets),
+                    time_updated=table.c.time_updated,
+                )
             )
     _compact(db)
 
@@ -293,15 +305,24 @@ def _compact(db: Path) -> None:
     os.replace(fresh, db)
 
 
+def relocated_uri(root: Path, member: str, is_sql_storage: bool) -> str:
+    """The relocated form of ``member`` in an archive at ``root``, as Tiled writes it:
+    ``file://localhost/ABS`` (``duckdb://localhost//ABS`` for an SQL storage)."""
+    path = root / member_from_data_uri(member)
+    if is_sql_storage:
+        return ensure_uri(f"duckdb:///{path}")
+    return ensure_uri(path)
+
+
 def relocate(db: Path, root: Path) -> None:
-    """Rewrite archive-form URIs as absolute ``file://`` URIs under ``root`` (in place)."""
+    """Rewrite archive-form URIs as absolute URIs under ``root`` (in place)."""
     root = root.resolve()
-    _rewrite_uris(db, lambda uri: ensure_uri(root / member_from_data_uri(uri)))
+    _rewrite_uris(db, lambda uri, sql: relocated_uri(root, uri, sql))
 
 
 def member_from_relocated(data_uri: str, root: Path) -> str:
     """The archive path of a relocated (absolute) URI under ``root``, or raise TA-E503."""
-    if not data_uri.startswith("file:"):
+    if not is_relocated(data_uri):
         return member_from_data_uri(data_uri)
     path = path_from_uri(data_uri)
     try:
@@ -313,7 +334,14 @@ def member_from_relocated(data_uri: str, root: Path) -> str:
 
 def canonicalize(db: Path, root: Path) -> None:
     """Rewrite URIs relocated under ``root`` back into archive form (in place)."""
-    _rewrite_uris(db, lambda uri: member_from_relocated(uri, root))
+    _rewrite_uris(db, lambda uri, sql: member_from_relocated(uri, root))
+
+
+def sql_storages(db: Path) -> list[str]:
+    """The SQL storage URIs of a relocated catalog (its ragged arrays' DuckDB files): stock
+    ``tiled serve catalog`` finds a ragged array's rows only in storage it was given with
+    ``-w``."""
+    return [row.data_uri for row in read_assets(db) if row.data_uri.startswith("duckdb:")]
 
 
 def utc_now() -> datetime:
@@ -379,7 +407,7 @@ def relocated_root(db: Path, holds: Callable[[str], bool]) -> Path | None:
     paths = [
         path_from_uri(row.data_uri).as_posix()
         for row in read_assets(db)
-        if row.data_uri.startswith("file:")
+        if is_relocated(row.data_uri)
     ]
     if not paths:
         return None

@@ -116,12 +116,13 @@ def extract(
 
 def _wrote(dest: Path, what: str = "") -> None:
     """Say what was written; for a directory archive, the stock command that serves it."""
+    import shlex
+
+    from .writer import stock_serve_command
+
     message = f"wrote {dest}" + (f" ({what})" if what else "")
     if dest.suffix.lower() != ".zip":
-        message += (
-            f"\nserve it with: tiled serve catalog {dest / 'catalog.db'} -r {dest / 'data'} "
-            "--public"
-        )
+        message += f"\nserve it with: {shlex.join(stock_serve_command(dest))}"
     err_console.print(message, highlight=False, soft_wrap=True)  # a command to copy: unwrapped
 
 

@@ -5,6 +5,7 @@ Run as ``python -m tiled_archive.demo OUTPUT_DIR``.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from rich.tree import Tree
 
 from .reader import open_archive
 from .validator import validate, verdict
-from .writer import convert, create
+from .writer import convert, create, stock_serve_command
 
 
 def make_sample_data(root: Path) -> list[Path]:
@@ -85,9 +86,7 @@ def main(output: str) -> None:
         f"serve the ZIP over HTTP:   tiled-archive serve {zip_path} --public", soft_wrap=True
     )
     console.print(
-        f"serve with stock Tiled:    tiled serve catalog {directory / 'catalog.db'} "
-        f"-r {directory / 'data'} --public",
-        soft_wrap=True,
+        f"serve with stock Tiled:    {shlex.join(stock_serve_command(directory))}", soft_wrap=True
     )
 
 

@@ -162,6 +162,21 @@ def member_from_data_uri(data_uri: str) -> str:
     return data_uri
 
 
+#: The ids of assets that are a ragged data source's database: Tiled's SQL storage, whose URI
+#: names the database file with Tiled's ``duckdb:`` scheme (spec 3.1).
+SQL_STORAGE_ASSETS = (
+    "SELECT asset_id FROM data_source_asset_association JOIN data_sources "
+    "ON data_sources.id = data_source_id WHERE data_sources.mimetype = 'application/x-ragged+sql'"
+)
+#: The scheme of a relocated URI: a file's, or an SQL storage's (a ragged data source's).
+RELOCATED_SCHEMES = {False: "file", True: "duckdb"}
+
+
+def is_relocated(data_uri: str) -> bool:
+    """Whether an asset URI is in relocated form (absolute, by scheme; spec 3.1)."""
+    return data_uri.startswith(tuple(f"{s}:" for s in RELOCATED_SCHEMES.values()))
+
+
 # -- The manifest ---------------------------------------------------------------------------
 
 

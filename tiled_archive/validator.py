@@ -70,7 +70,9 @@ from .format import (
     MIMETYPE,
     MIMETYPE_NAME,
     PAYLOAD_MANIFEST_NAME,
+    RELOCATED_SCHEMES,
     REQUIRED_FILES,
+    SQL_STORAGE_ASSETS,
     TAG_FILES,
     TAG_MANIFEST_NAME,
     ArchiveError,
@@ -80,6 +82,7 @@ from .format import (
     case_collisions,
     clip,
     is_payload_path,
+    is_relocated,
     parse_manifest,
     path_problems,
 )
@@ -715,8 +718,10 @@ class _CatalogChecks:
         payload = checker.payload
         file_assets: set[str] = set()
         folder_assets: set[str] = set()
-        for uri, is_directory, size, hash_type, hash_content in self._rows(_ASSETS_SQL, "assets"):
-            member = self._asset_member(uri)
+        sql_assets = {row[0] for row in self._rows(SQL_STORAGE_ASSETS, "data_sources")}
+        rows = self._rows(_ASSETS_SQL, "assets")
+        for asset_id, uri, is_directory, size, hash_type, hash_content in rows:
+            member = self._asset_member(uri, asset_id in sql_assets)
             if isinstance(uri, str):
                 self.members[uri] = member
             if member is None:
@@ -739,16 +744,22 @@ class _CatalogChecks:
             ):
                 self.add("TA-W500", path, "not referenced by any asset")
 
-    def _asset_member(self, uri: str) -> str | None:
+    def _asset_member(self, uri: str, is_sql_storage: bool) -> str | None:
         """The archive path an asset URI names, or None after reporting why it names none."""
+        from .catalog import member_from_relocated
+
         if not isinstance(uri, str):
             self.add("TA-E503", CATALOG_NAME, f"asset data_uri {uri!r} is not text")
             return None
-        if uri.startswith("file:"):
+        if is_relocated(uri):
             if isinstance(self.checker.source, ZipSource):
                 self.add("TA-E503", uri, "a ZIP archive must use archive form (data/...)")
                 return None
-            from .catalog import member_from_relocated
+            scheme = RELOCATED_SCHEMES[is_sql_storage]
+            if not uri.startswith(f"{scheme}:"):
+                what = "a ragged data source's database" if is_sql_storage else "a file asset"
+                self.add("TA-E503", uri, f"{what} is relocated as a {scheme}: URI")
+                return None
 
             try:
                 return member_from_relocated(uri, self.checker.path)
@@ -803,7 +814,9 @@ class _CatalogChecks:
 
 
 _REVISION_SQL = "SELECT version_num FROM alembic_version"
-_ASSETS_SQL = "SELECT data_uri, is_directory, size, hash_type, hash_content FROM assets ORDER BY id"
+_ASSETS_SQL = (
+    "SELECT id, data_uri, is_directory, size, hash_type, hash_content FROM assets ORDER BY id"
+)
 _MIMETYPES_SQL = (
     "SELECT d.id, d.node_id, n.key, d.mimetype FROM data_sources d"
     " LEFT JOIN nodes n ON n.id = d.node_id ORDER BY d.id"

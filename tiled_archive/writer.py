@@ -693,6 +693,18 @@ def relocate(directory: str | Path) -> Path:
     return directory
 
 
+def stock_serve_command(directory: str | Path) -> list[str]:
+    """The stock ``tiled serve catalog`` command line that serves a relocated directory
+    archive as it is: its catalog, its ``data/`` as readable storage, and each ragged array's
+    DuckDB file as SQL storage (``-w``; Tiled finds a ragged array's rows nowhere else)."""
+    directory = Path(directory).absolute()
+    command = ["tiled", "serve", "catalog", str(directory / CATALOG_NAME)]
+    command += ["-r", str(directory / DATA_DIR)]
+    for uri in catalog_db.sql_storages(directory / CATALOG_NAME):
+        command += ["-w", uri]
+    return [*command, "--public"]
+
+
 def reseal(directory: str | Path, manifest: Manifest | None = None) -> None:
     """Rewrite a directory archive's manifest ``catalog`` entry and tag files for its current
     ``catalog.db`` (after the catalog was changed in place); payload entries stay as they are."""

@@ -70,7 +70,8 @@ class Inspection:
     ``decoded`` and ``stored`` give the bytes the whole data source decodes to and the bytes it
     occupies (None when not known); ``unit`` is the most one read decodes at once whatever
     slice is asked for (a chunk, a whole TIFF page series); ``partitions`` the decoded bytes of
-    each table partition; ``datasets`` HDF5 datasets' chunk sizes by path inside the file.
+    each table partition (of each chunk of a ragged array); ``datasets`` HDF5 datasets' chunk
+    sizes by path inside the file.
     """
 
     problems: list[Problem] = field(default_factory=list)
@@ -99,7 +100,7 @@ Inspector = Callable[[ByteSource, DataSourceRow, Inspection], None]
 
 def inspect(source: ByteSource, row: DataSourceRow) -> Inspection:
     """Check the files of one data source against what its catalog row declares."""
-    from . import hdf5, npy, tables, tiff, zarr
+    from . import hdf5, npy, ragged, tables, tiff, zarr
     from .parameters import parameter_problems
 
     result = Inspection()
@@ -118,6 +119,7 @@ def inspect(source: ByteSource, row: DataSourceRow) -> Inspection:
         "text/csv;header=present": tables.inspect_csv,
         "text/csv;header=absent": tables.inspect_csv,
         "multipart/related;type=text/csv": tables.inspect_csv,
+        ragged.MIMETYPE: ragged.inspect,
     }
     inspector = inspectors.get(row.mimetype)
     members = source.members()

@@ -81,10 +81,23 @@ ALLOWED: dict[str, dict[str, Allowed]] = {
             "multipart/related;type=text/csv",
         )
     },
+    # Tiled's ragged writer names the table in its SQL (quoted, so no quote may be in it) and
+    # selects the rows by dataset; both are required (section 3.3).
+    "application/x-ragged+sql": {
+        "table_name": Allowed(
+            lambda v: isinstance(v, str) and _RAGGED_TABLE.fullmatch(v) is not None,
+            "`table_` and 32 lowercase hex digits, as Tiled names it",
+        ),
+        "dataset_id": Allowed(
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**31,
+            "a positive 32-bit integer",
+        ),
+    },
 }
 #: The adapter arguments an asset may be given as (``data_source_asset_association``).
 ASSET_PARAMETERS = ("data_uri", "data_uris")
 _NUMPY_SLICE = re.compile(r"[\[(]?[-0-9:., ]*[\])]?")
+_RAGGED_TABLE = re.compile(r"table_[0-9a-f]{32}")
 
 
 def markdown_table() -> str:

@@ -29,6 +29,7 @@ AWKWARD_MIMETYPE = "application/x-awkward-buffers"
 ARROW_MIMETYPE = "application/vnd.apache.arrow.file"
 ZARR_MIMETYPE = "application/x-zarr"
 PARQUET_MIMETYPE = "application/x-parquet"
+RAGGED_MIMETYPE = "application/x-ragged+sql"
 # Where data read through the data API goes, below data/ (a suffix is added if taken).
 FALLBACK_FOLDER = "data-api"
 
@@ -65,6 +66,7 @@ def _fallback(run: Run, bar: TaskID, node: Node, folder_member: str) -> None:
     family = node.attributes["structure_family"]
     folder = run.staging / folder_member
     structure = node.attributes["structure"]
+    parameters: dict[str, Any] = {}
     try:
         if family == "array":
             _write_zarr(run, node, folder)
@@ -82,6 +84,9 @@ def _fallback(run: Run, bar: TaskID, node: Node, folder_member: str) -> None:
         elif family == "awkward":
             assets = _write_awkward(node, folder)
             mimetype = AWKWARD_MIMETYPE
+        elif family == "ragged":
+            assets, parameters = _write_ragged(node, folder)
+            mimetype = RAGGED_MIMETYPE
         else:
             node.error = f"no data-API fallback for {family} nodes ({node.reason})"
             return
@@ -96,7 +101,7 @@ def _fallback(run: Run, bar: TaskID, node: Node, folder_member: str) -> None:
             "structure_family": family,
             "structure": structure,
             "mimetype": mimetype,
-            "parameters": {},
+            "parameters": parameters,
             "properties": {},
             "management": "external",
             "assets": assets,
@@ -262,6 +267,54 @@ def _write_awkward(node: Node, folder: Path) -> list[dict[str, Any]]:
     adapter = AwkwardBuffersAdapter(container, structure)
     adapter.write({key: memoryview(value).tobytes() for key, value in buffers.items()})
     return _staged(data_source)
+
+
+def _write_ragged(node: Node, folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A ragged array as Tiled stores one a client writes (``RaggedSQLAdapter``): a table in
+    an embedded DuckDB database of its own, one row per chunk along axis 0, each chunk read
+    through Tiled's client (in smaller runs of rows when the server's response limit says so).
+    Returns the staged asset and the data source's parameters (the table and dataset)."""
+    from types import SimpleNamespace
+
+    from tiled.adapters.ragged import RaggedSQLAdapter
+    from tiled.storage import acquire_storage, parse_storage, release_storage
+    from tiled.structures.data_source import DataSource
+    from tiled.structures.ragged import RaggedStructure
+
+    structure = RaggedStructure.from_json(node.attributes["structure"])
+    folder.mkdir(parents=True)
+    path = folder / "ragged.duckdb"
+    storage = acquire_storage(parse_storage(f"duckdb:///{path}"))
+    try:
+        data_source = RaggedSQLAdapter.init_storage(
+            storage,
+            DataSource(structure_family="ragged", structure=structure, mimetype=RAGGED_MIMETYPE),
+        )
+        writer = RaggedSQLAdapter.from_catalog(data_source, SimpleNamespace(metadata_={}, specs=[]))
+        start = 0
+        for index, length in enumerate(structure.chunks[0] or ()):
+            writer.write_block(_ragged_rows(node, start, start + length), (index,))
+            start += length
+    finally:
+        storage.dispose()  # DuckDB checkpoints on close: the rows are in the file, no WAL
+        release_storage(storage)
+    return [staged_asset(path, False, "data_uri", None)], dict(data_source.parameters)
+
+
+def _ragged_rows(node: Node, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of a ragged node, as one ragged array, fetched in halves while the
+    server refuses a response as too large."""
+    import awkward
+    import ragged
+
+    try:
+        return node.client[start:stop]
+    except Exception as err:
+        if stop - start < 2 or _response_limit(str(err)) is None:
+            raise
+    middle = (start + stop) // 2
+    halves = [_ragged_rows(node, start, middle), _ragged_rows(node, middle, stop)]
+    return ragged.array(awkward.concatenate([half._impl for half in halves]))
 
 
 def _write_table(run: Run, node: Node, folder: Path) -> tuple[list[Path], str]:

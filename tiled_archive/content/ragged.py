@@ -1,0 +1,201 @@
+"""Ragged arrays in DuckDB, as Tiled stores one a client writes (``application/x-ragged+sql``).
+
+Tiled keeps a ragged array as rows of one table in an embedded SQL database: one row per
+chunk along axis 0 (``chunk_index``), one list column per awkward buffer, the data source's
+``table_name`` and ``dataset_id`` parameters naming the table and its rows. In an archive the
+database is a DuckDB file, an asset of its own, and untrusted: DuckDB runs what the file
+defines (views, generated columns) when a query touches it. So the database is opened read-only,
+with file system access, extension loading and spilling to disk disabled and a memory limit
+locked in, and only a base table with exactly the columns Tiled makes is read. What a chunk
+decodes to is counted from the stored list lengths before any chunk is read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..sources import ByteSource
+from . import DataSourceRow, Inspection, add, reason, structure_of
+from .budget import read_budget
+
+MIMETYPE = "application/x-ragged+sql"
+#: Bytes 8-11 of every DuckDB database file.
+MAGIC = b"DUCK"
+#: Columns Tiled's SQL table writer adds before the buffers (and after them, Tiled's ragged
+#: adapter's ``chunk_index``), with their Arrow types.
+_KEY_COLUMNS = {"_dataset_id": "int32", "_partition_id": "int16", "chunk_index": "int64"}
+
+
+def connect(path: Path) -> Any:
+    """A read-only ADBC connection to a DuckDB file that cannot touch any other file, load an
+    extension, spill to disk, or use more memory than twice the read budget (all locked)."""
+    import adbc_driver_duckdb
+    import adbc_driver_manager.dbapi
+
+    limit_mib = max(2 * read_budget(), 64 << 20) >> 20
+    settings = {
+        "path": str(path),
+        "access_mode": "READ_ONLY",
+        "enable_external_access": "false",
+        "autoload_known_extensions": "false",
+        "autoinstall_known_extensions": "false",
+        "allow_community_extensions": "false",
+        "temp_directory": "",
+        "memory_limit": f"{limit_mib}MB",
+        "threads": "1",
+        "lock_configuration": "true",
+    }
+    return adbc_driver_manager.dbapi.connect(
+        driver=adbc_driver_duckdb.driver_path(), entrypoint="duckdb_adbc_init", db_kwargs=settings
+    )
+
+
+def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
+    """Check a ragged data source's DuckDB file against its catalog row; per-chunk decoded
+    bytes go to ``result.partitions``."""
+    members = row.members()
+    if len(members) != 1:
+        add(result, "TA-E601", row.where, "a ragged data source has one DuckDB file asset")
+        return
+    member = members[0]
+    table, dataset = row.parameters.get("table_name"), row.parameters.get("dataset_id")
+    if table is None or dataset is None:
+        add(
+            result,
+            "TA-E508",
+            member,
+            f"data source {row.id} (node {row.node!r}) lacks table_name or dataset_id",
+        )
+        return
+    structure = structure_of(row)
+    if structure is None or source.read(member, 8, 4) != MAGIC:
+        if structure is not None:
+            add(result, "TA-E601", member, "not a DuckDB database file (no DUCK magic)")
+        return
+    try:
+        with _local(source, member) as path, contextlib.closing(connect(path)) as conn:
+            problem, lengths = _chunk_lengths(conn, table, dataset, structure)
+    except Exception as err:  # noqa: BLE001 -- DuckDB raises many types on a bad file
+        add(result, "TA-E601", member, f"not a readable DuckDB database: {reason(err)}")
+        return
+    if problem is not None:
+        code, message = problem
+        add(result, code, member, message)
+        return
+    buffers = structure.awkward_form.expected_from_buffers()
+    widths = [buffers[name].itemsize for name in sorted(buffers)]
+    result.partitions = [sum(n * w for n, w in zip(row, widths, strict=True)) for row in lengths]
+    result.decoded, result.stored = sum(result.partitions), source.members()[member].size
+
+
+def _chunk_lengths(
+    conn: Any, table: str, dataset: int, structure: Any
+) -> tuple[tuple[str, str] | None, list[list[int]]]:
+    """(problem, per chunk the length of each buffer column, columns sorted by name)."""
+    import pyarrow
+
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT table_type FROM information_schema.tables "
+            "WHERE table_schema = 'main' AND table_name = ?",
+            (table,),
+        )
+        kinds = cursor.fetchall()
+        if kinds != [("BASE TABLE",)]:
+            what = kinds[0][0].lower() if kinds else "absent"
+            return ("TA-E601", f"table {table!r} is {what}, not a base table"), []
+        cursor.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' "
+            "AND table_name = ? AND column_default IS NOT NULL",
+            (table,),
+        )
+        if computed := [name for (name,) in cursor.fetchall()]:
+            return ("TA-E601", f"table {table!r} has computed columns {computed}"), []
+        cursor.execute(f'SELECT * FROM "{table}" LIMIT 0')
+        schema = cursor.fetch_arrow_table().schema
+        buffers = structure.awkward_form.expected_from_buffers()
+        expected = {
+            name.lower(): f"list<{pyarrow.from_numpy_dtype(t)}>" for name, t in buffers.items()
+        }
+        expected.update(_KEY_COLUMNS)
+        found = {field.name.lower(): _type_name(field.type) for field in schema}
+        if found != expected:
+            return (
+                "TA-E601",
+                f"table {table!r} has columns {found}, not the {expected} its structure needs",
+            ), []
+        chunks = len(structure.chunks[0] or ())
+        names = sorted(buffers)
+        lengths = ", ".join(f'len("{name.lower()}")' for name in names)
+        cursor.execute(
+            f'SELECT chunk_index, {lengths} FROM "{table}" WHERE _dataset_id = ? '
+            f"ORDER BY chunk_index LIMIT {chunks + 1}",
+            (dataset,),
+        )
+        rows = cursor.fetchall()
+    if [r[0] for r in rows] != list(range(chunks)):
+        return (
+            "TA-E602",
+            f"table {table!r} holds chunks {[r[0] for r in rows][:10]} of dataset {dataset}; "
+            f"the structure has {chunks}",
+        ), []
+    per_chunk = [[int(n or 0) for n in r[1:]] for r in rows]
+    for index, name in enumerate(names):
+        total = sum(chunk[index] for chunk in per_chunk)
+        if name.endswith("-data") and total != structure.size:
+            return (
+                "TA-E602",
+                f"buffer {name!r} holds {total} values; the structure's size is {structure.size}",
+            ), []
+    return None, per_chunk
+
+
+def _type_name(arrow_type: Any) -> str:
+    """An Arrow type as text, lists without their (arbitrary) item field name."""
+    import pyarrow
+
+    if pyarrow.types.is_list(arrow_type) or pyarrow.types.is_large_list(arrow_type):
+        return f"list<{arrow_type.value_type}>"
+    return str(arrow_type)
+
+
+@contextlib.contextmanager
+def _local(source: ByteSource, member: str) -> Iterator[Path]:
+    """A local file with the member's bytes (DuckDB opens files by name): the file itself in a
+    directory archive, a temporary copy of a ZIP member."""
+    span = source.span(member)
+    if span is not None and span.offset == 0 and span.file.stat().st_size == span.length:
+        yield span.file
+        return
+    with tempfile.TemporaryDirectory(prefix="tiled-archive-duckdb-") as folder:
+        path = Path(folder, "ragged.duckdb")
+        with source.open(member) as handle, open(path, "wb") as sink:
+            shutil.copyfileobj(handle, sink, 1 << 20)
+        yield path
+
+
+def chunk_rows(chunks: list[int], selection: Any) -> list[int]:
+    """The chunk indexes a read of ``selection`` (Tiled's NDSlice: an int, slice or tuple
+    whose first item selects along axis 0) loads; every chunk when it is anything else."""
+    first = selection[0] if isinstance(selection, (tuple, list)) and selection else selection
+    total = sum(chunks)
+    if isinstance(first, int) and not isinstance(first, bool):
+        rows = range(first % total, first % total + 1) if total else range(0)
+    elif isinstance(first, slice):
+        rows = range(*first.indices(total))
+    else:
+        return list(range(len(chunks)))
+    if not rows:
+        return []
+    low, high = min(rows[0], rows[-1]), max(rows[0], rows[-1])
+    selected, start = [], 0
+    for index, length in enumerate(chunks):
+        if start <= high and low < start + length:
+            selected.append(index)
+        start += length
+    return selected
