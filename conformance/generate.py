@@ -808,6 +808,147 @@ def w600(bases: Bases) -> Forms:
     }
 
 
+# -- Ragged arrays: Tiled's DuckDB layout ------------------------------------------------------
+
+RAGGED = "data/sample/ragged.duckdb"
+#: The table Tiled's ragged writer makes for a float64 array of shape (3, None).
+RAGGED_TABLE = "table_6038aa28df0f633200e26864b4b83a81"
+RAGGED_COLUMNS = (
+    '_dataset_id INTEGER, _partition_id SMALLINT, "node0-offsets" BIGINT[], '
+    '"node1-data" DOUBLE[], chunk_index BIGINT'
+)
+#: [[1.5, 2.5], [], [3.5]] as one chunk, as Tiled writes it.
+RAGGED_ROW = "(1, 0, [0, 2, 2, 3], [1.5, 2.5, 3.5], 0)"
+RAGGED_STRUCTURE = {
+    "data_type": {"endianness": "little", "kind": "f", "itemsize": 8, "dt_units": None},
+    "shape": [3, None],
+    "size": 3,
+    "chunks": [[3], None],
+    "dims": None,
+    "resizable": False,
+}
+
+
+def duckdb_bytes(*statements: str) -> bytes:
+    """A DuckDB database's bytes after ``statements``: 16 kB blocks keep it small (DuckDB's
+    default 256 kB blocks make a 1 MB file of one row); same version, same bytes."""
+    import duckdb
+
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work, "ragged.duckdb")
+        conn = duckdb.connect()
+        try:
+            conn.execute(f"ATTACH '{path}' AS ragged (BLOCK_SIZE 16384)")
+            conn.execute("USE ragged")
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("USE memory")
+            conn.execute("DETACH ragged")
+        finally:
+            conn.close()
+        return path.read_bytes()
+
+
+def tiled_ragged_table(*extra: str) -> bytes:
+    """The database Tiled's ``RaggedSQLAdapter`` writes for the ragged array, with ``extra``."""
+    return duckdb_bytes(
+        f'CREATE TABLE "{RAGGED_TABLE}" ({RAGGED_COLUMNS})',
+        f'CREATE UNIQUE INDEX unique_ordering_per_dataset_index ON "{RAGGED_TABLE}"'
+        "(_dataset_id, chunk_index)",
+        f'INSERT INTO "{RAGGED_TABLE}" VALUES {RAGGED_ROW}',
+        *extra,
+    )
+
+
+def with_ragged(tree: Tree, database: bytes, *statements: str) -> Tree:
+    """``tree`` with a ragged node ``ragged`` over ``database`` (the rows Tiled writes for a
+    client's ragged array, here in a database of its own), then ``statements``, sealed."""
+    items = list(tree.items())
+    first_payload = next(i for i, (name, _) in enumerate(items) if is_payload_path(name))
+    changed = dict(items[:first_payload] + [(RAGGED, database)] + items[first_payload:])
+    structure = json.dumps(RAGGED_STRUCTURE, separators=(",", ":"))
+    structure_id = hashlib.md5(structure.encode()).hexdigest()
+    parameters = json.dumps({"table_name": RAGGED_TABLE, "dataset_id": 1})
+    with catalog(changed) as conn:
+        stamp = conn.execute("SELECT time_created FROM nodes WHERE id = 0").fetchone()[0]
+        node = conn.execute("SELECT max(id) + 1 FROM nodes").fetchone()[0]
+        source = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM data_sources").fetchone()[0]
+        asset = conn.execute("SELECT max(id) + 1 FROM assets").fetchone()[0]
+        conn.execute(
+            "INSERT INTO nodes (id, parent, key, structure_family, metadata, specs, "
+            "time_created, time_updated) VALUES (?, 0, 'ragged', 'ragged', '{}', '[]', ?, ?)",
+            (node, stamp, stamp),
+        )
+        conn.execute("INSERT INTO structures VALUES (?, ?)", (structure_id, structure))
+        conn.execute(
+            "INSERT INTO data_sources (id, node_id, structure_id, mimetype, parameters, "
+            "properties, management, structure_family, time_created, time_updated) "
+            "VALUES (?, ?, ?, 'application/x-ragged+sql', ?, '{}', 'writable', 'ragged', ?, ?)",
+            (source, node, structure_id, parameters, stamp, stamp),
+        )
+        conn.execute(
+            "INSERT INTO assets (id, data_uri, is_directory, hash_type, hash_content, size, "
+            "time_created, time_updated) VALUES (?, ?, 0, 'sha256', ?, ?, ?, ?)",
+            (asset, RAGGED, sha256(database), len(database), stamp, stamp),
+        )
+        conn.execute(
+            "INSERT INTO data_source_asset_association VALUES (?, ?, 'data_uri', NULL)",
+            (source, asset),
+        )
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("VACUUM")
+    seal(changed)
+    return changed
+
+
+@fixture(
+    "valid",
+    "ragged-duckdb",
+    "A ragged array as Tiled stores one a client writes: its rows in a DuckDB table.",
+    directory=[],
+    zip=[],
+)
+def valid_ragged(bases: Bases) -> Forms:
+    tree = with_ragged(bases.minimal, tiled_ragged_table())
+    return {"directory": tree, "zip": tree_zip(tree)}
+
+
+for _name, _description, _codes, _database, _sql in (
+    ("E601-ragged-table-is-a-view", "The ragged array's table is a view (which DuckDB would "
+     "compute at every read).", ["TA-E601"],
+     lambda: duckdb_bytes(f"CREATE TABLE rows ({RAGGED_COLUMNS})",
+                          f"INSERT INTO rows VALUES {RAGGED_ROW}",
+                          f'CREATE VIEW "{RAGGED_TABLE}" AS SELECT * FROM rows'), ()),
+    ("E601-ragged-computed-column", "The ragged array's table has a generated column that "
+     "builds a gigabyte string whenever a row is read.", ["TA-E601"],
+     lambda: duckdb_bytes(f'CREATE TABLE "{RAGGED_TABLE}" ({RAGGED_COLUMNS}, '
+                          "\"node2-data\" VARCHAR AS (repeat('x', 1000000000)))",
+                          f'INSERT INTO "{RAGGED_TABLE}" (_dataset_id, _partition_id, '
+                          f'"node0-offsets", "node1-data", chunk_index) VALUES {RAGGED_ROW}'), ()),
+    ("E601-ragged-not-duckdb", "The ragged array's database file is not a DuckDB database.",
+     ["TA-E601"], lambda: b"SQLite format 3\x00" + bytes(4080), ()),
+    ("E602-ragged-missing-chunk", "The structure says the ragged array has two chunks; its "
+     "table holds one.", ["TA-E602"], tiled_ragged_table,
+     ("UPDATE structures SET structure = json_set(structure, '$.chunks[0]', json('[2, 1]')) "
+      "WHERE structure LIKE '%\"size\":3%'",)),
+    ("E508-ragged-table-name", "The ragged data source's table_name is SQL text, not a table "
+     "name Tiled makes.", ["TA-E508"], tiled_ragged_table,
+     ("UPDATE data_sources SET parameters = json_set(parameters, '$.table_name', "
+      "'t\" UNION SELECT * FROM read_csv(''/etc/passwd'') --') "
+      "WHERE mimetype = 'application/x-ragged+sql'",)),
+    ("E503-ragged-relocated-as-file", "A ragged array's database is relocated as a file: URI "
+     "(Tiled names SQL storage duckdb://).", ["TA-E503", "TA-W500"], tiled_ragged_table,
+     (f"UPDATE assets SET data_uri = 'file://localhost/archive/{RAGGED}' "
+      f"WHERE data_uri = '{RAGGED}'",)),
+):  # fmt: skip
+    fixture("invalid", _name, _description, directory=_codes)(
+        lambda bases, database=_database, sql=_sql: {
+            "directory": with_ragged(bases.minimal, database(), *sql)
+        }
+    )
+
+
 # -- Invalid fixtures: ZIP structure ------------------------------------------------------------
 
 

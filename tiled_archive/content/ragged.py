@@ -22,6 +22,7 @@ from typing import Any
 from ..sources import ByteSource
 from . import DataSourceRow, Inspection, add, reason, structure_of
 from .budget import read_budget
+from .parameters import ALLOWED
 
 MIMETYPE = "application/x-ragged+sql"
 #: Bytes 8-11 of every DuckDB database file.
@@ -63,15 +64,18 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
         add(result, "TA-E601", row.where, "a ragged data source has one DuckDB file asset")
         return
     member = members[0]
-    table, dataset = row.parameters.get("table_name"), row.parameters.get("dataset_id")
-    if table is None or dataset is None:
+    rules = ALLOWED[MIMETYPE]
+    if missing := [key for key in rules if key not in row.parameters]:
         add(
             result,
             "TA-E508",
             member,
-            f"data source {row.id} (node {row.node!r}) lacks table_name or dataset_id",
+            f"data source {row.id} (node {row.node!r}) lacks parameter {missing[0]!r}",
         )
         return
+    if not all(rule.check(row.parameters[key]) for key, rule in rules.items()):
+        return  # TA-E508 (parameters): never put such a table name in a query
+    table, dataset = row.parameters["table_name"], row.parameters["dataset_id"]
     structure = structure_of(row)
     if structure is None or source.read(member, 8, 4) != MAGIC:
         if structure is not None:
@@ -107,7 +111,7 @@ def _chunk_lengths(
         )
         kinds = cursor.fetchall()
         if kinds != [("BASE TABLE",)]:
-            what = kinds[0][0].lower() if kinds else "absent"
+            what = f"a {kinds[0][0].lower()}" if kinds else "absent"
             return ("TA-E601", f"table {table!r} is {what}, not a base table"), []
         cursor.execute(
             "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' "
