@@ -25,9 +25,25 @@ one_chunk = MapAdapter(
     metadata={"limit": "1 MB"},
 )
 
+#: Arrays of every kind of NumPy dtype Tiled serves, in memory (no files: through the data API).
+ARRAYS = {
+    "datetime": np.array(["2020-01-01T00:00:00.123", "NaT"], dtype="datetime64[ms]"),
+    "timedelta": np.array([1, 2], dtype="timedelta64[s]"),
+    "complex": np.array([1 + 2j, 3 - 4j], dtype="complex64"),
+    "bool": np.array([True, False]),
+    "big_endian": np.arange(3, dtype=">u2"),
+    "float16": np.arange(3, dtype="float16"),
+    "bytes": np.array([b"ab", b"cde"], dtype="S3"),
+    "unicode": np.array(["ab", "cd\u00e9"], dtype="U3"),
+    "structured": np.array([(1, 2.5), (3, 4.5)], dtype=[("a", "i4"), ("b", "f8")]),
+    "zero_d": np.array(7.5),
+    "empty": np.zeros((0, 3)),
+}
+
 #: Families without files on the server (in memory): read through the data API.
 in_memory = MapAdapter(
     {
+        "arrays": MapAdapter({key: ArrayAdapter.from_array(a) for key, a in ARRAYS.items()}),
         "sparse": COOAdapter.from_arrays(
             coords=np.array([[0, 2, 4], [1, 3, 0]]), data=np.array([1.5, 2.5, 3.5]), shape=(5, 4)
         ),
