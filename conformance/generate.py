@@ -926,6 +926,9 @@ for _name, _description, _codes, _database, _sql in (
                           "\"node2-data\" VARCHAR AS (repeat('x', 1000000000)))",
                           f'INSERT INTO "{RAGGED_TABLE}" (_dataset_id, _partition_id, '
                           f'"node0-offsets", "node1-data", chunk_index) VALUES {RAGGED_ROW}'), ()),
+    ("E601-ragged-macro-shadows-len", "The ragged array's database defines a macro named "
+     "len, which would shadow DuckDB's own in every query on it.", ["TA-E601"],
+     lambda: tiled_ragged_table("CREATE MACRO len(x) AS 1"), ()),
     ("E601-ragged-not-duckdb", "The ragged array's database file is not a DuckDB database.",
      ["TA-E601"], lambda: b"SQLite format 3\x00" + bytes(4080), ()),
     ("E602-ragged-missing-chunk", "The structure says the ragged array has two chunks; its "

@@ -104,17 +104,24 @@ def _chunk_lengths(
     import pyarrow
 
     with conn.cursor() as cursor:
+        # A database can define macros that shadow DuckDB's own functions (len, duckdb_columns)
+        # in every query on it: DuckDB's functions are named by their catalog (system.main),
+        # and a database defining any function, macro or view of its own is refused.
         cursor.execute(
-            "SELECT table_type FROM information_schema.tables "
-            "WHERE table_schema = 'main' AND table_name = ?",
+            "SELECT function_name FROM system.main.duckdb_functions() WHERE NOT internal "
+            "UNION ALL SELECT view_name FROM system.main.duckdb_views() WHERE NOT internal"
+        )
+        if defined := sorted({name for (name,) in cursor.fetchall()}):
+            return ("TA-E601", f"the database defines functions or views {defined[:5]}"), []
+        cursor.execute(
+            "SELECT count(*) FROM system.main.duckdb_tables() "
+            "WHERE schema_name = 'main' AND table_name = ?",
             (table,),
         )
-        kinds = cursor.fetchall()
-        if kinds != [("BASE TABLE",)]:
-            what = f"a {kinds[0][0].lower()}" if kinds else "absent"
-            return ("TA-E601", f"table {table!r} is {what}, not a base table"), []
+        if cursor.fetchall() != [(1,)]:
+            return ("TA-E601", f"table {table!r} is absent (no base table of that name)"), []
         cursor.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' "
+            "SELECT column_name FROM system.main.duckdb_columns() WHERE schema_name = 'main' "
             "AND table_name = ? AND column_default IS NOT NULL",
             (table,),
         )
@@ -135,7 +142,7 @@ def _chunk_lengths(
             ), []
         chunks = len(structure.chunks[0] or ())
         names = sorted(buffers)
-        lengths = ", ".join(f'len("{name.lower()}")' for name in names)
+        lengths = ", ".join(f'system.main.len("{name.lower()}")' for name in names)
         cursor.execute(
             f'SELECT chunk_index, {lengths} FROM "{table}" WHERE _dataset_id = ? '
             f"ORDER BY chunk_index LIMIT {chunks + 1}",
