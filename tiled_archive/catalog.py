@@ -26,6 +26,7 @@ from tiled.utils import ensure_uri, path_from_uri
 
 from .format import (
     DATA_DIR,
+    RELOCATED_SCHEMES,
     SQL_STORAGE_ASSETS,
     ArchiveError,
     FileEntry,
@@ -310,7 +311,7 @@ def relocated_uri(root: Path, member: str, is_sql_storage: bool) -> str:
     ``file://localhost/ABS`` (``duckdb://localhost//ABS`` for an SQL storage)."""
     path = root / member_from_data_uri(member)
     if is_sql_storage:
-        return ensure_uri(f"duckdb:///{path}")
+        return ensure_uri(f"{RELOCATED_SCHEMES[True]}:///{path}")
     return ensure_uri(path)
 
 
@@ -341,7 +342,8 @@ def sql_storages(db: Path) -> list[str]:
     """The SQL storage URIs of a relocated catalog (its ragged arrays' DuckDB files): stock
     ``tiled serve catalog`` finds a ragged array's rows only in storage it was given with
     ``-w``."""
-    return [row.data_uri for row in read_assets(db) if row.data_uri.startswith("duckdb:")]
+    scheme = f"{RELOCATED_SCHEMES[True]}:"
+    return [row.data_uri for row in read_assets(db) if row.data_uri.startswith(scheme)]
 
 
 def utc_now() -> datetime:

@@ -162,11 +162,13 @@ def member_from_data_uri(data_uri: str) -> str:
     return data_uri
 
 
+#: The mimetype of a ragged array's data source: Tiled's rows in an SQL (DuckDB) table.
+RAGGED_MIMETYPE = "application/x-ragged+sql"
 #: The ids of assets that are a ragged data source's database: Tiled's SQL storage, whose URI
 #: names the database file with Tiled's ``duckdb:`` scheme (spec 3.1).
 SQL_STORAGE_ASSETS = (
     "SELECT asset_id FROM data_source_asset_association JOIN data_sources "
-    "ON data_sources.id = data_source_id WHERE data_sources.mimetype = 'application/x-ragged+sql'"
+    f"ON data_sources.id = data_source_id WHERE data_sources.mimetype = '{RAGGED_MIMETYPE}'"
 )
 #: The scheme of a relocated URI: a file's, or an SQL storage's (a ragged data source's).
 RELOCATED_SCHEMES = {False: "file", True: "duckdb"}

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..format import Problem
+from ..format import RAGGED_MIMETYPE, Problem
 
 
 def _is_bool(value: Any) -> bool:
@@ -83,7 +83,7 @@ ALLOWED: dict[str, dict[str, Allowed]] = {
     },
     # Tiled's ragged writer names the table in its SQL (quoted, so no quote may be in it) and
     # selects the rows by dataset; both are required (section 3.3).
-    "application/x-ragged+sql": {
+    RAGGED_MIMETYPE: {
         "table_name": Allowed(
             lambda v: isinstance(v, str) and _RAGGED_TABLE.fullmatch(v) is not None,
             "`table_` and 32 lowercase hex digits, as Tiled names it",

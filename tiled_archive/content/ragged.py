@@ -19,12 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..format import RAGGED_MIMETYPE
 from ..sources import ByteSource
 from . import DataSourceRow, Inspection, add, reason, structure_of
 from .budget import read_budget
 from .parameters import ALLOWED
 
-MIMETYPE = "application/x-ragged+sql"
+MIMETYPE = RAGGED_MIMETYPE
 #: Bytes 8-11 of every DuckDB database file.
 MAGIC = b"DUCK"
 #: Columns Tiled's SQL table writer adds before the buffers (and after them, Tiled's ragged

@@ -15,7 +15,7 @@ from typing import Any
 from rich.progress import TaskID
 
 from ..format import _FORBIDDEN as FORBIDDEN_CHARACTERS
-from ..format import DATA_DIR
+from ..format import DATA_DIR, RAGGED_MIMETYPE
 from ..writer import copy_hashing
 from .cache import Blob
 from .plan import walk
@@ -29,7 +29,6 @@ AWKWARD_MIMETYPE = "application/x-awkward-buffers"
 ARROW_MIMETYPE = "application/vnd.apache.arrow.file"
 ZARR_MIMETYPE = "application/x-zarr"
 PARQUET_MIMETYPE = "application/x-parquet"
-RAGGED_MIMETYPE = "application/x-ragged+sql"
 # Where data read through the data API goes, below data/ (a suffix is added if taken).
 FALLBACK_FOLDER = "data-api"
 
