@@ -849,13 +849,14 @@ def duckdb_bytes(*statements: str) -> bytes:
         return path.read_bytes()
 
 
-def tiled_ragged_table(*extra: str) -> bytes:
-    """The database Tiled's ``RaggedSQLAdapter`` writes for the ragged array, with ``extra``."""
+def tiled_ragged_table(*extra: str, row: str = RAGGED_ROW) -> bytes:
+    """The database Tiled's ``RaggedSQLAdapter`` writes for the ragged array (its one chunk
+    ``row``), with ``extra``."""
     return duckdb_bytes(
         f'CREATE TABLE "{RAGGED_TABLE}" ({RAGGED_COLUMNS})',
         f'CREATE UNIQUE INDEX unique_ordering_per_dataset_index ON "{RAGGED_TABLE}"'
         "(_dataset_id, chunk_index)",
-        f'INSERT INTO "{RAGGED_TABLE}" VALUES {RAGGED_ROW}',
+        f'INSERT INTO "{RAGGED_TABLE}" VALUES {row}',
         *extra,
     )
 
@@ -914,6 +915,24 @@ def valid_ragged(bases: Bases) -> Forms:
     return {"directory": tree, "zip": tree_zip(tree)}
 
 
+#: The same three rows as Tiled stores them when a client writes a slice of a longer array
+#: (``array[1:]``): the offsets start at the first value the rows reach, not at 0.
+RAGGED_SLICE_ROW = "(1, 0, [1, 3, 3, 4], [0.5, 1.5, 2.5, 3.5], 0)"
+
+
+@fixture(
+    "valid",
+    "ragged-written-from-a-slice",
+    "A ragged array written from a slice of a longer one: its stored offsets start past 0 "
+    "and its data holds a value no row reaches, as Tiled stores it.",
+    directory=[],
+    zip=[],
+)
+def valid_ragged_slice(bases: Bases) -> Forms:
+    tree = with_ragged(bases.minimal, tiled_ragged_table(row=RAGGED_SLICE_ROW))
+    return {"directory": tree, "zip": tree_zip(tree)}
+
+
 for _name, _description, _codes, _database, _sql in (
     ("E601-ragged-table-is-a-view", "The ragged array's table is a view (which DuckDB would "
      "compute at every read).", ["TA-E601"],
@@ -929,6 +948,15 @@ for _name, _description, _codes, _database, _sql in (
     ("E601-ragged-macro-shadows-len", "The ragged array's database defines a macro named "
      "len, which would shadow DuckDB's own in every query on it.", ["TA-E601"],
      lambda: tiled_ragged_table("CREATE MACRO len(x) AS 1"), ()),
+    ("E601-ragged-offsets-decrease", "The ragged array's offsets decrease (awkward would read "
+     "other rows than were written).", ["TA-E601"],
+     lambda: tiled_ragged_table(row="(1, 0, [0, 2, 1, 3], [1.5, 2.5, 3.5], 0)"), ()),
+    ("E601-ragged-null-values", "The ragged array's data holds a NULL (Tiled writes none; "
+     "it would read as another value).", ["TA-E601"],
+     lambda: tiled_ragged_table(row="(1, 0, [0, 2, 2, 3], [1.5, NULL, 3.5], 0)"), ()),
+    ("E602-ragged-offsets-past-data", "The ragged array's last offset points 30 million "
+     "values past its 3 stored values.", ["TA-E602"],
+     lambda: tiled_ragged_table(row="(1, 0, [0, 2, 2, 30000000], [1.5, 2.5, 3.5], 0)"), ()),
     ("E601-ragged-not-duckdb", "The ragged array's database file is not a DuckDB database.",
      ["TA-E601"], lambda: b"SQLite format 3\x00" + bytes(4080), ()),
     ("E602-ragged-missing-chunk", "The structure says the ragged array has two chunks; its "

@@ -7,19 +7,22 @@ fixtures in conformance/fixtures (``*ragged*``)."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tiled_archive
 from conformance import generate as fixtures
 from tiled_archive.catalog import read_assets
-from tiled_archive.content.ragged import chunk_rows
+from tiled_archive.content.ragged import chunk_rows, connect
 from tiled_archive.reader import open_archive
 from tiled_archive.testing import free_port, serving
 from tiled_archive.validator import validate
@@ -27,6 +30,7 @@ from tiled_archive.writer import convert, relocate, stock_serve_command
 
 ROOT = Path(__file__).resolve().parent.parent
 VALID = ROOT / "conformance" / "fixtures" / "valid" / "ragged-duckdb"
+SLICE = VALID.parent / "ragged-written-from-a-slice"
 INVALID = ROOT / "conformance" / "fixtures" / "invalid"
 VALUES = [[1.5, 2.5], [], [3.5]]
 
@@ -96,6 +100,9 @@ def test_the_cli_prints_the_stock_command_with_the_database(tmp_path):
         "E601-ragged-not-duckdb",
         "E601-ragged-macro-shadows-len",
         "E602-ragged-missing-chunk",
+        "E601-ragged-offsets-decrease",
+        "E601-ragged-null-values",
+        "E602-ragged-offsets-past-data",
     ],
 )
 def test_a_hostile_database_is_refused_with_its_code_before_duckdb_reads_rows(name):
@@ -127,8 +134,6 @@ def fixtures_codes(name: str) -> list[str]:
 
 def test_a_view_cannot_read_a_file_even_if_the_table_check_were_passed(tmp_path):
     """The connection itself refuses file access: a view over read_csv of a file outside."""
-    from tiled_archive.content.ragged import connect
-
     secret = tmp_path / "secret.csv"
     secret.write_text("a\n1\n")
     database = tmp_path / "view.duckdb"
@@ -208,3 +213,149 @@ def test_chunk_rows_are_the_chunks_holding_the_rows_a_slice_selects(
         )
     else:
         assert selected == set()
+
+
+# -- Offsets: what awkward's from_buffers reads, as Tiled stores it ---------------------------
+
+
+def tiled_stored(array) -> bytes:
+    """The DuckDB file Tiled's server keeps when a client writes ``array`` as one chunk: the
+    request body deserialized as the server does, then written by Tiled's RaggedSQLAdapter."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from tiled.adapters.ragged import RaggedSQLAdapter
+    from tiled.serialization.ragged import from_zipped_buffers, to_zipped_buffers
+    from tiled.storage import acquire_storage, parse_storage, release_storage
+    from tiled.structures.data_source import DataSource
+    from tiled.structures.ragged import RaggedStructure
+
+    structure = RaggedStructure.from_array(array)
+    body = to_zipped_buffers("application/zip", array, {})
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work, "ragged.duckdb")
+        storage = acquire_storage(parse_storage(f"duckdb:///{path}"))
+        try:
+            source = RaggedSQLAdapter.init_storage(
+                storage,
+                DataSource(structure_family="ragged", structure=structure, mimetype="x"),
+            )
+            assert source.parameters == {"table_name": fixtures.RAGGED_TABLE, "dataset_id": 1}
+            writer = RaggedSQLAdapter.from_catalog(source, SimpleNamespace(metadata_={}, specs=[]))
+            writer.write_block(from_zipped_buffers(body, structure), (0,))
+        finally:
+            storage.dispose()
+            release_storage(storage)
+        return path.read_bytes()
+
+
+def archive_with(database: bytes, rows: int, size: int, folder: Path) -> Path:
+    """The valid ragged fixture with ``database`` for a float64 array of ``rows`` rows (one
+    chunk) holding ``size`` values."""
+    structure = json.dumps({"shape": [rows, None], "size": size, "chunks": [[rows], None]})
+    fixtures.write_tree(
+        fixtures.with_file(
+            fixtures.read_tree(VALID / "archive"),
+            fixtures.RAGGED,
+            database,
+            f"UPDATE structures SET structure = json_patch(structure, json('{structure}')) "
+            "WHERE structure LIKE '%\"size\":3%'",
+        ),
+        folder,
+    )
+    return folder
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    rows=st.lists(st.lists(st.floats(-1e6, 1e6), max_size=3), min_size=2, max_size=5),
+    start=st.integers(0, 4),
+)
+def test_an_array_written_from_a_slice_validates_and_reads_as_written(
+    tmp_path_factory, rows, start
+):
+    """Tiled keeps the values before a written slice and offsets that start past 0."""
+    import ragged
+
+    start = min(start, len(rows) - 1)
+    written = ragged.array(rows, dtype="float64")[start:]
+    folder = archive_with(
+        tiled_stored(written), len(rows) - start, int(written.size), tmp_path_factory.mktemp("s")
+    )
+    assert codes(folder) == []
+    with tiled_archive.open(folder) as root:
+        assert root["ragged"].read().tolist() == rows[start:]
+
+
+def rows_of(database: bytes, folder: Path) -> list[tuple]:
+    path = folder / "rows.duckdb"
+    path.write_bytes(database)
+    with contextlib.closing(connect(path)) as conn, conn.cursor() as cursor:
+        cursor.execute(f'SELECT * FROM "{fixtures.RAGGED_TABLE}"')
+        return cursor.fetchall()
+
+
+def test_the_slice_fixture_holds_the_rows_tiled_stores_for_a_written_slice(tmp_path):
+    import ragged
+
+    stored = tiled_stored(ragged.array([[0.5], [1.5, 2.5], [], [3.5]])[1:])
+    fixture = (SLICE / "archive" / fixtures.RAGGED).read_bytes()
+    assert (
+        rows_of(stored, tmp_path)
+        == rows_of(fixture, tmp_path)
+        == [(1, 0, [1, 3, 3, 4], [0.5, 1.5, 2.5, 3.5], 0)]
+    )
+    with tiled_archive.open(SLICE / "archive.zip") as root:
+        assert root["ragged"].read().tolist() == VALUES
+
+
+@st.composite
+def stored_chunks(draw) -> tuple[list | None, list | None]:
+    """A chunk's stored offsets and values: anything (NULLs, decreasing, negative, past the
+    data), or offsets that never decrease with about as many values as they end at."""
+    if draw(st.booleans()):
+        items = st.none() | st.integers(-4, 7)
+        return draw(st.none() | st.lists(items, max_size=6)), draw(
+            st.none() | st.lists(st.none() | st.floats(0, 9), max_size=6)
+        )
+    offsets = list(itertools.accumulate(draw(st.lists(st.integers(0, 2), min_size=4, max_size=4))))
+    count = max(0, offsets[-1] + draw(st.sampled_from([0, 0, 0, -1, 1])))
+    return offsets, draw(st.lists(st.floats(0, 9), min_size=count, max_size=count))
+
+
+@settings(max_examples=40, deadline=None)
+@given(chunk=stored_chunks())
+def test_stored_offsets_and_values_are_refused_or_read_as_awkward_reads_them(
+    tmp_path_factory, chunk
+):
+    """Never a silent wrong answer: whatever the table holds for an array of 3 rows, either
+    validate refuses it (TA-E601/TA-E602) or it reads as from_buffers reads the buffers, and
+    they are valid awkward buffers."""
+    import awkward
+    import numpy as np
+    from tiled.structures.ragged import RaggedStructure
+
+    offsets, values = chunk
+
+    def sql(items):
+        listed = ", ".join("NULL" if item is None else repr(item) for item in items or ())
+        return "NULL" if items is None else f"[{listed}]"
+
+    row = f"(1, 0, {sql(offsets)}::BIGINT[], {sql(values)}::DOUBLE[], 0)"
+    reached = (offsets[-1] - offsets[0]) if offsets and None not in offsets else 0
+    folder = archive_with(
+        fixtures.tiled_ragged_table(row=row),
+        3,
+        max(reached, 0),
+        tmp_path_factory.mktemp("m"),
+    )
+    found = codes(folder)
+    if found:
+        assert set(found) <= {"TA-E601", "TA-E602"}, found
+        return
+    form = RaggedStructure.from_json(fixtures.RAGGED_STRUCTURE).awkward_form
+    buffers = {"node0-offsets": np.array(offsets), "node1-data": np.array(values, dtype="f8")}
+    expected = awkward.from_buffers(form, 3, buffers)
+    assert awkward.validity_error(expected) == ""
+    with tiled_archive.open(folder) as root:
+        assert root["ragged"].read().tolist() == expected.tolist()

@@ -11,6 +11,7 @@ readable-storage check for URIs that are not ``file://``.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -230,6 +231,14 @@ class ArchiveAdapters:
                 uri = database(local_file(member(data_source.assets[0].data_uri)))
                 local = _rewrite(data_source, kwargs, lambda _: uri)
                 return super().from_catalog(local, node, **kwargs)
+
+            def _load_chunks(self, chunk_indexes: list[int]) -> list[dict[str, Any]]:
+                table = self._tabular_adapter
+                buffers = list(self._structure.awkward_form.expected_from_buffers())
+                with contextlib.closing(table.storage.connect()) as conn:
+                    return ragged.load_chunks(
+                        conn, table.table_name, table.dataset_id, buffers, chunk_indexes
+                    )
 
         return ArchiveRaggedAdapter
 

@@ -13,6 +13,7 @@ decodes to is counted from the stored list lengths before any chunk is read.
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -84,7 +85,7 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
         return
     try:
         with _local(source, member) as path, contextlib.closing(connect(path)) as conn:
-            problem, lengths = _chunk_lengths(conn, table, dataset, structure)
+            problem, costs = _chunk_costs(conn, table, dataset, structure)
     except Exception as err:  # noqa: BLE001 -- DuckDB raises many types on a bad file
         add(result, "TA-E601", member, f"not a readable DuckDB database: {reason(err)}")
         return
@@ -92,16 +93,14 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
         code, message = problem
         add(result, code, member, message)
         return
-    buffers = structure.awkward_form.expected_from_buffers()
-    widths = [buffers[name].itemsize for name in sorted(buffers)]
-    result.partitions = [sum(n * w for n, w in zip(row, widths, strict=True)) for row in lengths]
+    result.partitions = costs
     result.decoded, result.stored = sum(result.partitions), source.members()[member].size
 
 
-def _chunk_lengths(
+def _chunk_costs(
     conn: Any, table: str, dataset: int, structure: Any
-) -> tuple[tuple[str, str] | None, list[list[int]]]:
-    """(problem, per chunk the length of each buffer column, columns sorted by name)."""
+) -> tuple[tuple[str, str] | None, list[int]]:
+    """(problem, per chunk the bytes its buffers decode to)."""
     import pyarrow
 
     with conn.cursor() as cursor:
@@ -141,30 +140,135 @@ def _chunk_lengths(
                 "TA-E601",
                 f"table {table!r} has columns {found}, not the {expected} its structure needs",
             ), []
-        chunks = len(structure.chunks[0] or ())
+        chunks = list(structure.chunks[0] or ())
         names = sorted(buffers)
         lengths = ", ".join(f'system.main.len("{name.lower()}")' for name in names)
         cursor.execute(
             f'SELECT chunk_index, {lengths} FROM "{table}" WHERE _dataset_id = ? '
-            f"ORDER BY chunk_index LIMIT {chunks + 1}",
+            f"ORDER BY chunk_index LIMIT {len(chunks) + 1}",
             (dataset,),
         )
         rows = cursor.fetchall()
-    if [r[0] for r in rows] != list(range(chunks)):
-        return (
-            "TA-E602",
-            f"table {table!r} holds chunks {[r[0] for r in rows][:10]} of dataset {dataset}; "
-            f"the structure has {chunks}",
-        ), []
-    per_chunk = [[int(n or 0) for n in r[1:]] for r in rows]
-    for index, name in enumerate(names):
-        total = sum(chunk[index] for chunk in per_chunk)
-        if name.endswith("-data") and total != structure.size:
+        if [r[0] for r in rows] != list(range(len(chunks))):
             return (
                 "TA-E602",
-                f"buffer {name!r} holds {total} values; the structure's size is {structure.size}",
+                f"table {table!r} holds chunks {[r[0] for r in rows][:10]} of dataset "
+                f"{dataset}; the structure has {len(chunks)}",
             ), []
-    return None, per_chunk
+        widths = [buffers[name].itemsize for name in names]
+        costs = [sum(int(n or 0) * w for n, w in zip(r[1:], widths, strict=True)) for r in rows]
+        # A chunk over the read budget is never read (TA-E912), so never loaded here either.
+        checked = [i for i, cost in enumerate(costs) if cost <= read_budget()]
+        problem = _levels_problem(cursor, table, dataset, structure, chunks, checked)
+    return problem, costs
+
+
+def _levels_problem(
+    cursor: Any, table: str, dataset: int, structure: Any, chunks: list[int], checked: list[int]
+) -> tuple[str, str] | None:
+    """Walk the awkward form from the outside in, for the ``checked`` chunks at once: each
+    buffer holds exactly what awkward's ``from_buffers`` reads for the level above it, as
+    Tiled's writer stores it (``n + 1`` offsets for ``n`` lists, no NULLs, offsets from 0 up
+    and never decreasing; as many values as the innermost lists end at), and the values the
+    rows reach are the structure's ``size``. Anything else decodes to other values than the
+    table holds, or fails inside awkward."""
+    if not checked:
+        return None
+    # Per chunk: this level's length, and the first item the chunk's rows reach (an array
+    # written from a slice keeps the items before it: its offsets need not start at 0).
+    length = {i: chunks[i] for i in checked}
+    first = dict.fromkeys(checked, 0)
+    form = structure.awkward_form
+    while True:
+        kind = type(form).__name__
+        if kind == "RegularForm":
+            length = {i: n * form.size for i, n in length.items()}
+            first = {i: n * form.size for i, n in first.items()}
+            form = form.content
+            continue
+        if kind not in ("ListOffsetForm", "NumpyForm"):
+            return ("TA-E601", f"table {table!r}: awkward form {kind} is not Tiled's ragged form")
+        column = f"{form.form_key}-offsets" if kind == "ListOffsetForm" else f"{form.form_key}-data"
+        rows = _level_rows(cursor, table, dataset, column.lower(), length, first)
+        for index, is_null, values, non_null, head, last, reached, ordered in rows:
+            where = f"table {table!r}, chunk {index}, buffer {column!r}"
+            if is_null or non_null != values:
+                return ("TA-E601", f"{where} holds NULL values (Tiled writes none)")
+            if kind == "NumpyForm":
+                items = length[index] * math.prod(form.inner_shape)
+                if values != items:
+                    return ("TA-E602", f"{where} holds {values} values; its lists end at {items}")
+                continue
+            if values != length[index] + 1:
+                return (
+                    "TA-E602",
+                    f"{where} holds {values} offsets; {length[index]} lists need "
+                    f"{length[index] + 1}",
+                )
+            if head < 0 or not ordered:
+                return ("TA-E601", f"{where}: offsets are negative or decrease")
+            length[index], first[index] = last, reached
+        if kind == "NumpyForm":
+            break
+        form = form.content
+    inner = math.prod(form.inner_shape)
+    reached = sum((length[i] - first[i]) * inner for i in checked)
+    if len(checked) == len(chunks) and reached != structure.size:
+        return (
+            "TA-E602",
+            f"table {table!r}: the rows reach {reached} values; the structure's size is "
+            f"{structure.size}",
+        )
+    return None
+
+
+def _level_rows(
+    cursor: Any, table: str, dataset: int, column: str, length: dict, first: dict
+) -> list[tuple]:
+    """Per chunk (in order): is the list NULL, its length and non-NULL count; for offsets
+    also its first item, the item at this level's length, the item the chunk's rows reach
+    first, and whether it never decreases (DuckDB lists count from 1). Values are only
+    counted: their order is not looked at."""
+    chunks = ", ".join(f"({i}, {length[i]}, {first[i]})" for i in sorted(length))
+    c = f'"{column}"'
+    offsets = (
+        f"{c}[1], {c}[v.n + 1], {c}[v.lo + 1], coalesce(system.main.list_bool_and("
+        f"system.main.list_transform(system.main.range(1, system.main.len({c})), "
+        f"i -> {c}[i] <= {c}[i + 1])), true)"
+        if column.endswith("-offsets")
+        else "NULL, NULL, NULL, NULL"
+    )
+    cursor.execute(
+        f"SELECT v.chunk, {c} IS NULL, system.main.len({c}), system.main.list_count({c}), "
+        f'{offsets} FROM "{table}" t JOIN (VALUES {chunks}) v(chunk, n, lo) '
+        "ON t.chunk_index = v.chunk WHERE t._dataset_id = ? ORDER BY v.chunk",
+        (dataset,),
+    )
+    return cursor.fetchall()
+
+
+def load_chunks(
+    conn: Any, table: str, dataset: int, buffers: list[str], chunk_indexes: list[int]
+) -> list[dict[str, Any]]:
+    """The rows of ``chunk_indexes`` (in order), each buffer as a NumPy array. Tiled's own
+    loader makes a Python object of every value (Arrow's ``to_pylist``): about 11 times the
+    buffers' bytes, past any read budget."""
+    if not chunk_indexes:
+        return []
+    columns = ", ".join(f'"{name.lower()}"' for name in buffers)
+    listed = ", ".join(str(int(i)) for i in chunk_indexes)
+    with conn.cursor() as cursor:
+        cursor.execute(
+            f'SELECT {columns} FROM "{table}" WHERE _dataset_id = ? '
+            f"AND chunk_index IN ({listed}) ORDER BY chunk_index",
+            (dataset,),
+        )
+        data = cursor.fetch_arrow_table()
+    lists = {name: data.column(name.lower()).combine_chunks() for name in buffers}
+    return [
+        {name: lists[name][row].values.to_numpy(zero_copy_only=False) for name in buffers}
+        for row in range(data.num_rows)
+    ]
 
 
 def _type_name(arrow_type: Any) -> str:
