@@ -462,7 +462,7 @@ def _budgeted(adapter: Any, inspection: Inspection, where: str, mimetype: str) -
     elif family == "table":
         _table_reads(adapter, inspection.partitions, where, mimetype)
     elif family == "ragged":
-        _ragged_reads(adapter, inspection.partitions, where, mimetype)
+        _ragged_reads(adapter, inspection.unit, where, mimetype)
     elif family == "container":
         adapter.__class__ = _children_budgeted(type(adapter))
         adapter._tiled_archive_guard = (inspection, where, mimetype)
@@ -525,16 +525,11 @@ def _table_reads(adapter: Any, partitions: list[int] | None, where: str, mimetyp
         adapter.get = _checked(adapter.get, read_cost, where, mimetype)
 
 
-def _ragged_reads(adapter: Any, chunks: list[int] | None, where: str, mimetype: str) -> None:
-    """A read loads whole chunks along axis 0: those the slice touches."""
-    sizes = chunks or []
-    rows = list(adapter.structure().chunks[0] or ())
-
-    def read_cost(slice: Any = None) -> int:  # noqa: A002 -- Tiled's name
-        selected = ragged.chunk_rows(rows, slice)
-        return sum(sizes[i] for i in selected if i < len(sizes))
-
-    adapter.read = _checked(adapter.read, read_cost, where, mimetype)
+def _ragged_reads(adapter: Any, loaded: int | None, where: str, mimetype: str) -> None:
+    """Any read loads the table's values whole, and the file's blocks holding them (DuckDB
+    does for a read of any row): every read costs that, whatever chunks the slice touches
+    (Tiled reads every chunk when it touches none)."""
+    adapter.read = _checked(adapter.read, lambda *_, **__: loaded or 0, where, mimetype)
 
 
 @functools.cache

@@ -69,8 +69,8 @@ class Inspection:
 
     ``decoded`` and ``stored`` give the bytes the whole data source decodes to and the bytes it
     occupies (None when not known); ``unit`` is the most one read decodes at once whatever
-    slice is asked for (a chunk, a whole TIFF page series); ``partitions`` the decoded bytes of
-    each table partition (of each chunk of a ragged array); ``datasets`` HDF5 datasets' chunk
+    slice is asked for (a chunk, a whole TIFF page series, a ragged array's stored values);
+    ``partitions`` the decoded bytes of each table partition; ``datasets`` HDF5 datasets' chunk
     sizes by path inside the file.
     """
 

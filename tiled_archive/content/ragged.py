@@ -59,8 +59,8 @@ def connect(path: Path) -> Any:
 
 
 def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
-    """Check a ragged data source's DuckDB file against its catalog row; per-chunk decoded
-    bytes go to ``result.partitions``."""
+    """Check a ragged data source's DuckDB file against its catalog row; what any read of it
+    loads (the table's values, and the file's blocks that hold them) goes to ``result.unit``."""
     members = row.members()
     if len(members) != 1:
         add(result, "TA-E601", row.where, "a ragged data source has one DuckDB file asset")
@@ -85,7 +85,7 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
         return
     try:
         with _local(source, member) as path, contextlib.closing(connect(path)) as conn:
-            problem, costs = _chunk_costs(conn, table, dataset, structure)
+            problem, values = _table_problem(conn, table, dataset, structure, path.stat().st_size)
     except Exception as err:  # noqa: BLE001 -- DuckDB raises many types on a bad file
         add(result, "TA-E601", member, f"not a readable DuckDB database: {reason(err)}")
         return
@@ -93,14 +93,16 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
         code, message = problem
         add(result, code, member, message)
         return
-    result.partitions = costs
-    result.decoded, result.stored = sum(result.partitions), source.members()[member].size
+    result.decoded, result.stored = values, source.members()[member].size
+    result.unit = values + result.stored
 
 
-def _chunk_costs(
-    conn: Any, table: str, dataset: int, structure: Any
-) -> tuple[tuple[str, str] | None, list[int]]:
-    """(problem, per chunk the bytes its buffers decode to)."""
+def _table_problem(
+    conn: Any, table: str, dataset: int, structure: Any, file_size: int
+) -> tuple[tuple[str, str] | None, int]:
+    """(problem, the bytes of the values the table stores). DuckDB loads a list column's
+    values whole, and pins the blocks of the file holding them, for a read of any row of it:
+    a read of one chunk loads all chunks."""
     import pyarrow
 
     with conn.cursor() as cursor:
@@ -112,21 +114,21 @@ def _chunk_costs(
             "UNION ALL SELECT view_name FROM system.main.duckdb_views() WHERE NOT internal"
         )
         if defined := sorted({name for (name,) in cursor.fetchall()}):
-            return ("TA-E601", f"the database defines functions or views {defined[:5]}"), []
+            return ("TA-E601", f"the database defines functions or views {defined[:5]}"), 0
         cursor.execute(
             "SELECT count(*) FROM system.main.duckdb_tables() "
             "WHERE schema_name = 'main' AND table_name = ?",
             (table,),
         )
         if cursor.fetchall() != [(1,)]:
-            return ("TA-E601", f"table {table!r} is absent (no base table of that name)"), []
+            return ("TA-E601", f"table {table!r} is absent (no base table of that name)"), 0
         cursor.execute(
             "SELECT column_name FROM system.main.duckdb_columns() WHERE schema_name = 'main' "
             "AND table_name = ? AND column_default IS NOT NULL",
             (table,),
         )
         if computed := [name for (name,) in cursor.fetchall()]:
-            return ("TA-E601", f"table {table!r} has computed columns {computed}"), []
+            return ("TA-E601", f"table {table!r} has computed columns {computed}"), 0
         cursor.execute(f'SELECT * FROM "{table}" LIMIT 0')
         schema = cursor.fetch_arrow_table().schema
         buffers = structure.awkward_form.expected_from_buffers()
@@ -139,45 +141,54 @@ def _chunk_costs(
             return (
                 "TA-E601",
                 f"table {table!r} has columns {found}, not the {expected} its structure needs",
-            ), []
+            ), 0
         chunks = list(structure.chunks[0] or ())
-        names = sorted(buffers)
-        lengths = ", ".join(f'system.main.len("{name.lower()}")' for name in names)
         cursor.execute(
-            f'SELECT chunk_index, {lengths} FROM "{table}" WHERE _dataset_id = ? '
+            f'SELECT chunk_index FROM "{table}" WHERE _dataset_id = ? '
             f"ORDER BY chunk_index LIMIT {len(chunks) + 1}",
             (dataset,),
         )
-        rows = cursor.fetchall()
-        if [r[0] for r in rows] != list(range(len(chunks))):
+        if (held := [index for (index,) in cursor.fetchall()]) != list(range(len(chunks))):
             return (
                 "TA-E602",
-                f"table {table!r} holds chunks {[r[0] for r in rows][:10]} of dataset "
-                f"{dataset}; the structure has {len(chunks)}",
-            ), []
-        widths = [buffers[name].itemsize for name in names]
-        costs = [sum(int(n or 0) * w for n, w in zip(r[1:], widths, strict=True)) for r in rows]
-        # A chunk over the read budget is never read (TA-E912), so never loaded here either.
-        checked = [i for i, cost in enumerate(costs) if cost <= read_budget()]
-        problem = _levels_problem(cursor, table, dataset, structure, chunks, checked)
-    return problem, costs
+                f"table {table!r} holds chunks {held[:10]} of dataset {dataset}; the "
+                f"structure has {len(chunks)}",
+            ), 0
+        values = _stored_values(cursor, table, buffers)
+        # Over the budget the table is never read (TA-E912), so its values are not loaded
+        # here either.
+        if values + file_size > read_budget():
+            return None, values
+        return _levels_problem(cursor, table, dataset, structure, chunks), values
+
+
+def _stored_values(cursor: Any, table: str, buffers: dict[str, Any]) -> int:
+    """The bytes of the values the buffer columns store, all rows counted, from DuckDB's
+    storage metadata (no value is loaded)."""
+    cursor.execute(
+        "SELECT lower(column_name), sum(count) FROM system.main.pragma_storage_info("
+        f"'{table}') WHERE segment_type <> 'VALIDITY' AND segment_type NOT LIKE '%[]' "
+        "GROUP BY ALL"
+    )
+    counts = dict(cursor.fetchall())
+    return sum(int(counts.get(name.lower(), 0)) * t.itemsize for name, t in buffers.items())
 
 
 def _levels_problem(
-    cursor: Any, table: str, dataset: int, structure: Any, chunks: list[int], checked: list[int]
+    cursor: Any, table: str, dataset: int, structure: Any, chunks: list[int]
 ) -> tuple[str, str] | None:
-    """Walk the awkward form from the outside in, for the ``checked`` chunks at once: each
+    """Walk the awkward form from the outside in, for all chunks at once: each
     buffer holds exactly what awkward's ``from_buffers`` reads for the level above it, as
     Tiled's writer stores it (``n + 1`` offsets for ``n`` lists, no NULLs, offsets from 0 up
     and never decreasing; as many values as the innermost lists end at), and the values the
     rows reach are the structure's ``size``. Anything else decodes to other values than the
     table holds, or fails inside awkward."""
-    if not checked:
+    if not chunks:
         return None
     # Per chunk: this level's length, and the first item the chunk's rows reach (an array
     # written from a slice keeps the items before it: its offsets need not start at 0).
-    length = {i: chunks[i] for i in checked}
-    first = dict.fromkeys(checked, 0)
+    length = dict(enumerate(chunks))
+    first = dict.fromkeys(length, 0)
     form = structure.awkward_form
     while True:
         kind = type(form).__name__
@@ -212,8 +223,8 @@ def _levels_problem(
             break
         form = form.content
     inner = math.prod(form.inner_shape)
-    reached = sum((length[i] - first[i]) * inner for i in checked)
-    if len(checked) == len(chunks) and reached != structure.size:
+    reached = sum((length[i] - first[i]) * inner for i in length)
+    if reached != structure.size:
         return (
             "TA-E602",
             f"table {table!r}: the rows reach {reached} values; the structure's size is "
@@ -293,25 +304,3 @@ def _local(source: ByteSource, member: str) -> Iterator[Path]:
         with source.open(member) as handle, open(path, "wb") as sink:
             shutil.copyfileobj(handle, sink, 1 << 20)
         yield path
-
-
-def chunk_rows(chunks: list[int], selection: Any) -> list[int]:
-    """The chunk indexes a read of ``selection`` (Tiled's NDSlice: an int, slice or tuple
-    whose first item selects along axis 0) loads; every chunk when it is anything else."""
-    first = selection[0] if isinstance(selection, (tuple, list)) and selection else selection
-    total = sum(chunks)
-    if isinstance(first, int) and not isinstance(first, bool):
-        rows = range(first % total, first % total + 1) if total else range(0)
-    elif isinstance(first, slice):
-        rows = range(*first.indices(total))
-    else:
-        return list(range(len(chunks)))
-    if not rows:
-        return []
-    low, high = min(rows[0], rows[-1]), max(rows[0], rows[-1])
-    selected, start = [], 0
-    for index, length in enumerate(chunks):
-        if start <= high and low < start + length:
-            selected.append(index)
-        start += length
-    return selected
