@@ -70,3 +70,97 @@ def test_errors_are_coded_lines_not_tracebacks(tmp_path, args, code):
     assert code in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "out.zip").exists() and not (tmp_path / "out").exists()
+
+
+# -- First use: version, help, module entry point, exit statuses, output that is piped -------
+
+FIXTURES = Path(__file__).resolve().parent.parent / "conformance" / "fixtures"
+
+
+def under_a_terminal(*args: str | Path, columns: int = 60) -> tuple[int, str]:
+    """Run the command with its output on a pseudo-terminal ``columns`` wide, as a user at a
+    shell sees it: (exit status, what the terminal showed)."""
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    environment = {**os.environ, "COLUMNS": str(columns), "TERM": "xterm"}
+    process = subprocess.Popen(
+        [*CLI, *map(str, args)], stdout=follower, stderr=follower, stdin=follower, env=environment
+    )
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    return process.wait(timeout=300), shown.decode(errors="replace")
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_names_the_package_and_the_format(flag):
+    from tiled_archive import __version__
+    from tiled_archive.format import FORMAT_VERSION
+
+    result = run(flag)
+    assert result.returncode == 0
+    assert result.stdout == f"tiled-archive {__version__} (format {FORMAT_VERSION})\n"
+
+
+def test_python_dash_m_and_short_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "tiled_archive", "-h"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0
+    assert "validate" in result.stdout and "--version" in result.stdout
+    assert "--install-completion" in result.stdout
+
+
+def test_validate_of_nothing_could_not_check_it(tmp_path):
+    result = run("validate", tmp_path / "nonexist.zip")
+    assert result.returncode == 2
+    assert result.stderr.startswith("could not check ")
+    assert "no such file or directory" in result.stderr and "INVALID" not in result.stdout
+
+
+def test_verdicts_count_in_the_singular_and_plural():
+    valid = run("validate", FIXTURES / "valid" / "ragged-duckdb" / "archive")
+    assert valid.returncode == 0 and "0 errors, 0 warnings" in valid.stdout
+    one = run("validate", FIXTURES / "invalid" / "E601-ragged-null-values" / "archive")
+    assert one.returncode == 1 and ": 1 error, 0 warnings" in one.stdout
+
+
+def test_serve_of_nothing_announces_nothing(tmp_path):
+    result = run("serve", tmp_path / "nonexist.zip", "--port", "1")
+    assert result.returncode == 1
+    assert "TA-E001" in result.stderr
+    assert "serving" not in result.stderr and "from_uri" not in result.stderr
+
+
+def test_piped_output_is_not_wrapped(tmp_path):
+    """The stock serve command is one line however long, and a table row is too."""
+    dest = tmp_path / ("a-long-folder-name-" * 4) / "extracted"
+    result = run("extract", FIXTURES / "valid" / "ragged-duckdb" / "archive.zip", dest)
+    assert result.returncode == 0, result.stderr
+    (command,) = [line for line in result.stderr.splitlines() if "tiled serve catalog" in line]
+    assert command.endswith("--public") and str(dest / "catalog.db") in command
+    report = run("validate", FIXTURES / "invalid" / "E601-ragged-null-values" / "archive")
+    (row,) = [line for line in report.stdout.splitlines() if "TA-E601" in line]
+    assert "holds NULL values (Tiled writes none)" in row
+
+
+def test_at_a_terminal_output_fits_its_width():
+    status, shown = under_a_terminal(
+        "validate", FIXTURES / "invalid" / "E601-ragged-null-values" / "archive", columns=60
+    )
+    assert status == 1
+    import re
+
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown).replace("\r", "")
+    assert "INVALID" in plain and "1 error" in plain
+    assert max(len(line) for line in plain.splitlines()) <= 60

@@ -8,22 +8,37 @@ implementation (writer, reader, validator, in-process server).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from pathlib import Path as _Path
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
+if _TYPE_CHECKING:
+    from tiled.client.base import BaseClient
+
+    from .validator import Report
 
 __version__ = "0.1.0"
 __all__ = ["download", "open", "validate", "__version__"]
 
 
-def open(path: str | Path, **client_kwargs: Any) -> Any:  # noqa: A001 -- mirrors builtins.open
-    """Open an archive (directory or ZIP) as a Tiled client served in-process; see
-    :func:`tiled_archive.asgi.open`."""
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+def open(path: str | _Path, **client_kwargs: _Any) -> BaseClient:  # noqa: A001 -- as builtins
+    """Open an archive (a directory or a ZIP file) as the normal Tiled client, served
+    in-process: no socket, no server. Returns the root node's client (a ``Container`` for
+    an archive's root); use it as a context manager, or ``close()`` it, to release the archive.
+
+    ``client_kwargs`` go to Tiled's ``tiled.client.from_context`` (e.g. ``structure_clients=
+    "numpy"`` for NumPy instead of dask, ``include_data_sources=True``). Raises
+    ``ArchiveError`` (a coded message) when the path is not an archive that can be served."""
     from .asgi import open as open_in_process
 
     return open_in_process(path, **client_kwargs)
 
 
-def download(source: Any, dest: str | Path, **options: Any) -> Path:
+def download(source: _Any, dest: str | _Path, **options: _Any) -> _Path:
     """Download a node of a live Tiled server (a container, a search result or one array or
     table) into an archive at ``dest`` (``*.zip`` or a directory); see
     :func:`tiled_archive.downloader.download` for the options."""
@@ -32,9 +47,10 @@ def download(source: Any, dest: str | Path, **options: Any) -> Path:
     return download_archive(source, dest, **options)
 
 
-def validate(path: str | Path, *, fast: bool = False) -> Any:
-    """Check an archive against every rule of the spec; returns a report of all problems.
-    See :func:`tiled_archive.validator.validate`."""
+def validate(path: str | _Path, *, fast: bool = False) -> Report:
+    """Check an archive against every rule of the spec; returns a ``Report`` of every problem
+    (``report.valid``, ``report.errors``, ``report.warnings``, ``report.to_json()``). See
+    :func:`tiled_archive.validator.validate`."""
     from .validator import validate as validate_archive
 
     return validate_archive(path, fast=fast)

@@ -13,7 +13,7 @@ import threading
 import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -460,14 +460,18 @@ def serve(
     port: int = 8000,
     public: bool = False,
     api_key: str | None = None,
+    ready: Callable[[], None] | None = None,
 ) -> None:
-    """Serve an archive over HTTP with uvicorn until interrupted."""
+    """Serve an archive over HTTP with uvicorn until interrupted; ``ready`` is called once
+    the archive has opened, before the server starts."""
     import uvicorn
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         server = ArchiveServer(open_archive(path), api_key=api_key, public=public)
     try:
+        if ready is not None:
+            ready()
         uvicorn.run(server.app, host=host, port=port, log_level="warning")
     finally:
         server.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -14,17 +14,48 @@ from rich.markup import escape
 from .format import ArchiveError
 
 app = typer.Typer(
-    help="Write, check and serve tiled-archive archives (offline Tiled data).",
     no_args_is_help=True,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-err_console = Console(stderr=True)
+
+
+def _console(*, stderr: bool = False) -> Console:
+    """A console that wraps at the terminal's width, and not at all when the output is piped
+    or logged (rich's default there is 80 columns: commands and digests broke mid-line)."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console.width = 1000
+    return console
+
+
+err_console = _console(stderr=True)
 F = TypeVar("F", bound=Callable[..., object])
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 Force = Annotated[
     bool, typer.Option("--force", help="Replace DEST if it is an existing tiled-archive.")
 ]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+        from .format import FORMAT_VERSION
+
+        print(f"tiled-archive {__version__} (format {FORMAT_VERSION})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Write, check and serve tiled-archive archives (offline Tiled data)."""
 
 
 def reports_errors(command: F) -> F:
@@ -157,12 +188,15 @@ def serve(
     if not public and api_key is None:
         api_key = secrets.token_hex(16)
     where = f"http://{host}:{port}/api/v1"
-    err_console.print(
-        f"serving {path} read-only at {where}"
-        + ("" if public else f"\nconnect with: from_uri('{where}', api_key='{api_key}')"),
-        highlight=False,
-    )
-    serve_archive(path, host=host, port=port, public=public, api_key=api_key)
+
+    def ready() -> None:  # once the archive opened: nothing is announced for a bad one
+        err_console.print(
+            f"serving {path} read-only at {where}"
+            + ("" if public else f"\nconnect with: from_uri('{where}', api_key='{api_key}')"),
+            highlight=False,
+        )
+
+    serve_archive(path, host=host, port=port, public=public, api_key=api_key, ready=ready)
 
 
 @app.command()
@@ -202,11 +236,13 @@ def validate(
         ) as progress:
             return validate_archive(path, fast=fast, progress=progress)
 
+    if not path.exists() and not path.is_symlink():
+        _could_not_check(path, "no such file or directory")
     report = _check_or_exit(path, check)
     if as_json:
         sys.stdout.write(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
     else:
-        print_report(report, Console(), strict=strict)
+        print_report(report, _console(), strict=strict)
     raise typer.Exit(report.exit_status(strict=strict))
 
 
@@ -225,7 +261,7 @@ def conformance(
     from .validator import fixture_cases, is_fixture_tree, print_conformance, run_cases, verdict
     from .validator import validate as validate_archive
 
-    console = Console()
+    console = _console()
     failed = 0
     for path in paths:
         if is_fixture_tree(path):
@@ -241,16 +277,19 @@ def conformance(
 R = TypeVar("R")
 
 
+def _could_not_check(path: Path, why: str) -> NoReturn:
+    err_console.print(
+        f"[bold red]could not check[/] {escape(str(path))}: {escape(why)}", highlight=False
+    )
+    raise typer.Exit(2)
+
+
 def _check_or_exit(path: Path, check: Callable[[], R]) -> R:
     """Run ``check``; exit with status 2 and a clear message when it cannot run at all."""
     try:
         return check()
     except OSError as err:
-        err_console.print(
-            f"[bold red]could not check[/] {escape(str(path))}: {escape(str(err))}",
-            highlight=False,
-        )
-        raise typer.Exit(2) from None
+        _could_not_check(path, str(err))
     # Any other exception is a bug in the validator, not a verdict on the archive.
     except Exception as err:
         err_console.print(

@@ -147,6 +147,12 @@ class Report:
     def codes(self) -> set[str]:
         return {p.code for p in self.problems}
 
+    def __repr__(self) -> str:
+        return (
+            f"Report(path={self.path!r}, form={self.form!r}, valid={self.valid}, "
+            f"errors={len(self.errors)}, warnings={len(self.warnings)}, fast={self.fast})"
+        )
+
     def exit_status(self, *, strict: bool = False) -> int:
         """0 valid, 1 invalid (with ``strict``, warnings make an archive invalid too)."""
         return 1 if self.errors or (strict and self.warnings) else 0
@@ -858,10 +864,14 @@ def print_report(report: Report, console: Console, *, strict: bool = False) -> N
     console.print(verdict(report, strict=strict), highlight=False)
 
 
+def _count(items: list, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
 def verdict(report: Report, *, strict: bool = False) -> str:
     """One line: VALID or INVALID, the counts, and what was checked."""
     mode = "fast" if report.fast else "full"
-    counts = f"{len(report.errors)} errors, {len(report.warnings)} warnings"
+    counts = f"{_count(report.errors, 'error')}, {_count(report.warnings, 'warning')}"
     if report.exit_status(strict=strict):
         why = " (--strict: warnings count)" if not report.errors else ""
         return f"[bold red]INVALID[/] {report.path}: {counts}{why} ({mode} check)"

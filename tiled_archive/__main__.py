@@ -1,0 +1,5 @@
+"""``python -m tiled_archive``: the ``tiled-archive`` command."""
+
+from .cli import main
+
+main()
