@@ -164,3 +164,36 @@ def test_at_a_terminal_output_fits_its_width():
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown).replace("\r", "")
     assert "INVALID" in plain and "1 error" in plain
     assert max(len(line) for line in plain.splitlines()) <= 60
+
+
+def test_an_archive_warning_is_one_line_of_output(tmp_path):
+    source = FIXTURES / "warning" / "W102-unaligned-member" / "archive.zip"
+    result = run("extract", source, tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "TA-W102" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning TA-W102 data/sample/table.csv: ")
+    assert "ArchiveWarning" not in result.stderr and ".py:" not in result.stderr
+
+
+def test_opening_and_creating_say_nothing_of_tileds_server(tmp_path):
+    """No "Tiled version ..." banner and no Starlette deprecation warning: neither is ours."""
+    opened = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import tiled_archive, sys\n"
+            "with tiled_archive.open(sys.argv[1]) as root: print(list(root))",
+            FIXTURES / "valid" / "ragged-duckdb" / "archive.zip",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert opened.returncode == 0 and opened.stdout == "['sample', 'ragged']\n"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.csv").write_text("a,b\n1,2\n")
+    created = run("create", "--quiet", tmp_path / "out.zip", tmp_path / "in")
+    assert created.returncode == 0
+    for result in (opened, created):
+        assert "Tiled version" not in result.stderr, result.stderr
+        assert "Warning" not in result.stderr, result.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from starlette.routing import Route
 from .adapters import ArchiveAdapters
 from .content.budget import BUDGET_CODE
 from .format import DATA_DIR, ArchiveError
+from .quiet import quiet_tiled
 from .reader import Archive, open_archive
 
 _API = "/api/v1"
@@ -411,10 +411,11 @@ def open(path: str | Path, **client_kwargs: Any) -> Any:  # noqa: A001 -- the pu
 
     stack = contextlib.ExitStack()
     try:
-        server = ArchiveServer(open_archive(path))
-        stack.callback(server.close)
-        context = stack.enter_context(_in_process_context(server.app, None))
-        client = from_context(context, **client_kwargs)
+        with quiet_tiled():
+            server = ArchiveServer(open_archive(path))
+            stack.callback(server.close)
+            context = stack.enter_context(_in_process_context(server.app, None))
+            client = from_context(context, **client_kwargs)
     except BaseException:
         stack.close()
         raise
@@ -466,8 +467,7 @@ def serve(
     the archive has opened, before the server starts."""
     import uvicorn
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with quiet_tiled():
         server = ArchiveServer(open_archive(path), api_key=api_key, public=public)
     try:
         if ready is not None:

@@ -14,7 +14,6 @@ import logging
 import os
 import tempfile
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,6 +32,7 @@ from .format import (
     is_relocated,
     member_from_data_uri,
 )
+from .quiet import quiet_tiled
 
 # Tables of Tiled's catalog schema an archive's catalog.db must hold (spec: catalog.db).
 REQUIRED_TABLES = (
@@ -196,25 +196,23 @@ def build_catalog(db: Path, sources: Mapping[str, Path]) -> RegistrationReport:
     previous_level = logger.level
     logger.setLevel(logging.INFO)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # starlette's TestClient
-            with Context.from_app(build_app(adapter)) as context:
-                client = from_context(context)
-                for name in sorted(sources):
-                    path = sources[name].resolve()
-                    as_one_item = path.is_dir() and resolve_mimetype(
-                        path, settings.mimetypes_by_file_ext
+        with quiet_tiled(), Context.from_app(build_app(adapter)) as context:
+            client = from_context(context)
+            for name in sorted(sources):
+                path = sources[name].resolve()
+                as_one_item = path.is_dir() and resolve_mimetype(
+                    path, settings.mimetypes_by_file_ext
+                )
+                prefix = "/" if (path.is_file() or as_one_item) else f"/{name}"
+                asyncio.run(
+                    register(
+                        client,
+                        path,
+                        prefix=prefix,
+                        walkers=["tiled_archive.catalog:sorted_walker"],
+                        overwrite=False,
                     )
-                    prefix = "/" if (path.is_file() or as_one_item) else f"/{name}"
-                    asyncio.run(
-                        register(
-                            client,
-                            path,
-                            prefix=prefix,
-                            walkers=["tiled_archive.catalog:sorted_walker"],
-                            overwrite=False,
-                        )
-                    )
+                )
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous_level)

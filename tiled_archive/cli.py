@@ -372,7 +372,16 @@ def download(
     _wrote(output, f"{nodes} node{'s' if nodes != 1 else ''}")
 
 
+def _show_warning(message: Warning | str, *_: object, **__: object) -> None:
+    """A warning as one line, as the command's own output: no source file and line (an
+    ArchiveWarning is a coded problem of the archive, not of our code)."""
+    err_console.print(f"[yellow]warning[/] {escape(str(message))}", highlight=False)
+
+
 def main() -> None:
+    import warnings
+
+    warnings.showwarning = _show_warning
     app()
 
 
