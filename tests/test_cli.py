@@ -197,3 +197,37 @@ def test_opening_and_creating_say_nothing_of_tileds_server(tmp_path):
     for result in (opened, created):
         assert "Tiled version" not in result.stderr, result.stderr
         assert "Warning" not in result.stderr, result.stderr
+
+
+def test_a_download_without_the_servers_key_says_so(tmp_path):
+    """Stock `tiled serve catalog` wanting an API key: none, or a wrong one, is TA-E914 (not a
+    traceback, not "cannot reach the server")."""
+    from tiled_archive.testing import free_port, serving
+
+    port = free_port()
+    tiled = str(Path(sys.executable).parent / "tiled")
+    command = [tiled, "serve", "catalog", "--temp", "--api-key", "secret", "--port", port]
+    with serving(command, port, log=tmp_path / "server.log") as server:
+        for key in ([], ["--api-key", "wrong"]):
+            result = run("download", server.url, "-o", tmp_path / "out.zip", *key)
+            assert result.returncode == 1, result.stderr
+            assert "TA-E914" in result.stderr and "--api-key" in result.stderr
+            assert "Traceback" not in result.stderr and not (tmp_path / "out.zip").exists()
+
+
+@pytest.mark.parametrize("command", ["download", "create"])
+def test_an_existing_destination_is_refused_before_any_work(tmp_path, command):
+    """TA-E903 at once: before connecting to a server (here one that is not there: TA-E911
+    after it) or registering files (here one Tiled has no adapter for: TA-E901 after it)."""
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "existing" / "mine.txt").write_text("not an archive")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.unknown-type").write_text("a\n1\n")
+    args = {
+        "download": ["download", "http://127.0.0.1:9/api/v1", "-o", tmp_path / "existing"],
+        "create": ["create", tmp_path / "existing", tmp_path / "in"],
+    }[command]
+    result = run(*args)
+    assert result.returncode == 1
+    assert "TA-E903" in result.stderr, result.stderr
+    assert (tmp_path / "existing" / "mine.txt").read_text() == "not an archive"

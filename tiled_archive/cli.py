@@ -347,6 +347,7 @@ def download(
     from .downloader import download as download_archive
     from .downloader import open_source
     from .reader import open_archive
+    from .writer import check_destination
 
     pairs = []
     for item in search or []:
@@ -357,6 +358,7 @@ def download(
             pairs.append((key, json.loads(text)))
         except json.JSONDecodeError:
             pairs.append((key, text))
+    check_destination(output.absolute(), force=force)  # before connecting: fail at once
     source = open_source(uri, path, api_key=api_key, search=pairs, fulltext=fulltext)
     download_archive(
         source,

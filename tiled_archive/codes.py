@@ -375,6 +375,13 @@ _TABLE = [
         "Check the search terms and the node path; pass --allow-empty (allow_empty=True) to "
         "write an archive that holds only the parent containers.",
     ),
+    Code(
+        "TA-E914",
+        "A download was refused by the server's authentication: it requires an API key and "
+        "none was given, or the key given is not valid; nothing was written.",
+        "Pass --api-key KEY or set TILED_API_KEY (from Python: api_key=), with a key the "
+        "server accepts.",
+    ),
 ]
 
 CODES: dict[str, Code] = {code.id: code for code in _TABLE}

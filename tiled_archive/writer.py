@@ -452,6 +452,7 @@ def create(
     ``data/<source name>/...``. Files Tiled cannot read, and name collisions, are errors.
     """
     named = _plan_sources(sources)
+    check_destination(Path(dest).absolute(), force=force)  # before registration: fail at once
     epoch = reproducible_epoch(reproducible)
     with tempfile.TemporaryDirectory(prefix="tiled-archive-") as work:
         db = Path(work, CATALOG_NAME)
@@ -558,6 +559,7 @@ def create_from_catalog(
     catalog = Path(catalog)
     if not catalog.is_file():
         raise ArchiveError("TA-E900", str(catalog), "no such catalog file")
+    check_destination(Path(dest).absolute(), force=force)  # before copying: fail at once
     epoch = reproducible_epoch(reproducible)
     with tempfile.TemporaryDirectory(prefix="tiled-archive-") as work:
         db = Path(work, CATALOG_NAME)

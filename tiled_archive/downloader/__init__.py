@@ -210,8 +210,9 @@ def open_source(
     """The Tiled node to download: the server at ``uri``, the node at ``path`` below it, and
     the children matching every ``search`` pair (metadata key equals value) and ``fulltext``.
 
-    Raises ArchiveError TA-E911 when the server cannot be reached, TA-E900 when the node does
-    not exist or a search is asked of a node that is not a container.
+    Raises ArchiveError TA-E911 when the server cannot be reached, TA-E914 when it wants an API
+    key (none, or not this one), TA-E900 when the node does not exist or a search is asked of
+    a node that is not a container.
     """
     from tiled.client import from_uri
     from tiled.queries import FullText, Key
@@ -220,8 +221,19 @@ def open_source(
         node = from_uri(uri, api_key=api_key)
         if path and path.strip("/"):
             node = node[path.strip("/")]
+    except httpx.HTTPStatusError as err:
+        if err.response.status_code in (401, 403):
+            raise ArchiveError(
+                "TA-E914", uri, f"the server refused the API key ({err.response.status_code})"
+            ) from None
+        raise ArchiveError("TA-E911", uri, f"the server answered {err}") from None
     except httpx.HTTPError as err:
         raise ArchiveError("TA-E911", uri, f"cannot reach the server: {err}") from None
+    except RuntimeError as err:  # Tiled's client, on a server that needs a key: no HTTP error
+        if "requires API key" not in str(err):
+            raise
+        message = "the server requires an API key; none was given"
+        raise ArchiveError("TA-E914", uri, message) from None
     except KeyError:
         raise ArchiveError("TA-E900", path, "no such node on the server") from None
     queries = [Key(key) == value for key, value in search]
