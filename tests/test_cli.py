@@ -231,3 +231,27 @@ def test_an_existing_destination_is_refused_before_any_work(tmp_path, command):
     assert result.returncode == 1
     assert "TA-E903" in result.stderr, result.stderr
     assert (tmp_path / "existing" / "mine.txt").read_text() == "not an archive"
+
+
+def test_a_report_counts_repeats_and_says_how_to_fix_each_code(tmp_path):
+    """An archive re-zipped with Info-ZIP: every member unaligned (TA-W102). The table shows
+    three of them and counts the rest; each code found gets its fix once."""
+    from tiled_archive.validator import ROWS_PER_CODE
+
+    folder = tmp_path / "folder"
+    assert (
+        run("extract", "-q", FIXTURES / "valid" / "minimal" / "archive.zip", folder).returncode == 0
+    )
+    rezipped = tmp_path / "rezipped.zip"
+    subprocess.run(["zip", "-q", "-0", "-X", rezipped, "mimetype"], cwd=folder, check=True)
+    subprocess.run(
+        ["zip", "-q", "-0", "-X", "-r", rezipped, ".", "-x", "mimetype"], cwd=folder, check=True
+    )
+    result = run("validate", rezipped)
+    lines = result.stdout.splitlines()
+    unaligned = [line for line in lines if "TA-W102" in line and "│" in line]
+    members = len(run("validate", "--json", rezipped).stdout.split('"TA-W102"')) - 1
+    assert members > ROWS_PER_CODE + 1
+    assert len(unaligned) == ROWS_PER_CODE + 1
+    assert f"… and {members - ROWS_PER_CODE} more" in unaligned[-1]
+    assert "fix TA-W102: Re-pack with `tiled-archive pack`." in lines

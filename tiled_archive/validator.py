@@ -846,21 +846,37 @@ def _holds_folder(sorted_paths: list[str], folder: str) -> bool:
 # -- Output -----------------------------------------------------------------------------------
 
 
+#: Rows of one code a report table shows; the rest are counted (``--json`` lists them all).
+ROWS_PER_CODE = 3
+
+
 def print_report(report: Report, console: Console, *, strict: bool = False) -> None:
-    """A table of the problems, then a one-line verdict."""
+    """A table of the problems (at most ROWS_PER_CODE rows of one code, the rest counted),
+    how to fix each code found, then a one-line verdict."""
     if report.problems:
         table = Table(show_lines=False, header_style="bold")
         for column in ("code", "severity", "path", "message"):
             table.add_column(column, overflow="fold")
+        by_code: dict[str, list[Problem]] = {}
         for problem in report.problems:
-            color = "red" if problem.severity is Severity.ERROR else "yellow"
-            table.add_row(
-                f"[{color}]{problem.code}[/]",
-                problem.severity.value,
-                escape(clip(problem.path or "")),  # archive text: never rich markup
-                escape(clip(problem.message)),
-            )
+            by_code.setdefault(problem.code, []).append(problem)
+        for code, found in by_code.items():
+            color = "red" if found[0].severity is Severity.ERROR else "yellow"
+            for problem in found[:ROWS_PER_CODE]:
+                table.add_row(
+                    f"[{color}]{code}[/]",
+                    problem.severity.value,
+                    escape(clip(problem.path or "")),  # archive text: never rich markup
+                    escape(clip(problem.message)),
+                )
+            if len(found) > ROWS_PER_CODE:
+                more = len(found) - ROWS_PER_CODE
+                table.add_row(
+                    f"[{color}]{code}[/]", "", f"… and {more} more", "(--json lists them all)"
+                )
         console.print(table)
+        for code in by_code:
+            console.print(f"fix {code}: {escape(CODES[code].hint)}", highlight=False)
     console.print(verdict(report, strict=strict), highlight=False)
 
 
