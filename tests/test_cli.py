@@ -150,7 +150,7 @@ def test_piped_output_is_not_wrapped(tmp_path):
     (command,) = [line for line in result.stderr.splitlines() if "tiled serve catalog" in line]
     assert command.endswith("--public") and str(dest / "catalog.db") in command
     report = run("validate", FIXTURES / "invalid" / "E601-ragged-null-values" / "archive")
-    (row,) = [line for line in report.stdout.splitlines() if "TA-E601" in line]
+    (row,) = [line for line in report.stdout.splitlines() if "│ TA-E601" in line]
     assert "holds NULL values (Tiled writes none)" in row
 
 
@@ -255,3 +255,36 @@ def test_a_report_counts_repeats_and_says_how_to_fix_each_code(tmp_path):
     assert len(unaligned) == ROWS_PER_CODE + 1
     assert f"… and {members - ROWS_PER_CODE} more" in unaligned[-1]
     assert "fix TA-W102: Re-pack with `tiled-archive pack`." in lines
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "hint"),
+    [
+        (["relocate", FIXTURES / "valid" / "minimal" / "archive.zip"], "TA-E904", "extract"),
+        (["create", "{tmp}/out.zip"], "TA-E900", "Name at least one file or folder"),
+    ],
+)
+def test_a_hint_fits_the_case(tmp_path, args, code, hint):
+    result = run(*[str(a).format(tmp=tmp_path) for a in args])
+    assert result.returncode == 1
+    assert code in result.stderr and hint in result.stderr
+    assert "free space" not in result.stderr and "permissions" not in result.stderr
+
+
+def test_a_zipped_relocated_directory_is_told_to_pack(tmp_path):
+    import json
+
+    folder = tmp_path / "folder"
+    assert (
+        run("extract", "-q", FIXTURES / "valid" / "minimal" / "archive.zip", folder).returncode == 0
+    )
+    zipped = tmp_path / "zipped.zip"
+    subprocess.run(["zip", "-q", "-0", "-X", zipped, "mimetype"], cwd=folder, check=True)
+    subprocess.run(
+        ["zip", "-q", "-0", "-X", "-r", zipped, ".", "-x", "mimetype"], cwd=folder, check=True
+    )
+    report = json.loads(run("validate", "--json", zipped).stdout)
+    hints = {p["hint"] for p in report["problems"] if p["code"] == "TA-E503"}
+    assert hints and all(
+        "tiled-archive pack" in h and "run `tiled-archive relocate`" not in h for h in hints
+    )

@@ -47,19 +47,25 @@ _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\?#%]")
 
 @dataclass(frozen=True)
 class Problem:
-    """One finding: a code from the table, the member or path at fault, a specific message."""
+    """One finding: a code from the table, the member or path at fault, a specific message,
+    and a hint for this case when the code's own would not fit it (``fix`` gives either)."""
 
     code: str
     path: str | None
     message: str
+    hint: str | None = field(default=None, compare=False)
 
     @property
     def severity(self) -> Severity:
         return CODES[self.code].severity
 
+    @property
+    def fix(self) -> str:
+        return self.hint or CODES[self.code].hint
+
     def __str__(self) -> str:
         where = f" {clip(self.path)}:" if self.path else ""
-        return f"{self.code}{where} {clip(self.message)} ({CODES[self.code].hint})"
+        return f"{self.code}{where} {clip(self.message)} ({self.fix})"
 
 
 def clip(text: str, limit: int = 300) -> str:
@@ -74,8 +80,8 @@ def clip(text: str, limit: int = 300) -> str:
 class ArchiveError(Exception):
     """An archive (or a request about one) breaks a rule of the format."""
 
-    def __init__(self, code: str, path: str | None, message: str):
-        self.problem = Problem(code, path, message)
+    def __init__(self, code: str, path: str | None, message: str, hint: str | None = None):
+        self.problem = Problem(code, path, message, hint)
         super().__init__(str(self.problem))
 
     @property

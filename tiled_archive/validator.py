@@ -50,7 +50,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from . import __version__, bag
-from .codes import CODES, Severity
+from .codes import Severity
 from .content import DataSourceRow
 from .content import inspect as inspect_data_source
 from .content.catalog import (
@@ -178,7 +178,7 @@ class Report:
                     "severity": p.severity.value,
                     "path": p.path,
                     "message": p.message,
-                    "hint": CODES[p.code].hint,
+                    "hint": p.fix,
                 }
                 for p in self.problems
             ],
@@ -258,8 +258,8 @@ class _Checker:
         self._thread = threading.local()
         self._task: Any = None
 
-    def add(self, code: str, path: str | None, message: str) -> None:
-        self.problems.append(Problem(code, path, message))
+    def add(self, code: str, path: str | None, message: str, hint: str | None = None) -> None:
+        self.problems.append(Problem(code, path, message, hint))
 
     def run(self) -> None:
         source = self._open()
@@ -759,7 +759,13 @@ class _CatalogChecks:
             return None
         if is_relocated(uri):
             if isinstance(self.checker.source, ZipSource):
-                self.add("TA-E503", uri, "a ZIP archive must use archive form (data/...)")
+                self.add(
+                    "TA-E503",
+                    uri,
+                    "a ZIP archive must use archive form (data/...)",
+                    "Make the ZIP with `tiled-archive pack DIR x.zip`, which writes archive form,"
+                    " not by zipping a relocated directory.",
+                )
                 return None
             scheme = RELOCATED_SCHEMES[is_sql_storage]
             if not uri.startswith(f"{scheme}:"):
@@ -875,8 +881,8 @@ def print_report(report: Report, console: Console, *, strict: bool = False) -> N
                     f"[{color}]{code}[/]", "", f"… and {more} more", "(--json lists them all)"
                 )
         console.print(table)
-        for code in by_code:
-            console.print(f"fix {code}: {escape(CODES[code].hint)}", highlight=False)
+        for code, found in by_code.items():
+            console.print(f"fix {code}: {escape(found[0].fix)}", highlight=False)
     console.print(verdict(report, strict=strict), highlight=False)
 
 

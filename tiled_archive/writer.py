@@ -433,7 +433,12 @@ def _plan_sources(sources: Iterable[str | Path]) -> dict[str, Path]:
             raise ArchiveError("TA-E902", str(source), f"another source is also named {name!r}")
         by_name[name] = path.resolve()
     if not by_name:
-        raise ArchiveError("TA-E900", None, "no sources given")
+        raise ArchiveError(
+            "TA-E900",
+            None,
+            "no sources given",
+            "Name at least one file or folder to archive, or pass --catalog CATALOG.db.",
+        )
     return by_name
 
 
@@ -674,7 +679,13 @@ def relocate(directory: str | Path) -> Path:
     directory = Path(directory)
     with open_archive(directory) as archive:
         if not archive.is_directory:
-            raise ArchiveError("TA-E904", str(directory), "only directory archives are relocated")
+            raise ArchiveError(
+                "TA-E904",
+                str(directory),
+                "only directory archives are relocated",
+                "A ZIP is always in archive form and needs no relocating; to serve it with "
+                "stock Tiled, `tiled-archive extract` it into a directory.",
+            )
         manifest = archive.manifest
         payload = {entry.path for entry in manifest.files}
 
