@@ -233,20 +233,26 @@ def test_an_existing_destination_is_refused_before_any_work(tmp_path, command):
     assert (tmp_path / "existing" / "mine.txt").read_text() == "not an archive"
 
 
+def zipped_by_info_zip(tmp_path: Path) -> Path:
+    """The minimal fixture extracted (so relocated), then zipped by Info-ZIP as a user might
+    (``mimetype`` first, all STORED): every member unaligned, every URI relocated."""
+    folder = tmp_path / "folder"
+    extracted = run("extract", "-q", FIXTURES / "valid" / "minimal" / "archive.zip", folder)
+    assert extracted.returncode == 0, extracted.stderr
+    zipped = tmp_path / "zipped.zip"
+    subprocess.run(["zip", "-q", "-0", "-X", zipped, "mimetype"], cwd=folder, check=True)
+    subprocess.run(
+        ["zip", "-q", "-0", "-X", "-r", zipped, ".", "-x", "mimetype"], cwd=folder, check=True
+    )
+    return zipped
+
+
 def test_a_report_counts_repeats_and_says_how_to_fix_each_code(tmp_path):
     """An archive re-zipped with Info-ZIP: every member unaligned (TA-W102). The table shows
     three of them and counts the rest; each code found gets its fix once."""
     from tiled_archive.validator import ROWS_PER_CODE
 
-    folder = tmp_path / "folder"
-    assert (
-        run("extract", "-q", FIXTURES / "valid" / "minimal" / "archive.zip", folder).returncode == 0
-    )
-    rezipped = tmp_path / "rezipped.zip"
-    subprocess.run(["zip", "-q", "-0", "-X", rezipped, "mimetype"], cwd=folder, check=True)
-    subprocess.run(
-        ["zip", "-q", "-0", "-X", "-r", rezipped, ".", "-x", "mimetype"], cwd=folder, check=True
-    )
+    rezipped = zipped_by_info_zip(tmp_path)
     result = run("validate", rezipped)
     lines = result.stdout.splitlines()
     unaligned = [line for line in lines if "TA-W102" in line and "│" in line]
@@ -274,15 +280,7 @@ def test_a_hint_fits_the_case(tmp_path, args, code, hint):
 def test_a_zipped_relocated_directory_is_told_to_pack(tmp_path):
     import json
 
-    folder = tmp_path / "folder"
-    assert (
-        run("extract", "-q", FIXTURES / "valid" / "minimal" / "archive.zip", folder).returncode == 0
-    )
-    zipped = tmp_path / "zipped.zip"
-    subprocess.run(["zip", "-q", "-0", "-X", zipped, "mimetype"], cwd=folder, check=True)
-    subprocess.run(
-        ["zip", "-q", "-0", "-X", "-r", zipped, ".", "-x", "mimetype"], cwd=folder, check=True
-    )
+    zipped = zipped_by_info_zip(tmp_path)
     report = json.loads(run("validate", "--json", zipped).stdout)
     hints = {p["hint"] for p in report["problems"] if p["code"] == "TA-E503"}
     assert hints and all(
