@@ -286,3 +286,27 @@ def test_a_zipped_relocated_directory_is_told_to_pack(tmp_path):
     assert hints and all(
         "tiled-archive pack" in h and "run `tiled-archive relocate`" not in h for h in hints
     )
+
+
+def test_conformance_ends_with_a_summary_and_speaks_json(tmp_path):
+    """Two fixtures, one with a wrong expectation: the table ends "FAIL 1 of 2 ...", the JSON
+    lists both runs, and the exit status is 1 either way."""
+    import json
+
+    for name in ("E601-ragged-null-values", "E602-ragged-offsets-past-data"):
+        shutil.copytree(FIXTURES / "invalid" / name, tmp_path / "tree" / "invalid" / name)
+    expected = tmp_path / "tree" / "invalid" / "E602-ragged-offsets-past-data" / "expected.json"
+    document = json.loads(expected.read_text())
+    document["expected"]["directory"] = ["TA-E601"]
+    expected.write_text(json.dumps(document))
+    table = run("conformance", tmp_path / "tree")
+    assert table.returncode == 1
+    assert table.stdout.splitlines()[-1] == "FAIL 1 of 2 fixture forms give exactly their codes"
+    as_json = run("conformance", "--json", tmp_path / "tree")
+    assert as_json.returncode == 1
+    report = json.loads(as_json.stdout)
+    assert (report["passed"], report["failed"]) == (1, 1)
+    assert {(r["fixture"], r["passed"]) for r in report["runs"]} == {
+        ("invalid/E601-ragged-null-values", True),
+        ("invalid/E602-ragged-offsets-past-data", False),
+    }

@@ -252,6 +252,9 @@ def conformance(
         list[Path],
         typer.Argument(help="Conformance fixture trees (e.g. conformance/fixtures) or archives."),
     ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the fixture runs as JSON (fixture trees).")
+    ] = False,
 ) -> None:
     """Run the validator on conformance fixtures, comparing codes exactly, or on archives.
 
@@ -266,7 +269,9 @@ def conformance(
     for path in paths:
         if is_fixture_tree(path):
             results = run_cases(fixture_cases(path))  # lazy: runs inside print_conformance
-            failed += _check_or_exit(path, functools.partial(print_conformance, results, console))
+            failed += _check_or_exit(
+                path, functools.partial(print_conformance, results, console, as_json=as_json)
+            )
         else:
             report = _check_or_exit(path, functools.partial(validate_archive, path))
             console.print(verdict(report), highlight=False)

@@ -939,15 +939,27 @@ def is_fixture_tree(path: Path) -> bool:
     return next(path.rglob("expected.json"), None) is not None
 
 
-def print_conformance(results: Iterable[tuple[FixtureCase, Report]], console: Console) -> int:
-    """A pass/fail table of fixture runs; returns how many failed."""
+def print_conformance(
+    results: Iterable[tuple[FixtureCase, Report]], console: Console, *, as_json: bool = False
+) -> int:
+    """A pass/fail table of fixture runs and a summary line (with ``as_json``, one JSON
+    document: every run's fixture, form, expected and reported codes, and whether it
+    passed); returns how many failed."""
     table = Table(header_style="bold")
     for column in ("fixture", "form", "expected", "got", "result"):
         table.add_column(column, overflow="fold")
-    failed = 0
+    runs = []
     for case, report in results:
         passed = report.codes == case.expected
-        failed += not passed
+        runs.append(
+            {
+                "fixture": case.name,
+                "form": case.form,
+                "expected": sorted(case.expected),
+                "got": sorted(report.codes),
+                "passed": passed,
+            }
+        )
         table.add_row(
             case.name,
             case.form,
@@ -955,7 +967,16 @@ def print_conformance(results: Iterable[tuple[FixtureCase, Report]], console: Co
             " ".join(sorted(report.codes)) or "-",
             "[green]pass[/]" if passed else "[bold red]FAIL[/]",
         )
+    failed = sum(not run["passed"] for run in runs)
+    if as_json:
+        console.print_json(data={"passed": len(runs) - failed, "failed": failed, "runs": runs})
+        return failed
     console.print(table)
+    summary = f"{len(runs) - failed} of {len(runs)} fixture forms give exactly their codes"
+    console.print(
+        f"[bold green]PASS[/] {summary}" if not failed else f"[bold red]FAIL[/] {summary}",
+        highlight=False,
+    )
     return failed
 
 
