@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .format import ArchiveError
+from .format import ArchiveError, plural
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -376,7 +376,7 @@ def download(
     )
     with open_archive(output) as archive:
         nodes = archive.node_count()
-    _wrote(output, f"{nodes} node{'s' if nodes != 1 else ''}")
+    _wrote(output, plural(nodes, "node"))
 
 
 def _show_warning(message: Warning | str, *_: object, **__: object) -> None:

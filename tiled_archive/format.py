@@ -68,6 +68,11 @@ class Problem:
         return f"{self.code}{where} {clip(self.message)} ({self.fix})"
 
 
+def plural(count: int, noun: str) -> str:
+    """``count`` and ``noun`` for display: "1 error", "2 errors", "0 nodes"."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def clip(text: str, limit: int = 300) -> str:
     """``text`` for display: at most ``limit`` characters, the middle elided (paths and
     messages from an archive can be of any length)."""

@@ -85,6 +85,7 @@ from .format import (
     is_relocated,
     parse_manifest,
     path_problems,
+    plural,
 )
 from .sources import ByteSource
 from .sources.directory import DirectorySource
@@ -886,14 +887,10 @@ def print_report(report: Report, console: Console, *, strict: bool = False) -> N
     console.print(verdict(report, strict=strict), highlight=False)
 
 
-def _count(items: list, noun: str) -> str:
-    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
-
-
 def verdict(report: Report, *, strict: bool = False) -> str:
     """One line: VALID or INVALID, the counts, and what was checked."""
     mode = "fast" if report.fast else "full"
-    counts = f"{_count(report.errors, 'error')}, {_count(report.warnings, 'warning')}"
+    counts = f"{plural(len(report.errors), 'error')}, {plural(len(report.warnings), 'warning')}"
     if report.exit_status(strict=strict):
         why = " (--strict: warnings count)" if not report.errors else ""
         return f"[bold red]INVALID[/] {report.path}: {counts}{why} ({mode} check)"
@@ -945,32 +942,31 @@ def print_conformance(
     """A pass/fail table of fixture runs and a summary line (with ``as_json``, one JSON
     document: every run's fixture, form, expected and reported codes, and whether it
     passed); returns how many failed."""
-    table = Table(header_style="bold")
-    for column in ("fixture", "form", "expected", "got", "result"):
-        table.add_column(column, overflow="fold")
-    runs = []
-    for case, report in results:
-        passed = report.codes == case.expected
-        runs.append(
-            {
-                "fixture": case.name,
-                "form": case.form,
-                "expected": sorted(case.expected),
-                "got": sorted(report.codes),
-                "passed": passed,
-            }
-        )
-        table.add_row(
-            case.name,
-            case.form,
-            " ".join(sorted(case.expected)) or "-",
-            " ".join(sorted(report.codes)) or "-",
-            "[green]pass[/]" if passed else "[bold red]FAIL[/]",
-        )
+    runs = [
+        {
+            "fixture": case.name,
+            "form": case.form,
+            "expected": sorted(case.expected),
+            "got": sorted(report.codes),
+            "passed": report.codes == case.expected,
+        }
+        for case, report in results
+    ]
     failed = sum(not run["passed"] for run in runs)
     if as_json:
         console.print_json(data={"passed": len(runs) - failed, "failed": failed, "runs": runs})
         return failed
+    table = Table(header_style="bold")
+    for column in ("fixture", "form", "expected", "got", "result"):
+        table.add_column(column, overflow="fold")
+    for run in runs:
+        table.add_row(
+            run["fixture"],
+            run["form"],
+            " ".join(run["expected"]) or "-",
+            " ".join(run["got"]) or "-",
+            "[green]pass[/]" if run["passed"] else "[bold red]FAIL[/]",
+        )
     console.print(table)
     summary = f"{len(runs) - failed} of {len(runs)} fixture forms give exactly their codes"
     console.print(

@@ -6,8 +6,9 @@ chunk along axis 0 (``chunk_index``), one list column per awkward buffer, the da
 database is a DuckDB file, an asset of its own, and untrusted: DuckDB runs what the file
 defines (views, generated columns) when a query touches it. So the database is opened read-only,
 with file system access, extension loading and spilling to disk disabled and a memory limit
-locked in, and only a base table with exactly the columns Tiled makes is read. What a chunk
-decodes to is counted from the stored list lengths before any chunk is read.
+locked in, and only a base table with exactly the columns Tiled makes is read. What a read
+loads (DuckDB loads a list column whole for any row) is counted from DuckDB's storage metadata
+before any value is loaded; every buffer is checked against what awkward reads from it.
 """
 
 from __future__ import annotations
@@ -83,9 +84,10 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
         if structure is not None:
             add(result, "TA-E601", member, "not a DuckDB database file (no DUCK magic)")
         return
+    stored = source.members()[member].size
     try:
         with _local(source, member) as path, contextlib.closing(connect(path)) as conn:
-            problem, values = _table_problem(conn, table, dataset, structure, path.stat().st_size)
+            problem, values = _table_problem(conn, table, dataset, structure, stored)
     except Exception as err:  # noqa: BLE001 -- DuckDB raises many types on a bad file
         add(result, "TA-E601", member, f"not a readable DuckDB database: {reason(err)}")
         return
@@ -93,8 +95,7 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
         code, message = problem
         add(result, code, member, message)
         return
-    result.decoded, result.stored = values, source.members()[member].size
-    result.unit = values + result.stored
+    result.decoded, result.stored, result.unit = values, stored, values + stored
 
 
 def _table_problem(
