@@ -46,7 +46,7 @@ from rich.console import Console
 from rich.table import Table
 
 import tiled_archive
-from tiled_archive.catalog import build_catalog
+from tiled_archive.registration import build_catalog
 from tiled_archive.testing import free_port, serving, tiled_serve_catalog
 
 MIB = 1 << 20

@@ -27,7 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-SPEC = Path(__file__).resolve().parent.parent / "spec"
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "spec"
 # Tables whose rows triggers (or SQLite's FTS5 module) write when a node is inserted.
 _TRIGGER_MAINTAINED = ("nodes_closure", "metadata_fts5")
 
@@ -35,6 +36,11 @@ _TRIGGER_MAINTAINED = ("nodes_closure", "metadata_fts5")
 def schema_file(revision: str) -> Path:
     """Where the spec keeps the catalog schema of a Tiled schema revision."""
     return SPEC / f"catalog-schema-{revision}.sql"
+
+
+def package_copy(revision: str) -> Path:
+    """The same file in the package, from which the reference writer creates catalogs."""
+    return ROOT / "tiled_archive" / f"catalog-schema-{revision}.sql"
 
 
 def dump(db: Path) -> str:
@@ -107,12 +113,12 @@ def _literal(value: object) -> str:
 
 
 def tiled_dump() -> str:
-    """Initialize a catalog with Tiled (through the reference writer's helper) and dump it."""
-    from tiled_archive.catalog import init_catalog
+    """Initialize a catalog with Tiled's own init (alembic, in a subprocess) and dump it."""
+    from tiled.catalog import from_uri
 
     with tempfile.TemporaryDirectory() as work:
         db = Path(work, "catalog.db")
-        init_catalog(db, [])
+        from_uri(f"sqlite:///{db}", init_if_not_exists=True)
         return dump(db)
 
 
@@ -122,15 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from tiled_archive.format import TILED_SCHEMA_REVISIONS
 
-    target = schema_file(TILED_SCHEMA_REVISIONS[0])
+    revision = TILED_SCHEMA_REVISIONS[0]
     text = tiled_dump()
-    if args.check:
-        same = target.is_file() and target.read_text(encoding="utf-8") == text
-        print(f"{target}: {'up to date' if same else 'differs from what Tiled creates'}")
-        return 0 if same else 1
-    target.write_text(text, encoding="utf-8")
-    print(f"wrote {target}")
-    return 0
+    status = 0
+    for target in (schema_file(revision), package_copy(revision)):
+        if args.check:
+            same = target.is_file() and target.read_text(encoding="utf-8") == text
+            print(f"{target}: {'up to date' if same else 'differs from what Tiled creates'}")
+            status |= not same
+        else:
+            target.write_text(text, encoding="utf-8")
+            print(f"wrote {target}")
+    return status
 
 
 if __name__ == "__main__":

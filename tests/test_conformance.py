@@ -131,17 +131,25 @@ def test_conformance_command(tmp_path):
 
 
 def test_catalog_schema_file_is_what_tiled_creates(tmp_path):
-    """The spec's SQL file equals a fresh dump, and running it gives Tiled's own catalog."""
+    """The spec's SQL file (and its copy in the package) equals a fresh dump of Tiled's own
+    init, and running it gives Tiled's catalog; so does the writer's catalog creation."""
+    from tiled.catalog import from_uri
+
     from tiled_archive.catalog import init_catalog
     from tiled_archive.format import TILED_SCHEMA_REVISIONS
 
-    schema_file = catalog_schema.schema_file(TILED_SCHEMA_REVISIONS[0])
-    tiled_db, ours = tmp_path / "tiled.db", tmp_path / "ours.db"
-    init_catalog(tiled_db, [])
+    revision = TILED_SCHEMA_REVISIONS[0]
+    schema_file = catalog_schema.schema_file(revision)
+    tiled_db, ours, writers = tmp_path / "tiled.db", tmp_path / "ours.db", tmp_path / "w.db"
+    from_uri(f"sqlite:///{tiled_db}", init_if_not_exists=True)
     assert catalog_schema.dump(tiled_db) == schema_file.read_text(encoding="utf-8")
+    assert catalog_schema.package_copy(revision).read_bytes() == schema_file.read_bytes()
     with contextlib.closing(sqlite3.connect(ours)) as conn:
         conn.executescript(schema_file.read_text(encoding="utf-8"))
     assert catalog_contents(ours) == catalog_contents(tiled_db)
+    init_catalog(writers, [])
+    assert catalog_contents(writers) == catalog_contents(tiled_db)
+    assert catalog_schema.dump(writers) == catalog_schema.dump(tiled_db)
 
 
 def catalog_contents(db: Path) -> tuple[set, dict]:

@@ -7,13 +7,9 @@ stock ``tiled serve catalog`` works, and *canonicalization* undoes that.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
-import logging
 import os
-import tempfile
-import threading
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,23 +25,12 @@ from .format import (
     SQL_STORAGE_ASSETS,
     ArchiveError,
     FileEntry,
+    catalog_schema_sql,
     is_relocated,
     member_from_data_uri,
+    member_from_relocated,
 )
-from .quiet import quiet_tiled
 
-# Tables of Tiled's catalog schema an archive's catalog.db must hold (spec: catalog.db).
-REQUIRED_TABLES = (
-    "alembic_version",
-    "nodes",
-    "nodes_closure",
-    "structures",
-    "data_sources",
-    "assets",
-    "data_source_asset_association",
-    "revisions",
-    "metadata_fts5",
-)
 _SCHEMA_COOKIE = 1
 _TIMESTAMPED = (orm.Node, orm.DataSource, orm.Asset, orm.Revision, orm.AccessTag)
 
@@ -84,139 +69,26 @@ def schema_revision(db: Path) -> str | None:
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+def init_catalog(db: Path, readable: list[str]):
+    """Create ``db`` as Tiled's own catalog init makes it; return Tiled's catalog adapter over it.
+
+    Tiled's init runs alembic in a subprocess that imports Tiled again (2-5 s); the packaged
+    schema SQL is what that init creates (a test dumps both and compares), so it is run
+    instead, in-process.
+    """
+    from tiled.catalog import from_uri
+
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.executescript(catalog_schema_sql())
+    return from_uri(sqlite_url(db), readable_storage=readable)
+
+
 def read_assets(db: Path) -> list[AssetRow]:
     """Every asset of the catalog."""
     table = orm.Asset.__table__
     columns = [table.c[name] for name in AssetRow.__dataclass_fields__]
     with _engine(db, read_only=True) as engine, engine.connect() as conn:
         return [AssetRow(*row) for row in conn.execute(select(*columns).order_by(table.c.id))]
-
-
-# -- Building a catalog with Tiled's registration ------------------------------------------
-
-
-@dataclass
-class RegistrationReport:
-    """What Tiled's registration skipped: files it has no adapter for, and key collisions."""
-
-    skipped: list[str]
-    collisions: list[str]
-
-
-class _RegistrationLog(logging.Handler):
-    """Collects the SKIPPED / COLLISION lines Tiled's registration only logs."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.report = RegistrationReport([], [])
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if "COLLISION" in message:
-            self.report.collisions.append(message.split("COLLISION:", 1)[1].strip())
-        elif "SKIPPED" in message:
-            self.report.skipped.append(message.split("SKIPPED:", 1)[1].strip())
-
-
-#: Held while Tiled's catalog init runs, so a prepared init is waited for, never run twice.
-_EMPTY_CATALOG_LOCK = threading.Lock()
-
-
-def init_catalog(db: Path, readable: list[str]):
-    """Create ``db`` as Tiled's own catalog init makes it; return Tiled's catalog adapter over it.
-
-    Tiled runs the init in a subprocess (about two seconds), so it runs once per process and
-    each new catalog is a copy of that empty one.
-    """
-    from tiled.catalog import from_uri
-
-    with _EMPTY_CATALOG_LOCK:
-        empty = _empty_catalog()
-    db.write_bytes(empty)
-    return from_uri(sqlite_url(db), readable_storage=readable)
-
-
-def prepare_init_catalog() -> None:
-    """Run Tiled's catalog init now, in a background thread, so that a later
-    :func:`init_catalog` finds its result ready (for callers with other work to do first)."""
-
-    def prepare() -> None:
-        with _EMPTY_CATALOG_LOCK:
-            _empty_catalog()
-
-    threading.Thread(target=prepare, name="tiled-archive-catalog-init", daemon=True).start()
-
-
-@functools.cache
-def _empty_catalog() -> bytes:
-    """The bytes of a catalog fresh from Tiled's init, with a fixed hash seed so anything the
-    init orders by string hashing comes out the same; indexes, which it orders by object
-    identity, are re-created by name when a catalog is compacted (:func:`_compact`)."""
-    from tiled.catalog import from_uri
-
-    previous = os.environ.get("PYTHONHASHSEED")
-    os.environ["PYTHONHASHSEED"] = "0"
-    try:
-        with tempfile.TemporaryDirectory(prefix="tiled-archive-") as work:
-            db = Path(work, "catalog.db")
-            from_uri(sqlite_url(db), init_if_not_exists=True)
-            return db.read_bytes()
-    finally:
-        if previous is None:
-            del os.environ["PYTHONHASHSEED"]
-        else:
-            os.environ["PYTHONHASHSEED"] = previous
-
-
-async def sorted_walker(node, path, files, directories, settings):  # noqa: ARG001
-    """A registration walker that only sorts: node ids then follow names, not disk order."""
-    return sorted(files), sorted(directories)
-
-
-def build_catalog(db: Path, sources: Mapping[str, Path]) -> RegistrationReport:
-    """Create ``db`` with Tiled's catalog init and register each source under its top-level key.
-
-    ``sources`` maps a top-level name to a file or folder; a folder that Tiled reads as one item
-    (e.g. a Zarr store) becomes one node, any other folder a container of its contents.
-    """
-    from tiled.client import Context, from_context
-    from tiled.client.register import (
-        Settings,
-        register,
-        resolve_mimetype,
-    )
-    from tiled.server.app import build_app
-
-    readable = sorted({str(path.resolve().parent) for path in sources.values()})
-    adapter = init_catalog(db, readable)
-    settings = Settings.init()
-    handler = _RegistrationLog()
-    logger = logging.getLogger("tiled.client.register")
-    logger.addHandler(handler)
-    previous_level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
-        with quiet_tiled(), Context.from_app(build_app(adapter)) as context:
-            client = from_context(context)
-            for name in sorted(sources):
-                path = sources[name].resolve()
-                as_one_item = path.is_dir() and resolve_mimetype(
-                    path, settings.mimetypes_by_file_ext
-                )
-                prefix = "/" if (path.is_file() or as_one_item) else f"/{name}"
-                asyncio.run(
-                    register(
-                        client,
-                        path,
-                        prefix=prefix,
-                        walkers=["tiled_archive.catalog:sorted_walker"],
-                        overwrite=False,
-                    )
-                )
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous_level)
-    return handler.report
 
 
 # -- Rewriting asset URIs --------------------------------------------------------------------
@@ -319,21 +191,10 @@ def relocate(db: Path, root: Path) -> None:
     _rewrite_uris(db, lambda uri, sql: relocated_uri(root, uri, sql))
 
 
-def member_from_relocated(data_uri: str, root: Path) -> str:
-    """The archive path of a relocated (absolute) URI under ``root``, or raise TA-E503."""
-    if not is_relocated(data_uri):
-        return member_from_data_uri(data_uri)
-    path = path_from_uri(data_uri)
-    try:
-        relative = path.relative_to(root.resolve())
-    except ValueError:
-        raise ArchiveError("TA-E503", data_uri, f"asset URI is outside {root}") from None
-    return member_from_data_uri(relative.as_posix())
-
-
 def canonicalize(db: Path, root: Path) -> None:
     """Rewrite URIs relocated under ``root`` back into archive form (in place)."""
-    _rewrite_uris(db, lambda uri, sql: member_from_relocated(uri, root))
+    resolved = root.resolve()
+    _rewrite_uris(db, lambda uri, sql: member_from_relocated(uri, resolved))
 
 
 def sql_storages(db: Path) -> list[str]:
@@ -353,7 +214,6 @@ def utc_now() -> datetime:
 
 def copy_catalog(source: Path, db: Path) -> None:
     """A consistent copy of a live SQLite catalog (SQLite's backup API; WAL-safe)."""
-    import sqlite3
 
     source_url = f"file:{source.absolute()}?mode=ro"
     with (

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from pathlib import PurePath
 from typing import Any
 
 import jsonschema
@@ -190,6 +191,20 @@ def is_relocated(data_uri: str) -> bool:
     return data_uri.startswith(tuple(f"{s}:" for s in RELOCATED_SCHEMES.values()))
 
 
+def member_from_relocated(data_uri: str, root: PurePath) -> str:
+    """The archive path an asset URI names in an archive whose resolved location is ``root``:
+    a relocated (absolute) URI must lie under it; raise TA-E503 otherwise."""
+    if not is_relocated(data_uri):
+        return member_from_data_uri(data_uri)
+    from tiled.utils import path_from_uri
+
+    try:
+        relative = path_from_uri(data_uri).relative_to(root)
+    except ValueError:
+        raise ArchiveError("TA-E503", data_uri, f"asset URI is outside {root}") from None
+    return member_from_data_uri(relative.as_posix())
+
+
 # -- The manifest ---------------------------------------------------------------------------
 
 
@@ -252,6 +267,13 @@ def _entry_json(entry: FileEntry) -> dict[str, Any]:
 
 
 @cache
+def catalog_schema_sql(revision: str = TILED_SCHEMA_REVISIONS[0]) -> str:
+    """The SQL of the catalog Tiled initializes at ``revision`` (shipped with the package, the
+    same file as spec/catalog-schema-<revision>.sql): every table, index and trigger, and the
+    rows of Tiled's init."""
+    return resources.files(__package__).joinpath(f"catalog-schema-{revision}.sql").read_text()
+
+
 def manifest_schema() -> dict[str, Any]:
     """The JSON Schema of ``tiled-archive.json`` (shipped with the package)."""
     return json.loads(resources.files(__package__).joinpath("manifest.schema.json").read_text())

@@ -39,6 +39,7 @@ from .format import (
     FileEntry,
     Manifest,
     Problem,
+    member_from_relocated,
     version_problem,
 )
 from .sources import ByteSource, Member, Span, open_source
@@ -179,12 +180,10 @@ class Archive:
     def asset_member(self, data_uri: str) -> str:
         """The member (file or folder) an asset URI of the catalog names: archive form, or
         relocated form inside this directory archive; TA-E503/TA-E504 for anything else."""
-        from .catalog import member_from_relocated
-
         members = self.source.members()
         if data_uri in self._entries and data_uri in members:
             return data_uri  # a payload file: its path was checked with the manifest
-        member = member_from_relocated(data_uri, self.location)
+        member = member_from_relocated(data_uri, self.location.resolve())
         if member not in members and not any(m.startswith(member + "/") for m in members):
             raise ArchiveError("TA-E504", data_uri, "asset points at nothing in the archive")
         return member
@@ -198,7 +197,7 @@ class Archive:
         if self._data_sources is None:
             from sqlalchemy.exc import DatabaseError
 
-            from .catalog import REQUIRED_TABLES, read_assets
+            from .catalog import read_assets
 
             catalog = self.catalog_path()
             uri = f"{catalog.resolve().as_uri()}?mode=ro&immutable=1"
@@ -216,7 +215,7 @@ class Archive:
                         raise ArchiveError(stamp.code, stamp.path, stamp.message)
                     checked = self._checked_stamp()
                     if not checked.exists():
-                        _raise_first(schema_problems(conn, REQUIRED_TABLES)[1])
+                        _raise_first(schema_problems(conn)[1])
                         _raise_first(catalog_problems(conn))
                         _touch(checked)
                     # The rows Tiled reads are UTF-8 now: decoded in C, not by the lambda above.

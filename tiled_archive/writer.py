@@ -40,6 +40,7 @@ from .format import (
     Manifest,
     check_path,
 )
+from .registration import RegistrationReport, build_catalog
 from .zipwriter import ZipEntry, zip_stream
 
 CHUNK = 1 << 20
@@ -461,7 +462,7 @@ def create(
     epoch = reproducible_epoch(reproducible)
     with tempfile.TemporaryDirectory(prefix="tiled-archive-") as work:
         db = Path(work, CATALOG_NAME)
-        report = catalog_db.build_catalog(db, named)
+        report = build_catalog(db, named)
         payload, member_for_uri = _registered_payload(db, named, report)
         return write_new(dest, payload, db, member_for_uri, epoch=epoch, force=force, quiet=quiet)
 
@@ -506,7 +507,7 @@ def write_new(
 
 
 def _registered_payload(
-    db: Path, named: Mapping[str, Path], report: catalog_db.RegistrationReport
+    db: Path, named: Mapping[str, Path], report: RegistrationReport
 ) -> tuple[list[PayloadFile], Callable[[catalog_db.AssetRow], str]]:
     """Map registered assets back to source files; refuse files registration left out."""
     from tiled.utils import path_from_uri

@@ -15,6 +15,7 @@ TA-E506 is a row Tiled cannot load, TA-E509 JSON nested too deeply for its encod
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Collection, Iterator
 from functools import cache
@@ -29,10 +30,24 @@ from ..format import (
     TILED_SCHEMA_REVISIONS,
     JSONTooDeep,
     Problem,
+    catalog_schema_sql,
     load_json,
 )
 from . import AssetRef, DataSourceRow, reason, structure_problem
 
+#: The tables an archive's catalog must have (TA-E502); the others of Tiled's schema are
+#: checked for their columns when present.
+REQUIRED_TABLES = (
+    "alembic_version",
+    "nodes",
+    "nodes_closure",
+    "structures",
+    "data_sources",
+    "assets",
+    "data_source_asset_association",
+    "revisions",
+    "metadata_fts5",
+)
 #: The tables Tiled reads to serve a catalog (``nodes_closure`` serves only writes and deletes,
 #: ``metadata_fts5`` is SQLite's own).
 SERVED_TABLES = (
@@ -67,24 +82,20 @@ _CONTAINERS = "('container')"
 
 
 def schema_problems(
-    conn: sqlite3.Connection, required: Collection[str]
+    conn: sqlite3.Connection, required: Collection[str] = REQUIRED_TABLES
 ) -> tuple[set[str], list[Problem]]:
-    """The tables present with every column Tiled's schema (its ORM) gives them, and TA-E502
-    for each ``required`` table that is missing and each table of Tiled's schema that lacks
-    columns (Tiled reads optional ones too, such as ``access_tags``, when serving a node)."""
-    from tiled.catalog import orm
-
+    """The tables present with every column Tiled's schema gives them, and TA-E502 for each
+    ``required`` table that is missing and each table of Tiled's schema that lacks columns
+    (Tiled reads optional ones too, such as ``access_tags``, when serving a node)."""
+    schema = tiled_schema_columns()
     present = {name for (name,) in conn.execute(_TABLES_SQL)}
     complete, problems = set(), []
-    for name in sorted(set(required) | (present & set(orm.Base.metadata.tables))):
+    for name in sorted(set(required) | (present & set(schema))):
         if name not in present:
             problems.append(Problem("TA-E502", CATALOG_NAME, f"no table {name!r}"))
             continue
-        model = orm.Base.metadata.tables.get(name)
-        # rowid is implicit in SQLite; alembic_version is alembic's, not in Tiled's ORM.
-        expected = {c.name for c in model.columns} - {"rowid"} if model is not None else set()
         columns = {row[1] for row in conn.execute(f'PRAGMA table_info("{name}")')}
-        missing = sorted(expected - columns)
+        missing = sorted(schema.get(name, set()) - columns)
         if missing:
             problems.append(
                 Problem("TA-E502", CATALOG_NAME, f"table {name!r} lacks columns {missing}")
@@ -92,6 +103,19 @@ def schema_problems(
         else:
             complete.add(name)
     return complete, problems
+
+
+@cache
+def tiled_schema_columns() -> dict[str, frozenset[str]]:
+    """Each table of Tiled's catalog schema and its columns, from the packaged schema SQL (a
+    test keeps it equal to what Tiled's init creates), so that checking them needs no Tiled."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+        conn.executescript(catalog_schema_sql())
+        tables = [name for (name,) in conn.execute(_TABLES_SQL)]
+        return {
+            name: frozenset(row[1] for row in conn.execute(f'PRAGMA table_info("{name}")'))
+            for name in tables
+        }
 
 
 _TABLES_SQL = "SELECT name FROM sqlite_master WHERE type = 'table'"

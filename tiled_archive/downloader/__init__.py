@@ -40,7 +40,6 @@ from typing import Any
 
 import httpx
 
-from .. import catalog as catalog_db
 from ..format import CATALOG_NAME, ArchiveError
 from ..writer import PayloadFile, check_destination, write_new
 from .cache import DEFAULT_CACHE_MAX_BYTES, Blob, BlobCache, default_cache_dir
@@ -158,7 +157,6 @@ def download(
     """
     dest = Path(dest)
     check_destination(dest.absolute(), force=force)
-    catalog_db.prepare_init_catalog()  # while the data is fetched
     cache = BlobCache(Path(cache_dir) if cache_dir else default_cache_dir(), cache_max_bytes)
     run: Run | None = None
     finished = False

@@ -1,0 +1,93 @@
+"""Registration without Tiled's server gives the catalog Tiled's own server path gives.
+
+The writer registers files with Tiled's ``register()`` over :class:`CatalogNode` (Tiled's
+catalog adapter, called as the server's register route calls it) instead of a client of an
+in-process app. Here the same trees are registered both ways and the catalogs compared, row
+by row, but for creation times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tiled_archive.catalog import init_catalog
+from tiled_archive.registration import build_catalog, resolve_prefix
+
+
+def through_tiled_server(db: Path, sources: dict[str, Path]) -> None:
+    """Tiled's registration through a client of Tiled's own app (what the writer did before)."""
+    from tiled.client import Context, from_context
+    from tiled.client.register import register
+    from tiled.server.app import build_app
+
+    readable = sorted({str(path.resolve().parent) for path in sources.values()})
+    with Context.from_app(build_app(init_catalog(db, readable))) as context:
+        client = from_context(context)
+        for name in sorted(sources):
+            path = sources[name].resolve()
+            asyncio.run(
+                register(
+                    client,
+                    path,
+                    prefix=resolve_prefix(name, path),
+                    walkers=["tiled_archive.registration:sorted_walker"],
+                    overwrite=False,
+                )
+            )
+
+
+def catalog_rows(db: Path) -> dict[str, list]:
+    """Every table's rows but the times (and SQLite's full-text shadow tables)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        tables = [
+            name
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if not name.startswith("metadata_fts5")
+        ]
+        rows = {}
+        for table in tables:
+            columns = [
+                row[1]
+                for row in conn.execute(f'PRAGMA table_info("{table}")')
+                if not row[1].startswith("time_")
+            ]
+            listed = ", ".join(f'"{c}"' for c in columns)
+            rows[table] = sorted(conn.execute(f'SELECT {listed} FROM "{table}"'), key=repr)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def awkward_tree(tmp_path_factory, sample_tree) -> dict[str, Path]:
+    """The sample tree (every format) plus what registration treats specially: a key collision
+    (``scan.csv`` and ``scan.parquet``), a file with no adapter (skipped), a numbered NPY
+    sequence, a single file and a Zarr store given as top-level sources."""
+    root = tmp_path_factory.mktemp("registration")
+    tree = shutil.copytree(sample_tree, root / "scan")
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    frame.to_csv(tree / "clash.csv", index=False)
+    frame.to_parquet(tree / "clash.parquet")
+    (tree / "notes.weird").write_text("no adapter for this")
+    for i in range(3):
+        np.save(tree / f"seq_{i}.npy", np.full((2, 2), i))
+    single = root / "lonely.npy"
+    np.save(single, np.arange(3))
+    return {"scan": tree, "lonely": single, "store": tree / "v3array.zarr"}
+
+
+def test_catalog_equals_what_tiled_server_registration_writes(tmp_path, awkward_tree):
+    ours, tileds = tmp_path / "ours.db", tmp_path / "tiled.db"
+    report = build_catalog(ours, awkward_tree)
+    through_tiled_server(tileds, awkward_tree)
+    expected = catalog_rows(tileds)
+    assert len(expected["nodes"]) > 15 and len(expected["data_sources"]) > 10
+    assert catalog_rows(ours) == expected
+    assert any("clash" in line for line in report.collisions)
+    assert any("notes.weird" in line for line in report.skipped)
