@@ -17,6 +17,7 @@ from tiled_archive.format import (
     FileEntry,
     Manifest,
     check_path,
+    clip,
     manifest_schema,
     parse_manifest,
     path_problems,
@@ -193,3 +194,17 @@ def test_path_rules(path, code):
 @given(archive_path)
 def test_generated_paths_are_valid(path):
     assert check_path(path) == path
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("scan\x1b]0;title\x07", "scan\\x1b]0;title\\x07"),  # a terminal's own commands
+        ("a\nb\tc\x7f\x9b", "a\\nb\\tc\\x7f\\x9b"),
+        ("evil\u202etxt.exe", "evil\\u202etxt.exe"),  # a right-to-left override
+        ("Si (111) — ünïcode", "Si (111) — ünïcode"),
+    ],
+)
+def test_text_from_an_archive_is_shown_without_controls(text, shown):
+    assert clip(text) == shown
+    assert len(clip("x" * 1000 + "\x1b")) == 299

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+import tiled_archive
 from tiled_archive import cli
 from tiled_archive.format import FORMAT_VERSION
 from tiled_archive.validator import Report, report_schema, validate
@@ -220,6 +221,24 @@ def test_cli_human_output_and_strict(archives, tmp_path):
     assert "TA-W001" in lenient.stdout and "VALID" in lenient.stdout
     strict = runner.invoke(cli.app, ["validate", "--strict", "--fast", str(warned)])
     assert strict.exit_code == 1 and "INVALID" in strict.stdout
+    assert "--strict: warnings count" in strict.stdout
+    strict_json = runner.invoke(cli.app, ["validate", "--strict", "--json", str(warned)])
+    document = json.loads(strict_json.stdout)
+    jsonschema.validate(document, report_schema())
+    assert strict_json.exit_code == 1
+    assert document["strict"] is True and document["valid"] is False
+
+
+def test_python_validate_strict(archives, tmp_path):
+    warned = tmp_path / "warned"
+    shutil.copytree(archives["directory"], warned)
+    (warned / "notes.txt").write_text("unknown top-level file")
+    lenient = tiled_archive.validate(warned, fast=True)
+    assert lenient.valid and lenient.codes == {"TA-W001"} and lenient.exit_status() == 0
+    strict = tiled_archive.validate(warned, fast=True, strict=True)
+    assert not strict.valid and strict.exit_status() == 1
+    assert "strict=True" in repr(strict) and "valid=False" in repr(strict)
+    assert tiled_archive.validate(archives["directory"], strict=True).valid
 
 
 @pytest.mark.parametrize(

@@ -47,10 +47,11 @@ def download(source: _Any, dest: str | _Path, **options: _Any) -> _Path:
     return download_archive(source, dest, **options)
 
 
-def validate(path: str | _Path, *, fast: bool = False) -> Report:
+def validate(path: str | _Path, *, fast: bool = False, strict: bool = False) -> Report:
     """Check an archive against every rule of the spec; returns a ``Report`` of every problem
-    (``report.valid``, ``report.errors``, ``report.warnings``, ``report.to_json()``). See
-    :func:`tiled_archive.validator.validate`."""
+    (``report.valid``, ``report.errors``, ``report.warnings``, ``report.to_json()``). ``fast``
+    compares sizes and hashes nothing; with ``strict`` warnings make ``report.valid`` False.
+    See :func:`tiled_archive.validator.validate`."""
     from .validator import validate as validate_archive
 
-    return validate_archive(path, fast=fast)
+    return validate_archive(path, fast=fast, strict=strict)

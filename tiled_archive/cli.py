@@ -234,7 +234,7 @@ def validate(
             disable=quiet,
             transient=True,
         ) as progress:
-            return validate_archive(path, fast=fast, progress=progress)
+            return validate_archive(path, fast=fast, strict=strict, progress=progress)
 
     if not path.exists() and not path.is_symlink():
         _could_not_check(path, "no such file or directory")
@@ -242,8 +242,33 @@ def validate(
     if as_json:
         sys.stdout.write(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
     else:
-        print_report(report, _console(), strict=strict)
-    raise typer.Exit(report.exit_status(strict=strict))
+        print_report(report, _console())
+    raise typer.Exit(report.exit_status())
+
+
+@app.command()
+@reports_errors
+def info(
+    path: Annotated[Path, typer.Argument(help="A directory or ZIP archive.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
+    every_node: Annotated[
+        bool, typer.Option("--all", help="List every node (default: 20 per container).")
+    ] = False,
+) -> None:
+    """Show what an archive holds: format, producer, provenance, sizes and the node tree.
+
+    Reads the manifest and the catalog only; `tiled-archive validate` checks the bytes.
+    """
+    import json
+    import sys
+
+    from .info import describe, print_info
+
+    described = describe(path)
+    if as_json:
+        sys.stdout.write(json.dumps(described.to_json(), indent=2, ensure_ascii=False) + "\n")
+    else:
+        print_info(described, _console(), every_node=every_node)
 
 
 @app.command()

@@ -74,9 +74,16 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+#: Characters a terminal acts on (C0 and C1 controls, DEL) or that reorder the text shown
+#: around them (bidirectional overrides and isolates).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
 def clip(text: str, limit: int = 300) -> str:
-    """``text`` for display: at most ``limit`` characters, the middle elided (paths and
-    messages from an archive can be of any length)."""
+    """``text`` for display: unprintable characters as escapes (``\\x1b``: a name in an
+    archive must not drive the terminal showing it), at most ``limit`` characters, the middle
+    elided (paths and messages from an archive can be of any length)."""
+    text = _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
     if len(text) <= limit:
         return text
     half = (limit - 1) // 2

@@ -122,6 +122,7 @@ class Report:
 
     ``form`` is ``"directory"`` or ``"zip"``, or None when the path is not an archive at all.
     ``format_version`` is the archive's own (from its manifest), when it could be read.
+    With ``strict``, warnings make the archive invalid too.
     """
 
     path: str
@@ -131,6 +132,7 @@ class Report:
     format_version: str | None = None
     bytes_verified: int = 0
     seconds: float = 0.0
+    strict: bool = False
 
     @property
     def errors(self) -> list[Problem]:
@@ -142,8 +144,8 @@ class Report:
 
     @property
     def valid(self) -> bool:
-        """Conforming: no error (warnings allowed)."""
-        return not self.errors
+        """Conforming: no error; warnings allowed unless ``strict``."""
+        return not self.errors and not (self.strict and self.warnings)
 
     @property
     def codes(self) -> set[str]:
@@ -152,12 +154,13 @@ class Report:
     def __repr__(self) -> str:
         return (
             f"Report(path={self.path!r}, form={self.form!r}, valid={self.valid}, "
-            f"errors={len(self.errors)}, warnings={len(self.warnings)}, fast={self.fast})"
+            f"errors={len(self.errors)}, warnings={len(self.warnings)}, fast={self.fast}"
+            + (", strict=True)" if self.strict else ")")
         )
 
-    def exit_status(self, *, strict: bool = False) -> int:
-        """0 valid, 1 invalid (with ``strict``, warnings make an archive invalid too)."""
-        return 1 if self.errors or (strict and self.warnings) else 0
+    def exit_status(self) -> int:
+        """0 valid, 1 invalid."""
+        return 0 if self.valid else 1
 
     def to_json(self) -> dict[str, Any]:
         """The report as described by ``spec/report.schema.json``."""
@@ -170,6 +173,7 @@ class Report:
             "path": self.path,
             "form": self.form,
             "mode": "fast" if self.fast else "full",
+            "strict": self.strict,
             "format_version": self.format_version,
             "valid": self.valid,
             "errors": len(self.errors),
@@ -197,13 +201,17 @@ def report_schema() -> dict[str, Any]:
     return json.loads(resources.files(__package__).joinpath("report.schema.json").read_text())
 
 
-def validate(path: str | Path, *, fast: bool = False, progress: Progress | None = None) -> Report:
+def validate(
+    path: str | Path, *, fast: bool = False, strict: bool = False, progress: Progress | None = None
+) -> Report:
     """Check the directory or ZIP archive at ``path`` against every rule of the format.
 
     Full mode verifies every byte (SHA-256 against the manifest, CRC-32 of ZIP members); with
     ``fast`` only sizes and Payload-Oxum are compared, nothing is hashed, and the catalog gets
     SQLite's ``quick_check`` instead of ``integrity_check``. Every other rule is checked in both.
-    ``progress`` (a started rich Progress) gets a task for the hashing when it is long.
+    With ``strict`` the report counts warnings as errors (``report.valid`` is False when any
+    rule's SHOULD is broken). ``progress`` (a started rich Progress) gets a task for the
+    hashing when it is long.
 
     Raises ``OSError`` only when the archive cannot be read at all (e.g. permissions).
     """
@@ -221,6 +229,7 @@ def validate(path: str | Path, *, fast: bool = False, progress: Progress | None 
         format_version=checker.format_version,
         bytes_verified=checker.bytes_verified,
         seconds=time.perf_counter() - start,
+        strict=strict,
     )
 
 
@@ -858,7 +867,7 @@ def _holds_folder(sorted_paths: list[str], folder: str) -> bool:
 ROWS_PER_CODE = 3
 
 
-def print_report(report: Report, console: Console, *, strict: bool = False) -> None:
+def print_report(report: Report, console: Console) -> None:
     """A table of the problems (at most ROWS_PER_CODE rows of one code, the rest counted),
     how to fix each code found, then a one-line verdict."""
     if report.problems:
@@ -885,14 +894,14 @@ def print_report(report: Report, console: Console, *, strict: bool = False) -> N
         console.print(table)
         for code, found in by_code.items():
             console.print(f"fix {code}: {escape(found[0].fix)}", highlight=False)
-    console.print(verdict(report, strict=strict), highlight=False)
+    console.print(verdict(report), highlight=False)
 
 
-def verdict(report: Report, *, strict: bool = False) -> str:
+def verdict(report: Report) -> str:
     """One line: VALID or INVALID, the counts, and what was checked."""
     mode = "fast" if report.fast else "full"
     counts = f"{plural(len(report.errors), 'error')}, {plural(len(report.warnings), 'warning')}"
-    if report.exit_status(strict=strict):
+    if not report.valid:
         why = " (--strict: warnings count)" if not report.errors else ""
         return f"[bold red]INVALID[/] {report.path}: {counts}{why} ({mode} check)"
     return f"[bold green]VALID[/] {report.path}: {counts} ({mode} check)"
