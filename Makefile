@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pack.py
 	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/validate.py
+	$(BIN)/python benchmarks/startup.py
 
 conformance: $(STAMP)
 	$(BIN)/tiled-archive conformance conformance/fixtures

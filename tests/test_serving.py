@@ -8,6 +8,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -152,11 +153,25 @@ def test_tiled_archive_serve_over_http(served, sample_tree):
         "--api-key",
         "secret123",
     ]
-    with serving(command, port) as server:
+    log = served["zip"].parent / f"serve-{port}.log"
+    with serving(command, port, log=log) as server:
         client = from_uri(server.url, api_key="secret123")
         assert_same(read_values(client), sample_tree)
         with pytest.raises(Exception):  # noqa: B017 -- any refusal; no key means no access
             from_uri(server.url)["scan"]
+        browser = httpx.get(f"{server.url}/?api_key=secret123", follow_redirects=True)
+        assert browser.status_code == 200 and "<html" in browser.text.lower()
+    lines = log.read_text().splitlines()
+    # The banner: where to point a browser and a client, as stock `tiled serve` says it.
+    assert f"navigate a web browser to: {server.url}/?api_key=secret123" in lines
+    assert f"connect with: from_uri('{server.url}/api/v1', api_key='secret123')" in lines
+    # Every request is a line in Tiled's access format, the key in a URL masked; no colours
+    # and no start-up chatter when the output is not a terminal.
+    access = [line for line in lines if '" 200 ' in line or '" 401 ' in line]
+    assert any('"GET /?api_key=*** HTTP/1.1" 200' in line for line in access)
+    assert any("(singleuser)" in line and "/api/v1/" in line for line in access)
+    assert not [line for line in access if "secret123" in line]
+    assert "\x1b[" not in log.read_text() and "Tiled version" not in log.read_text()
 
 
 def test_stock_tiled_serve_catalog_on_extracted_copy(served, sample_tree):

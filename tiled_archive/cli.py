@@ -179,24 +179,39 @@ def serve(
     api_key: Annotated[
         str | None, typer.Option(help="Require this API key (default: a random one, printed).")
     ] = None,
+    access_log: Annotated[
+        bool, typer.Option(help="Log every request on stdout, as `tiled serve` does.")
+    ] = True,
 ) -> None:
-    """Serve an archive over HTTP to Tiled clients, read-only (Tiled's own app)."""
+    """Serve an archive over HTTP to Tiled clients and browsers, read-only (Tiled's own app)."""
     import secrets
 
     from .asgi import serve as serve_archive
 
     if not public and api_key is None:
         api_key = secrets.token_hex(16)
-    where = f"http://{host}:{port}/api/v1"
+    base = f"http://{host}:{port}"
+    where = f"{base}/api/v1"
 
     def ready() -> None:  # once the archive opened: nothing is announced for a bad one
         err_console.print(
-            f"serving {path} read-only at {where}"
+            f"serving {path} read-only at {where}\n"
+            f"navigate a web browser to: {base}/"
+            + ("" if public else f"?api_key={api_key}")
             + ("" if public else f"\nconnect with: from_uri('{where}', api_key='{api_key}')"),
             highlight=False,
+            soft_wrap=True,
         )
 
-    serve_archive(path, host=host, port=port, public=public, api_key=api_key, ready=ready)
+    serve_archive(
+        path,
+        host=host,
+        port=port,
+        public=public,
+        api_key=api_key,
+        access_log=access_log,
+        ready=ready,
+    )
 
 
 @app.command()
