@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -77,9 +80,14 @@ def test_errors_are_coded_lines_not_tracebacks(tmp_path, args, code):
 FIXTURES = Path(__file__).resolve().parent.parent / "conformance" / "fixtures"
 
 
-def under_a_terminal(*args: str | Path, columns: int = 60) -> tuple[int, str]:
+def under_a_terminal(
+    *args: str | Path,
+    columns: int = 60,
+    on_output: Callable[[str, subprocess.Popen], None] | None = None,
+) -> tuple[int, str]:
     """Run the command with its output on a pseudo-terminal ``columns`` wide, as a user at a
-    shell sees it: (exit status, what the terminal showed)."""
+    shell sees it: (exit status, what the terminal showed). ``on_output(shown, process)`` is
+    called as output arrives (to press Ctrl-C at some point, say)."""
     import os
     import pty
 
@@ -98,6 +106,8 @@ def under_a_terminal(*args: str | Path, columns: int = 60) -> tuple[int, str]:
         if not chunk:
             break
         shown += chunk
+        if on_output is not None:
+            on_output(shown.decode(errors="replace"), process)
     os.close(leader)
     return process.wait(timeout=300), shown.decode(errors="replace")
 
@@ -310,3 +320,67 @@ def test_conformance_ends_with_a_summary_and_speaks_json(tmp_path):
         ("invalid/E601-ragged-null-values", True),
         ("invalid/E602-ragged-offsets-past-data", False),
     }
+
+
+def sparse_tiff(path: Path, size: int) -> Path:
+    """A valid BigTIFF of about ``size`` bytes of zeros that takes no disk space (a sparse
+    file: tifffile writes the header and leaves the image data a hole). Not an .npy: Tiled's
+    NPY adapter reads a whole array into memory to register it (docs/upstream.md)."""
+    import tifffile
+
+    rows = size // 65536
+    image = tifffile.memmap(path, shape=(rows, 65536), dtype="uint8", bigtiff=True)
+    del image
+    return path
+
+
+def test_create_shows_each_step_at_once_and_ctrl_c_leaves_nothing(tmp_path):
+    big = sparse_tiff(tmp_path / "big.tif", 40 << 30)  # 40 GiB: a minute or more to copy
+    dest = tmp_path / "out"
+    pressed = []
+
+    def ctrl_c_once_copying(shown: str, process: subprocess.Popen) -> None:
+        if not pressed and "copying" in shown and "/s" in shown:  # a rate on the bar
+            pressed.append(shown)
+            process.send_signal(signal.SIGINT)
+
+    status, shown = under_a_terminal(
+        "create", dest, big, columns=120, on_output=ctrl_c_once_copying
+    )
+    assert pressed, shown
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)  # colours and cursor moves
+    assert shown.index("loading Tiled") < shown.index("registering 1 source with Tiled")
+    assert shown.index("registering") < shown.index("copying")
+    assert status == 130 and "interrupted: nothing was written" in shown
+    assert "Traceback" not in shown and "Aborted" not in shown
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tif"]  # no partial output
+
+
+def test_download_progress_counts_nodes_and_leaves_cached_bytes_out(tmp_path):
+    """At a terminal: the node listing gets a total (``4/4``, not ``4/?``), no empty bar for
+    the data API when nothing needs it, and a re-run's files from the cache are named as such
+    and not counted as transferred (its rate would be the disk's)."""
+    from tiled_archive.testing import free_port, serving, tiled_archive_serve
+
+    port = free_port()
+    fixture = FIXTURES / "valid" / "real-data" / "archive.zip"
+    with serving(tiled_archive_serve(fixture, port, "--public"), port) as server:
+        shown = []
+        for name in ("first", "again"):
+            status, output = under_a_terminal(
+                "download",
+                server.url,
+                "-o",
+                tmp_path / name,
+                "--cache-dir",
+                tmp_path / "cache",
+                columns=120,
+            )
+            assert status == 0, output
+            shown.append(re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output))
+    for output in shown:
+        listed = re.findall(r"listing nodes\W*(\d+)/(\d+|\?)", output)
+        assert listed and listed[-1][0] == listed[-1][1] == "4", listed
+        assert "data API" not in output
+    assert "already cached" not in shown[0]
+    assert re.search(r"fetching \([\d.]+ kB already cached\)", shown[1]), shown[1]

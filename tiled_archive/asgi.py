@@ -486,8 +486,8 @@ def serve(
 
 def _log_config() -> dict[str, Any]:
     """Tiled's logging configuration for uvicorn, with uvicorn's and Tiled's start-up lines
-    left out (the command announces itself), colours only at a terminal, and ``api_key=`` query values masked in access lines (the
-    browser URL carries one)."""
+    left out (the command announces itself), colours only at a terminal, and ``api_key=``
+    query values masked in access lines (the browser URL carries one)."""
     import copy
 
     from tiled.server.logging_config import LOGGING_CONFIG

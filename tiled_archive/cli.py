@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -58,8 +59,20 @@ def _options(
     """Write, check and serve tiled-archive archives (offline Tiled data)."""
 
 
+#: What Ctrl-C leaves behind, by command (a writer removes its partial output).
+INTERRUPTED = {
+    "download": "re-run the same command to resume: what was fetched is in the cache",
+    "create": "nothing was written",
+    "pack": "nothing was written",
+    "extract": "nothing was written",
+    "validate": "not checked",
+}
+
+
 def reports_errors(command: F) -> F:
-    """Turn an ArchiveError into its coded message and exit status 1, never a traceback."""
+    """Turn an ArchiveError into its coded message and exit status 1, and Ctrl-C into a line
+    saying what it left behind and exit status 130 (as a shell reports SIGINT); never a
+    traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: object, **kwargs: object) -> object:
@@ -68,8 +81,21 @@ def reports_errors(command: F) -> F:
         except ArchiveError as err:
             err_console.print(f"[bold red]error[/] {escape(str(err))}", highlight=False)
             raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            left = INTERRUPTED.get(command.__name__)
+            err_console.print(
+                "[bold yellow]interrupted[/]" + (f": {left}" if left else ""), highlight=False
+            )
+            raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _loading(quiet: bool, what: str = "loading Tiled") -> contextlib.AbstractContextManager:
+    """A spinner while the command imports Tiled (seconds on a cold start), at a terminal."""
+    from .progress import step
+
+    return step(quiet or not err_console.is_terminal, what)
 
 
 @app.command()
@@ -97,8 +123,9 @@ def create(
     quiet: Quiet = False,
 ) -> None:
     """Build an archive from files (registered with Tiled's own machinery) or a Tiled catalog."""
-    from .writer import create as create_archive
-    from .writer import create_from_catalog
+    with _loading(quiet):
+        from .writer import create as create_archive
+        from .writer import create_from_catalog
 
     if catalog is not None and sources:
         raise typer.BadParameter("give SOURCES or --catalog, not both")
@@ -120,7 +147,8 @@ def pack(
     quiet: Quiet = False,
 ) -> None:
     """Pack a directory archive into a random-access ZIP (streamed, no temporary copy)."""
-    from .writer import convert
+    with _loading(quiet):
+        from .writer import convert
 
     if dest.suffix.lower() != ".zip":
         raise ArchiveError("TA-E904", str(dest), "pack writes a ZIP: name it *.zip")
@@ -137,7 +165,8 @@ def extract(
     quiet: Quiet = False,
 ) -> None:
     """Extract a ZIP archive into a directory archive that stock `tiled serve catalog` serves."""
-    from .writer import convert
+    with _loading(quiet):
+        from .writer import convert
 
     if dest.suffix.lower() == ".zip":
         raise ArchiveError("TA-E904", str(dest), "extract writes a directory: drop the .zip")
@@ -215,6 +244,7 @@ def serve(
 
 
 @app.command()
+@reports_errors
 def validate(
     path: Annotated[Path, typer.Argument(help="A directory or ZIP archive.")],
     fast: Annotated[
@@ -232,23 +262,14 @@ def validate(
     import json
     import sys
 
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-
+    from .progress import progress_display
     from .validator import Report, print_report
     from .validator import validate as validate_archive
 
     quiet = as_json or not err_console.is_terminal
 
     def check() -> Report:
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            DownloadColumn(),
-            TimeRemainingColumn(),
-            console=err_console,
-            disable=quiet,
-            transient=True,
-        ) as progress:
+        with progress_display(quiet, err_console) as progress:
             return validate_archive(path, fast=fast, strict=strict, progress=progress)
 
     if not path.exists() and not path.is_symlink():
@@ -389,10 +410,11 @@ def download(
     """
     import json
 
-    from .downloader import download as download_archive
-    from .downloader import open_source
-    from .reader import open_archive
-    from .writer import check_destination
+    with _loading(quiet):
+        from .downloader import download as download_archive
+        from .downloader import open_source
+        from .reader import open_archive
+        from .writer import check_destination
 
     pairs = []
     for item in search or []:
@@ -404,7 +426,8 @@ def download(
         except json.JSONDecodeError:
             pairs.append((key, text))
     check_destination(output.absolute(), force=force)  # before connecting: fail at once
-    source = open_source(uri, path, api_key=api_key, search=pairs, fulltext=fulltext)
+    with _loading(quiet, f"connecting to {uri}"):
+        source = open_source(uri, path, api_key=api_key, search=pairs, fulltext=fulltext)
     download_archive(
         source,
         output,

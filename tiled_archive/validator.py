@@ -538,7 +538,7 @@ class _Checker:
         )
         total = sum(self.readable[path].size for path in jobs)
         if self.progress is not None and total >= PROGRESS_MIN_BYTES:
-            self._task = self.progress.add_task("verifying", total=total)
+            self._task = self.progress.add_task("verifying", total=total, bytes=True)
         batches: list[list[str]] = []
         batch_bytes = 0
         for path in jobs:

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.progress import Progress
 
 from . import __version__, bag
 from . import catalog as catalog_db
@@ -39,7 +39,9 @@ from .format import (
     FileEntry,
     Manifest,
     check_path,
+    plural,
 )
+from .progress import progress_display, step
 from .registration import RegistrationReport, build_catalog
 from .zipwriter import ZipEntry, zip_stream
 
@@ -83,17 +85,6 @@ def reproducible_epoch(reproducible: bool) -> int | None:
     if "SOURCE_DATE_EPOCH" in os.environ:
         return max(int(os.environ["SOURCE_DATE_EPOCH"]), DOS_EPOCH)
     return DOS_EPOCH if reproducible else None
-
-
-def _progress(quiet: bool) -> Progress:
-    return Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TimeRemainingColumn(),
-        disable=quiet,
-        transient=True,
-    )
 
 
 def copy_hashing(
@@ -249,7 +240,7 @@ def write_directory(
     """Copy the payload into the directory ``staged`` hashing it once, then the catalog
     (``finish_catalog`` gets the payload's entries) and the tag files."""
     payload = list(payload)
-    task = progress.add_task("copying", total=sum(f.size for f in payload))
+    task = progress.add_task("copying", total=sum(f.size for f in payload), bytes=True)
     entries = {}
     for file in payload:
         target = staged / file.path
@@ -286,7 +277,7 @@ def hash_payload(payload: Iterable[PayloadFile], progress: Progress) -> list[Has
     """The hashing pass of ZIP output: SHA-256 for the manifest, CRC-32 for the local headers
     (not for files whose digests are known already)."""
     payload = list(payload)
-    task = progress.add_task("hashing", total=sum(f.size for f in payload))
+    task = progress.add_task("hashing", total=sum(f.size for f in payload), bytes=True)
     hashed = []
     for file in payload:
         if file.crc32 is not None and file.expected_sha256 is not None:
@@ -351,7 +342,7 @@ def write_zip(
     """Hash the payload, finish the catalog, then stream the ZIP into the file ``staged``."""
     hashed = hash_payload(payload, progress)
     catalog = finish_catalog({h.entry.path: h.entry for h in hashed})
-    task = progress.add_task("writing", total=sum(h.entry.size for h in hashed))
+    task = progress.add_task("writing", total=sum(h.entry.size for h in hashed), bytes=True)
     with open(staged, "xb") as sink:
         chunks = zip_chunks(
             hashed, catalog, created=created, fixed_mtime=fixed_mtime, template=template
@@ -380,7 +371,8 @@ def write_archive(
     time, producer and extra fields carry over.
     """
     as_zip = dest.suffix.lower() == ".zip"
-    with _staging(dest, force=force, is_dir=not as_zip) as staged, _progress(quiet) as progress:
+    staging = _staging(dest, force=force, is_dir=not as_zip)
+    with staging as staged, progress_display(quiet) as progress:
         if as_zip:
             write_zip(
                 staged,
@@ -462,7 +454,8 @@ def create(
     epoch = reproducible_epoch(reproducible)
     with tempfile.TemporaryDirectory(prefix="tiled-archive-") as work:
         db = Path(work, CATALOG_NAME)
-        report = build_catalog(db, named)
+        with step(quiet, f"registering {plural(len(named), 'source')} with Tiled"):
+            report = build_catalog(db, named)
         payload, member_for_uri = _registered_payload(db, named, report)
         return write_new(dest, payload, db, member_for_uri, epoch=epoch, force=force, quiet=quiet)
 

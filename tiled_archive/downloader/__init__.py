@@ -41,13 +41,14 @@ from typing import Any
 import httpx
 
 from ..format import CATALOG_NAME, ArchiveError
+from ..progress import progress_display
 from ..writer import PayloadFile, check_destination, write_new
 from .cache import DEFAULT_CACHE_MAX_BYTES, Blob, BlobCache, default_cache_dir
 from .catalog import archive_raw_sources, manifest_fields, member_for_uri, rebuild_catalog
 from .fallback import SLAB_BYTES, fetch_fallbacks
 from .plan import assign_members, list_directories, plan
 from .state import FileHook, Run, node_path
-from .transfer import fetch_raw, progress_display
+from .transfer import fetch_raw
 
 __all__ = [
     "DEFAULT_CACHE_MAX_BYTES",

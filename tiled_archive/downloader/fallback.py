@@ -48,6 +48,9 @@ def fetch_fallbacks(run: Run) -> None:
     prefix = _fallback_prefix(run)
     names = _FolderNames()
     folders = {id(node): f"{prefix}/{names.path(node.path)}" for node in leaves}
+    run.progress.update(run.listing, total=len(run.nodes))  # the refused containers' nodes
+    if not leaves:
+        return  # no empty "data API 0/0" bar
     bar = run.progress.add_task("data API", total=len(leaves))
     parallel(run, leaves, lambda node: _fallback(run, bar, node, folders[id(node)]))
 

@@ -30,17 +30,30 @@ def plan(run: Run) -> None:
         if parts:
             _add(run, Node(tuple(parts), source, "container"))
         ancestors = len(run.nodes)
-        for child in children(source):
-            walk(run, child)
+        _walk_children(run, source, None, len(source))
     else:
         ancestors = len(run.nodes)
         walk(run, source)
     run.matched = len(run.nodes) - ancestors
+    run.progress.update(run.listing, total=len(run.nodes))
 
 
 def _add(run: Run, node: Node) -> None:
     run.nodes.append(node)
-    run.progress.advance(run.listing)
+    run.progress.update(run.listing, completed=len(run.nodes), total=len(run.nodes) + run.unlisted)
+
+
+def _walk_children(run: Run, client: Any, fallback_reason: str | None, count: object) -> None:
+    """Walk a container's children; ``count``, how many the server says it holds, makes the
+    listing's total (so the bar shows ``7/12``, not ``7/?``) until they are walked."""
+    announced = count if isinstance(count, int) and count > 0 else 0
+    run.unlisted += announced
+    for child in children(client):
+        if announced:
+            announced -= 1
+            run.unlisted -= 1
+        walk(run, child, fallback_reason)
+    run.unlisted -= announced  # fewer than the server said
 
 
 def walk(run: Run, client: Any, fallback_reason: str | None = None) -> None:
@@ -56,8 +69,8 @@ def walk(run: Run, client: Any, fallback_reason: str | None = None) -> None:
     elif attributes["structure_family"] == "container":
         if path:
             _add(run, Node(path, client, "container", reason=fallback_reason))
-        for child in children(client):
-            walk(run, child, fallback_reason)
+        count = (attributes.get("structure") or {}).get("count")
+        _walk_children(run, client, fallback_reason, count)
     else:
         reason = fallback_reason or "the server lists no data source for it"
         _add(run, Node(path, client, "data-api", reason=reason))

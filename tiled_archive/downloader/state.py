@@ -120,6 +120,10 @@ class Run:
     base: PurePosixPath = PurePosixPath("/")
     #: The progress task counting listed nodes.
     listing: TaskID = field(init=False)
+    #: Children the server announced (its containers' counts) not listed yet.
+    unlisted: int = 0
+    #: Bytes of raw files found in the cache (or left by an earlier run), not fetched again.
+    cached_bytes: int = 0
 
     def __post_init__(self) -> None:
         self.http = self.source.context.http_client

@@ -1,11 +1,12 @@
 """HTTP for a download: status checks, retries with backoff, the parallel runner with its
 cancellation, and fetching raw files into the cache (resuming a half-fetched one with a range
 request, hashing in a thread of its own). The exceptions here steer control flow between them
-and the steps that call them. Also the progress display every step reports to."""
+and the steps that call them."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import email.utils
 import functools
 import hashlib
@@ -20,19 +21,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.text import Text
+from rich.filesize import decimal
+from rich.progress import TaskID
 
 from ..format import ArchiveError
 from ..writer import CHUNK
@@ -193,16 +183,16 @@ def _fetch_file(run: Run, bar: TaskID, remote: RemoteFile) -> None:
         return
     key = remote.key(run.base_url)
     url = remote.node.asset_url("bytes")
+    shown = _Shown()
     try:
         with run.cache.partial(key) as partial:
             blob = run.cache.lookup(key)
             if blob is not None:
-                if remote.size is None:
-                    _expect(run, bar, blob.size)
-                run.progress.advance(bar, blob.size)
+                if remote.size is not None:
+                    _expect(run, bar, -blob.size, cached=blob.size)  # not this run's transfer
             else:
                 blob = retrying(
-                    run, functools.partial(_get, run, bar, remote, key, url, partial), url
+                    run, functools.partial(_get, run, bar, remote, key, url, partial, shown), url
                 )
     except NotServed as err:
         run.refuse_raw(remote.node, err)
@@ -213,14 +203,41 @@ def _fetch_file(run: Run, bar: TaskID, remote: RemoteFile) -> None:
     run.file_ready(remote.member, blob)
 
 
-def _expect(run: Run, bar: TaskID, size: int) -> None:
-    """Add a file whose size the server did not report to the progress bar's total."""
+@dataclasses.dataclass
+class _Shown:
+    """What one file has put on the progress bar, across attempts: bytes an earlier run left
+    in its partial file (taken off the total, so the rate counts this run's transfer only),
+    bytes advanced, and whether its size was added to the total (a server that did not
+    report it)."""
+
+    earlier: int | None = None
+    advanced: int = 0
+    expected: bool = False
+
+
+def _expect(run: Run, bar: TaskID, size: int, *, cached: int = 0) -> None:
+    """Change the progress bar's total by ``size`` bytes (a file whose size the server did not
+    report: added; bytes already here from the cache or an earlier run: taken off, and
+    ``cached`` of them named in the bar's description)."""
     with run.lock:
-        total = run.progress.tasks[bar].total or 0
-        run.progress.update(bar, total=total + size)
+        task = run.progress.tasks[bar]
+        run.progress.update(bar, total=max(0, (task.total or 0) + size))
+        if cached:
+            run.cached_bytes += cached
+            run.progress.update(
+                bar, description=f"fetching ({decimal(run.cached_bytes)} already cached)"
+            )
 
 
-def _get(run: Run, bar: TaskID, remote: RemoteFile, key: str, url: str, partial: Path) -> Blob:
+def _get(
+    run: Run,
+    bar: TaskID,
+    remote: RemoteFile,
+    key: str,
+    url: str,
+    partial: Path,
+    shown: _Shown,
+) -> Blob:
     """One attempt: fetch the file (the rest of it, when a partial file is left over from an
     earlier attempt or run) into ``partial``, hashing on the way, then into the cache."""
     offset = partial.stat().st_size if partial.exists() else 0
@@ -237,20 +254,22 @@ def _get(run: Run, bar: TaskID, remote: RemoteFile, key: str, url: str, partial:
             f"bytes {offset}-"
         ):
             offset = 0
-        if remote.size is None:
+        if remote.size is None and not shown.expected:
             _expect(run, bar, offset + int(response.headers.get("content-length", 0)))
+            shown.expected = True
+        _show_resumed(run, bar, shown, offset)
         size = 0
         with open(partial, "r+b" if offset else "wb") as sink, _Hashing() as hashing:
             while size < offset and (chunk := sink.read(min(CHUNK, offset - size))):
                 hashing.update(chunk)
                 size += len(chunk)
-                run.progress.advance(bar, len(chunk))
             for chunk in response.iter_bytes(CHUNK):
                 if run.cancel.is_set():
                     raise Cancelled()
                 sink.write(chunk)
                 hashing.update(chunk)
                 size += len(chunk)
+                shown.advanced += len(chunk)
                 run.progress.advance(bar, len(chunk))
         mtime = _http_date(response.headers.get("last-modified"))
     digest, crc = hashing.sha256.hexdigest(), hashing.crc32
@@ -264,32 +283,17 @@ def _get(run: Run, bar: TaskID, remote: RemoteFile, key: str, url: str, partial:
     return run.cache.add(key, partial, size, digest, crc, mtime)
 
 
-# -- Progress --------------------------------------------------------------------------------
-
-
-class _AmountColumn(ProgressColumn):
-    """Bytes and speed for a transfer (a task with ``bytes=True``), a count for the rest."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._size, self._speed, self._count = (
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            MofNCompleteColumn(),
-        )
-
-    def render(self, task: Task) -> Text:
-        if task.fields.get("bytes"):
-            return Text.assemble(self._size.render(task), " ", self._speed.render(task))
-        return self._count.render(task)
-
-
-def progress_display(quiet: bool) -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        _AmountColumn(),
-        TimeRemainingColumn(),
-        disable=quiet,
-        transient=True,
-    )
+def _show_resumed(run: Run, bar: TaskID, shown: _Shown, offset: int) -> None:
+    """Before an attempt that keeps ``offset`` bytes of the partial file: bytes from an
+    earlier run come off the total (the first attempt), and the bar shows as done just the
+    bytes this run fetched that are kept (a restart from 0 takes back what it had shown)."""
+    if shown.earlier is None:
+        shown.earlier = offset
+        if offset:
+            _expect(run, bar, -offset, cached=offset)
+    elif offset < shown.earlier:  # the earlier run's bytes are fetched again after all
+        _expect(run, bar, shown.earlier - offset)
+        shown.earlier = offset
+    kept = offset - shown.earlier
+    run.progress.advance(bar, kept - shown.advanced)
+    shown.advanced = kept

@@ -1,0 +1,67 @@
+"""The one progress display of every long command (create, pack, extract, download,
+validate): a bar per step, bytes and their rate for a transfer (a task with ``bytes=True``),
+a count for the rest, a spinner while a total is unknown. Drawn on stderr at a terminal only,
+and gone when the step ends (``transient``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.text import Text
+
+
+class _AmountColumn(ProgressColumn):
+    """Bytes and speed for a transfer (a task with ``bytes=True``), nothing for a step of
+    unknown length (``step=True``), a count for the rest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._size, self._speed, self._count = (
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            MofNCompleteColumn(),
+        )
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("step"):
+            return Text()
+        if task.fields.get("bytes"):
+            return Text.assemble(self._size.render(task), " ", self._speed.render(task))
+        return self._count.render(task)
+
+
+def progress_display(quiet: bool, console: Console | None = None) -> Progress:
+    """A Progress to use as a context manager; nothing is drawn when ``quiet``."""
+    return Progress(
+        SpinnerColumn(finished_text=" "),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        _AmountColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=quiet,
+        transient=True,
+    )
+
+
+@contextlib.contextmanager
+def step(quiet: bool, description: str) -> Iterator[None]:
+    """A spinner naming a step whose length is unknown (loading Tiled, registering files,
+    connecting), so a command shows something within its first second."""
+    with progress_display(quiet) as progress:
+        progress.add_task(description, total=None, step=True)
+        yield
