@@ -861,6 +861,14 @@ def tiled_ragged_table(*extra: str, row: str = RAGGED_ROW) -> bytes:
     )
 
 
+def structure_id_of(structure: dict) -> str:
+    """A structure's id as Tiled computes it (``tiled.catalog.utils.compute_structure_id``):
+    the MD5 of its JSON with keys sorted, no spaces and UTF-8 text (spec appendix A). The
+    stored text keeps Tiled's own key order; only the hashed bytes are sorted."""
+    canonical = json.dumps(structure, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.md5(canonical.encode("utf-8")).hexdigest()
+
+
 def with_ragged(tree: Tree, database: bytes, *statements: str) -> Tree:
     """``tree`` with a ragged node ``ragged`` over ``database`` (the rows Tiled writes for a
     client's ragged array, here in a database of its own), then ``statements``, sealed."""
@@ -868,7 +876,7 @@ def with_ragged(tree: Tree, database: bytes, *statements: str) -> Tree:
     first_payload = next(i for i, (name, _) in enumerate(items) if is_payload_path(name))
     changed = dict(items[:first_payload] + [(RAGGED, database)] + items[first_payload:])
     structure = json.dumps(RAGGED_STRUCTURE, separators=(",", ":"))
-    structure_id = hashlib.md5(structure.encode()).hexdigest()
+    structure_id = structure_id_of(RAGGED_STRUCTURE)
     parameters = json.dumps({"table_name": RAGGED_TABLE, "dataset_id": 1})
     with catalog(changed) as conn:
         stamp = conn.execute("SELECT time_created FROM nodes WHERE id = 0").fetchone()[0]
