@@ -633,6 +633,22 @@ def e501(bases: Bases) -> Forms:
 
 @fixture(
     "invalid",
+    "E506-root-node-missing",
+    "No root row (id 0): the top-level node has parent NULL instead of 0.",
+    directory=["TA-E506"],
+)
+def e506_root(bases: Bases) -> Forms:
+    return {
+        "directory": with_catalog(
+            bases.minimal,
+            "UPDATE nodes SET parent = NULL WHERE parent = 0",
+            "DELETE FROM nodes WHERE id = 0",
+        )
+    }
+
+
+@fixture(
+    "invalid",
     "E504-asset-without-file",
     "An asset's file is missing (and unlisted).",
     directory=["TA-E504"],
@@ -665,6 +681,9 @@ for _kind, _name, _description, _codes, _sql in (
     ("invalid", "E506-time-not-parseable", "A node's time_updated is text no parser reads as a "
      "time.", ["TA-E506"],
      "UPDATE nodes SET time_updated = 'yesterday' WHERE key = 'array'"),
+    ("invalid", "E506-time-with-utc-offset", "A node's time_updated carries a UTC offset "
+     "(`+00:00`): catalog times are UTC without one.", ["TA-E506"],
+     "UPDATE nodes SET time_updated = '1980-01-01 00:00:00+00:00' WHERE key = 'array'"),
     ("invalid", "E506-text-not-utf8", "A node's key holds bytes that are not UTF-8.", ["TA-E506"],
      "UPDATE nodes SET key = CAST(X'6172726179ff' AS TEXT) WHERE key = 'array'"),
     ("invalid", "E506-dangling-asset", "An association row names an asset that does not exist.",
@@ -682,6 +701,9 @@ for _kind, _name, _description, _codes, _sql in (
     ("invalid", "E506-specs-not-specs", "A node's specs hold a string, not a spec object.",
      ["TA-E506"],
      "UPDATE nodes SET specs = '[\"xdi\"]' WHERE key = 'array'"),
+    ("invalid", "E506-spec-name-not-text", "A node's spec has a number as its name.",
+     ["TA-E506"],
+     "UPDATE nodes SET specs = '[{\"name\": 1}]' WHERE key = 'array'"),
     ("invalid", "E506-parameters-null", "A data source's parameters are NULL.", ["TA-E506"],
      "UPDATE data_sources SET parameters = NULL WHERE mimetype = 'text/csv'"),
     ("invalid", "E506-data-source-without-asset", "A data source's association rows are deleted.",
