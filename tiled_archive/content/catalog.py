@@ -290,8 +290,7 @@ def _time_problems(conn: sqlite3.Connection, table: str, columns: list[str]) -> 
             if problem is None:
                 continue
             rows = (
-                f'SELECT {_label(table)} FROM "{table}"'
-                f' WHERE CAST("{column}" AS BLOB) = ? LIMIT ?'
+                f'SELECT {_label(table)} FROM "{table}" WHERE CAST("{column}" AS BLOB) = ? LIMIT ?'
             )
             for (label,) in conn.execute(rows, (value, ROWS_PER_RULE)):
                 problems.append(_problem(table, label, f"{column}: {problem}"))
