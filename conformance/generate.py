@@ -719,6 +719,10 @@ for _kind, _name, _description, _codes, _sql in (
      "parameter naming a file outside the archive.", ["TA-E508"],
      "UPDATE data_sources SET parameters = json_object('data_uri', 'file://localhost/etc/passwd')"
      " WHERE mimetype = 'application/x-npy'"),
+    ("invalid", "E508-csv-asset-as-data-uri", "The CSV file is given to its adapter as "
+     "`data_uri` (Tiled's CSV adapter takes a list, `data_uris`).", ["TA-E508"],
+     "UPDATE data_source_asset_association SET parameter = 'data_uri', num = NULL"
+     " WHERE data_source_id = (SELECT id FROM data_sources WHERE mimetype = 'text/csv')"),
     ("invalid", "E509-deep-metadata", "A node's metadata nests 70 levels deep.", ["TA-E509"],
      "UPDATE nodes SET metadata = '" + '{"a": ' * 70 + "1" + "}" * 70 + "' WHERE key = 'array'"),
     ("invalid", "E602-structure-differs-from-header", "The catalog says the .npy array is 4 x 4; "

@@ -120,6 +120,37 @@ def test_assets_go_to_their_adapter_as_data_uri_or_data_uris():
     assert [(p.code, p.path) for p in problems] == [("TA-E508", "data/b.npy")]
 
 
+@pytest.mark.parametrize(
+    ("mimetype", "parameter", "num", "valid"),
+    [
+        ("application/x-npy", "data_uri", None, True),
+        ("application/x-npy", "data_uri", 0, False),  # a list of one: numpy.load fails
+        ("image/tiff", "data_uris", 0, False),
+        ("text/csv", "data_uris", 0, True),
+        ("text/csv", "data_uris", None, True),  # still a list to Tiled
+        ("text/csv", "data_uri", None, False),  # CSVAdapter() lacks data_uris
+        ("multipart/related;type=image/tiff", "data_uri", None, False),
+        ("application/x-parquet", "data_uri", 0, False),
+        ("application/x-hdf5", "data_uri", None, True),  # its adapter reads the assets itself
+        ("application/x-hdf5", "data_uris", 0, True),
+    ],
+)
+def test_assets_take_the_form_their_adapter_takes(mimetype, parameter, num, valid):
+    from tiled_archive.content import AssetRef
+
+    asset = AssetRef("data/a", False, parameter, num)
+    row = DataSourceRow(1, "node", "array", mimetype, {}, None, (asset,))
+    problems = list(parameter_problems(row))
+    assert (problems == []) == valid, problems
+    assert all(p.code == "TA-E508" for p in problems)
+
+
+def test_spec_asset_forms_table_is_the_code():
+    from tiled_archive.content.parameters import asset_forms_table
+
+    assert asset_forms_table() in SPEC.read_text(encoding="utf-8")
+
+
 # -- Catalog rows Tiled can load (spec §3) ------------------------------------------------------
 
 MINIMAL = Path(__file__).resolve().parent.parent / "conformance/fixtures/valid/minimal/archive"
