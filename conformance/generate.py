@@ -738,6 +738,21 @@ for _kind, _name, _description, _codes, _sql in (
     )
 
 
+@fixture(
+    "invalid",
+    "E602-tiff-several-chunks",
+    "The catalog chunks the 8 x 8 TIFF image in two row blocks; Tiled serves a TIFF file as "
+    "one chunk (block 0, whole).",
+    directory=["TA-E602"],
+)
+def e602_tiff_chunks(bases: Bases) -> Forms:
+    sql = (
+        "UPDATE structures SET structure = json_set(structure, '$.chunks', json('[[4, 4], [8]]'))"
+        " WHERE id = (SELECT structure_id FROM data_sources WHERE mimetype = 'image/tiff')"
+    )
+    return {"directory": with_catalog(bases.real, sql)}
+
+
 # -- Invalid fixtures: data files ---------------------------------------------------------------
 
 

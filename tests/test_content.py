@@ -260,3 +260,29 @@ def test_the_root_row_exists_and_no_other_node_lacks_a_parent(tmp_path):
     conn = catalog_copy(tmp_path, "DELETE FROM nodes WHERE id = 0")
     messages = [p.message for p in catalog_problems(conn)]
     assert "no root node (the row of nodes with id 0)" in messages
+
+
+@pytest.mark.parametrize(
+    ("mimetype", "shape", "chunks", "valid"),
+    [
+        ("application/x-npy", [4, 3], [[4], [3]], True),
+        ("application/x-npy", [4, 3], [[2, 2], [3]], False),
+        ("application/x-npy", [0], [[0]], True),
+        ("image/tiff", [8, 8], [[8], [4, 4]], False),
+        ("image/tiff", [8, 8], [[8], [8]], True),
+        ("multipart/related;type=image/tiff", [3, 8, 8], [[1, 1, 1], [8], [8]], True),
+        ("multipart/related;type=image/tiff", [3, 8, 8], [[3], [8], [8]], True),
+        ("multipart/related;type=image/tiff", [3, 8, 8], [[1, 1], [8], [8]], False),
+        ("multipart/related;type=application/x-npy", [3, 8], [[1, 1, 1], [4, 4]], False),
+    ],
+)
+def test_npy_and_tiff_chunks_are_the_ones_tiled_serves(mimetype, shape, chunks, valid):
+    """Tiled's NPY and TIFF adapters serve block 0 only, the whole file; a sequence's blocks
+    are slices of its first dimension."""
+    from tiled.structures.array import ArrayStructure, BuiltinDtype
+
+    from tiled_archive.content.npy import chunk_mismatch
+
+    dtype = BuiltinDtype.from_numpy_dtype(np.dtype("uint8"))
+    structure = ArrayStructure(data_type=dtype, chunks=chunks, shape=shape)
+    assert (chunk_mismatch(structure, mimetype) is None) == valid
