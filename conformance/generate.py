@@ -633,6 +633,22 @@ def e501(bases: Bases) -> Forms:
 
 @fixture(
     "invalid",
+    "E506-root-node-missing",
+    "No root row (id 0): the top-level node has parent NULL instead of 0.",
+    directory=["TA-E506"],
+)
+def e506_root(bases: Bases) -> Forms:
+    return {
+        "directory": with_catalog(
+            bases.minimal,
+            "UPDATE nodes SET parent = NULL WHERE parent = 0",
+            "DELETE FROM nodes WHERE id = 0",
+        )
+    }
+
+
+@fixture(
+    "invalid",
     "E504-asset-without-file",
     "An asset's file is missing (and unlisted).",
     directory=["TA-E504"],
@@ -665,6 +681,9 @@ for _kind, _name, _description, _codes, _sql in (
     ("invalid", "E506-time-not-parseable", "A node's time_updated is text no parser reads as a "
      "time.", ["TA-E506"],
      "UPDATE nodes SET time_updated = 'yesterday' WHERE key = 'array'"),
+    ("invalid", "E506-time-with-utc-offset", "A node's time_updated carries a UTC offset "
+     "(`+00:00`): catalog times are UTC without one.", ["TA-E506"],
+     "UPDATE nodes SET time_updated = '1980-01-01 00:00:00+00:00' WHERE key = 'array'"),
     ("invalid", "E506-text-not-utf8", "A node's key holds bytes that are not UTF-8.", ["TA-E506"],
      "UPDATE nodes SET key = CAST(X'6172726179ff' AS TEXT) WHERE key = 'array'"),
     ("invalid", "E506-dangling-asset", "An association row names an asset that does not exist.",
@@ -682,6 +701,9 @@ for _kind, _name, _description, _codes, _sql in (
     ("invalid", "E506-specs-not-specs", "A node's specs hold a string, not a spec object.",
      ["TA-E506"],
      "UPDATE nodes SET specs = '[\"xdi\"]' WHERE key = 'array'"),
+    ("invalid", "E506-spec-name-not-text", "A node's spec has a number as its name.",
+     ["TA-E506"],
+     "UPDATE nodes SET specs = '[{\"name\": 1}]' WHERE key = 'array'"),
     ("invalid", "E506-parameters-null", "A data source's parameters are NULL.", ["TA-E506"],
      "UPDATE data_sources SET parameters = NULL WHERE mimetype = 'text/csv'"),
     ("invalid", "E506-data-source-without-asset", "A data source's association rows are deleted.",
@@ -697,6 +719,10 @@ for _kind, _name, _description, _codes, _sql in (
      "parameter naming a file outside the archive.", ["TA-E508"],
      "UPDATE data_sources SET parameters = json_object('data_uri', 'file://localhost/etc/passwd')"
      " WHERE mimetype = 'application/x-npy'"),
+    ("invalid", "E508-csv-asset-as-data-uri", "The CSV file is given to its adapter as "
+     "`data_uri` (Tiled's CSV adapter takes a list, `data_uris`).", ["TA-E508"],
+     "UPDATE data_source_asset_association SET parameter = 'data_uri', num = NULL"
+     " WHERE data_source_id = (SELECT id FROM data_sources WHERE mimetype = 'text/csv')"),
     ("invalid", "E509-deep-metadata", "A node's metadata nests 70 levels deep.", ["TA-E509"],
      "UPDATE nodes SET metadata = '" + '{"a": ' * 70 + "1" + "}" * 70 + "' WHERE key = 'array'"),
     ("invalid", "E602-structure-differs-from-header", "The catalog says the .npy array is 4 x 4; "
@@ -710,6 +736,21 @@ for _kind, _name, _description, _codes, _sql in (
     fixture(_kind, _name, _description, directory=_codes)(
         lambda bases, sql=_sql: {"directory": with_catalog(bases.minimal, sql)}
     )
+
+
+@fixture(
+    "invalid",
+    "E602-tiff-several-chunks",
+    "The catalog chunks the 8 x 8 TIFF image in two row blocks; Tiled serves a TIFF file as "
+    "one chunk (block 0, whole).",
+    directory=["TA-E602"],
+)
+def e602_tiff_chunks(bases: Bases) -> Forms:
+    sql = (
+        "UPDATE structures SET structure = json_set(structure, '$.chunks', json('[[4, 4], [8]]'))"
+        " WHERE id = (SELECT structure_id FROM data_sources WHERE mimetype = 'image/tiff')"
+    )
+    return {"directory": with_catalog(bases.real, sql)}
 
 
 # -- Invalid fixtures: data files ---------------------------------------------------------------
@@ -861,6 +902,14 @@ def tiled_ragged_table(*extra: str, row: str = RAGGED_ROW) -> bytes:
     )
 
 
+def structure_id_of(structure: dict) -> str:
+    """A structure's id as Tiled computes it (``tiled.catalog.utils.compute_structure_id``):
+    the MD5 of its JSON with keys sorted, no spaces and UTF-8 text (spec appendix A). The
+    stored text keeps Tiled's own key order; only the hashed bytes are sorted."""
+    canonical = json.dumps(structure, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.md5(canonical.encode("utf-8")).hexdigest()
+
+
 def with_ragged(tree: Tree, database: bytes, *statements: str) -> Tree:
     """``tree`` with a ragged node ``ragged`` over ``database`` (the rows Tiled writes for a
     client's ragged array, here in a database of its own), then ``statements``, sealed."""
@@ -868,7 +917,7 @@ def with_ragged(tree: Tree, database: bytes, *statements: str) -> Tree:
     first_payload = next(i for i, (name, _) in enumerate(items) if is_payload_path(name))
     changed = dict(items[:first_payload] + [(RAGGED, database)] + items[first_payload:])
     structure = json.dumps(RAGGED_STRUCTURE, separators=(",", ":"))
-    structure_id = hashlib.md5(structure.encode()).hexdigest()
+    structure_id = structure_id_of(RAGGED_STRUCTURE)
     parameters = json.dumps({"table_name": RAGGED_TABLE, "dataset_id": 1})
     with catalog(changed) as conn:
         stamp = conn.execute("SELECT time_created FROM nodes WHERE id = 0").fetchone()[0]

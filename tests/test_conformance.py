@@ -77,6 +77,19 @@ def test_every_rule_has_its_fixtures():
     assert {"minimal", "real-data"} <= {c.fixture.name for c in CASES if not c.expected}
 
 
+def test_structure_ids_are_computed_as_tiled_computes_them():
+    """The id is opaque to readers (spec appendix A), but every fixture's catalog uses the
+    recommended computation, Tiled's own, on the stored structure decoded."""
+    from tiled.catalog.utils import compute_structure_id
+
+    catalogs = sorted(FIXTURES.glob("valid/*/archive/catalog.db"))
+    assert catalogs
+    for db in catalogs:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            for structure_id, text in conn.execute("SELECT id, structure FROM structures"):
+                assert structure_id == compute_structure_id(json.loads(text)), db
+
+
 def test_generate_reproduces_the_fixtures(tmp_path):
     out = tmp_path / "fixtures"
     result = subprocess.run(

@@ -120,6 +120,37 @@ def test_assets_go_to_their_adapter_as_data_uri_or_data_uris():
     assert [(p.code, p.path) for p in problems] == [("TA-E508", "data/b.npy")]
 
 
+@pytest.mark.parametrize(
+    ("mimetype", "parameter", "num", "valid"),
+    [
+        ("application/x-npy", "data_uri", None, True),
+        ("application/x-npy", "data_uri", 0, False),  # a list of one: numpy.load fails
+        ("image/tiff", "data_uris", 0, False),
+        ("text/csv", "data_uris", 0, True),
+        ("text/csv", "data_uris", None, True),  # still a list to Tiled
+        ("text/csv", "data_uri", None, False),  # CSVAdapter() lacks data_uris
+        ("multipart/related;type=image/tiff", "data_uri", None, False),
+        ("application/x-parquet", "data_uri", 0, False),
+        ("application/x-hdf5", "data_uri", None, True),  # its adapter reads the assets itself
+        ("application/x-hdf5", "data_uris", 0, True),
+    ],
+)
+def test_assets_take_the_form_their_adapter_takes(mimetype, parameter, num, valid):
+    from tiled_archive.content import AssetRef
+
+    asset = AssetRef("data/a", False, parameter, num)
+    row = DataSourceRow(1, "node", "array", mimetype, {}, None, (asset,))
+    problems = list(parameter_problems(row))
+    assert (problems == []) == valid, problems
+    assert all(p.code == "TA-E508" for p in problems)
+
+
+def test_spec_asset_forms_table_is_the_code():
+    from tiled_archive.content.parameters import asset_forms_table
+
+    assert asset_forms_table() in SPEC.read_text(encoding="utf-8")
+
+
 # -- Catalog rows Tiled can load (spec §3) ------------------------------------------------------
 
 MINIMAL = Path(__file__).resolve().parent.parent / "conformance/fixtures/valid/minimal/archive"
@@ -164,3 +195,94 @@ def test_rows_reported_per_rule_are_bounded(tmp_path):
     problems = catalog_problems(conn)
     assert len(problems) == ROWS_PER_RULE
     assert all(p.code == "TA-E506" and "structure must be JSON text" in p.message for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("text", "valid"),
+    [
+        ("1980-01-01 00:00:00", True),  # SQLite's CURRENT_TIMESTAMP
+        ("1980-01-01 00:00:00.000", True),  # strftime('%Y-%m-%d %H:%M:%f')
+        ("1980-01-01 00:00:00.000000", True),  # SQLAlchemy
+        ("2024-02-29 23:59:59.999999", True),
+        ("1980-01-01 00:00:00+00:00", False),  # an offset: read as another kind of time
+        ("1980-01-01T00:00:00Z", False),  # Python 3.11 reads it, 3.10 does not
+        ("1980-01-01T00:00:00", False),
+        ("1980-01-01", False),
+        ("1980-01-01 00:00", False),
+        ("1980-01-01 00:00:00.5", False),  # 3.11 reads it, 3.10 does not
+        ("1980-01-01 00:00:00.1234567", False),
+        ("1980-02-30 00:00:00", False),
+        ("1980-01-01 24:00:00", False),
+        ("1980-01-01 00:00:60", False),
+        ("0000-01-01 00:00:00", False),
+        ("١٩٨٠-01-01 00:00:00", False),  # digits of another script
+        ("1980-W01-1 00:00:00", False),
+    ],
+)
+def test_catalog_times_have_one_fixed_grammar(text, valid):
+    """The same verdict whatever Python runs the check (datetime.fromisoformat, SQLAlchemy's
+    parser for SQLite, reads more on 3.11 than on 3.10); every valid time reads on both."""
+    from datetime import datetime
+
+    from tiled_archive.content.catalog import time_problem
+
+    assert (time_problem(text) is None) == valid, time_problem(text)
+    if valid:
+        datetime.fromisoformat(text)
+
+
+@pytest.mark.parametrize(
+    ("specs", "valid"),
+    [
+        ('[{"name": "xdi"}]', True),
+        ('[{"name": "xdi", "version": "1.0"}]', True),
+        ('[{"name": "xdi", "version": null}]', True),
+        ('[{"name": 1}]', False),  # Tiled's Spec() would store the number
+        ('[{"name": "xdi", "version": 1}]', False),
+        ('[{"name": "' + "x" * 256 + '"}]', False),
+        ('[{"name": "xdi", "other": 1}]', False),
+        ('["xdi"]', False),
+        ("[" + ", ".join(['{"name": "a"}'] * 21) + "]", False),
+    ],
+)
+def test_specs_are_tileds_with_their_declared_types(tmp_path, specs, valid):
+    conn = catalog_copy(tmp_path, f"UPDATE nodes SET specs = '{specs}' WHERE id = 2")
+    problems = catalog_problems(conn)
+    assert (problems == []) == valid, problems
+    assert all(p.code == "TA-E506" and "specs" in p.message for p in problems)
+
+
+def test_the_root_row_exists_and_no_other_node_lacks_a_parent(tmp_path):
+    conn = catalog_copy(tmp_path, "UPDATE nodes SET parent = NULL WHERE id = 3")
+    assert [p.message for p in catalog_problems(conn)] == [
+        "node 3 ('table'): parent is NULL: only the root (id 0) has none"
+    ]
+    conn = catalog_copy(tmp_path, "DELETE FROM nodes WHERE id = 0")
+    messages = [p.message for p in catalog_problems(conn)]
+    assert "no root node (the row of nodes with id 0)" in messages
+
+
+@pytest.mark.parametrize(
+    ("mimetype", "shape", "chunks", "valid"),
+    [
+        ("application/x-npy", [4, 3], [[4], [3]], True),
+        ("application/x-npy", [4, 3], [[2, 2], [3]], False),
+        ("application/x-npy", [0], [[0]], True),
+        ("image/tiff", [8, 8], [[8], [4, 4]], False),
+        ("image/tiff", [8, 8], [[8], [8]], True),
+        ("multipart/related;type=image/tiff", [3, 8, 8], [[1, 1, 1], [8], [8]], True),
+        ("multipart/related;type=image/tiff", [3, 8, 8], [[3], [8], [8]], True),
+        ("multipart/related;type=image/tiff", [3, 8, 8], [[1, 1], [8], [8]], False),
+        ("multipart/related;type=application/x-npy", [3, 8], [[1, 1, 1], [4, 4]], False),
+    ],
+)
+def test_npy_and_tiff_chunks_are_the_ones_tiled_serves(mimetype, shape, chunks, valid):
+    """Tiled's NPY and TIFF adapters serve block 0 only, the whole file; a sequence's blocks
+    are slices of its first dimension."""
+    from tiled.structures.array import ArrayStructure, BuiltinDtype
+
+    from tiled_archive.content.npy import chunk_mismatch
+
+    dtype = BuiltinDtype.from_numpy_dtype(np.dtype("uint8"))
+    structure = ArrayStructure(data_type=dtype, chunks=chunks, shape=shape)
+    assert (chunk_mismatch(structure, mimetype) is None) == valid

@@ -16,8 +16,10 @@ TA-E506 is a row Tiled cannot load, TA-E509 JSON nested too deeply for its encod
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 from collections.abc import Callable, Collection, Iterator
+from datetime import datetime
 from functools import cache
 from itertools import islice
 from pathlib import Path
@@ -31,6 +33,7 @@ from ..format import (
     JSONTooDeep,
     Problem,
     catalog_schema_sql,
+    clip,
     load_json,
 )
 from . import AssetRef, DataSourceRow, reason, structure_problem
@@ -139,6 +142,7 @@ def catalog_problems(conn: sqlite3.Connection) -> list[Problem]:
         problems.extend(_column_problems(conn, table))
         problems.extend(_text_problems(conn, table))
         problems.extend(_reference_problems(conn, table))
+    problems.extend(_root_problems(conn))
     problems.extend(_node_problems(conn))
     problems.extend(_data_source_problems(conn))
     problems.extend(_structure_problems(conn))
@@ -195,7 +199,7 @@ def _column_problems(conn: sqlite3.Connection, table: str) -> Iterator[Problem]:
 
 
 def _text_problems(conn: sqlite3.Connection, table: str) -> Iterator[Problem]:
-    """Text Tiled decodes: UTF-8 (SQLite stores any bytes), and times SQLAlchemy can parse."""
+    """Text Tiled decodes: UTF-8 (SQLite stores any bytes), and times of the fixed grammar."""
     from sqlalchemy import JSON, DateTime, Enum, String
     from tiled.catalog import orm
 
@@ -246,12 +250,32 @@ def _utf8_problems(conn: sqlite3.Connection, table: str, columns: list[str]) -> 
     return problems
 
 
-def _time_problems(conn: sqlite3.Connection, table: str, columns: list[str]) -> list[Problem]:
-    """Each distinct time (rows written together share them) through SQLAlchemy's own parser
-    for SQLite, as Tiled reads it."""
-    from sqlalchemy.dialects import sqlite
+#: The times an archive's catalog may hold (spec §3): what SQLite's defaults
+#: (``CURRENT_TIMESTAMP``, ``strftime('%Y-%m-%d %H:%M:%f')``) and SQLAlchemy write, UTC, no
+#: offset. Every Python's ``datetime.fromisoformat`` (SQLAlchemy's parser for SQLite) reads it
+#: the same way; 3.11's reads much more (``T``, ``Z``, week dates) and 3.10's does not.
+_TIME = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{3}|[0-9]{6}))?"
+)
 
-    parse_time = sqlite.DATETIME().result_processor(sqlite.dialect(), None)
+
+def time_problem(text: str) -> str | None:
+    """Why ``text`` is not a catalog time (None when it is one): the fixed grammar
+    ``YYYY-MM-DD HH:MM:SS`` with an optional fraction of 3 or 6 digits, naming a real time."""
+    match = _TIME.fullmatch(text)
+    if match is None:
+        return f"{clip(text, 40)!r} is not a time YYYY-MM-DD HH:MM:SS[.fff or .ffffff] (UTC)"
+    year, month, day, hour, minute, second, _ = match.groups()
+    try:
+        datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
+    except ValueError as err:
+        return f"{text!r}: {err}"
+    return None
+
+
+def _time_problems(conn: sqlite3.Connection, table: str, columns: list[str]) -> list[Problem]:
+    """Each distinct time (rows written together share them) against the grammar of
+    :func:`time_problem`."""
     problems = []
     for column in columns:
         distinct = (
@@ -260,16 +284,16 @@ def _time_problems(conn: sqlite3.Connection, table: str, columns: list[str]) -> 
         )
         for (value,) in conn.execute(distinct).fetchall():
             try:
-                parse_time(value.decode("utf-8"))
+                problem = time_problem(value.decode("utf-8"))
             except UnicodeDecodeError:
                 continue  # _utf8_problems
-            except ValueError as err:
-                rows = (
-                    f'SELECT {_label(table)} FROM "{table}"'
-                    f' WHERE CAST("{column}" AS BLOB) = ? LIMIT ?'
-                )
-                for (label,) in conn.execute(rows, (value, ROWS_PER_RULE)):
-                    problems.append(_problem(table, label, f"{column}: {reason(err)}"))
+            if problem is None:
+                continue
+            rows = (
+                f'SELECT {_label(table)} FROM "{table}" WHERE CAST("{column}" AS BLOB) = ? LIMIT ?'
+            )
+            for (label,) in conn.execute(rows, (value, ROWS_PER_RULE)):
+                problems.append(_problem(table, label, f"{column}: {problem}"))
     return problems
 
 
@@ -321,6 +345,24 @@ def _problem(table: str, label: object, message: str) -> Problem:
 # -- What Tiled's models require of the values --------------------------------------------------
 
 
+def _root_problems(conn: sqlite3.Connection) -> Iterator[Problem]:
+    """The root's row, as Tiled's init inserts it: id 0, no parent, a container (Tiled serves
+    the root from its configuration, but every top-level node names it as its parent); and
+    no other node without a parent (Tiled would never reach it)."""
+    root = conn.execute("SELECT parent, structure_family FROM nodes WHERE id = 0").fetchone()
+    if root is None:
+        yield Problem("TA-E506", CATALOG_NAME, "no root node (the row of nodes with id 0)")
+    elif root[0] is not None or root[1] != "container":
+        yield _problem(
+            "nodes",
+            b"node 0 (the root)",
+            f"the root must have parent NULL and family container, not {root[0]!r}, {root[1]!r}",
+        )
+    sql = f"SELECT {_label('nodes')} FROM nodes WHERE parent IS NULL AND id != 0 LIMIT ?"
+    for (label,) in conn.execute(sql, (ROWS_PER_RULE,)):
+        yield _problem("nodes", label, "parent is NULL: only the root (id 0) has none")
+
+
 def _node_problems(conn: sqlite3.Connection) -> Iterator[Problem]:
     """Metadata is an object, specs Tiled's specs; a node that holds data has one data source
     of its family, a container at most one."""
@@ -364,8 +406,9 @@ _NODE_SOURCES_SQL = (
 
 
 def _specs_problem(text: str) -> str | None:
-    """Why Tiled cannot load a node's specs (``Spec(**spec)`` for each, then its pydantic
-    ``Specs``), or None."""
+    """Why a node's specs are not Tiled's (``Spec(**spec)`` for each: keys ``name`` and
+    ``version`` only; then its pydantic ``Specs`` on the JSON: at most 20, ``name`` text and
+    ``version`` text or null, each at most 255 characters), or None."""
     from tiled.structures.core import Spec
 
     try:
@@ -375,9 +418,12 @@ def _specs_problem(text: str) -> str | None:
     if not isinstance(specs, list):
         return "not a JSON array"
     try:
-        _specs_adapter().validate_python(
-            [Spec(**spec) if isinstance(spec, dict) else spec for spec in specs]
-        )
+        for spec in specs:
+            if isinstance(spec, dict):
+                Spec(**spec)  # no key but name and version
+        # The declared types too (text of at most 255 characters, version text or null):
+        # Tiled's Spec() stores whatever it is given.
+        _specs_adapter().validate_python(specs)
     # Spec() and pydantic refuse untrusted JSON in several ways (TypeError, ValidationError).
     except Exception as err:  # noqa: BLE001
         return reason(err)

@@ -29,6 +29,9 @@ def read_header(handle: Any) -> tuple[tuple[int, ...], bool, np.dtype, int]:
 def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
     structure = structure_of(row)
     frames = row.members()
+    chunking = chunk_mismatch(structure, row.mimetype)
+    if chunking is not None:
+        add(result, "TA-E602", row.where, chunking)
     stored = 0
     for path in frames:
         size = source.members()[path].size
@@ -79,3 +82,36 @@ def frame_mismatch(
         return declared != tuple(frame)
     lead = len(declared) - len(frame)
     return lead < 1 or declared[lead:] != tuple(frame) or math.prod(declared[:lead]) != files
+
+
+def chunk_mismatch(structure: Any, mimetype: str) -> str | None:
+    """Why an NPY or TIFF array's ``chunks`` are not the ones Tiled's adapter serves (None
+    when they are): one file is one chunk (``read_block`` serves block 0 only, and serves it
+    whole), so every dimension has one chunk, its length; a sequence is sliced along its
+    first dimension only, whose chunk lengths add up to its length."""
+    if not hasattr(structure, "shape") or not hasattr(structure, "chunks"):
+        return None  # none, or another family's (TA-E506)
+    shape = tuple(structure.shape)
+    chunks = tuple(tuple(lengths) for lengths in structure.chunks)
+    whole = tuple((length,) for length in shape)
+    if mimetype.startswith("multipart/related"):
+        leading = chunks[0] if chunks else ()
+        if (
+            shape
+            and len(chunks) == len(shape)
+            and chunks[1:] == whole[1:]
+            and sum(leading) == shape[0]
+            and all(n > 0 for n in leading)
+        ):
+            return None
+        return (
+            f"the catalog chunks {list(map(list, chunks))} a sequence of shape {list(shape)}; "
+            "Tiled serves only its first dimension in chunks (adding up to its length), every "
+            "other dimension whole"
+        )
+    if chunks == whole:
+        return None
+    return (
+        f"the catalog chunks {list(map(list, chunks))} an array of shape {list(shape)}; "
+        f"Tiled serves one file as one chunk: {list(map(list, whole))}"
+    )

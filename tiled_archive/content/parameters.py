@@ -96,6 +96,32 @@ ALLOWED: dict[str, dict[str, Allowed]] = {
 }
 #: The adapter arguments an asset may be given as (``data_source_asset_association``).
 ASSET_PARAMETERS = ("data_uri", "data_uris")
+#: How Tiled's adapter for a mimetype takes its files, where the association decides it
+#: (``init_adapter_from_catalog`` and file sequences build the adapter's arguments from it):
+#: one file as ``data_uri`` with ``num`` NULL (a ``num`` makes it a list), or a list as
+#: ``data_uris``. Any other form ends every read of the node in a TypeError inside Tiled. The
+#: adapters of the other mimetypes read their data source's assets themselves.
+ASSET_FORMS: dict[str, str] = {
+    **dict.fromkeys(("image/tiff", "image/jpeg", "application/x-npy"), "data_uri"),
+    **dict.fromkeys(
+        (
+            "text/csv",
+            "text/csv;header=present",
+            "multipart/related;type=text/csv",
+            "application/x-parquet",
+            "application/x-parquet;structure=sparse",
+            "application/vnd.apache.arrow.file",
+            "multipart/related;type=image/tiff",
+            "multipart/related;type=image/jpeg",
+            "multipart/related;type=application/x-npy",
+        ),
+        "data_uris",
+    ),
+}
+_ASSET_FORM_TEXT = {
+    "data_uri": "`data_uri`, `num` NULL (one file)",
+    "data_uris": "`data_uris` (a list, in `num` order: Tiled writes 0, 1, ...)",
+}
 _NUMPY_SLICE = re.compile(r"[\[(]?[-0-9:., ]*[\])]?")
 _RAGGED_TABLE = re.compile(r"table_[0-9a-f]{32}")
 
@@ -108,9 +134,17 @@ def markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def asset_forms_table() -> str:
+    """The asset forms as they appear in spec/FORMAT.md section 3.2."""
+    rows = ["| mimetype | each asset's `parameter`, `num` |", "|---|---|"]
+    rows += [f"| `{m}` | {_ASSET_FORM_TEXT[form]} |" for m, form in ASSET_FORMS.items()]
+    return "\n".join(rows) + "\n"
+
+
 def parameter_problems(row: Any) -> Iterator[Problem]:
     """TA-E508 for every key of the row's parameters its mimetype may not carry, and for an
-    asset given to the adapter as anything but ``data_uri``/``data_uris``."""
+    asset given to the adapter as anything but ``data_uri``/``data_uris``, or in another form
+    than its mimetype's adapter takes (:data:`ASSET_FORMS`)."""
     for asset in row.assets:
         if asset.parameter not in ASSET_PARAMETERS:
             yield Problem(
@@ -118,6 +152,23 @@ def parameter_problems(row: Any) -> Iterator[Problem]:
                 asset.member,
                 f"data source {row.id} (node {row.node!r}) gives this asset to its adapter as "
                 f"{asset.parameter!r}, not data_uri or data_uris",
+            )
+            continue
+        form = ASSET_FORMS.get(row.mimetype)
+        if form == "data_uri" and (asset.parameter != form or asset.num is not None):
+            yield Problem(
+                "TA-E508",
+                asset.member,
+                f"data source {row.id} (node {row.node!r}, {row.mimetype}) gives this asset to "
+                f"its adapter as {asset.parameter!r} with num {asset.num!r}; Tiled's adapter "
+                "takes one file, as data_uri with num NULL",
+            )
+        elif form == "data_uris" and asset.parameter != form:
+            yield Problem(
+                "TA-E508",
+                asset.member,
+                f"data source {row.id} (node {row.node!r}, {row.mimetype}) gives this asset to "
+                f"its adapter as {asset.parameter!r}; Tiled's adapter takes a list, data_uris",
             )
     allowed = ALLOWED.get(row.mimetype, {})
     for key, value in sorted(row.parameters.items()):

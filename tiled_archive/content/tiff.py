@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..sources import ByteSource
 from . import DataSourceRow, Inspection, add, declared_dtype, reason, structure_of
 from .budget import nbytes
-from .npy import frame_mismatch
+from .npy import chunk_mismatch, frame_mismatch
 
 #: IFDs parsed per file at the most (a crafted file can chain millions of them).
 MAX_PAGES = 100_000
@@ -20,6 +20,9 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
 
     structure = structure_of(row)
     frames = row.members()
+    chunking = chunk_mismatch(structure, row.mimetype)
+    if chunking is not None:
+        add(result, "TA-E602", row.where, chunking)
     stored = decoded = unit = 0
     for path in frames:
         size = source.members()[path].size
