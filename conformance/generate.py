@@ -576,6 +576,34 @@ def e403(bases: Bases) -> Forms:
 
 @fixture(
     "warning",
+    "W301-manifest-not-canonical",
+    "tiled-archive.json holds the same document on one line, keys in another order.",
+    directory=["TA-W301"],
+)
+def w301(bases: Bases) -> Forms:
+    document = json.loads(bases.minimal[MANIFEST_NAME])
+    reordered = dict(reversed(list(document.items())))
+    return {
+        "directory": with_tag_file(bases.minimal, MANIFEST_NAME, json.dumps(reordered).encode())
+    }
+
+
+@fixture(
+    "warning",
+    "W401-bagit-lines-unsorted",
+    "manifest-sha256.txt lists data/sample/table.csv before data/sample/array.npy.",
+    directory=["TA-W401"],
+)
+def w401(bases: Bases) -> Forms:
+    lines = bases.minimal[PAYLOAD_MANIFEST_NAME].splitlines(keepends=True)  # type: ignore[union-attr]
+    assert len(lines) == 2
+    return {
+        "directory": with_tag_file(bases.minimal, PAYLOAD_MANIFEST_NAME, b"".join(reversed(lines)))
+    }
+
+
+@fixture(
+    "warning",
     "W400-bag-info-without-agent",
     "bag-info.txt holds only Payload-Oxum.",
     directory=["TA-W400"],
