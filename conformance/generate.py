@@ -334,6 +334,62 @@ def valid_zip64(bases: Bases) -> Forms:
     return {"zip": tree_zip(bases.minimal, force_zip64=True)}
 
 
+def info_zip_like(entries: Iterable[tuple[str, bytes]]) -> bytearray:
+    """A ZIP of ``entries`` (in order; names ending in ``/`` are folder entries) as Info-ZIP
+    3.0 writes one, STORED: no member sets the UTF-8 flag (bit 11), whatever its name, and
+    every member but the first carries Info-ZIP's extra fields, "UT" (0x5455, times) and "ux"
+    (0x7875, owner), in its local header and central directory record. Unlike Info-ZIP, each
+    also carries alignment padding (0xA11E), so that the fixture has no TA-W102."""
+    mtime = DOS_EPOCH
+    dos_time, dos_date = 0, 33  # 1980-01-01 00:00:00
+    out, central = bytearray(), bytearray()
+    count = 0
+    for index, (name, data) in enumerate(entries):
+        encoded = name.encode("utf-8")
+        folder = name.endswith("/")
+        crc = zlib.crc32(data)
+        extra = b""
+        central_extra = b""
+        if index:
+            owner = struct.pack("<HHBBIBI", 0x7875, 11, 1, 4, 1000, 4, 1000)
+            extra = struct.pack("<HHBII", 0x5455, 9, 3, mtime, mtime) + owner
+            central_extra = struct.pack("<HHBI", 0x5455, 5, 3, mtime) + owner
+            if not folder:
+                start = len(out) + 30 + len(encoded) + len(extra) + 6
+                padding = -start % 4096
+                extra += struct.pack("<HHH", 0xA11E, 2 + padding, 4096) + bytes(padding)
+        local = struct.pack(
+            "<IHHHHHIIIHH", 0x04034B50, 10, 0, 0, dos_time, dos_date, crc, len(data),
+            len(data), len(encoded), len(extra),
+        )  # fmt: skip
+        offset = len(out)
+        out += local + encoded + extra + data
+        mode = (0o40755 << 16) | 0x10 if folder else 0o100644 << 16
+        central += struct.pack(
+            "<IHHHHHHIIIHHHHHII", 0x02014B50, 0x031E, 10, 0, 0, dos_time, dos_date, crc,
+            len(data), len(data), len(encoded), len(central_extra), 0, 0, 0, mode, offset,
+        ) + encoded + central_extra  # fmt: skip
+        count += 1
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, len(central), len(out), 0)
+    return out + central + end
+
+
+@fixture(
+    "valid",
+    "info-zip-names-and-extra-fields",
+    "A ZIP as Info-ZIP 3.0 writes one: a non-ASCII UTF-8 name (größe.csv) without the UTF-8 "
+    "flag (bit 11), which no member sets; Info-ZIP's UT and ux extra fields on every member but "
+    "mimetype; folder entries.",
+    zip=[],
+)
+def valid_info_zip(bases: Bases) -> Forms:
+    tree = rename(bases.minimal, TABLE, "data/sample/gr\u00f6\u00dfe.csv")
+    items = list(tree.items())
+    first_payload = next(i for i, (name, _) in enumerate(items) if is_payload_path(name))
+    folders = [("data/", b""), ("data/sample/", b"")]
+    return {"zip": info_zip_like(items[:first_payload] + folders + items[first_payload:])}  # type: ignore[operator]
+
+
 # -- Invalid fixtures: layout, manifest, BagIt files --------------------------------------------
 
 
@@ -572,6 +628,34 @@ def e403(bases: Bases) -> Forms:
         oxum.encode(), f"{int(octets) + 1}.{count}".encode()
     )
     return {"directory": with_tag_file(bases.minimal, BAG_INFO_NAME, info)}
+
+
+@fixture(
+    "warning",
+    "W301-manifest-not-canonical",
+    "tiled-archive.json holds the same document on one line, keys in another order.",
+    directory=["TA-W301"],
+)
+def w301(bases: Bases) -> Forms:
+    document = json.loads(bases.minimal[MANIFEST_NAME])
+    reordered = dict(reversed(list(document.items())))
+    return {
+        "directory": with_tag_file(bases.minimal, MANIFEST_NAME, json.dumps(reordered).encode())
+    }
+
+
+@fixture(
+    "warning",
+    "W401-bagit-lines-unsorted",
+    "manifest-sha256.txt lists data/sample/table.csv before data/sample/array.npy.",
+    directory=["TA-W401"],
+)
+def w401(bases: Bases) -> Forms:
+    lines = bases.minimal[PAYLOAD_MANIFEST_NAME].splitlines(keepends=True)  # type: ignore[union-attr]
+    assert len(lines) == 2
+    return {
+        "directory": with_tag_file(bases.minimal, PAYLOAD_MANIFEST_NAME, b"".join(reversed(lines)))
+    }
 
 
 @fixture(

@@ -125,7 +125,7 @@ def arrow_schema(columns: list[tuple[str, str]]) -> bytes:
 
 
 def canonical_json(value: object) -> str:
-    """RFC 8785 canonical JSON, for the values used here (no floats): sorted keys, no spaces."""
+    """The JSON Tiled hashes for a structure's id (spec appendix A): keys sorted, no spaces."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -247,3 +247,16 @@ def test_a_1_1_archive_serves_its_roots_metadata_and_records_provenance():
     bag_info = (fixture / "bag-info.txt").read_text()
     assert "External-Identifier: https://tiled.example.org/api/v1//scans\n" in bag_info
     assert "External-Description: Downloaded from Tiled 0.2.20 at 2026-12-02T00:00:00Z" in bag_info
+
+
+def test_a_zip_as_info_zip_writes_it_is_read_by_its_utf8_names():
+    """No member sets the UTF-8 flag, and other members than mimetype carry Info-ZIP's extra
+    fields: names are UTF-8 whatever the flag says, and Tiled reads the table (its node's key
+    is still `table`: keys and file names are independent)."""
+    import tiled_archive
+
+    fixture = FIXTURES / "valid" / "info-zip-names-and-extra-fields" / "archive.zip"
+    with open_archive(fixture) as archive:
+        assert "data/sample/gr\u00f6\u00dfe.csv" in archive.payload()
+    with tiled_archive.open(fixture) as client:
+        assert list(client["sample"]["table"].read()["y"]) == [2.5, 3.5, 4.5]

@@ -286,3 +286,9 @@ def test_npy_and_tiff_chunks_are_the_ones_tiled_serves(mimetype, shape, chunks, 
     dtype = BuiltinDtype.from_numpy_dtype(np.dtype("uint8"))
     structure = ArrayStructure(data_type=dtype, chunks=chunks, shape=shape)
     assert (chunk_mismatch(structure, mimetype) is None) == valid
+
+
+def test_spec_column_table_is_tileds_orm():
+    from tiled_archive.content.catalog import columns_table
+
+    assert columns_table() in SPEC.read_text(encoding="utf-8")

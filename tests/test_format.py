@@ -208,3 +208,47 @@ def test_generated_paths_are_valid(path):
 def test_text_from_an_archive_is_shown_without_controls(text, shown):
     assert clip(text) == shown
     assert len(clip("x" * 1000 + "\x1b")) == 299
+
+
+# -- Canonical manifest and sorted BagIt lines (TA-W301, TA-W401) ------------------------------
+
+
+def test_canonical_manifest_is_python_json_with_sorted_keys_and_files():
+    from tiled_archive.format import canonical_manifest, canonical_problem
+
+    document = good_document()
+    document["root"] = {"metadata": {"b": "é", "a": [1, {"z": None, "y": "\n"}]}, "specs": []}
+    document["files"] = [
+        {"size": 1, "sha256": "c" * 64, "path": "data/é.csv"},
+        {"sha256": "b" * 64, "path": "data/z.h5", "size": 2},
+        {"path": "data/Z.h5", "size": 3, "sha256": "d" * 64},
+    ]
+    canonical = canonical_manifest(document)
+    assert canonical_problem(canonical) is None
+    text = canonical.decode("utf-8")
+    # files by code point of the path ('Z' < 'z' < 'é'), keys sorted at every level
+    assert text.index("data/Z.h5") < text.index("data/z.h5") < text.index("data/é.csv")
+    assert '"a": [\n        1,\n        {\n          "y": "\\n",\n          "z": null' in text
+    assert '"b": "é"' in text and text.endswith("}\n") and "\\u" not in text
+    for variant in (
+        canonical.rstrip(b"\n"),  # no final newline
+        json.dumps(document, indent=2, sort_keys=True).encode() + b"\n",  # \u escapes
+        json.dumps(document, indent=4, sort_keys=True, ensure_ascii=False).encode() + b"\n",
+        json.dumps(document, indent=2, ensure_ascii=False).encode() + b"\n",  # keys unsorted
+    ):
+        problem = canonical_problem(variant)
+        assert problem is not None and problem.code == "TA-W301", variant[:80]
+
+
+def test_bagit_lines_sorted_by_code_point_of_the_whole_path():
+    from tiled_archive.bag import digest_lines, order_problems
+
+    paths = ["data/a/b", "data/a b", "data/a-b", "data/B", "data/é", "data/z"]
+    text = digest_lines(dict.fromkeys(paths, "0" * 64))
+    assert order_problems(text, "manifest-sha256.txt") == []
+    listed = [line.split("  ", 1)[1] for line in text.decode().splitlines()]
+    assert listed == sorted(paths, key=lambda p: p.encode("utf-8"))  # bytewise = code point
+    lines = text.splitlines(keepends=True)
+    swapped = b"".join([lines[1], lines[0], *lines[2:]])
+    (problem,) = order_problems(swapped, "manifest-sha256.txt")
+    assert problem.code == "TA-W401" and "line 2" in problem.message

@@ -82,6 +82,31 @@ def parse_digest_lines(raw: bytes, name: str, code: str) -> tuple[dict[str, str]
     return digests, problems
 
 
+def order_problems(raw: bytes, name: str) -> list[Problem]:
+    """TA-W401 when a BagIt manifest's well-formed lines are not in ascending order of path
+    (by code point, which is bytewise UTF-8 order: ``LC_ALL=C sort``)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return []  # malformed: an error of its own
+    numbered = [
+        (number, match.group(2))
+        for number, line in enumerate(text.splitlines(), start=1)
+        if (match := _LINE.match(line))
+    ]
+    for (_, before), (number, after) in zip(numbered, numbered[1:], strict=False):
+        if after <= before:
+            return [
+                Problem(
+                    "TA-W401",
+                    name,
+                    f"line {number} ({after!r}) is not after {before!r}: lines are not sorted "
+                    "by path",
+                )
+            ]
+    return []
+
+
 def check_bag_info(raw: bytes, manifest: Manifest) -> list[Problem]:
     """TA-E403 unless ``Payload-Oxum`` is present and matches the manifest."""
     match = re.search(rb"^Payload-Oxum:\s*(\d+\.\d+)\s*$", raw, re.MULTILINE)

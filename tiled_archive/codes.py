@@ -198,6 +198,14 @@ _TABLE = [
         "does not know are ignored.",
         "Upgrade tiled-archive.",
     ),
+    Code(
+        "TA-W301",
+        "`tiled-archive.json` is not in canonical form (keys sorted at every level, two-space "
+        "indent, `files` sorted by path, UTF-8 without escapes, final newline).",
+        "Write it as spec section 4 says (Python: `json.dumps(manifest, indent=2, "
+        "sort_keys=True, ensure_ascii=False)` and a newline), then update "
+        "tagmanifest-sha256.txt.",
+    ),
     # -- BagIt -----------------------------------------------------------------------------
     Code(
         "TA-E400",
@@ -224,6 +232,12 @@ _TABLE = [
         "TA-W400",
         "`bag-info.txt` lacks `Bag-Software-Agent` or `Bagging-Date`.",
         "Name the software that wrote the archive, and the date (YYYY-MM-DD).",
+    ),
+    Code(
+        "TA-W401",
+        "The lines of a BagIt manifest (`manifest-sha256.txt`, `tagmanifest-sha256.txt`) are not "
+        "sorted by path.",
+        "Sort them by path, bytewise (`LC_ALL=C sort -k 2`).",
     ),
     # -- catalog.db ------------------------------------------------------------------------
     Code(

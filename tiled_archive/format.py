@@ -255,8 +255,7 @@ class Manifest:
 
     def dumps(self) -> bytes:
         """Canonical bytes: sorted keys, two-space indent, UTF-8, final newline."""
-        text = json.dumps(self.to_json(), indent=2, sort_keys=True, ensure_ascii=False)
-        return (text + "\n").encode("utf-8")
+        return canonical_manifest(self.to_json())
 
     @classmethod
     def loads(cls, raw: bytes) -> Manifest:
@@ -267,6 +266,30 @@ class Manifest:
             raise ArchiveError(errors[0].code, errors[0].path, errors[0].message)
         assert manifest is not None
         return manifest
+
+
+def canonical_manifest(document: dict[str, Any]) -> bytes:
+    """A manifest document's canonical bytes (spec §4): keys sorted by code point at every
+    level, two-space indent, `": "` after keys, UTF-8 with only what JSON must escape escaped,
+    ``files`` sorted by path, and a final newline."""
+    files = document.get("files")
+    if isinstance(files, list) and all(isinstance(f, dict) for f in files):
+        document = {**document, "files": sorted(files, key=lambda f: str(f.get("path")))}
+    text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False)
+    return (text + "\n").encode("utf-8")
+
+
+def canonical_problem(raw: bytes) -> Problem | None:
+    """TA-W301 when manifest bytes that parse are not their canonical form."""
+    try:
+        document = load_json(raw)
+    except ValueError:
+        return None  # TA-E300
+    if not isinstance(document, dict) or canonical_manifest(document) == raw:
+        return None
+    return Problem(
+        "TA-W301", MANIFEST_NAME, "not in canonical form (spec section 4); readers accept it"
+    )
 
 
 def _entry_json(entry: FileEntry) -> dict[str, Any]:

@@ -79,6 +79,7 @@ from .format import (
     FileEntry,
     Manifest,
     Problem,
+    canonical_problem,
     case_collisions,
     clip,
     is_payload_path,
@@ -422,6 +423,9 @@ class _Checker:
             raise _StopValidation  # the rules of another major version are unknown here
         if manifest is not None:
             self.format_version = manifest.format_version
+            canonical = canonical_problem(raw)
+            if canonical is not None:
+                self.problems.append(canonical)
         return manifest
 
     def _check_bagit(self, manifest: Manifest | None) -> None:
@@ -440,6 +444,7 @@ class _Checker:
         raw = self._read(PAYLOAD_MANIFEST_NAME)
         if raw is not None:
             self.problems.extend(bag.check_payload_manifest(raw, manifest))
+            self.problems.extend(bag.order_problems(raw, PAYLOAD_MANIFEST_NAME))
 
     def _check_listing(self, manifest: Manifest) -> None:
         """Manifest against the files present: missing, unlisted, wrong size (no reading)."""
@@ -477,6 +482,7 @@ class _Checker:
             return
         lines, problems = bag.parse_digest_lines(raw, TAG_MANIFEST_NAME, "TA-E402")
         self.problems.extend(problems)
+        self.problems.extend(bag.order_problems(raw, TAG_MANIFEST_NAME))
         for name in (*TAG_FILES, CATALOG_NAME):
             if name not in lines:
                 self.add("TA-E402", name, f"not listed in {TAG_MANIFEST_NAME}")

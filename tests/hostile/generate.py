@@ -900,7 +900,12 @@ case(
     description="An HDF5 file whose data source says application/x-parquet (KeyError "
     "'table_name' in Tiled).",
     allowed=("TA-E506",),
-    mutate=sql("UPDATE data_sources SET mimetype = 'application/x-parquet' WHERE id = {ds}"),
+    mutate=sql(
+        "UPDATE data_sources SET mimetype = 'application/x-parquet' WHERE id = {ds}",
+        # In the form Parquet's adapter takes (a list): the mimetype is the lie, not the form.
+        "UPDATE data_source_asset_association SET parameter = 'data_uris', num = 0"
+        " WHERE data_source_id = {ds}",
+    ),
     **FORMAT,
 )(benign_hdf5)
 
@@ -908,7 +913,11 @@ case(
     name="mimetype-csv-as-hdf5",
     description="A CSV file whose data source says application/x-hdf5.",
     allowed=("TA-E506",),
-    mutate=sql("UPDATE data_sources SET mimetype = 'application/x-hdf5' WHERE id = {ds}"),
+    mutate=sql(
+        "UPDATE data_sources SET mimetype = 'application/x-hdf5' WHERE id = {ds}",
+        "UPDATE data_source_asset_association SET parameter = 'data_uri', num = NULL"
+        " WHERE data_source_id = {ds}",
+    ),
     **FORMAT,
 )(csv_source)
 

@@ -187,6 +187,16 @@ def _columns(table: str) -> tuple[tuple[str, str, str], ...]:
     return tuple(columns)
 
 
+def columns_table() -> str:
+    """What each column of the served tables must hold, as spec/FORMAT.md appendix A gives it
+    (check 1 of TA-E506; the other checks narrow some columns further)."""
+    rows = ["| table | column | value |", "|---|---|---|"]
+    for table in SERVED_TABLES:
+        for column, _, what in _columns(table):
+            rows.append(f"| `{table}` | `{column}` | {what} |")
+    return "\n".join(rows) + "\n"
+
+
 def _column_problems(conn: sqlite3.Connection, table: str) -> Iterator[Problem]:
     columns = _columns(table)
     tests = ", ".join(test for _, test, _ in columns)
