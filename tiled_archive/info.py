@@ -9,6 +9,7 @@ structure, the manifest's schema, the catalog's digest): the digests it reports 
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import sqlite3
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.filesize import decimal
 from rich.markup import escape
 from rich.tree import Tree
 
@@ -157,10 +159,15 @@ def _nodes(archive: Archive) -> tuple[list[NodeInfo], int]:
     for node_id, mimetype, structure in sources:
         source_of.setdefault(node_id, (mimetype, structure))  # Tiled serves the first
     files_of: dict[object, set[str]] = {}
+    paths = sorted(sizes)  # a folder's files are one run of it: found by bisection, not a scan
     for node_id, data_uri in assets:
         with contextlib.suppress(ArchiveError, TypeError):  # a bad URI: validate reports it
             member = archive.asset_member(data_uri)
-            below = [p for p in sizes if p == member or p.startswith(member + "/")]
+            if member in sizes:
+                below = [member]
+            else:
+                start = bisect.bisect_left(paths, member + "/")
+                below = paths[start : bisect.bisect_left(paths, member + "0", start)]
             files_of.setdefault(node_id, set()).update(below)
 
     roots = [node_id for node_id, parent, _, _ in rows if parent is None]
@@ -221,16 +228,8 @@ def _label(node: NodeInfo) -> str:
     if node.mimetype:
         parts.append(f"[dim]{escape(clip(node.mimetype, 80))}[/]")
     if node.files:
-        parts.append(f"{_size(node.bytes)} in {plural(node.files, 'file')}")
+        parts.append(f"{decimal(node.bytes)} in {plural(node.files, 'file')}")
     return "  ".join(parts)
-
-
-def _size(count: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000  # type: ignore[assignment]
-    raise AssertionError  # unreachable: the loop returns at GB
 
 
 def print_info(info: ArchiveInfo, console: Console, *, every_node: bool = False) -> None:
@@ -239,16 +238,16 @@ def print_info(info: ArchiveInfo, console: Console, *, every_node: bool = False)
     manifest = info.manifest
     producer = " ".join(clip(str(v), 80) for v in manifest["producer"].values())
     facts = [
-        ("archive", f"{clip(info.path)} ({info.form}, {_size(info.archive_bytes)})"),
+        ("archive", f"{clip(info.path)} ({info.form}, {decimal(info.archive_bytes)})"),
         ("format", f"tiled-archive {manifest['format_version']}"),
         ("producer", producer),
         ("created", manifest["created"]),
         (
             "catalog",
             f"Tiled schema {manifest['tiled_schema_revision']}, "
-            f"{_size(manifest['catalog']['size'])}",
+            f"{decimal(manifest['catalog']['size'])}",
         ),
-        ("payload", f"{plural(len(manifest['files']), 'file')}, {_size(info.payload_bytes)}"),
+        ("payload", f"{plural(len(manifest['files']), 'file')}, {decimal(info.payload_bytes)}"),
     ]
     provenance = manifest.get("provenance")
     if isinstance(provenance, dict):
