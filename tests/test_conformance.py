@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conformance import catalog_schema
+from conformance import catalog_schema, tiled_rules
 from conformance.generate import tree_size
 from tiled_archive import cli, codes
 from tiled_archive.reader import open_archive
@@ -163,6 +163,16 @@ def test_catalog_schema_file_is_what_tiled_creates(tmp_path):
     init_catalog(writers, [])
     assert catalog_contents(writers) == catalog_contents(tiled_db)
     assert catalog_schema.dump(writers) == catalog_schema.dump(tiled_db)
+
+
+def test_tiled_rules_file_is_what_tiled_has():
+    """The packaged rules the catalog checks take from Tiled (so as not to import its server
+    stack) are what the installed Tiled's ORM, models and mimetype registry give."""
+    from tiled_archive.format import TILED_SCHEMA_REVISIONS
+
+    packaged = tiled_rules.package_file(TILED_SCHEMA_REVISIONS[0]).read_text(encoding="utf-8")
+    assert tiled_rules.render(tiled_rules.derive()) == packaged
+    assert tiled_rules.main(["--check"]) == 0
 
 
 def catalog_contents(db: Path) -> tuple[set, dict]:

@@ -304,6 +304,16 @@ def catalog_schema_sql(revision: str = TILED_SCHEMA_REVISIONS[0]) -> str:
     return resources.files(__package__).joinpath(f"catalog-schema-{revision}.sql").read_text()
 
 
+@cache
+def tiled_rules(revision: str = TILED_SCHEMA_REVISIONS[0]) -> dict[str, Any]:
+    """What the catalog checks (TA-E506, TA-W501) take from Tiled, shipped with the package:
+    each served column's kind, nullability and foreign key (from its ORM), the JSON Schema of
+    a node's specs, the mimetypes it has adapters for. Written from Tiled itself by
+    conformance/tiled_rules.py, and tested equal to what the installed Tiled gives."""
+    text = resources.files(__package__).joinpath(f"tiled-rules-{revision}.json").read_text()
+    return json.loads(text)
+
+
 def manifest_schema() -> dict[str, Any]:
     """The JSON Schema of ``tiled-archive.json`` (shipped with the package)."""
     return json.loads(resources.files(__package__).joinpath("manifest.schema.json").read_text())

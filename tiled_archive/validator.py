@@ -88,6 +88,7 @@ from .format import (
     parse_manifest,
     path_problems,
     plural,
+    tiled_rules,
 )
 from .sources import ByteSource
 from .sources.directory import DirectorySource
@@ -828,10 +829,9 @@ class _CatalogChecks:
             )
 
     def _check_mimetypes(self) -> None:
-        from tiled.mimetypes import DEFAULT_ADAPTERS_BY_MIMETYPE
-
+        adapted = set(tiled_rules()["adapter_mimetypes"])
         for source_id, node_id, key, mimetype in self._rows(_MIMETYPES_SQL, "data_sources"):
-            if mimetype not in DEFAULT_ADAPTERS_BY_MIMETYPE:
+            if mimetype not in adapted:
                 where = f"data source {source_id} (node {node_id} {key!r})"
                 self.add("TA-W501", CATALOG_NAME, f"{where}: no Tiled adapter for {mimetype!r}")
 

@@ -5,10 +5,11 @@ of another type than its column's, text that is not UTF-8, a row naming a row th
 exist, a node without the data source its family needs — each one ends the first request that
 touches the node in a raw exception (a 500 from the server, a traceback in-process). So every
 row Tiled reads is checked against Tiled's own schema first: column types, nullability and
-foreign keys come from its ORM (``tiled.catalog.orm``), specs from its pydantic models, and
-structures from its structure classes. The type checks run in SQL (SQLite's JSON functions
-included) and only the text columns are decoded in Python, so opening a catalog of 10,000
-nodes stays cheap.
+foreign keys come from its ORM (``tiled.catalog.orm``), specs from its pydantic models (both
+through the packaged ``tiled-rules`` file, derived from Tiled and tested equal, so that checking
+a catalog imports no Tiled server stack), and structures from its structure classes. The type
+checks run in SQL (SQLite's JSON functions included) and only the text columns are decoded in
+Python, so opening a catalog of 10,000 nodes stays cheap.
 
 TA-E506 is a row Tiled cannot load, TA-E509 JSON nested too deeply for its encoders.
 """
@@ -16,6 +17,7 @@ TA-E506 is a row Tiled cannot load, TA-E509 JSON nested too deeply for its encod
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import sqlite3
 from collections.abc import Callable, Collection, Iterator
@@ -24,6 +26,9 @@ from functools import cache
 from itertools import islice
 from pathlib import Path
 from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 
 from ..format import (
     CATALOG_NAME,
@@ -35,6 +40,7 @@ from ..format import (
     catalog_schema_sql,
     clip,
     load_json,
+    tiled_rules,
 )
 from . import AssetRef, DataSourceRow, reason, structure_problem
 
@@ -66,14 +72,16 @@ SERVED_TABLES = (
 @cache
 def rules_fingerprint() -> str:
     """What the verdict of :func:`catalog_problems` depends on besides the catalog's bytes:
-    these rules (this module's source) and Tiled's schema and models (its version). A reader
-    may keep a clean verdict under the catalog's SHA-256 and this, and skip the checks."""
+    these rules (this module's source and what they take from Tiled) and Tiled's structure
+    classes (its version). A reader may keep a clean verdict under the catalog's SHA-256 and
+    this, and skip the checks."""
     import hashlib
 
     import tiled
 
-    rules = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
-    return f"{rules}-{tiled.__version__}"
+    rules = hashlib.sha256(Path(__file__).read_bytes())
+    rules.update(json.dumps(tiled_rules(), sort_keys=True).encode())
+    return f"{rules.hexdigest()[:16]}-{tiled.__version__}"
 
 
 #: At most this many rows are reported for each rule; a damaged catalog can break one rule
@@ -153,37 +161,39 @@ def catalog_problems(conn: sqlite3.Connection) -> list[Problem]:
 # -- Values of each column's type (from Tiled's ORM) ------------------------------------------
 
 
+def _orm_columns(table: str, *kinds: str) -> list[dict[str, Any]]:
+    """The columns Tiled's ORM gives ``table`` (all of them, or those of ``kinds``), as the
+    packaged rules hold them: ``name``, ``kind``, ``nullable``, ``values``, ``references``."""
+    columns = tiled_rules()["columns"][table]
+    return [column for column in columns if not kinds or column["kind"] in kinds]
+
+
 @cache
 def _columns(table: str) -> tuple[tuple[str, str, str], ...]:
     """``(column, SQL true when the value fits, what it must be)`` for each column of a table
     Tiled's ORM defines."""
-    from sqlalchemy import JSON, Boolean, DateTime, Enum, Integer, String
-    from tiled.catalog import orm
-
     columns = []
-    for column in orm.Base.metadata.tables[table].columns:
-        name = f'"{column.name}"'
-        kind = column.type
-        if isinstance(kind, Boolean):
+    for column in _orm_columns(table):
+        name = f'"{column["name"]}"'
+        kind = column["kind"]
+        if kind == "boolean":
             test, what = f"{name} IN (0, 1)", "0 or 1"
-        elif isinstance(kind, Integer):
+        elif kind == "integer":
             test, what = f"typeof({name}) = 'integer'", "an integer"
-        elif isinstance(kind, Enum):
-            allowed = ", ".join(f"'{value}'" for value in kind.enums)
-            test, what = f"{name} IN ({allowed})", "one of " + ", ".join(kind.enums)
-        elif isinstance(kind, JSON):
+        elif kind == "enum":
+            allowed = ", ".join(f"'{value}'" for value in column["values"])
+            test, what = f"{name} IN ({allowed})", "one of " + ", ".join(column["values"])
+        elif kind == "json":
             # SQLite refuses JSON nested over 1,000 levels: Python judges text that may nest
             # that deep (_json_problems).
             deep = f"{_brackets(name)} > {MAX_JSON_DEPTH}"
             test = f"typeof({name}) = 'text' AND (json_valid({name}) OR {deep})"
             what = "JSON text"
-        elif isinstance(kind, (String, DateTime)):
+        else:  # text and time (whose grammar _time_problems checks)
             test, what = f"typeof({name}) = 'text'", "text"
-        else:  # pragma: no cover -- a column type a later Tiled adds; Tiled checks it itself
-            continue
-        if column.nullable and not column.primary_key:
+        if column["nullable"]:
             test, what = f"{name} IS NULL OR {test}", f"NULL or {what}"
-        columns.append((column.name, f"coalesce({test}, 0)", what))
+        columns.append((column["name"], f"coalesce({test}, 0)", what))
     return tuple(columns)
 
 
@@ -210,16 +220,9 @@ def _column_problems(conn: sqlite3.Connection, table: str) -> Iterator[Problem]:
 
 def _text_problems(conn: sqlite3.Connection, table: str) -> Iterator[Problem]:
     """Text Tiled decodes: UTF-8 (SQLite stores any bytes), and times of the fixed grammar."""
-    from sqlalchemy import JSON, DateTime, Enum, String
-    from tiled.catalog import orm
-
-    columns = [
-        (column.name, isinstance(column.type, DateTime))
-        for column in orm.Base.metadata.tables[table].columns
-        if isinstance(column.type, (String, Enum, JSON, DateTime))
-    ]
-    problems = _utf8_problems(conn, table, [name for name, _ in columns])
-    times = [name for name, is_time in columns if is_time]
+    texts = _orm_columns(table, "text", "enum", "json", "time")
+    problems = _utf8_problems(conn, table, [column["name"] for column in texts])
+    times = [column["name"] for column in texts if column["kind"] == "time"]
     problems.extend(_time_problems(conn, table, times))
     return iter(problems[:ROWS_PER_RULE])
 
@@ -309,20 +312,17 @@ def _time_problems(conn: sqlite3.Connection, table: str, columns: list[str]) -> 
 
 def _reference_problems(conn: sqlite3.Connection, table: str) -> Iterator[Problem]:
     """Foreign keys Tiled's ORM declares (SQLite enforces none unless asked to)."""
-    from tiled.catalog import orm
-
-    for column in orm.Base.metadata.tables[table].columns:
-        for key in column.foreign_keys:
-            target = key.column
-            sql = (
-                f'SELECT {_label(table)}, "{column.name}" FROM "{table}"'
-                f' WHERE "{column.name}" IS NOT NULL AND "{column.name}" NOT IN'
-                f' (SELECT "{target.name}" FROM "{target.table.name}") LIMIT ?'
-            )
-            for label, value in conn.execute(sql, (ROWS_PER_RULE,)):
-                yield _problem(
-                    table, label, f"{column.name} {value!r} names no row of {target.table.name}"
-                )
+    for column in _orm_columns(table):
+        if column["references"] is None:
+            continue
+        name, (target_table, target) = column["name"], column["references"]
+        sql = (
+            f'SELECT {_label(table)}, "{name}" FROM "{table}"'
+            f' WHERE "{name}" IS NOT NULL AND "{name}" NOT IN'
+            f' (SELECT "{target}" FROM "{target_table}") LIMIT ?'
+        )
+        for label, value in conn.execute(sql, (ROWS_PER_RULE,)):
+            yield _problem(table, label, f"{name} {value!r} names no row of {target_table}")
 
 
 _LABEL = {  # SQL giving each row's label in messages (qualified: some queries join)
@@ -416,36 +416,32 @@ _NODE_SOURCES_SQL = (
 
 
 def _specs_problem(text: str) -> str | None:
-    """Why a node's specs are not Tiled's (``Spec(**spec)`` for each: keys ``name`` and
-    ``version`` only; then its pydantic ``Specs`` on the JSON: at most 20, ``name`` text and
-    ``version`` text or null, each at most 255 characters), or None."""
-    from tiled.structures.core import Spec
-
+    """Why a node's specs are not Tiled's, or None: what ``Spec(**spec)`` takes for each (keys
+    ``name`` and ``version`` only) and its pydantic ``Specs`` on the JSON (at most 20, ``name``
+    text and ``version`` text or null, each at most 255 characters), as the packaged rules'
+    JSON Schema of them says."""
     try:
         specs = load_json(text)
     except JSONTooDeep:
         return None  # TA-E509
     if not isinstance(specs, list):
         return "not a JSON array"
-    try:
-        for spec in specs:
-            if isinstance(spec, dict):
-                Spec(**spec)  # no key but name and version
-        # The declared types too (text of at most 255 characters, version text or null):
-        # Tiled's Spec() stores whatever it is given.
-        _specs_adapter().validate_python(specs)
-    # Spec() and pydantic refuse untrusted JSON in several ways (TypeError, ValidationError).
-    except Exception as err:  # noqa: BLE001
-        return reason(err)
-    return None
+    error = best_match(_specs_validator().iter_errors(specs))
+    if error is None:
+        return None
+    where = "".join(f"[{part!r}]" for part in error.absolute_path)
+    # jsonschema's message quotes the whole value; a length says what is wrong with a long one.
+    unit = {"maxLength": "characters", "maxItems": "specs"}.get(str(error.validator))
+    if unit is not None:
+        message = f"{len(error.instance)} {unit}; Tiled allows at most {error.validator_value}"
+    else:
+        message = clip(error.message, 120)
+    return f"{where}: {message}" if where else message
 
 
 @cache
-def _specs_adapter() -> Any:
-    import pydantic
-    from tiled.server.schemas import Specs
-
-    return pydantic.TypeAdapter(Specs)
+def _specs_validator() -> Draft202012Validator:
+    return Draft202012Validator(tiled_rules()["specs"])
 
 
 def _data_source_problems(conn: sqlite3.Connection) -> Iterator[Problem]:
@@ -567,14 +563,9 @@ def _json_problems(conn: sqlite3.Connection) -> Iterator[Problem]:
     so such a node could not even be listed), in every JSON column Tiled reads. Only text
     holding more brackets than the limit can nest that deep, and only that text is decoded
     (in Python, which also judges what SQLite's parser refuses as too deep for it)."""
-    from sqlalchemy import JSON
-    from tiled.catalog import orm
-
     for table in SERVED_TABLES:
-        for column in orm.Base.metadata.tables[table].columns:
-            if not isinstance(column.type, JSON):
-                continue
-            name = f'"{column.name}"'
+        for column in _orm_columns(table, "json"):
+            name = f'"{column["name"]}"'
             sql = (
                 f'SELECT {_label(table)}, {name}, json_valid({name}) FROM "{table}"'
                 f" WHERE typeof({name}) = 'text' AND {_brackets(name)} > ?"
@@ -584,12 +575,12 @@ def _json_problems(conn: sqlite3.Connection) -> Iterator[Problem]:
                 try:
                     load_json(value)
                 except JSONTooDeep as err:
-                    yield Problem("TA-E509", where, f"{column.name}: {err}")
+                    yield Problem("TA-E509", where, f"{column['name']}: {err}")
                 except ValueError as err:
                     if valid:  # SQLite's parser accepts what Python's cannot (long integers)
-                        yield _problem(table, label, f"{column.name}: {err}")
+                        yield _problem(table, label, f"{column['name']}: {err}")
                     else:  # the column check let it through to be judged here
-                        yield _problem(table, label, f"{column.name} must be JSON text: {err}")
+                        yield _problem(table, label, f"{column['name']} must be JSON text: {err}")
 
 
 def _brackets(column: str) -> str:
