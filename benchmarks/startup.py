@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.runs < 1:
         parser.error("--runs must be positive")
 
+    # Children write and use bytecode, as an installed package has it (pip compiles on install);
+    # with PYTHONDONTWRITEBYTECODE an editable checkout recompiles its modules on every run.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     with tempfile.TemporaryDirectory(prefix="ta-startup-") as tmp:
         work = Path(tmp)
         source = work / "src"

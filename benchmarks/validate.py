@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.size_mb < 1 or args.runs < 1:
         parser.error("--size-mb and --runs must be positive")
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # as benchmarks/startup.py: bytecode kept
 
     bench = setup(args.output / f"validate-{args.size_mb}mb", args.size_mb, args.fresh)
     archive = bench.work / "bench.zip"

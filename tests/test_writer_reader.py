@@ -182,26 +182,15 @@ def test_tiff_and_tiff_sequence_from_inside_zip(zip_archive, sample_tree):
 
 
 def test_npy_memory_mapped_from_zip_span(zip_archive, sample_tree):
+    """The ZIP reader's NPY array maps the stored member's bytes where they lie (aligned)."""
+    from tiled_archive.adapters.zip import _npy_array
+
     path = "data/scan/nested/deeper/table_values.npy"
     span = zip_archive.span(path)
     assert span.offset % 4096 == 0
-    with zip_archive.open(path) as handle:
-        major, _ = np.lib.format.read_magic(handle)
-        read_header = (
-            np.lib.format.read_array_header_1_0
-            if major == 1
-            else np.lib.format.read_array_header_2_0
-        )
-        shape, fortran, dtype = read_header(handle)
-        header = handle.tell()
-    mapped = np.memmap(
-        span.file,
-        dtype=dtype,
-        mode="r",
-        offset=span.offset + header,
-        shape=shape,
-        order="F" if fortran else "C",
-    )
+    mapped = _npy_array(zip_archive, path)
+    assert isinstance(mapped, np.memmap) and Path(mapped.filename) == Path(span.file).resolve()
+    assert span.offset < mapped.offset < span.offset + 4096  # past the .npy header, in place
     np.testing.assert_array_equal(mapped, np.load(sample_tree / "nested/deeper/table_values.npy"))
 
 
