@@ -65,3 +65,72 @@ def tree_digests(root: Path) -> dict[str, str]:
     return {
         p.relative_to(root).as_posix(): sha256_of(p) for p in sorted(root.rglob("*")) if p.is_file()
     }
+
+
+# -- PostgreSQL (a real server: .ci/postgres starts one and prints its URI) -------------------
+
+_TEMPLATE = "tiled_archive_template"
+
+
+async def _admin(server: str, *statements: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(f"{server}/postgres")
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The URI (no database) of the PostgreSQL server in TILED_ARCHIVE_TEST_POSTGRES, holding
+    a template database that Tiled's own `tiled catalog init` made. Skipped when no server is
+    configured, unless TILED_ARCHIVE_REQUIRE_POSTGRES is set (CI), where that is a failure."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    server = os.environ.get("TILED_ARCHIVE_TEST_POSTGRES", "").rstrip("/")
+    if not server:
+        reason = "no PostgreSQL server: set TILED_ARCHIVE_TEST_POSTGRES (see .ci/postgres)"
+        if os.environ.get("TILED_ARCHIVE_REQUIRE_POSTGRES"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    asyncio.run(
+        _admin(
+            server,
+            f"DROP DATABASE IF EXISTS {_TEMPLATE} WITH (FORCE)",
+            f"CREATE DATABASE {_TEMPLATE}",
+        )
+    )
+    tiled = Path(sys.executable).parent / "tiled"
+    subprocess.run([tiled, "catalog", "init", f"{server}/{_TEMPLATE}"], check=True)
+    return server
+
+
+@pytest.fixture
+def postgres_database(postgres_server):
+    """A fresh, empty PostgreSQL database (no catalog in it yet): its URI."""
+    yield from _database(postgres_server, "")
+
+
+@pytest.fixture
+def postgres_catalog(postgres_server):
+    """A fresh PostgreSQL database holding a new Tiled catalog (a copy of the template Tiled
+    initialized): its URI."""
+    yield from _database(postgres_server, f" TEMPLATE {_TEMPLATE}")
+
+
+def _database(server: str, options: str):
+    import asyncio
+    import uuid
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(server, f"CREATE DATABASE {name}{options}"))
+    try:
+        yield f"{server}/{name}"
+    finally:
+        asyncio.run(_admin(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

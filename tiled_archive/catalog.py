@@ -179,7 +179,12 @@ def _compact(db: Path) -> None:
 def relocated_uri(root: Path, member: str, is_sql_storage: bool) -> str:
     """The relocated form of ``member`` in an archive at ``root``, as Tiled writes it:
     ``file://localhost/ABS`` (``duckdb://localhost//ABS`` for an SQL storage)."""
-    path = root / member_from_data_uri(member)
+    return absolute_uri(root / member_from_data_uri(member), is_sql_storage)
+
+
+def absolute_uri(path: Path, is_sql_storage: bool) -> str:
+    """The URI Tiled writes for the file at absolute ``path``: ``file://localhost/ABS``, or
+    ``duckdb://localhost//ABS`` for an SQL storage (a ragged data source's DuckDB file)."""
     if is_sql_storage:
         return ensure_uri(f"{RELOCATED_SCHEMES[True]}:///{path}")
     return ensure_uri(path)

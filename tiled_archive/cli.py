@@ -65,6 +65,7 @@ INTERRUPTED = {
     "create": "nothing was written",
     "pack": "nothing was written",
     "extract": "nothing was written",
+    "load": "nothing was loaded: the catalog is as it was, the copied files removed",
     "validate": "not checked",
 }
 
@@ -172,6 +173,45 @@ def extract(
         raise ArchiveError("TA-E904", str(dest), "extract writes a directory: drop the .zip")
     convert(source, dest, force=force, quiet=quiet)
     _wrote(dest)
+
+
+@app.command()
+@reports_errors
+def load(
+    archive: Annotated[Path, typer.Argument(help="A directory or ZIP archive.")],
+    catalog: Annotated[
+        str,
+        typer.Argument(
+            help="A Tiled catalog: sqlite:///PATH (or a path) or postgresql://USER@HOST/DB; "
+            "created by Tiled's init when it does not exist yet."
+        ),
+    ],
+    data: Annotated[
+        Path, typer.Option("--data", help="The folder the archive's files are copied into.")
+    ],
+    at: Annotated[
+        str, typer.Option("--at", help="The node path to load under (made when missing).")
+    ] = "",
+    quiet: Quiet = False,
+) -> None:
+    """Load an archive's nodes into a Tiled catalog (SQLite or PostgreSQL) and its files into
+    a folder, so that stock `tiled serve catalog CATALOG -r DATA` serves them."""
+    with _loading(quiet):
+        from .load import load as load_archive
+
+    with _loading(quiet, "loading"):
+        loaded = load_archive(archive, catalog, data, at=at)
+    import shlex
+
+    reused = f", {plural(loaded.reused_files, 'file')} already there" if loaded.reused_files else ""
+    err_console.print(
+        f"loaded {plural(loaded.nodes, 'node')} and {plural(loaded.files, 'file')}{reused}"
+        f" into {loaded.catalog} under /{loaded.at}\n"
+        f"serve it with: {shlex.join(loaded.serve_command(data))}",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
 
 
 def _wrote(dest: Path, what: str = "") -> None:

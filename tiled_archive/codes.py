@@ -396,6 +396,27 @@ _TABLE = [
         "Pass --api-key KEY or set TILED_API_KEY (from Python: api_key=), with a key the "
         "server accepts.",
     ),
+    Code(
+        "TA-E920",
+        "A load would put a node where the target catalog already has one (the same key under "
+        "the same node path), or a node on the path it loads under is not a container; "
+        "nothing was loaded.",
+        "Load under another node path: --at PATH (at=...), e.g. --at archives/<name>.",
+    ),
+    Code(
+        "TA-E921",
+        "A load would overwrite a file in the data folder that holds other bytes (or is not a "
+        "regular file); nothing was loaded.",
+        "Load under another node path (--at), whose files go in a folder of their own, or "
+        "choose another --data folder.",
+    ),
+    Code(
+        "TA-E922",
+        "The target catalog of a load cannot be opened or written (not a database URI, the "
+        "server is down or refuses the user, another schema revision); nothing was loaded.",
+        "Check the URI (sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DATABASE), that the "
+        "server runs and the database exists, and that the user may write to it.",
+    ),
 ]
 
 CODES: dict[str, Code] = {code.id: code for code in _TABLE}

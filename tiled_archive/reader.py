@@ -166,7 +166,7 @@ class Archive:
                 _verify(self.source.open(CATALOG_NAME), expected, None, "TA-E309")
             else:
                 path = cache_dir() / "catalogs" / f"{expected.sha256}.db"
-                self._copy_verified(expected, path, "TA-E309")
+                self.copy_verified(expected, path, "TA-E309")
             self._catalog = path
         return self._catalog
 
@@ -275,7 +275,7 @@ class Archive:
             target = cache_dir() / "members" / key / PurePosixPath(path).name
             for entry in entries:
                 inside = entry.path[len(path) + 1 :]  # "" for the file itself
-                self._copy_verified(entry, target / inside if inside else target)
+                self.copy_verified(entry, target / inside if inside else target)
         self._copies[path] = target
         return target
 
@@ -302,11 +302,11 @@ class Archive:
             )
         return entries
 
-    def _copy_verified(self, entry: FileEntry, target: Path, code: str = "TA-E308") -> None:
+    def copy_verified(self, entry: FileEntry, target: Path, code: str = "TA-E308") -> None:
         """Make ``target`` a read-only copy of member ``entry.path``, checked against the
         entry's SHA-256. A copy already there is hashed and kept when it matches (a cache file
         altered since is made again, never used)."""
-        if target.is_file() and _sha256_of(target) == entry.sha256:
+        if target.is_file() and sha256_of(target) == entry.sha256:
             return
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as sink:
@@ -341,7 +341,8 @@ def _raise_first(problems: list[Problem]) -> None:
         raise ArchiveError(errors[0].code, errors[0].path, errors[0].message + more)
 
 
-def _sha256_of(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of the file at ``path``, hex."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 

@@ -1,0 +1,193 @@
+"""`load`: an archive into a Tiled catalog (SQLite, and a real PostgreSQL server), served by
+stock `tiled serve catalog` exactly as the archive serves it; all or nothing on failure."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tiled_archive
+from tiled_archive.format import ArchiveError
+from tiled_archive.load import load
+from tiled_archive.testing import free_port, serving
+from tiled_archive.writer import convert, create
+
+from .conftest import tree_digests
+from .test_download_examples import assert_exact, listing, serve_pyobject
+
+TILED = Path(sys.executable).parent / "tiled"
+
+
+@pytest.fixture(scope="module")
+def family_archives(sample_tree, tmp_path_factory) -> dict[str, Path]:
+    """Archives of every structure family: files Tiled registers (NPY, TIFF sequence, CSV,
+    Parquet, Zarr) as a directory, and what stock `tiled serve pyobject` holds in memory
+    (arrays of every dtype, sparse, awkward, ragged, table), downloaded, as a ZIP."""
+    from tiled.client import from_uri
+
+    root = tmp_path_factory.mktemp("load")
+    create(root / "files", [sample_tree], quiet=True)
+    with serve_pyobject("tests.trees:in_memory", root / "server.log") as url:
+        tiled_archive.download(from_uri(url), root / "memory.zip", cache_dir=root / "cache")
+    return {"files": root / "files", "memory": root / "memory.zip"}
+
+
+def catalog_uri(backend: str, tmp_path: Path, request: Any) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.db'}"
+    return request.getfixturevalue("postgres_catalog")
+
+
+@contextlib.contextmanager
+def stock_server(uri: str, data: Path, loaded: Any, log: Path):
+    from tiled.client import from_uri
+
+    port = free_port()
+    command = [TILED, *loaded.serve_command(data)[1:], "--public", "--port", port]
+    command[3] = uri  # the password the displayed URI hides
+    with serving(command, port, log=log) as server:
+        yield from_uri(server.url)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("tree", ["files", "memory"])
+def test_stock_tiled_serves_a_loaded_archive_as_the_archive(
+    family_archives, tmp_path, request, backend, tree
+):
+    uri = catalog_uri(backend, tmp_path, request)
+    data = tmp_path / "data"
+    loaded = load(family_archives[tree], uri, data, at=f"archives/{tree}")
+    with tiled_archive.open(family_archives[tree]) as archive:
+        assert loaded.nodes >= len(list(archive))
+        with stock_server(uri, data, loaded, tmp_path / "stock.log") as client:
+            copy = client["archives"][tree]
+            assert dict(copy.metadata) == dict(archive.metadata)  # the archive's root's
+            assert list(listing(copy)) == list(listing(archive))
+            for key in listing(archive):
+                assert_exact(listing(archive)[key], listing(copy)[key], f"/{key}/")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_several_archives_load_side_by_side_and_collisions_change_nothing(
+    family_archives, tmp_path, request, backend
+):
+    uri = catalog_uri(backend, tmp_path, request)
+    data = tmp_path / "data"
+    load(family_archives["files"], uri, data, at="a")
+    load(family_archives["memory"], uri, data, at="a/b")  # under a node that holds others
+    before = tree_digests(data), node_keys(uri)
+    with pytest.raises(ArchiveError) as refused:
+        load(family_archives["files"], uri, data, at="a")
+    assert refused.value.code == "TA-E920" and "'scan'" in str(refused.value)
+    with pytest.raises(ArchiveError) as refused:
+        load(family_archives["files"], uri, data, at="a/scan/baseline")  # a table, not a folder
+    assert refused.value.code == "TA-E920" and "not a container" in str(refused.value)
+    assert (tree_digests(data), node_keys(uri)) == before
+
+
+def test_a_file_that_holds_other_bytes_is_not_overwritten(family_archives, tmp_path):
+    uri, data = f"sqlite:///{tmp_path / 'catalog.db'}", tmp_path / "data"
+    target = data / "x" / "scan" / "baseline.csv"
+    target.parent.mkdir(parents=True)
+    target.write_text("mine\n")
+    with pytest.raises(ArchiveError) as refused:
+        load(family_archives["files"], uri, data, at="x")
+    assert refused.value.code == "TA-E921" and str(target) in str(refused.value)
+    assert target.read_text() == "mine\n"
+    assert sorted(p.name for p in data.rglob("*")) == ["baseline.csv", "scan", "x"]
+
+
+def test_a_failed_transaction_leaves_the_catalog_and_the_data_folder_as_they_were(
+    family_archives, tmp_path
+):
+    """The database refuses the data sources (a trigger of the user's), after the files are
+    copied and the nodes inserted: no row stays and no copied file either."""
+    db, data = tmp_path / "catalog.db", tmp_path / "data"
+    load(family_archives["memory"], f"sqlite:///{db}", data, at="first")
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON data_sources"
+            " BEGIN SELECT RAISE(ABORT, 'refused by the site'); END"
+        )
+    before = tree_digests(data), node_keys(f"sqlite:///{db}")
+    with pytest.raises(ArchiveError) as refused:
+        load(family_archives["files"], f"sqlite:///{db}", data, at="second")
+    assert refused.value.code == "TA-E922" and "refused by the site" in str(refused.value)
+    assert (tree_digests(data), node_keys(f"sqlite:///{db}")) == before
+    assert not (data / "second").exists()
+
+
+def test_a_new_postgresql_catalog_is_made_by_tileds_init(family_archives, postgres_database):
+    loaded = load(family_archives["memory"], postgres_database, "/tmp/unused", at="m")
+    assert loaded.catalog.startswith("postgresql+asyncpg://") and "***" in loaded.catalog
+    assert "m" in node_keys(postgres_database)
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("postgresql://nobody:wrong@127.0.0.1:1/none", "TA-E922"),
+        ("mysql+nothing://x/y", "TA-E922"),
+    ],
+)
+def test_an_unusable_catalog_is_a_coded_error(family_archives, tmp_path, uri, expected):
+    with pytest.raises(ArchiveError) as refused:
+        load(family_archives["files"], uri, tmp_path / "data", at="x")
+    assert refused.value.code == expected
+    assert "wrong" not in str(refused.value)  # no password in the message
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_command_prints_what_it_loaded_and_the_stock_command(family_archives, tmp_path):
+    db, data = tmp_path / "catalog.db", tmp_path / "data"
+    command = [sys.executable, "-m", "tiled_archive", "load", str(family_archives["memory"])]
+    done = subprocess.run(
+        [*command, str(db), "--data", str(data), "--at", "m"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "loaded " in done.stderr and "under /m" in done.stderr
+    assert "serve it with: tiled serve catalog sqlite+aiosqlite:///" in done.stderr
+    assert " -w duckdb://" in done.stderr  # the ragged array's storage
+    again = subprocess.run(
+        [*command, str(db), "--data", str(data), "--at", "m"], capture_output=True, text=True
+    )
+    assert again.returncode == 1 and "TA-E920" in again.stderr and "Traceback" not in again.stderr
+
+
+def node_keys(uri: str) -> list[str]:
+    """Every node's key in the catalog at ``uri``, sorted (through SQLAlchemy, any backend)."""
+    import asyncio
+
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from tiled.utils import ensure_specified_sql_driver
+
+    async def keys() -> list[str]:
+        engine = create_async_engine(ensure_specified_sql_driver(uri))
+        try:
+            async with engine.connect() as conn:
+                return sorted((await conn.execute(text("SELECT key FROM nodes"))).scalars())
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(keys())
+
+
+def test_the_files_are_the_archives_bytes(family_archives, tmp_path):
+    loaded = load(family_archives["files"], f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "d")
+    source = tree_digests(family_archives["files"] / "data")
+    assert tree_digests(tmp_path / "d") == source
+    assert loaded.files == len(source) and loaded.reused_files == 0
+
+
+def test_a_zip_loads_like_its_directory(family_archives, tmp_path):
+    convert(family_archives["files"], tmp_path / "files.zip", quiet=True)
+    loaded = load(tmp_path / "files.zip", f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "d")
+    assert tree_digests(tmp_path / "d") == tree_digests(family_archives["files"] / "data")
+    assert loaded.nodes > 0

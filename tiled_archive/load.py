@@ -1,0 +1,524 @@
+"""Load an archive into a Tiled catalog (SQLite or PostgreSQL) that stock Tiled serves.
+
+``load(archive, catalog_uri, data_dir, at="runs/r1")`` copies the archive's payload files into
+``data_dir/runs/r1/`` (each checked against the manifest's SHA-256 while it is copied) and its
+nodes, structures, data sources and assets into the catalog under the node ``runs/r1``, with
+every asset URI pointing at its copy. Then ``tiled serve catalog CATALOG_URI -r DATA_DIR``
+serves the archive's nodes next to whatever the catalog held before.
+
+All or nothing: key collisions and files that would overwrite other bytes are found before
+anything is written; the rows go in one transaction; and when anything fails, the files this
+load created are removed again. The rows are written with Tiled's own table definitions
+(``tiled.catalog.orm``) through SQLAlchemy, in batches, so the same code writes SQLite and
+PostgreSQL, and Tiled's triggers (the closure table) run as for any insert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .catalog import absolute_uri, init_catalog
+from .format import RAGGED_MIMETYPE, TILED_SCHEMA_REVISIONS, ArchiveError, FileEntry
+from .reader import Archive, open_archive, sha256_of
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What a load wrote: ``catalog`` (its URI, password hidden), ``at`` (the node path the
+    archive's top-level nodes are under), nodes and files written, the payload bytes, and the
+    SQL storages (ragged arrays' DuckDB files) a stock server must be given with ``-w``."""
+
+    catalog: str
+    at: str
+    nodes: int
+    files: int
+    reused_files: int
+    bytes: int
+    sql_storages: tuple[str, ...]
+
+    def serve_command(self, data_dir: str | Path) -> list[str]:
+        """The stock ``tiled serve catalog`` command line that serves what was loaded (the
+        catalog's URI with its password hidden: put it back)."""
+        command = ["tiled", "serve", "catalog", self.catalog, "-r", str(Path(data_dir).absolute())]
+        for uri in self.sql_storages:
+            command += ["-w", uri]
+        return command
+
+
+def load(
+    archive: str | Path, catalog_uri: str, data_dir: str | Path, *, at: str = ""
+) -> LoadResult:
+    """Load ``archive`` into the Tiled catalog at ``catalog_uri`` under node path ``at``, its
+    files into ``data_dir`` (below ``at`` too). A catalog that does not exist yet is created
+    by Tiled's own init (SQLite: a path or ``sqlite:///…``; ``postgresql://…``: the database
+    must exist). Raises :class:`ArchiveError`: TA-E920 for a key the catalog already has,
+    TA-E921 for a file that would overwrite other bytes, TA-E922 when the catalog cannot be
+    opened or written; the archive's own codes when it breaks a rule."""
+    segments = [segment for segment in at.split("/") if segment]
+    base = Path(data_dir).absolute().joinpath(*segments)
+    with open_archive(archive) as source:
+        # What stock Tiled will read must pass the checks that tiled-archive's reader makes.
+        source.data_sources()
+        source.check_data_files()
+        rows = _archive_rows(source)
+        files = _planned_files(source, base)
+        target = _Catalog(catalog_uri)
+        target.check(segments, rows.top_level_keys())
+        created: list[Path] = []
+        uris, sql_storages = _uri_map(source, rows, base)
+        try:
+            reused = _copy_files(source, files, created)
+            target.write(segments, rows, uris, source.manifest.extra.get("root") or {})
+        except BaseException:
+            _remove(created, Path(data_dir).absolute())
+            raise
+    return LoadResult(
+        target.display,
+        "/".join(segments),
+        len(rows.nodes),
+        len(files) - reused,
+        reused,
+        sum(entry.size for entry, _ in files),
+        tuple(sorted(sql_storages)),
+    )
+
+
+# -- The archive's rows -------------------------------------------------------------------------
+
+
+@dataclass
+class _Rows:
+    """The archive catalog's rows that Tiled serves, nodes ordered parents first."""
+
+    nodes: list[dict[str, Any]]
+    structures: list[dict[str, Any]]
+    data_sources: list[dict[str, Any]]
+    assets: list[dict[str, Any]]
+    associations: list[dict[str, Any]]
+    revisions: list[dict[str, Any]]
+
+    def top_level_keys(self) -> list[str]:
+        return [node["key"] for node in self.nodes if node["parent"] == 0]
+
+
+_JSON_COLUMNS = {"metadata", "specs", "structure", "parameters", "properties"}
+_TIME_COLUMNS = {"time_created", "time_updated"}
+
+
+def _archive_rows(source: Archive) -> _Rows:
+    """Every row to copy, decoded (JSON to values, times to datetimes) as Tiled's ORM takes
+    them. Nodes are walked from the root, so a node is listed after its parent; a node the root
+    does not reach is not loaded (Tiled would not serve it either)."""
+    uri = f"{source.catalog_path().resolve().as_uri()}?mode=ro&immutable=1"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+        conn.row_factory = sqlite3.Row
+        tables = {
+            name: [_decoded(row) for row in conn.execute(f'SELECT * FROM "{name}"')]
+            for name in (
+                "nodes",
+                "structures",
+                "data_sources",
+                "assets",
+                "data_source_asset_association",
+                "revisions",
+            )
+        }
+    children: dict[int | None, list[dict[str, Any]]] = {}
+    for node in tables["nodes"]:
+        children.setdefault(node["parent"], []).append(node)
+    ordered, frontier = [], [0]
+    while frontier:
+        level = [child for parent in frontier for child in children.get(parent, [])]
+        ordered.extend(level)
+        frontier = [node["id"] for node in level]
+    reached = {node["id"] for node in ordered}
+    sources = [d for d in tables["data_sources"] if d["node_id"] in reached]
+    source_ids = {d["id"] for d in sources}
+    associations = [
+        a for a in tables["data_source_asset_association"] if a["data_source_id"] in source_ids
+    ]
+    asset_ids = {a["asset_id"] for a in associations}
+    structure_ids = {d["structure_id"] for d in sources}
+    return _Rows(
+        ordered,
+        [s for s in tables["structures"] if s["id"] in structure_ids],
+        sources,
+        [a for a in tables["assets"] if a["id"] in asset_ids],
+        associations,
+        [r for r in tables["revisions"] if r["node_id"] in reached],
+    )
+
+
+def _decoded(row: sqlite3.Row) -> dict[str, Any]:
+    values = dict(row)
+    for column in _JSON_COLUMNS & values.keys():
+        if values[column] is not None:
+            values[column] = json.loads(values[column])
+    for column in _TIME_COLUMNS & values.keys():
+        if values[column] is not None:
+            values[column] = datetime.fromisoformat(values[column])  # §3: one fixed grammar
+    return values
+
+
+# -- The files ----------------------------------------------------------------------------------
+
+
+def _destination(base: Path, member: str) -> Path:
+    """Where payload member ``data/x/y`` goes: ``base/x/y``."""
+    return base.joinpath(*member.split("/")[1:])
+
+
+def _planned_files(source: Archive, base: Path) -> list[tuple[FileEntry, Path]]:
+    """Each payload file and its destination; TA-E921 for a destination that holds other bytes
+    (one holding the same bytes, from an earlier load, is kept)."""
+    planned = []
+    for entry in source.manifest.files:
+        target = _destination(base, entry.path)
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            raise _clash(target, entry, "is not a regular file")
+        if target.is_file() and sha256_of(target) != entry.sha256:
+            raise _clash(target, entry, "holds other bytes")
+        planned.append((entry, target))
+    return planned
+
+
+def _clash(target: Path, entry: FileEntry, what: str) -> ArchiveError:
+    return ArchiveError(
+        "TA-E921",
+        str(target),
+        f"{what} than {entry.path} of the archive; nothing was loaded",
+    )
+
+
+def _copy_files(source: Archive, files: list[tuple[FileEntry, Path]], created: list[Path]) -> int:
+    """Copy the files not yet in place, each verified; return how many were already there.
+    ``created`` collects every file and folder made, for :func:`_remove` on failure."""
+    reused = 0
+    for entry, target in files:
+        if target.is_file():
+            reused += 1
+            continue
+        missing = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
+        created.extend(reversed(missing))
+        created.append(target)
+        source.copy_verified(entry, target)
+    return reused
+
+
+def _remove(created: list[Path], root: Path) -> None:
+    """Undo :func:`_copy_files`: its files, then its folders (emptied), deepest first."""
+    for path in reversed(created):
+        with contextlib.suppress(FileNotFoundError, OSError):
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()
+            elif path != root:
+                path.unlink()
+
+
+def _uri_map(source: Archive, rows: _Rows, base: Path) -> tuple[dict[int, str], set[str]]:
+    """Each asset's new URI (by its id in the archive): its copy's, absolute, as Tiled
+    writes it; and those of SQL storages."""
+    sql_storage = {
+        a["asset_id"]
+        for a in rows.associations
+        for d in rows.data_sources
+        if d["id"] == a["data_source_id"] and d["mimetype"] == RAGGED_MIMETYPE
+    }
+    uris = {
+        asset["id"]: absolute_uri(
+            _destination(base, source.asset_member(asset["data_uri"])),
+            asset["id"] in sql_storage,
+        )
+        for asset in rows.assets
+    }
+    return uris, {uris[asset_id] for asset_id in sql_storage}
+
+
+# -- The catalog --------------------------------------------------------------------------------
+
+
+class _Catalog:
+    """The target catalog, through SQLAlchemy's async engine (Tiled's drivers: aiosqlite,
+    asyncpg) and Tiled's table definitions."""
+
+    def __init__(self, uri: str):
+        from sqlalchemy.engine import make_url
+        from tiled.utils import ensure_specified_sql_driver
+
+        self.uri = ensure_specified_sql_driver(str(uri))
+        try:
+            self.url = make_url(self.uri)
+        except Exception as err:  # noqa: BLE001 -- SQLAlchemy's verdict on a user's URI
+            raise self._error(f"not a database URI: {err}") from None
+        self.display = self.url.render_as_string(hide_password=True)
+
+    def _error(self, message: str) -> ArchiveError:
+        return ArchiveError(
+            "TA-E922",
+            getattr(self, "display", None) or "catalog",
+            message,
+        )
+
+    def check(self, segments: list[str], keys: list[str]) -> None:
+        """Create the catalog if it does not exist; TA-E920 for a key it already has under
+        ``segments``, or a node on that path that is not a container."""
+        self._ensure_exists()
+        self._run(self._check(segments, keys))
+
+    def write(
+        self,
+        segments: list[str],
+        rows: _Rows,
+        uris: dict[int, str],
+        root: dict[str, Any],
+    ) -> None:
+        """Insert every row in one transaction, under ``segments`` (containers made as needed,
+        the last one with the archive's ``root`` metadata and specs)."""
+        self._run(self._write(segments, rows, uris, root))
+
+    def _run(self, work: Any) -> Any:
+        try:
+            return _run_coroutine(work)
+        except ArchiveError:
+            raise
+        # SQLAlchemy, its drivers (asyncpg raises its own on connect) and the OS fail in many
+        # ways on a wrong URI, a server down or a refused write: each is this one coded error.
+        except Exception as err:  # noqa: BLE001
+            raise self._error(_first_line(err)) from None
+
+    def _ensure_exists(self) -> None:
+        if self.url.get_backend_name() == "sqlite":
+            path = Path(self.url.database or "")
+            if not str(path) or str(path) == ":memory:":
+                raise self._error("an SQLite catalog needs a file path")
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                init_catalog(path, [])
+            return
+        revision = self._run(self._revision())
+        if revision is None:
+            from tiled.catalog import from_uri
+
+            from_uri(self.uri, init_if_not_exists=True)  # Tiled's init: alembic, schema, root
+
+    async def _revision(self) -> str | None:
+        from sqlalchemy import inspect, text
+
+        async with self._engine() as engine, engine.connect() as conn:
+            names = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+            if "alembic_version" not in names:
+                return None
+            return (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+
+    @contextlib.asynccontextmanager
+    async def _engine(self) -> Any:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(self.url)
+        try:
+            yield engine
+        finally:
+            await engine.dispose()
+
+    async def _check(self, segments: list[str], keys: list[str]) -> None:
+        from sqlalchemy import select, text
+        from tiled.catalog import orm
+
+        nodes = orm.Node.__table__
+        async with self._engine() as engine, engine.connect() as conn:
+            revision = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+            if [r[0] for r in revision] != [TILED_SCHEMA_REVISIONS[0]]:
+                raise self._error(
+                    f"Tiled catalog schema revision {[r[0] for r in revision]}; this version "
+                    f"loads into {TILED_SCHEMA_REVISIONS[0]} (`tiled catalog upgrade-database`)"
+                )
+            parent, path = 0, []
+            for segment in segments:
+                path.append(segment)
+                found = (
+                    await conn.execute(
+                        select(nodes.c.id, nodes.c.structure_family).where(
+                            nodes.c.parent == parent, nodes.c.key == segment
+                        )
+                    )
+                ).first()
+                if found is None:
+                    return  # made by the load: nothing under it yet
+                if str(found.structure_family).rsplit(".", 1)[-1] != "container":
+                    raise _collision("/".join(path), "is not a container")
+                parent = found.id
+            taken = (
+                await conn.execute(
+                    select(nodes.c.key).where(nodes.c.parent == parent, nodes.c.key.in_(keys))
+                )
+            ).scalars()
+            taken = sorted(taken)
+            if taken:
+                where = "/".join(segments) or "the root"
+                listed = ", ".join(repr(k) for k in taken[:5]) + (" ..." if taken[5:] else "")
+                raise _collision(where, f"already holds {listed}")
+
+    async def _write(
+        self, segments: list[str], rows: _Rows, uris: dict[int, str], root: dict[str, Any]
+    ) -> None:
+        from sqlalchemy import insert, select
+        from tiled.catalog import orm
+
+        nodes = orm.Node.__table__
+        async with self._engine() as engine, engine.begin() as conn:  # one transaction
+            parent = 0
+            for depth, segment in enumerate(segments):
+                found = (
+                    await conn.execute(
+                        select(nodes.c.id).where(nodes.c.parent == parent, nodes.c.key == segment)
+                    )
+                ).scalar()
+                if found is None:
+                    # The last container stands for the archive's root: its metadata.
+                    last = depth == len(segments) - 1
+                    container = {
+                        "parent": parent,
+                        "key": segment,
+                        "structure_family": "container",
+                        "metadata": (root.get("metadata") or {}) if last else {},
+                        "specs": (root.get("specs") or []) if last else [],
+                    }
+                    statement = insert(nodes).returning(nodes.c.id)
+                    found = (await conn.execute(statement, container)).scalar_one()
+                parent = found
+            node_ids = {0: parent}
+            for level in _levels(rows.nodes):
+                values = [
+                    {**_without(node, "id"), "parent": node_ids[node["parent"]]} for node in level
+                ]
+                statement = insert(nodes).returning(nodes.c.id, sort_by_parameter_order=True)
+                new_ids = (await conn.execute(statement, values)).scalars().all()
+                node_ids.update(zip((n["id"] for n in level), new_ids, strict=True))
+            await self._insert_structures(conn, rows.structures)
+            asset_ids = await self._insert_assets(conn, rows.assets, uris)
+            sources = orm.DataSource.__table__
+            source_ids: dict[int, int] = {}
+            if rows.data_sources:
+                values = [
+                    {**_without(d, "id"), "node_id": node_ids[d["node_id"]]}
+                    for d in rows.data_sources
+                ]
+                statement = insert(sources).returning(sources.c.id, sort_by_parameter_order=True)
+                new_ids = (await conn.execute(statement, values)).scalars().all()
+                source_ids = dict(zip((d["id"] for d in rows.data_sources), new_ids, strict=True))
+            if rows.associations:
+                await conn.execute(
+                    insert(orm.DataSourceAssetAssociation.__table__),
+                    [
+                        {
+                            **a,
+                            "data_source_id": source_ids[a["data_source_id"]],
+                            "asset_id": asset_ids[a["asset_id"]],
+                        }
+                        for a in rows.associations
+                    ],
+                )
+            if rows.revisions:
+                await conn.execute(
+                    insert(orm.Revision.__table__),
+                    [
+                        {**_without(r, "id"), "node_id": node_ids[r["node_id"]]}
+                        for r in rows.revisions
+                    ],
+                )
+
+    async def _insert_structures(self, conn: Any, structures: list[dict[str, Any]]) -> None:
+        """Structures are shared by content hash: insert those the catalog lacks."""
+        from sqlalchemy import insert, select
+        from tiled.catalog import orm
+
+        table = orm.Structure.__table__
+        wanted = [s["id"] for s in structures]
+        have = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            have |= set(
+                (await conn.execute(select(table.c.id).where(table.c.id.in_(chunk)))).scalars()
+            )
+        missing = [s for s in structures if s["id"] not in have]
+        if missing:
+            await conn.execute(insert(table), missing)
+
+    async def _insert_assets(
+        self, conn: Any, assets: list[dict[str, Any]], uris: dict[int, str]
+    ) -> dict[int, int]:
+        """Insert the assets at their new URIs; an asset the catalog already has (the same
+        file, loaded before) is shared. Returns new ids by archive id."""
+        from sqlalchemy import insert, select
+        from tiled.catalog import orm
+
+        table = orm.Asset.__table__
+        by_uri = {uris[a["id"]]: a for a in assets}
+        existing: dict[str, int] = {}
+        wanted = list(by_uri)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            found = await conn.execute(
+                select(table.c.data_uri, table.c.id).where(table.c.data_uri.in_(chunk))
+            )
+            existing.update(dict(found.all()))
+        ids = {by_uri[uri]["id"]: existing[uri] for uri in existing}
+        new = [a for a in assets if uris[a["id"]] not in existing]
+        if new:
+            values = [{**_without(a, "id"), "data_uri": uris[a["id"]]} for a in new]
+            statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+            new_ids = (await conn.execute(statement, values)).scalars().all()
+            ids.update(zip((a["id"] for a in new), new_ids, strict=True))
+        return ids
+
+
+def _run_coroutine(work: Any) -> Any:
+    """Run ``work`` to its end from synchronous code, also when this thread already runs an
+    event loop (a notebook): then in a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
+
+
+def _levels(nodes: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """The nodes (ordered parents first) in runs whose parents all come before the run."""
+    placed: set[int] = {0}
+    level: list[dict[str, Any]] = []
+    for node in nodes:
+        if node["parent"] not in placed and level:
+            yield level
+            placed.update(n["id"] for n in level)
+            level = []
+        level.append(node)
+    if level:
+        yield level
+
+
+def _without(row: dict[str, Any], *columns: str) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in columns}
+
+
+def _collision(where: str, what: str) -> ArchiveError:
+    return ArchiveError(
+        "TA-E920",
+        where,
+        f"the catalog's node {where} {what}; nothing was loaded",
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(getattr(err, "orig", None) or err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
