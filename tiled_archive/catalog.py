@@ -16,7 +16,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import create_engine, select, text, update
-from tiled.catalog import orm
 from tiled.utils import ensure_uri, path_from_uri
 
 from .format import (
@@ -32,7 +31,8 @@ from .format import (
 )
 
 _SCHEMA_COOKIE = 1
-_TIMESTAMPED = (orm.Node, orm.DataSource, orm.Asset, orm.Revision, orm.AccessTag)
+#: The tables whose rows carry creation and update times.
+_TIMESTAMPED = ("nodes", "data_sources", "assets", "revisions", "access_tags")
 
 
 @dataclass(frozen=True)
@@ -78,17 +78,22 @@ def init_catalog(db: Path, readable: list[str]):
     """
     from tiled.catalog import from_uri
 
+    create_catalog_file(db)
+    return from_uri(sqlite_url(db), readable_storage=readable)
+
+
+def create_catalog_file(db: Path) -> None:
+    """Create ``db`` as the SQLite catalog Tiled's init makes (from the packaged schema SQL)."""
     with contextlib.closing(sqlite3.connect(db)) as conn:
         conn.executescript(catalog_schema_sql())
-    return from_uri(sqlite_url(db), readable_storage=readable)
 
 
 def read_assets(db: Path) -> list[AssetRow]:
     """Every asset of the catalog."""
-    table = orm.Asset.__table__
-    columns = [table.c[name] for name in AssetRow.__dataclass_fields__]
-    with _engine(db, read_only=True) as engine, engine.connect() as conn:
-        return [AssetRow(*row) for row in conn.execute(select(*columns).order_by(table.c.id))]
+    columns = ", ".join(AssetRow.__dataclass_fields__)
+    with contextlib.closing(sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True)) as conn:
+        rows = conn.execute(f"SELECT {columns} FROM assets ORDER BY id").fetchall()
+    return [AssetRow(id, uri, bool(is_dir), *rest) for id, uri, is_dir, *rest in rows]
 
 
 # -- Rewriting asset URIs --------------------------------------------------------------------
@@ -107,6 +112,8 @@ def finalize(
     ``size``, ``hash_type='sha256'`` and ``hash_content`` from ``entries``. With ``timestamp``
     every row's creation/update time is set to it (reproducible archives). Ends compacted.
     """
+    from tiled.catalog import orm
+
     table = orm.Asset.__table__
     rows = read_assets(db)
     with _engine(db) as engine, engine.begin() as conn:
@@ -123,13 +130,16 @@ def finalize(
             conn.execute(update(table).where(table.c.id == row.id).values(**values))
         if timestamp is not None:
             stamp = timestamp.astimezone(timezone.utc).replace(tzinfo=None)
-            for model in _TIMESTAMPED:
-                conn.execute(update(model.__table__).values(time_created=stamp, time_updated=stamp))
+            for name in _TIMESTAMPED:
+                stamped = orm.Base.metadata.tables[name]
+                conn.execute(update(stamped).values(time_created=stamp, time_updated=stamp))
     _compact(db)
 
 
 def _rewrite_uris(db: Path, rewrite: Callable[[str, bool], str]) -> None:
     """Rewrite every asset URI as ``rewrite(uri, is_sql_storage)``."""
+    from tiled.catalog import orm
+
     table = orm.Asset.__table__
     with _engine(db) as engine, engine.begin() as conn:
         sql_assets = {row[0] for row in conn.execute(text(SQL_STORAGE_ASSETS))}

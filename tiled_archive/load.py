@@ -8,9 +8,11 @@ serves the archive's nodes next to whatever the catalog held before.
 
 All or nothing: key collisions and files that would overwrite other bytes are found before
 anything is written; the rows go in one transaction; and when anything fails, the files this
-load created are removed again. The rows are written with Tiled's own table definitions
-(``tiled.catalog.orm``) through SQLAlchemy, in batches, so the same code writes SQLite and
-PostgreSQL, and Tiled's triggers (the closure table) run as for any insert.
+load created are removed again. The rows are written through SQLAlchemy, in batches, into the
+tables as the catalog itself defines them (reflected: the schema Tiled's init made there, with
+each backend's types, JSONB and enums on PostgreSQL), so the same code writes SQLite and
+PostgreSQL and Tiled's triggers (the closure table) run as for any insert. Tiled's ORM module
+would define the same tables, but importing it imports Tiled's server stack (~3 s).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .catalog import absolute_uri, init_catalog
+from .catalog import absolute_uri, create_catalog_file
 from .format import RAGGED_MIMETYPE, TILED_SCHEMA_REVISIONS, ArchiveError, FileEntry
 from .reader import Archive, open_archive, sha256_of
 
@@ -122,14 +124,7 @@ def _archive_rows(source: Archive) -> _Rows:
         conn.row_factory = sqlite3.Row
         tables = {
             name: [_decoded(row) for row in conn.execute(f'SELECT * FROM "{name}"')]
-            for name in (
-                "nodes",
-                "structures",
-                "data_sources",
-                "assets",
-                "data_source_asset_association",
-                "revisions",
-            )
+            for name in _TABLES
         }
     children: dict[int | None, list[dict[str, Any]]] = {}
     for node in tables["nodes"]:
@@ -301,13 +296,24 @@ class _Catalog:
                 raise self._error("an SQLite catalog needs a file path")
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
-                init_catalog(path, [])
+                create_catalog_file(path)
             return
-        revision = self._run(self._revision())
-        if revision is None:
-            from tiled.catalog import from_uri
+        if self._run(self._revision()) is None:
+            self._tiled_init()
 
-            from_uri(self.uri, init_if_not_exists=True)  # Tiled's init: alembic, schema, root
+    def _tiled_init(self) -> None:
+        """Tiled's own init of a new catalog (alembic: schema, stamp, root node), its command
+        in a subprocess, as Tiled's ``from_uri(init_if_not_exists=True)`` runs it."""
+        import subprocess
+        import sys
+
+        command = [sys.executable, "-m", "tiled", "catalog", "init", "--if-not-exists", self.uri]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            said = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            if self.url.password:
+                said = said.replace(str(self.url.password), "***")
+            raise self._error(f"Tiled's catalog init failed: {said}")
 
     async def _revision(self) -> str | None:
         from sqlalchemy import inspect, text
@@ -330,10 +336,9 @@ class _Catalog:
 
     async def _check(self, segments: list[str], keys: list[str]) -> None:
         from sqlalchemy import select, text
-        from tiled.catalog import orm
 
-        nodes = orm.Node.__table__
         async with self._engine() as engine, engine.connect() as conn:
+            nodes = (await _tables(conn))["nodes"]
             revision = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
             if [r[0] for r in revision] != [TILED_SCHEMA_REVISIONS[0]]:
                 raise self._error(
@@ -370,10 +375,10 @@ class _Catalog:
         self, segments: list[str], rows: _Rows, uris: dict[int, str], root: dict[str, Any]
     ) -> None:
         from sqlalchemy import insert, select
-        from tiled.catalog import orm
 
-        nodes = orm.Node.__table__
         async with self._engine() as engine, engine.begin() as conn:  # one transaction
+            tables = await _tables(conn)
+            nodes = tables["nodes"]
             parent = 0
             for depth, segment in enumerate(segments):
                 found = (
@@ -400,11 +405,11 @@ class _Catalog:
                     {**_without(node, "id"), "parent": node_ids[node["parent"]]} for node in level
                 ]
                 statement = insert(nodes).returning(nodes.c.id, sort_by_parameter_order=True)
-                new_ids = (await conn.execute(statement, values)).scalars().all()
+                new_ids = (await conn.execute(statement, _fitted(nodes, values))).scalars().all()
                 node_ids.update(zip((n["id"] for n in level), new_ids, strict=True))
-            await self._insert_structures(conn, rows.structures)
-            asset_ids = await self._insert_assets(conn, rows.assets, uris)
-            sources = orm.DataSource.__table__
+            await self._insert_structures(conn, tables["structures"], rows.structures)
+            asset_ids = await self._insert_assets(conn, tables["assets"], rows.assets, uris)
+            sources = tables["data_sources"]
             source_ids: dict[int, int] = {}
             if rows.data_sources:
                 values = [
@@ -412,35 +417,37 @@ class _Catalog:
                     for d in rows.data_sources
                 ]
                 statement = insert(sources).returning(sources.c.id, sort_by_parameter_order=True)
-                new_ids = (await conn.execute(statement, values)).scalars().all()
+                new_ids = (await conn.execute(statement, _fitted(sources, values))).scalars().all()
                 source_ids = dict(zip((d["id"] for d in rows.data_sources), new_ids, strict=True))
             if rows.associations:
+                associations = tables["data_source_asset_association"]
                 await conn.execute(
-                    insert(orm.DataSourceAssetAssociation.__table__),
-                    [
-                        {
-                            **a,
-                            "data_source_id": source_ids[a["data_source_id"]],
-                            "asset_id": asset_ids[a["asset_id"]],
-                        }
-                        for a in rows.associations
-                    ],
+                    insert(associations),
+                    _fitted(
+                        associations,
+                        [
+                            {
+                                **a,
+                                "data_source_id": source_ids[a["data_source_id"]],
+                                "asset_id": asset_ids[a["asset_id"]],
+                            }
+                            for a in rows.associations
+                        ],
+                    ),
                 )
             if rows.revisions:
-                await conn.execute(
-                    insert(orm.Revision.__table__),
-                    [
-                        {**_without(r, "id"), "node_id": node_ids[r["node_id"]]}
-                        for r in rows.revisions
-                    ],
-                )
+                revisions = tables["revisions"]
+                values = [
+                    {**_without(r, "id"), "node_id": node_ids[r["node_id"]]} for r in rows.revisions
+                ]
+                await conn.execute(insert(revisions), _fitted(revisions, values))
 
-    async def _insert_structures(self, conn: Any, structures: list[dict[str, Any]]) -> None:
+    async def _insert_structures(
+        self, conn: Any, table: Any, structures: list[dict[str, Any]]
+    ) -> None:
         """Structures are shared by content hash: insert those the catalog lacks."""
         from sqlalchemy import insert, select
-        from tiled.catalog import orm
 
-        table = orm.Structure.__table__
         wanted = [s["id"] for s in structures]
         have = set()
         for start in range(0, len(wanted), 500):
@@ -450,17 +457,15 @@ class _Catalog:
             )
         missing = [s for s in structures if s["id"] not in have]
         if missing:
-            await conn.execute(insert(table), missing)
+            await conn.execute(insert(table), _fitted(table, missing))
 
     async def _insert_assets(
-        self, conn: Any, assets: list[dict[str, Any]], uris: dict[int, str]
+        self, conn: Any, table: Any, assets: list[dict[str, Any]], uris: dict[int, str]
     ) -> dict[int, int]:
         """Insert the assets at their new URIs; an asset the catalog already has (the same
         file, loaded before) is shared. Returns new ids by archive id."""
         from sqlalchemy import insert, select
-        from tiled.catalog import orm
 
-        table = orm.Asset.__table__
         by_uri = {uris[a["id"]]: a for a in assets}
         existing: dict[str, int] = {}
         wanted = list(by_uri)
@@ -475,9 +480,31 @@ class _Catalog:
         if new:
             values = [{**_without(a, "id"), "data_uri": uris[a["id"]]} for a in new]
             statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
-            new_ids = (await conn.execute(statement, values)).scalars().all()
+            new_ids = (await conn.execute(statement, _fitted(table, values))).scalars().all()
             ids.update(zip((a["id"] for a in new), new_ids, strict=True))
         return ids
+
+
+_TABLES = (
+    "nodes",
+    "structures",
+    "data_sources",
+    "assets",
+    "data_source_asset_association",
+    "revisions",
+)
+
+
+async def _tables(conn: Any) -> dict[str, Any]:
+    """The tables a load writes, as the catalog defines them (SQLAlchemy reflection)."""
+    from sqlalchemy import MetaData
+
+    def reflect(sync: Any) -> dict[str, Any]:
+        metadata = MetaData()
+        metadata.reflect(sync, only=list(_TABLES))
+        return dict(metadata.tables)
+
+    return await conn.run_sync(reflect)
 
 
 def _run_coroutine(work: Any) -> Any:
@@ -509,6 +536,12 @@ def _levels(nodes: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
 
 def _without(row: dict[str, Any], *columns: str) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in columns}
+
+
+def _fitted(table: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with only the columns ``table`` has (an archive's catalog may hold more)."""
+    names = set(table.c.keys())
+    return [{k: v for k, v in row.items() if k in names} for row in rows]
 
 
 def _collision(where: str, what: str) -> ArchiveError:
