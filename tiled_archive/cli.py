@@ -107,8 +107,11 @@ def create(
         list[Path] | None, typer.Argument(help="Files and folders to archive.")
     ] = None,
     catalog: Annotated[
-        Path | None,
-        typer.Option(help="Archive from this Tiled SQLite catalog (and the files it names)."),
+        str | None,
+        typer.Option(
+            help="Archive from this Tiled catalog (and the files it names): an SQLite file, "
+            "sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DATABASE."
+        ),
     ] = None,
     node: Annotated[
         str | None, typer.Option(help="With --catalog: only this node (a/b) and its subtree.")

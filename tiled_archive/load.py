@@ -17,7 +17,6 @@ would define the same tables, but importing it imports Tiled's server stack (~3 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sqlite3
@@ -27,9 +26,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .catalog import absolute_uri, create_catalog_file
-from .format import RAGGED_MIMETYPE, TILED_SCHEMA_REVISIONS, ArchiveError, FileEntry
+from .catalog import absolute_uri
+from .format import RAGGED_MIMETYPE, ArchiveError, FileEntry
 from .reader import Archive, open_archive, sha256_of
+from .sql_catalog import SERVED_TABLES, TiledCatalog, served_tables
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def _archive_rows(source: Archive) -> _Rows:
         conn.row_factory = sqlite3.Row
         tables = {
             name: [_decoded(row) for row in conn.execute(f'SELECT * FROM "{name}"')]
-            for name in _TABLES
+            for name in SERVED_TABLES
         }
     children: dict[int | None, list[dict[str, Any]]] = {}
     for node in tables["nodes"]:
@@ -240,33 +240,15 @@ def _uri_map(source: Archive, rows: _Rows, base: Path) -> tuple[dict[int, str], 
 # -- The catalog --------------------------------------------------------------------------------
 
 
-class _Catalog:
-    """The target catalog, through SQLAlchemy's async engine (Tiled's drivers: aiosqlite,
-    asyncpg) and Tiled's table definitions."""
-
-    def __init__(self, uri: str):
-        from sqlalchemy.engine import make_url
-        from tiled.utils import ensure_specified_sql_driver
-
-        self.uri = ensure_specified_sql_driver(str(uri))
-        try:
-            self.url = make_url(self.uri)
-        except Exception as err:  # noqa: BLE001 -- SQLAlchemy's verdict on a user's URI
-            raise self._error(f"not a database URI: {err}") from None
-        self.display = self.url.render_as_string(hide_password=True)
-
-    def _error(self, message: str) -> ArchiveError:
-        return ArchiveError(
-            "TA-E922",
-            getattr(self, "display", None) or "catalog",
-            message,
-        )
+class _Catalog(TiledCatalog):
+    """The target catalog of a load."""
 
     def check(self, segments: list[str], keys: list[str]) -> None:
         """Create the catalog if it does not exist; TA-E920 for a key it already has under
         ``segments``, or a node on that path that is not a container."""
-        self._ensure_exists()
-        self._run(self._check(segments, keys))
+        self.ensure_exists()
+        self.check_revision()
+        self.run(self._check(segments, keys))
 
     def write(
         self,
@@ -277,74 +259,13 @@ class _Catalog:
     ) -> None:
         """Insert every row in one transaction, under ``segments`` (containers made as needed,
         the last one with the archive's ``root`` metadata and specs)."""
-        self._run(self._write(segments, rows, uris, root))
-
-    def _run(self, work: Any) -> Any:
-        try:
-            return _run_coroutine(work)
-        except ArchiveError:
-            raise
-        # SQLAlchemy, its drivers (asyncpg raises its own on connect) and the OS fail in many
-        # ways on a wrong URI, a server down or a refused write: each is this one coded error.
-        except Exception as err:  # noqa: BLE001
-            raise self._error(_first_line(err)) from None
-
-    def _ensure_exists(self) -> None:
-        if self.url.get_backend_name() == "sqlite":
-            path = Path(self.url.database or "")
-            if not str(path) or str(path) == ":memory:":
-                raise self._error("an SQLite catalog needs a file path")
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                create_catalog_file(path)
-            return
-        if self._run(self._revision()) is None:
-            self._tiled_init()
-
-    def _tiled_init(self) -> None:
-        """Tiled's own init of a new catalog (alembic: schema, stamp, root node), its command
-        in a subprocess, as Tiled's ``from_uri(init_if_not_exists=True)`` runs it."""
-        import subprocess
-        import sys
-
-        command = [sys.executable, "-m", "tiled", "catalog", "init", "--if-not-exists", self.uri]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            said = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            if self.url.password:
-                said = said.replace(str(self.url.password), "***")
-            raise self._error(f"Tiled's catalog init failed: {said}")
-
-    async def _revision(self) -> str | None:
-        from sqlalchemy import inspect, text
-
-        async with self._engine() as engine, engine.connect() as conn:
-            names = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
-            if "alembic_version" not in names:
-                return None
-            return (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
-
-    @contextlib.asynccontextmanager
-    async def _engine(self) -> Any:
-        from sqlalchemy.ext.asyncio import create_async_engine
-
-        engine = create_async_engine(self.url)
-        try:
-            yield engine
-        finally:
-            await engine.dispose()
+        self.run(self._write(segments, rows, uris, root))
 
     async def _check(self, segments: list[str], keys: list[str]) -> None:
-        from sqlalchemy import select, text
+        from sqlalchemy import select
 
-        async with self._engine() as engine, engine.connect() as conn:
-            nodes = (await _tables(conn))["nodes"]
-            revision = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
-            if [r[0] for r in revision] != [TILED_SCHEMA_REVISIONS[0]]:
-                raise self._error(
-                    f"Tiled catalog schema revision {[r[0] for r in revision]}; this version "
-                    f"loads into {TILED_SCHEMA_REVISIONS[0]} (`tiled catalog upgrade-database`)"
-                )
+        async with self.engine() as engine, engine.connect() as conn:
+            nodes = (await served_tables(conn))["nodes"]
             parent, path = 0, []
             for segment in segments:
                 path.append(segment)
@@ -376,8 +297,8 @@ class _Catalog:
     ) -> None:
         from sqlalchemy import insert, select
 
-        async with self._engine() as engine, engine.begin() as conn:  # one transaction
-            tables = await _tables(conn)
+        async with self.engine() as engine, engine.begin() as conn:  # one transaction
+            tables = await served_tables(conn)
             nodes = tables["nodes"]
             parent = 0
             for depth, segment in enumerate(segments):
@@ -485,41 +406,6 @@ class _Catalog:
         return ids
 
 
-_TABLES = (
-    "nodes",
-    "structures",
-    "data_sources",
-    "assets",
-    "data_source_asset_association",
-    "revisions",
-)
-
-
-async def _tables(conn: Any) -> dict[str, Any]:
-    """The tables a load writes, as the catalog defines them (SQLAlchemy reflection)."""
-    from sqlalchemy import MetaData
-
-    def reflect(sync: Any) -> dict[str, Any]:
-        metadata = MetaData()
-        metadata.reflect(sync, only=list(_TABLES))
-        return dict(metadata.tables)
-
-    return await conn.run_sync(reflect)
-
-
-def _run_coroutine(work: Any) -> Any:
-    """Run ``work`` to its end from synchronous code, also when this thread already runs an
-    event loop (a notebook): then in a thread of its own."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(work)
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, work).result()
-
-
 def _levels(nodes: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     """The nodes (ordered parents first) in runs whose parents all come before the run."""
     placed: set[int] = {0}
@@ -550,8 +436,3 @@ def _collision(where: str, what: str) -> ArchiveError:
         where,
         f"the catalog's node {where} {what}; nothing was loaded",
     )
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(getattr(err, "orig", None) or err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -39,6 +39,7 @@ from .format import (
     FileEntry,
     Manifest,
     check_path,
+    is_relocated,
     plural,
 )
 from .progress import progress_display, step
@@ -548,32 +549,40 @@ def create_from_catalog(
     force: bool = False,
     quiet: bool = True,
 ) -> Path:
-    """Build an archive from an existing Tiled SQLite catalog and the files its assets name.
+    """Build an archive from an existing Tiled catalog and the files its assets name.
 
-    With ``node`` (``a/b``) only that node, its descendants and its parent containers are kept.
-    Asset paths are kept relative to their deepest common folder, under ``data/``.
+    ``catalog`` is an SQLite file (a path or ``sqlite:///PATH``) or the URI of another database
+    Tiled runs on (``postgresql://USER:PASSWORD@HOST/DATABASE``). With ``node`` (``a/b``) only
+    that node, its descendants and its parent containers are kept. Asset paths are kept
+    relative to their deepest common folder, under ``data/``.
     """
     from tiled.utils import path_from_uri
 
-    catalog = Path(catalog)
-    if not catalog.is_file():
+    from .sql_catalog import TiledCatalog
+
+    source = TiledCatalog(catalog)
+    segments = [segment for segment in (node or "").split("/") if segment]
+    if source.is_sqlite and not source.sqlite_path().is_file():
         raise ArchiveError("TA-E900", str(catalog), "no such catalog file")
     check_destination(Path(dest).absolute(), force=force)  # before copying: fail at once
     epoch = reproducible_epoch(reproducible)
     with tempfile.TemporaryDirectory(prefix="tiled-archive-") as work:
         db = Path(work, CATALOG_NAME)
-        catalog_db.copy_catalog(catalog, db)
-        if node:
-            catalog_db.prune(db, [segment for segment in node.split("/") if segment])
+        if source.is_sqlite:
+            catalog_db.copy_catalog(source.sqlite_path(), db)
+            if segments:
+                catalog_db.prune(db, segments)
+        else:  # the subtree only, read through SQLAlchemy
+            source.export(segments, db)
         rows = catalog_db.read_assets(db)
-        for row in rows:
-            if not row.data_uri.startswith("file:"):
+        for row in rows:  # files, and ragged arrays' DuckDB files (SQL storage)
+            if not is_relocated(row.data_uri):  # an absolute file: or duckdb: URI
                 raise ArchiveError(
                     "TA-E503", row.data_uri, "only file assets can be archived from a catalog"
                 )
         paths = {row.id: path_from_uri(row.data_uri) for row in rows}
         if not paths:
-            raise ArchiveError("TA-E900", str(catalog), "the catalog (or node) has no assets")
+            raise ArchiveError("TA-E900", source.display, "the catalog (or node) has no assets")
         base = Path(os.path.commonpath([p.parent for p in paths.values()]))
 
         def member(path: Path) -> str:
