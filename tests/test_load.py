@@ -51,7 +51,7 @@ def stock_server(uri: str, data: Path, loaded: Any, log: Path):
     from tiled.client import from_uri
 
     port = free_port()
-    command = [TILED, *loaded.serve_command(data)[1:], "--public", "--port", port]
+    command = [TILED, *loaded.serve_command()[1:], "--public", "--port", port]
     command[3] = uri  # the password the displayed URI hides
     with serving(command, port, log=log) as server:
         yield from_uri(server.url)
@@ -222,3 +222,40 @@ def test_an_unknown_node_of_a_postgresql_catalog_is_a_coded_error(postgres_catal
     with pytest.raises(ArchiveError) as refused:
         create_from_catalog(tmp_path / "x.zip", postgres_catalog, node="no/such")
     assert refused.value.code == "TA-E900" and not (tmp_path / "x.zip").exists()
+
+
+def test_download_goes_straight_into_a_postgresql_catalog(postgres_catalog, tmp_path):
+    """`download(..., catalog=, data_dir=)` and `tiled-archive download --catalog`: the server's
+    nodes, exactly, from stock `tiled serve catalog` on what was loaded."""
+    from tiled.client import from_uri
+
+    data = tmp_path / "data"
+    with serve_pyobject("tests.trees:in_memory", tmp_path / "server.log") as url:
+        server = from_uri(url)
+        returned = tiled_archive.download(
+            server, catalog=postgres_catalog, data_dir=data, at="lab", cache_dir=tmp_path / "c"
+        )
+        assert returned == data.absolute()
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tiled-archive-")]
+        done = subprocess.run(
+            [sys.executable, "-m", "tiled_archive", "download", url, "--catalog",
+             str(tmp_path / "cli.db"), "--data", str(tmp_path / "cli"), "--at", "m",
+             "--cache-dir", str(tmp_path / "c")],
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "under /m" in done.stderr and "serve it with: tiled serve catalog" in done.stderr
+        port = free_port()
+        command = [TILED, "serve", "catalog", postgres_catalog, "-r", data, "--public"]
+        command += [arg for uri in duckdb_storages(data) for arg in ("-w", uri)]
+        with serving([*command, "--port", port], port, log=tmp_path / "stock.log") as stock:
+            copy = from_uri(stock.url)["lab"]
+            for key in listing(server):
+                assert_exact(listing(server)[key], listing(copy)[key], f"/{key}/")
+
+
+def duckdb_storages(data: Path) -> list[str]:
+    from tiled.utils import ensure_uri
+
+    return [ensure_uri(f"duckdb:///{path}") for path in sorted(data.rglob("*.duckdb"))]

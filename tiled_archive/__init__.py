@@ -38,10 +38,11 @@ def open(path: str | _Path, **client_kwargs: _Any) -> BaseClient:  # noqa: A001 
     return open_in_process(path, **client_kwargs)
 
 
-def download(source: _Any, dest: str | _Path, **options: _Any) -> _Path:
+def download(source: _Any, dest: str | _Path | None = None, **options: _Any) -> _Path:
     """Download a node of a live Tiled server (a container, a search result or one array or
-    table) into an archive at ``dest`` (``*.zip`` or a directory); see
-    :func:`tiled_archive.downloader.download` for the options."""
+    table) into an archive at ``dest`` (``*.zip`` or a directory), or with ``catalog=URI,
+    data_dir=DIR`` (and ``at=PATH``) straight into a Tiled catalog (SQLite or PostgreSQL);
+    see :func:`tiled_archive.downloader.download` for the options."""
     from .downloader import download as download_archive
 
     return download_archive(source, dest, **options)

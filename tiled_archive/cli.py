@@ -6,7 +6,7 @@ import contextlib
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -203,14 +203,18 @@ def load(
         from .load import load as load_archive
 
     with _loading(quiet, "loading"):
-        loaded = load_archive(archive, catalog, data, at=at)
+        _loaded(load_archive(archive, catalog, data, at=at))
+
+
+def _loaded(loaded: Any) -> None:
+    """Say what a load wrote (a LoadResult), and the stock command that serves it."""
     import shlex
 
     reused = f", {plural(loaded.reused_files, 'file')} already there" if loaded.reused_files else ""
     err_console.print(
         f"loaded {plural(loaded.nodes, 'node')} and {plural(loaded.files, 'file')}{reused}"
         f" into {loaded.catalog} under /{loaded.at}\n"
-        f"serve it with: {shlex.join(loaded.serve_command(data))}",
+        f"serve it with: {shlex.join(loaded.serve_command())}",
         highlight=False,
         soft_wrap=True,
         markup=False,
@@ -414,8 +418,9 @@ def _check_or_exit(path: Path, check: Callable[[], R]) -> R:
 def download(
     uri: Annotated[str, typer.Argument(help="The Tiled server, e.g. http://host:8000/api/v1.")],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Archive to write: *.zip, or a new directory.")
-    ],
+        Path | None,
+        typer.Option("--output", "-o", help="Archive to write: *.zip, or a new directory."),
+    ] = None,
     path: Annotated[
         str | None, typer.Argument(help="The node to download (a/b); default: everything.")
     ] = None,
@@ -442,10 +447,24 @@ def download(
             "--allow-empty", help="Write an archive even when nothing matched (parents only)."
         ),
     ] = False,
+    catalog: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of -o: download into this Tiled catalog (SQLite or PostgreSQL URI), "
+            "as `load` does; needs --data."
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="With --catalog: the folder for the files.")
+    ] = None,
+    at: Annotated[
+        str, typer.Option("--at", help="With --catalog: the node path to load under.")
+    ] = "",
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
-    """Download a node of a live Tiled server, with its parents, into an archive.
+    """Download a node of a live Tiled server, with its parents, into an archive (or straight
+    into a Tiled catalog: --catalog, --data).
 
     Exact bytes through Tiled's raw-asset endpoints; what the server will not hand out raw is
     read through the data API (listed in the manifest's fallbacks). Re-running an interrupted
@@ -468,18 +487,19 @@ def download(
             pairs.append((key, json.loads(text)))
         except json.JSONDecodeError:
             pairs.append((key, text))
-    check_destination(output.absolute(), force=force)  # before connecting: fail at once
+    if (output is None) == (catalog is None) or (catalog is None) != (data is None):
+        raise typer.BadParameter("give --output, or --catalog and --data")
+    if output is not None:
+        check_destination(output.absolute(), force=force)  # before connecting: fail at once
     with _loading(quiet, f"connecting to {uri}"):
         source = open_source(uri, path, api_key=api_key, search=pairs, fulltext=fulltext)
-    download_archive(
-        source,
-        output,
-        workers=workers,
-        cache_dir=cache_dir,
-        force=force,
-        quiet=quiet,
-        allow_empty=allow_empty,
-    )
+    options = {"workers": workers, "cache_dir": cache_dir, "quiet": quiet}
+    if catalog is not None:
+        from .downloader import download_into
+
+        _loaded(download_into(source, catalog, data, at=at, allow_empty=allow_empty, **options))
+        return
+    download_archive(source, output, force=force, allow_empty=allow_empty, **options)
     with open_archive(output) as archive:
         nodes = archive.node_count()
     _wrote(output, plural(nodes, "node"))

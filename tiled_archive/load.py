@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -40,16 +39,17 @@ class LoadResult:
 
     catalog: str
     at: str
+    data_dir: Path
     nodes: int
     files: int
     reused_files: int
     bytes: int
     sql_storages: tuple[str, ...]
 
-    def serve_command(self, data_dir: str | Path) -> list[str]:
+    def serve_command(self) -> list[str]:
         """The stock ``tiled serve catalog`` command line that serves what was loaded (the
         catalog's URI with its password hidden: put it back)."""
-        command = ["tiled", "serve", "catalog", self.catalog, "-r", str(Path(data_dir).absolute())]
+        command = ["tiled", "serve", "catalog", self.catalog, "-r", str(self.data_dir)]
         for uri in self.sql_storages:
             command += ["-w", uri]
         return command
@@ -85,6 +85,7 @@ def load(
     return LoadResult(
         target.display,
         "/".join(segments),
+        Path(data_dir).absolute(),
         len(rows.nodes),
         len(files) - reused,
         reused,
@@ -197,12 +198,18 @@ def _copy_files(source: Archive, files: list[tuple[FileEntry, Path]], created: l
     """Copy the files not yet in place, each verified; return how many were already there.
     ``created`` collects every file and folder made, for :func:`_remove` on failure."""
     reused = 0
+    present: set[Path] = set()  # folders known to exist
     for entry, target in files:
         if target.is_file():
             reused += 1
             continue
-        missing = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
+        missing = []
+        for folder in (target.parent, *target.parent.parents):
+            if folder in present or folder.exists():
+                break
+            missing.append(folder)
         created.extend(reversed(missing))
+        present.update((target.parent, *target.parent.parents))
         created.append(target)
         source.copy_verified(entry, target)
     return reused
@@ -221,12 +228,8 @@ def _remove(created: list[Path], root: Path) -> None:
 def _uri_map(source: Archive, rows: _Rows, base: Path) -> tuple[dict[int, str], set[str]]:
     """Each asset's new URI (by its id in the archive): its copy's, absolute, as Tiled
     writes it; and those of SQL storages."""
-    sql_storage = {
-        a["asset_id"]
-        for a in rows.associations
-        for d in rows.data_sources
-        if d["id"] == a["data_source_id"] and d["mimetype"] == RAGGED_MIMETYPE
-    }
+    ragged = {d["id"] for d in rows.data_sources if d["mimetype"] == RAGGED_MIMETYPE}
+    sql_storage = {a["asset_id"] for a in rows.associations if a["data_source_id"] in ragged}
     uris = {
         asset["id"]: absolute_uri(
             _destination(base, source.asset_member(asset["data_uri"])),
@@ -295,129 +298,130 @@ class _Catalog(TiledCatalog):
     async def _write(
         self, segments: list[str], rows: _Rows, uris: dict[int, str], root: dict[str, Any]
     ) -> None:
-        from sqlalchemy import insert, select
 
         async with self.engine() as engine, engine.begin() as conn:  # one transaction
             tables = await served_tables(conn)
-            nodes = tables["nodes"]
-            parent = 0
-            for depth, segment in enumerate(segments):
-                found = (
-                    await conn.execute(
-                        select(nodes.c.id).where(nodes.c.parent == parent, nodes.c.key == segment)
-                    )
-                ).scalar()
-                if found is None:
-                    # The last container stands for the archive's root: its metadata.
-                    last = depth == len(segments) - 1
-                    container = {
-                        "parent": parent,
-                        "key": segment,
-                        "structure_family": "container",
-                        "metadata": (root.get("metadata") or {}) if last else {},
-                        "specs": (root.get("specs") or []) if last else [],
-                    }
-                    statement = insert(nodes).returning(nodes.c.id)
-                    found = (await conn.execute(statement, container)).scalar_one()
-                parent = found
-            node_ids = {0: parent}
-            for level in _levels(rows.nodes):
-                values = [
-                    {**_without(node, "id"), "parent": node_ids[node["parent"]]} for node in level
-                ]
-                statement = insert(nodes).returning(nodes.c.id, sort_by_parameter_order=True)
-                new_ids = (await conn.execute(statement, _fitted(nodes, values))).scalars().all()
-                node_ids.update(zip((n["id"] for n in level), new_ids, strict=True))
+            if not self.is_sqlite:  # ids are allocated below: no other writer meanwhile
+                listed = ", ".join(f'"{name}"' for name in _NUMBERED)
+                await conn.exec_driver_sql(f"LOCK TABLE {listed} IN EXCLUSIVE MODE")
+            parent = await self._containers(conn, tables["nodes"], segments, root)
+            # New ids, in order: a node after its parent (Tiled's closure trigger needs it).
+            node_ids = {0: parent} | await _new_ids(conn, tables["nodes"], rows.nodes)
+            nodes = [
+                {**n, "id": node_ids[n["id"]], "parent": node_ids[n["parent"]]} for n in rows.nodes
+            ]
+            await _insert(conn, tables["nodes"], nodes)
             await self._insert_structures(conn, tables["structures"], rows.structures)
             asset_ids = await self._insert_assets(conn, tables["assets"], rows.assets, uris)
-            sources = tables["data_sources"]
-            source_ids: dict[int, int] = {}
-            if rows.data_sources:
-                values = [
-                    {**_without(d, "id"), "node_id": node_ids[d["node_id"]]}
-                    for d in rows.data_sources
-                ]
-                statement = insert(sources).returning(sources.c.id, sort_by_parameter_order=True)
-                new_ids = (await conn.execute(statement, _fitted(sources, values))).scalars().all()
-                source_ids = dict(zip((d["id"] for d in rows.data_sources), new_ids, strict=True))
-            if rows.associations:
-                associations = tables["data_source_asset_association"]
-                await conn.execute(
-                    insert(associations),
-                    _fitted(
-                        associations,
-                        [
-                            {
-                                **a,
-                                "data_source_id": source_ids[a["data_source_id"]],
-                                "asset_id": asset_ids[a["asset_id"]],
-                            }
-                            for a in rows.associations
-                        ],
-                    ),
-                )
-            if rows.revisions:
-                revisions = tables["revisions"]
-                values = [
-                    {**_without(r, "id"), "node_id": node_ids[r["node_id"]]} for r in rows.revisions
-                ]
-                await conn.execute(insert(revisions), _fitted(revisions, values))
+            source_ids = await _new_ids(conn, tables["data_sources"], rows.data_sources)
+            sources = [
+                {**d, "id": source_ids[d["id"]], "node_id": node_ids[d["node_id"]]}
+                for d in rows.data_sources
+            ]
+            await _insert(conn, tables["data_sources"], sources)
+            associations = [
+                {
+                    **a,
+                    "data_source_id": source_ids[a["data_source_id"]],
+                    "asset_id": asset_ids[a["asset_id"]],
+                }
+                for a in rows.associations
+            ]
+            await _insert(conn, tables["data_source_asset_association"], associations)
+            revisions = [
+                {**_without(r, "id"), "node_id": node_ids[r["node_id"]]} for r in rows.revisions
+            ]
+            await _insert(conn, tables["revisions"], revisions)
+            if not self.is_sqlite:  # PostgreSQL's sequences past the ids written
+                for name in _NUMBERED:
+                    await conn.exec_driver_sql(
+                        f"SELECT setval(pg_get_serial_sequence('{name}', 'id'),"
+                        f' (SELECT coalesce(max(id), 0) + 1 FROM "{name}"), false)'
+                    )
+
+    async def _containers(
+        self, conn: Any, nodes: Any, segments: list[str], root: dict[str, Any]
+    ) -> int:
+        """The id of the node at ``segments``, made (containers) where missing; the last one
+        stands for the archive's root and takes its metadata and specs."""
+        from sqlalchemy import insert, select
+
+        parent = 0
+        for depth, segment in enumerate(segments):
+            found = await conn.execute(
+                select(nodes.c.id).where(nodes.c.parent == parent, nodes.c.key == segment)
+            )
+            node_id = found.scalar()
+            if node_id is None:
+                last = depth == len(segments) - 1
+                container = {
+                    "parent": parent,
+                    "key": segment,
+                    "structure_family": "container",
+                    "metadata": (root.get("metadata") or {}) if last else {},
+                    "specs": (root.get("specs") or []) if last else [],
+                }
+                statement = insert(nodes).returning(nodes.c.id)
+                node_id = (await conn.execute(statement, container)).scalar_one()
+            parent = node_id
+        return parent
 
     async def _insert_structures(
         self, conn: Any, table: Any, structures: list[dict[str, Any]]
     ) -> None:
         """Structures are shared by content hash: insert those the catalog lacks."""
-        from sqlalchemy import insert, select
-
-        wanted = [s["id"] for s in structures]
-        have = set()
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            have |= set(
-                (await conn.execute(select(table.c.id).where(table.c.id.in_(chunk)))).scalars()
-            )
-        missing = [s for s in structures if s["id"] not in have]
-        if missing:
-            await conn.execute(insert(table), _fitted(table, missing))
+        have = await _present(conn, table.c.id, [s["id"] for s in structures])
+        await _insert(conn, table, [s for s in structures if s["id"] not in have])
 
     async def _insert_assets(
         self, conn: Any, table: Any, assets: list[dict[str, Any]], uris: dict[int, str]
     ) -> dict[int, int]:
         """Insert the assets at their new URIs; an asset the catalog already has (the same
         file, loaded before) is shared. Returns new ids by archive id."""
-        from sqlalchemy import insert, select
-
-        by_uri = {uris[a["id"]]: a for a in assets}
-        existing: dict[str, int] = {}
-        wanted = list(by_uri)
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            found = await conn.execute(
-                select(table.c.data_uri, table.c.id).where(table.c.data_uri.in_(chunk))
-            )
-            existing.update(dict(found.all()))
-        ids = {by_uri[uri]["id"]: existing[uri] for uri in existing}
+        existing = await _present(conn, table.c.data_uri, [uris[a["id"]] for a in assets])
+        ids = {a["id"]: existing[uris[a["id"]]] for a in assets if uris[a["id"]] in existing}
         new = [a for a in assets if uris[a["id"]] not in existing]
-        if new:
-            values = [{**_without(a, "id"), "data_uri": uris[a["id"]]} for a in new]
-            statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
-            new_ids = (await conn.execute(statement, _fitted(table, values))).scalars().all()
-            ids.update(zip((a["id"] for a in new), new_ids, strict=True))
+        ids |= await _new_ids(conn, table, new)
+        await _insert(
+            conn, table, [{**a, "id": ids[a["id"]], "data_uri": uris[a["id"]]} for a in new]
+        )
         return ids
 
 
-def _levels(nodes: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    """The nodes (ordered parents first) in runs whose parents all come before the run."""
-    placed: set[int] = {0}
-    level: list[dict[str, Any]] = []
-    for node in nodes:
-        if node["parent"] not in placed and level:
-            yield level
-            placed.update(n["id"] for n in level)
-            level = []
-        level.append(node)
-    if level:
-        yield level
+#: Tables whose ids a load allocates (their own sequences on PostgreSQL).
+_NUMBERED = ("nodes", "data_sources", "assets")
+#: Values per ``IN (...)`` lookup.
+_LOOKUP_BATCH = 500
+
+
+async def _new_ids(conn: Any, table: Any, rows: list[dict[str, Any]]) -> dict[int, int]:
+    """Fresh ids of ``table`` for ``rows`` (by their archive id), in order, past the largest
+    the table holds."""
+    from sqlalchemy import func, select
+
+    largest = (await conn.execute(select(func.coalesce(func.max(table.c.id), 0)))).scalar()
+    return {row["id"]: largest + 1 + i for i, row in enumerate(rows)}
+
+
+async def _present(conn: Any, column: Any, values: list[Any]) -> dict[Any, Any]:
+    """Which ``values`` the column's table holds: value -> that row's id."""
+    from sqlalchemy import select
+
+    table, found = column.table, {}
+    for start in range(0, len(values), _LOOKUP_BATCH):
+        chunk = values[start : start + _LOOKUP_BATCH]
+        rows = await conn.execute(select(column, table.c.id).where(column.in_(chunk)))
+        found.update(dict(rows.all()))
+    return found
+
+
+async def _insert(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (only the columns ``table`` has: an archive's catalog may hold more)
+    in one executemany, rows in order."""
+    from sqlalchemy import insert
+
+    if rows:
+        await conn.execute(insert(table), _fitted(table, rows))
 
 
 def _without(row: dict[str, Any], *columns: str) -> dict[str, Any]:

@@ -36,7 +36,7 @@ import functools
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -49,6 +49,9 @@ from .fallback import SLAB_BYTES, fetch_fallbacks
 from .plan import assign_members, list_directories, plan
 from .state import FileHook, Run, node_path
 from .transfer import fetch_raw
+
+if TYPE_CHECKING:
+    from ..load import LoadResult
 
 __all__ = [
     "DEFAULT_CACHE_MAX_BYTES",
@@ -116,10 +119,29 @@ def _payload(run: Run) -> list[PayloadFile]:
 # -- Public API --------------------------------------------------------------------------------
 
 
+def download_into(
+    source: Any, catalog: str, data_dir: str | Path, *, at: str = "", **options: Any
+) -> LoadResult:
+    """Download ``source`` into the Tiled catalog ``catalog`` (SQLite or PostgreSQL) under node
+    path ``at``, its files into ``data_dir``; ``options`` as :func:`download` takes them. The
+    archive is staged in a temporary folder beside ``data_dir`` (removed after), then loaded
+    by :func:`tiled_archive.load.load`: its checks, codes and all-or-nothing rule apply."""
+    from ..load import load
+
+    data_dir = Path(data_dir).absolute()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tiled-archive-", dir=data_dir.parent) as work:
+        staged = download(source, Path(work, "archive"), **options)
+        return load(staged, catalog, data_dir, at=at)
+
+
 def download(
     source: Any,
-    dest: str | Path,
+    dest: str | Path | None = None,
     *,
+    catalog: str | None = None,
+    data_dir: str | Path | None = None,
+    at: str = "",
     workers: int = DEFAULT_WORKERS,
     quiet: bool = True,
     force: bool = False,
@@ -151,12 +173,25 @@ def download(
     A directory archive is written relocated (its asset URIs point at its own ``data/``), so
     stock ``tiled serve catalog DEST/catalog.db -r DEST/data`` serves it as it is.
 
+    With ``catalog`` (``postgresql://…`` or an SQLite catalog) and ``data_dir`` instead of
+    ``dest``, the download goes straight into that Tiled catalog under node path ``at``, its
+    files into ``data_dir``, and ``data_dir`` is returned: the archive is staged in a temporary
+    folder beside ``data_dir``, then loaded (:func:`tiled_archive.load.load`, whose rules and
+    codes apply: one transaction, nothing left behind on failure).
+
     Raises ArchiveError: TA-E903 (``dest`` exists; ``force`` replaces an archive), TA-E910
     (nodes that could not be fetched, listed), TA-E911 (the server could not be reached or kept
     failing), TA-E913 (nothing to download). Nothing is written at ``dest`` unless the whole
     download succeeds.
     """
-    dest = Path(dest)
+    options = {"workers": workers, "quiet": quiet, "cache_dir": cache_dir, "retries": retries}
+    options |= {"cache_max_bytes": cache_max_bytes, "on_file": on_file, "allow_empty": allow_empty}
+    if (catalog is None) == (dest is None) or (catalog is None) != (data_dir is None):
+        raise TypeError("download() takes dest, or catalog and data_dir")
+    if catalog is not None:
+        download_into(source, catalog, data_dir, at=at, **options)  # type: ignore[arg-type]
+        return Path(data_dir).absolute()  # type: ignore[arg-type]
+    dest = Path(dest)  # type: ignore[arg-type]
     check_destination(dest.absolute(), force=force)
     cache = BlobCache(Path(cache_dir) if cache_dir else default_cache_dir(), cache_max_bytes)
     run: Run | None = None
