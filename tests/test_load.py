@@ -259,3 +259,10 @@ def duckdb_storages(data: Path) -> list[str]:
     from tiled.utils import ensure_uri
 
     return [ensure_uri(f"duckdb:///{path}") for path in sorted(data.rglob("*.duckdb"))]
+
+
+@pytest.mark.parametrize("at", ["../outside", "a/./b", "a\\b"])
+def test_a_node_path_cannot_lead_files_out_of_the_data_folder(family_archives, tmp_path, at):
+    with pytest.raises(ValueError, match="not a node path"):
+        load(family_archives["files"], f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "d", at=at)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -202,8 +202,11 @@ def load(
     with _loading(quiet):
         from .load import load as load_archive
 
-    with _loading(quiet, "loading"):
-        _loaded(load_archive(archive, catalog, data, at=at))
+    try:
+        with _loading(quiet, "loading"):
+            _loaded(load_archive(archive, catalog, data, at=at))
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--at") from None
 
 
 def _loaded(loaded: Any) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import absolute_uri
-from .format import RAGGED_MIMETYPE, ArchiveError, FileEntry
+from .format import RAGGED_MIMETYPE, ArchiveError, FileEntry, escapes_folder
 from .reader import Archive, open_archive, sha256_of
 from .sql_catalog import SERVED_TABLES, TiledCatalog, served_tables
 
@@ -63,8 +63,11 @@ def load(
     by Tiled's own init (SQLite: a path or ``sqlite:///…``; ``postgresql://…``: the database
     must exist). Raises :class:`ArchiveError`: TA-E920 for a key the catalog already has,
     TA-E921 for a file that would overwrite other bytes, TA-E922 when the catalog cannot be
-    opened or written; the archive's own codes when it breaks a rule."""
+    opened or written; the archive's own codes when it breaks a rule. ValueError for an ``at``
+    with ``.`` or ``..`` segments."""
     segments = [segment for segment in at.split("/") if segment]
+    if segments and escapes_folder("/".join(segments)):  # it names files below data_dir too
+        raise ValueError(f"{at!r} is not a node path: no '.' or '..' segments, no backslash")
     base = Path(data_dir).absolute().joinpath(*segments)
     with open_archive(archive) as source:
         # What stock Tiled will read must pass the checks that tiled-archive's reader makes.
