@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def tree_digests(root: Path) -> dict[str, str]:
 
 # -- PostgreSQL (a real server: .ci/postgres starts one and prints its URI) -------------------
 
-_TEMPLATE = "tiled_archive_template"
+#: This session's template catalog (its own name: sessions may run side by side on a server).
+_TEMPLATE = f"tiled_archive_template_{os.getpid()}"
 
 
 async def _admin(server: str, *statements: str) -> None:
@@ -84,12 +86,11 @@ async def _admin(server: str, *statements: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> str:
+def postgres_server():
     """The URI (no database) of the PostgreSQL server in TILED_ARCHIVE_TEST_POSTGRES, holding
     a template database that Tiled's own `tiled catalog init` made. Skipped when no server is
     configured, unless TILED_ARCHIVE_REQUIRE_POSTGRES is set (CI), where that is a failure."""
     import asyncio
-    import os
     import subprocess
     import sys
 
@@ -108,7 +109,8 @@ def postgres_server() -> str:
     )
     tiled = Path(sys.executable).parent / "tiled"
     subprocess.run([tiled, "catalog", "init", f"{server}/{_TEMPLATE}"], check=True)
-    return server
+    yield server
+    asyncio.run(_admin(server, f"DROP DATABASE IF EXISTS {_TEMPLATE} WITH (FORCE)"))
 
 
 @pytest.fixture
