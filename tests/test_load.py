@@ -4,6 +4,7 @@ stock `tiled serve catalog` exactly as the archive serves it; all or nothing on 
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import subprocess
 import sys
@@ -266,3 +267,68 @@ def test_a_node_path_cannot_lead_files_out_of_the_data_folder(family_archives, t
     with pytest.raises(ValueError, match="not a node path"):
         load(family_archives["files"], f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "d", at=at)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_structure_ids_of_an_archive_are_not_trusted(tmp_path):
+    """An archive's structure ids are opaque (spec appendix A): one that gives its structure the
+    id another archive's structure has must not change what that archive's node loads as."""
+    import numpy as np
+
+    from tiled_archive.writer import reseal
+
+    for name, array in (("honest", np.zeros((3, 3))), ("crafted", np.zeros(2, dtype="int8"))):
+        (tmp_path / name).mkdir()
+        np.save(tmp_path / name / f"{name}.npy", array)
+        create(tmp_path / f"{name}-archive", [tmp_path / name / f"{name}.npy"], quiet=True)
+    honest_db = tmp_path / "honest-archive" / "catalog.db"
+    with contextlib.closing(sqlite3.connect(honest_db)) as conn:
+        (taken,) = conn.execute("SELECT id FROM structures").fetchone()
+    crafted_db = tmp_path / "crafted-archive" / "catalog.db"
+    with contextlib.closing(sqlite3.connect(crafted_db)) as conn, conn:
+        conn.execute("UPDATE structures SET id = ?", (taken,))
+        conn.execute("UPDATE data_sources SET structure_id = ?", (taken,))
+    reseal(tmp_path / "crafted-archive")
+    assert validate(tmp_path / "crafted-archive").errors == []
+    db, data = tmp_path / "target.db", tmp_path / "data"
+    load(tmp_path / "crafted-archive", str(db), data, at="first")
+    load(tmp_path / "honest-archive", str(db), data, at="second")
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        shapes = dict(
+            conn.execute(
+                "SELECT n.key, json_extract(s.structure, '$.shape') FROM nodes n JOIN"
+                " data_sources d ON d.node_id = n.id JOIN structures s ON s.id = d.structure_id"
+            ).fetchall()
+        )
+    assert shapes == {"crafted": "[2]", "honest": "[3,3]"}
+
+
+def test_loaded_structure_ids_are_tileds(family_archives, tmp_path):
+    from tiled.catalog.utils import compute_structure_id
+
+    db = tmp_path / "c.db"
+    load(family_archives["memory"], str(db), tmp_path / "d")
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT id, structure FROM structures").fetchall()
+    assert rows and all(i == compute_structure_id(json.loads(text)) for i, text in rows)
+
+
+def test_a_symbolic_link_in_the_data_folder_does_not_lead_files_elsewhere(
+    family_archives, tmp_path
+):
+    outside, data = tmp_path / "outside", tmp_path / "data"
+    outside.mkdir()
+    data.mkdir()
+    (data / "x").symlink_to(outside)
+    with pytest.raises(ArchiveError) as refused:
+        load(family_archives["files"], str(tmp_path / "c.db"), data, at="x")
+    assert refused.value.code == "TA-E921" and list(outside.iterdir()) == []
+    assert not (tmp_path / "c.db").exists()  # the catalog this load made is gone again
+
+
+def test_the_archive_is_never_the_target(family_archives, tmp_path):
+    archive = family_archives["files"]
+    with pytest.raises(ValueError, match="inside the archive"):
+        load(archive, str(archive / "catalog.db"), tmp_path / "d")
+    with pytest.raises(ValueError, match="inside the archive"):
+        load(archive, str(tmp_path / "c.db"), archive / "data")
+    assert validate(archive).errors == []

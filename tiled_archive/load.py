@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import absolute_uri
-from .format import RAGGED_MIMETYPE, ArchiveError, FileEntry, escapes_folder
+from .format import RAGGED_MIMETYPE, ArchiveError, FileEntry, escapes_folder, path_problems
 from .reader import Archive, open_archive, sha256_of
 from .sql_catalog import SERVED_TABLES, TiledCatalog, served_tables
 
@@ -66,29 +66,51 @@ def load(
     opened or written; the archive's own codes when it breaks a rule. ValueError for an ``at``
     with ``.`` or ``..`` segments."""
     segments = [segment for segment in at.split("/") if segment]
-    if segments and escapes_folder("/".join(segments)):  # it names files below data_dir too
-        raise ValueError(f"{at!r} is not a node path: no '.' or '..' segments, no backslash")
-    base = Path(data_dir).absolute().joinpath(*segments)
+    # The node path names the files' folder too, and both go into file URIs.
+    if segments and (escapes_folder("/".join(segments)) or path_problems("/".join(segments))):
+        raise ValueError(f"{at!r} is not a node path: no '.' or '..' segments, no #, ?, \\")
+    data_dir = Path(data_dir).absolute()
+    if set(str(data_dir)) & set(_URI_UNSAFE):
+        raise ValueError(f"{str(data_dir)!r}: a data folder whose path has none of {_URI_UNSAFE}")
+    base = data_dir.joinpath(*segments)
+    try:
+        return _load(archive, catalog_uri, data_dir, base, segments)
+    except OSError as err:  # the data folder cannot be made or written
+        where = str(err.filename or data_dir)
+        raise ArchiveError("TA-E904", where, err.strerror or str(err)) from None
+
+
+#: Characters a file URI would read otherwise (Tiled's URIs do not escape them).
+_URI_UNSAFE = "#?%"
+
+
+def _load(
+    archive: str | Path, catalog_uri: str, data_dir: Path, base: Path, segments: list[str]
+) -> LoadResult:
     with open_archive(archive) as source:
+        _refuse_inside(source, catalog_uri, data_dir)
         # What stock Tiled will read must pass the checks that tiled-archive's reader makes.
         source.data_sources()
         source.check_data_files()
         rows = _archive_rows(source)
-        files = _planned_files(source, base)
+        files = _planned_files(source, base, data_dir)
         target = _Catalog(catalog_uri)
-        target.check(segments, rows.top_level_keys())
+        made_catalog = target.ensure_exists()
         created: list[Path] = []
-        uris, sql_storages = _uri_map(source, rows, base)
         try:
+            target.check(segments, rows.top_level_keys())
+            uris, sql_storages = _uri_map(source, rows, base)
             reused = _copy_files(source, files, created)
             target.write(segments, rows, uris, source.manifest.extra.get("root") or {})
         except BaseException:
-            _remove(created, Path(data_dir).absolute())
+            _remove(created, data_dir)
+            if made_catalog is not None:  # a new SQLite file: gone again
+                made_catalog.unlink(missing_ok=True)
             raise
     return LoadResult(
         target.display,
         "/".join(segments),
-        Path(data_dir).absolute(),
+        data_dir,
         len(rows.nodes),
         len(files) - reused,
         reused,
@@ -119,6 +141,19 @@ _JSON_COLUMNS = {"metadata", "specs", "structure", "parameters", "properties"}
 _TIME_COLUMNS = {"time_created", "time_updated"}
 
 
+def _refuse_inside(source: Archive, catalog_uri: str, data_dir: Path) -> None:
+    """ValueError when the target catalog or the data folder lies inside the archive: a load
+    never writes into what it reads."""
+    from .sql_catalog import TiledCatalog
+
+    inside = source.location.resolve()
+    catalog = TiledCatalog(catalog_uri)
+    places = [data_dir] + ([catalog.sqlite_path()] if catalog.is_sqlite else [])
+    for place in places:
+        if place.resolve() == inside or place.resolve().is_relative_to(inside):
+            raise ValueError(f"{place} is inside the archive {source.location}: load elsewhere")
+
+
 def _archive_rows(source: Archive) -> _Rows:
     """Every row to copy, decoded (JSON to values, times to datetimes) as Tiled's ORM takes
     them. Nodes are walked from the root, so a node is listed after its parent; a node the root
@@ -145,15 +180,35 @@ def _archive_rows(source: Archive) -> _Rows:
         a for a in tables["data_source_asset_association"] if a["data_source_id"] in source_ids
     ]
     asset_ids = {a["asset_id"] for a in associations}
-    structure_ids = {d["structure_id"] for d in sources}
+    # A target catalog shares structures between data sources by id, trusting the id to be
+    # the hash of the content (Tiled's own writes do): an archive's ids are opaque (spec
+    # appendix A), so each structure is loaded under the id Tiled computes for it.
+    hashed = {s["id"]: structure_id(s["structure"]) for s in tables["structures"]}
+    sources = [
+        {**d, "structure_id": hashed.get(d["structure_id"])} if d["structure_id"] else d
+        for d in sources
+    ]
+    wanted = {d["structure_id"] for d in sources}
+    structures = {hashed[s["id"]]: s["structure"] for s in tables["structures"]}
     return _Rows(
         ordered,
-        [s for s in tables["structures"] if s["id"] in structure_ids],
+        [{"id": i, "structure": structures[i]} for i in sorted(wanted - {None})],
         sources,
         [a for a in tables["assets"] if a["id"] in asset_ids],
         associations,
         [r for r in tables["revisions"] if r["node_id"] in reached],
     )
+
+
+def structure_id(structure: Any) -> str:
+    """The id Tiled gives a structure: ``tiled.catalog.utils.compute_structure_id``, the MD5 of
+    its canonical JSON (spec appendix A), with the library Tiled uses for it (``canonicaljson``;
+    importing Tiled's module would import its server stack)."""
+    import hashlib
+
+    import canonicaljson
+
+    return hashlib.md5(canonicaljson.encode_canonical_json(structure)).hexdigest()
 
 
 def _decoded(row: sqlite3.Row) -> dict[str, Any]:
@@ -175,12 +230,15 @@ def _destination(base: Path, member: str) -> Path:
     return base.joinpath(*member.split("/")[1:])
 
 
-def _planned_files(source: Archive, base: Path) -> list[tuple[FileEntry, Path]]:
+def _planned_files(source: Archive, base: Path, data_dir: Path) -> list[tuple[FileEntry, Path]]:
     """Each payload file and its destination; TA-E921 for a destination that holds other bytes
-    (one holding the same bytes, from an earlier load, is kept)."""
-    planned = []
+    (one holding the same bytes, from an earlier load, is kept), or that a symbolic link in
+    the data folder would send elsewhere."""
+    planned, real_root = [], data_dir.resolve()
     for entry in source.manifest.files:
         target = _destination(base, entry.path)
+        if not target.parent.resolve().is_relative_to(real_root):
+            raise _clash(target, entry, "lies beyond a symbolic link out of the data folder, not")
         if target.is_symlink() or (target.exists() and not target.is_file()):
             raise _clash(target, entry, "is not a regular file")
         if target.is_file() and sha256_of(target) != entry.sha256:
@@ -214,7 +272,9 @@ def _copy_files(source: Archive, files: list[tuple[FileEntry, Path]], created: l
         created.extend(reversed(missing))
         present.update((target.parent, *target.parent.parents))
         created.append(target)
-        source.copy_verified(entry, target)
+        if not source.copy_verified(entry, target, replace=False):
+            created.remove(target)  # it appeared meanwhile with the same bytes: not ours
+            reused += 1
     return reused
 
 
@@ -250,9 +310,9 @@ class _Catalog(TiledCatalog):
     """The target catalog of a load."""
 
     def check(self, segments: list[str], keys: list[str]) -> None:
-        """Create the catalog if it does not exist; TA-E920 for a key it already has under
-        ``segments``, or a node on that path that is not a container."""
-        self.ensure_exists()
+        """TA-E920 for a key the catalog already has under ``segments``, or a node on that
+        path that is not a container or is one read from a file (HDF5, Zarr: Tiled serves its
+        children from the file, never from the catalog)."""
         self.check_revision()
         self.run(self._check(segments, keys))
 
@@ -271,7 +331,8 @@ class _Catalog(TiledCatalog):
         from sqlalchemy import select
 
         async with self.engine() as engine, engine.connect() as conn:
-            nodes = (await served_tables(conn))["nodes"]
+            tables = await served_tables(conn)
+            nodes, sources = tables["nodes"], tables["data_sources"]
             parent, path = 0, []
             for segment in segments:
                 path.append(segment)
@@ -286,6 +347,11 @@ class _Catalog(TiledCatalog):
                     return  # made by the load: nothing under it yet
                 if str(found.structure_family).rsplit(".", 1)[-1] != "container":
                     raise _collision("/".join(path), "is not a container")
+                backed = await conn.execute(
+                    select(sources.c.id).where(sources.c.node_id == found.id)
+                )
+                if backed.first() is not None:
+                    raise _collision("/".join(path), "is read from a file, not the catalog")
                 parent = found.id
             taken = (
                 await conn.execute(

@@ -302,17 +302,39 @@ class Archive:
             )
         return entries
 
-    def copy_verified(self, entry: FileEntry, target: Path, code: str = "TA-E308") -> None:
+    def copy_verified(
+        self, entry: FileEntry, target: Path, code: str = "TA-E308", *, replace: bool = True
+    ) -> bool:
         """Make ``target`` a read-only copy of member ``entry.path``, checked against the
-        entry's SHA-256. A copy already there is hashed and kept when it matches (a cache file
-        altered since is made again, never used)."""
+        entry's SHA-256; return whether this call wrote it. A copy already there is hashed and
+        kept when it matches; one with other bytes is made again (a cache file altered since is
+        never used) or, without ``replace``, is TA-E921 and left as it is. No partial file
+        stays behind, whatever stops the copy."""
         if target.is_file() and sha256_of(target) == entry.sha256:
-            return
+            return False
+        if target.exists() and not replace:
+            raise ArchiveError("TA-E921", str(target), f"holds other bytes than {entry.path}")
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as sink:
-            _verify(self.source.open(entry.path), entry, sink, code)
+            try:
+                _verify(self.source.open(entry.path), entry, sink, code)
+            except BaseException:
+                sink.close()
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(sink.name)
+                raise
         os.chmod(sink.name, 0o444)
-        os.replace(sink.name, target)
+        try:
+            if replace:
+                os.replace(sink.name, target)
+            else:  # never over a file that appeared meanwhile
+                os.link(sink.name, target)
+        except FileExistsError:
+            return self.copy_verified(entry, target, code, replace=False)
+        finally:  # moved by os.replace, else a name of its own to drop
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sink.name)
+        return True
 
     def close(self) -> None:
         self.source.close()
@@ -355,9 +377,6 @@ def _verify(source: BinaryIO, entry: FileEntry, sink: BinaryIO | None, code: str
             if sink is not None:
                 sink.write(chunk)
     if digest.hexdigest() != entry.sha256:
-        if sink is not None:
-            sink.close()
-            os.unlink(sink.name)
         raise ArchiveError(code, entry.path, "SHA-256 differs from the manifest")
 
 

@@ -79,17 +79,25 @@ class TiledCatalog:
         finally:
             await engine.dispose()
 
-    def ensure_exists(self) -> None:
+    def ensure_exists(self) -> Path | None:
         """Create the catalog when the database holds none: a new SQLite file from the
-        packaged schema (what Tiled's init makes), or Tiled's own init on another database."""
+        packaged schema (what Tiled's init makes; its path is returned), or Tiled's own init on
+        another database."""
         if self.is_sqlite:
             path = self.sqlite_path()
-            if not path.exists():
+            if path.exists():
+                return None
+            try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 create_catalog_file(path)
-            return
+            except (OSError, sqlite3.Error) as err:
+                if path.is_file():
+                    path.unlink()
+                raise self.error(f"cannot create {path}: {err}") from None
+            return path
         if self.run(self._revision()) is None:
             self._tiled_init()
+        return None
 
     def sqlite_path(self) -> Path:
         path = Path(self.url.database or "")
