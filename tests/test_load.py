@@ -332,3 +332,31 @@ def test_the_archive_is_never_the_target(family_archives, tmp_path):
     with pytest.raises(ValueError, match="inside the archive"):
         load(archive, str(tmp_path / "c.db"), archive / "data")
     assert validate(archive).errors == []
+
+
+def test_tiled_writes_on_after_a_load_into_postgresql(family_archives, postgres_catalog, tmp_path):
+    """The ids a load allocated are behind PostgreSQL's sequences: the next row Tiled inserts
+    (here, as Tiled's ORM would, without an id) gets a fresh one."""
+    import asyncio
+
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from tiled.utils import ensure_specified_sql_driver
+
+    load(family_archives["memory"], postgres_catalog, tmp_path / "data", at="m")
+
+    async def insert_one() -> tuple[int, int]:
+        engine = create_async_engine(ensure_specified_sql_driver(postgres_catalog))
+        try:
+            async with engine.begin() as conn:
+                loaded = (await conn.execute(text("SELECT max(id) FROM nodes"))).scalar_one()
+                statement = text(
+                    "INSERT INTO nodes (parent, key, structure_family, metadata, specs)"
+                    " VALUES (0, 'after', 'container', '{}', '[]') RETURNING id"
+                )
+                return loaded, (await conn.execute(statement)).scalar_one()
+        finally:
+            await engine.dispose()
+
+    loaded, fresh = asyncio.run(insert_one())
+    assert fresh > loaded > 0

@@ -103,9 +103,10 @@ def _load(
             reused = _copy_files(source, files, created)
             target.write(segments, rows, uris, source.manifest.extra.get("root") or {})
         except BaseException:
-            _remove(created, data_dir)
-            if made_catalog is not None:  # a new SQLite file: gone again
-                made_catalog.unlink(missing_ok=True)
+            if not target.committed:  # after the commit, the rows need the files
+                _remove(created, data_dir)
+                if made_catalog is not None:  # a new SQLite file: gone again
+                    made_catalog.unlink(missing_ok=True)
             raise
     return LoadResult(
         target.display,
@@ -309,6 +310,9 @@ def _uri_map(source: Archive, rows: _Rows, base: Path) -> tuple[dict[int, str], 
 class _Catalog(TiledCatalog):
     """The target catalog of a load."""
 
+    #: Whether the load's transaction committed (what fails after it must not undo the files).
+    committed = False
+
     def check(self, segments: list[str], keys: list[str]) -> None:
         """TA-E920 for a key the catalog already has under ``segments``, or a node on that
         path that is not a container or is one read from a file (HDF5, Zarr: Tiled serves its
@@ -368,45 +372,49 @@ class _Catalog(TiledCatalog):
         self, segments: list[str], rows: _Rows, uris: dict[int, str], root: dict[str, Any]
     ) -> None:
 
-        async with self.engine() as engine, engine.begin() as conn:  # one transaction
-            tables = await served_tables(conn)
-            if not self.is_sqlite:  # ids are allocated below: no other writer meanwhile
-                listed = ", ".join(f'"{name}"' for name in _NUMBERED)
-                await conn.exec_driver_sql(f"LOCK TABLE {listed} IN EXCLUSIVE MODE")
-            parent = await self._containers(conn, tables["nodes"], segments, root)
-            # New ids, in order: a node after its parent (Tiled's closure trigger needs it).
-            node_ids = {0: parent} | await _new_ids(conn, tables["nodes"], rows.nodes)
-            nodes = [
-                {**n, "id": node_ids[n["id"]], "parent": node_ids[n["parent"]]} for n in rows.nodes
-            ]
-            await _insert(conn, tables["nodes"], nodes)
-            await self._insert_structures(conn, tables["structures"], rows.structures)
-            asset_ids = await self._insert_assets(conn, tables["assets"], rows.assets, uris)
-            source_ids = await _new_ids(conn, tables["data_sources"], rows.data_sources)
-            sources = [
-                {**d, "id": source_ids[d["id"]], "node_id": node_ids[d["node_id"]]}
-                for d in rows.data_sources
-            ]
-            await _insert(conn, tables["data_sources"], sources)
-            associations = [
-                {
-                    **a,
-                    "data_source_id": source_ids[a["data_source_id"]],
-                    "asset_id": asset_ids[a["asset_id"]],
-                }
-                for a in rows.associations
-            ]
-            await _insert(conn, tables["data_source_asset_association"], associations)
-            revisions = [
-                {**_without(r, "id"), "node_id": node_ids[r["node_id"]]} for r in rows.revisions
-            ]
-            await _insert(conn, tables["revisions"], revisions)
-            if not self.is_sqlite:  # PostgreSQL's sequences past the ids written
-                for name in _NUMBERED:
-                    await conn.exec_driver_sql(
-                        f"SELECT setval(pg_get_serial_sequence('{name}', 'id'),"
-                        f' (SELECT coalesce(max(id), 0) + 1 FROM "{name}"), false)'
-                    )
+        async with self.engine() as engine:
+            async with engine.begin() as conn:  # one transaction
+                tables = await served_tables(conn)
+                if not self.is_sqlite:  # ids are allocated below: no other writer meanwhile
+                    listed = ", ".join(f'"{name}"' for name in _NUMBERED)
+                    await conn.exec_driver_sql(f"LOCK TABLE {listed} IN EXCLUSIVE MODE")
+                parent = await self._containers(conn, tables["nodes"], segments, root)
+                # New ids, in order: a node after its parent (Tiled's closure trigger needs it).
+                node_ids = {0: parent} | await _new_ids(conn, tables["nodes"], rows.nodes)
+                nodes = [
+                    {**n, "id": node_ids[n["id"]], "parent": node_ids[n["parent"]]}
+                    for n in rows.nodes
+                ]
+                await _insert(conn, tables["nodes"], nodes)
+                await self._insert_structures(conn, tables["structures"], rows.structures)
+                asset_ids = await self._insert_assets(conn, tables["assets"], rows.assets, uris)
+                source_ids = await _new_ids(conn, tables["data_sources"], rows.data_sources)
+                sources = [
+                    {**d, "id": source_ids[d["id"]], "node_id": node_ids[d["node_id"]]}
+                    for d in rows.data_sources
+                ]
+                await _insert(conn, tables["data_sources"], sources)
+                associations = [
+                    {
+                        **a,
+                        "data_source_id": source_ids[a["data_source_id"]],
+                        "asset_id": asset_ids[a["asset_id"]],
+                    }
+                    for a in rows.associations
+                ]
+                await _insert(conn, tables["data_source_asset_association"], associations)
+                revisions = [
+                    {**_without(r, "id"), "node_id": node_ids[r["node_id"]]} for r in rows.revisions
+                ]
+                await _insert(conn, tables["revisions"], revisions)
+                if not self.is_sqlite:  # PostgreSQL's sequences past the ids written
+                    for name in _NUMBERED:  # forward only: never back over ids handed out
+                        sequence = f"pg_get_serial_sequence('{name}', 'id')"
+                        await conn.exec_driver_sql(
+                            f"SELECT setval({sequence}, GREATEST((SELECT coalesce(max(id), 0)"
+                            f' + 1 FROM "{name}"), nextval({sequence})), false)'
+                        )
+            self.committed = True  # before the engine's disposal, which may fail
 
     async def _containers(
         self, conn: Any, nodes: Any, segments: list[str], root: dict[str, Any]
