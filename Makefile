@@ -41,3 +41,9 @@ fuzz: $(STAMP)
 	TILED_ARCHIVE_FUZZ_OPEN_EXAMPLES=$${TILED_ARCHIVE_FUZZ_OPEN_EXAMPLES:-250} \
 	TILED_ARCHIVE_FUZZ_RANDOM=$${TILED_ARCHIVE_FUZZ_RANDOM:-1} \
 	$(BIN)/python -m pytest -q tests/fuzz
+
+# 10,000 nodes into PostgreSQL (started by .ci/postgres when TILED_ARCHIVE_TEST_POSTGRES is
+# unset) vs `tiled register` through stock serve: ~15 minutes, the anchor most of it.
+.PHONY: bench-load
+bench-load: $(STAMP)
+	$(BIN)/python benchmarks/load.py
