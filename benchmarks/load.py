@@ -21,7 +21,6 @@ alembic in a subprocess, is timed once on its own) and an empty data folder:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import platform
 import shutil
@@ -37,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tiled_archive.load import load
-from tiled_archive.testing import free_port, serving
+from tiled_archive.testing import free_port, postgres_admin, serving
 from tiled_archive.writer import create
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,26 +71,15 @@ def setup(work: Path, nodes: int, fresh: bool) -> Path:
     return archive
 
 
-async def admin(server: str, *statements: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(f"{server}/postgres")
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 def fresh_database(server: str, template: bool = True) -> str:
     name = f"bench_{uuid.uuid4().hex[:10]}"
     options = f" TEMPLATE {TEMPLATE}" if template else ""
-    asyncio.run(admin(server, f"CREATE DATABASE {name}{options}"))
+    postgres_admin(server, f"CREATE DATABASE {name}{options}")
     return f"{server}/{name}"
 
 
 def drop(server: str, uri: str) -> None:
-    asyncio.run(admin(server, f"DROP DATABASE IF EXISTS {uri.rsplit('/', 1)[1]} WITH (FORCE)"))
+    postgres_admin(server, f"DROP DATABASE IF EXISTS {uri.rsplit('/', 1)[1]} WITH (FORCE)")
 
 
 def timed(action) -> float:
@@ -115,12 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     work = ROOT / "benchmarks" / "output" / f"load-{args.nodes}"
     archive = setup(work, args.nodes, args.fresh)
-    asyncio.run(
-        admin(
-            server,
-            f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)",
-            f"CREATE DATABASE {TEMPLATE}",
-        )
+    postgres_admin(
+        server, f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)", f"CREATE DATABASE {TEMPLATE}"
     )
     init = timed(
         lambda: subprocess.run(

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+from tiled_archive.testing import postgres_admin
+
 # No per-example deadline: speed is measured in benchmarks/, and a loaded CI machine made a
 # 200 ms deadline fail a correct round trip (the first example pays for compiling the schema).
 settings.register_profile("tiled-archive", deadline=None)
@@ -74,23 +76,11 @@ def tree_digests(root: Path) -> dict[str, str]:
 _TEMPLATE = f"tiled_archive_template_{os.getpid()}"
 
 
-async def _admin(server: str, *statements: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(f"{server}/postgres")
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="session")
 def postgres_server():
     """The URI (no database) of the PostgreSQL server in TILED_ARCHIVE_TEST_POSTGRES, holding
     a template database that Tiled's own `tiled catalog init` made. Skipped when no server is
     configured, unless TILED_ARCHIVE_REQUIRE_POSTGRES is set (CI), where that is a failure."""
-    import asyncio
     import subprocess
     import sys
 
@@ -100,17 +90,13 @@ def postgres_server():
         if os.environ.get("TILED_ARCHIVE_REQUIRE_POSTGRES"):
             pytest.fail(reason)
         pytest.skip(reason)
-    asyncio.run(
-        _admin(
-            server,
-            f"DROP DATABASE IF EXISTS {_TEMPLATE} WITH (FORCE)",
-            f"CREATE DATABASE {_TEMPLATE}",
-        )
+    postgres_admin(
+        server, f"DROP DATABASE IF EXISTS {_TEMPLATE} WITH (FORCE)", f"CREATE DATABASE {_TEMPLATE}"
     )
     tiled = Path(sys.executable).parent / "tiled"
     subprocess.run([tiled, "catalog", "init", f"{server}/{_TEMPLATE}"], check=True)
     yield server
-    asyncio.run(_admin(server, f"DROP DATABASE IF EXISTS {_TEMPLATE} WITH (FORCE)"))
+    postgres_admin(server, f"DROP DATABASE IF EXISTS {_TEMPLATE} WITH (FORCE)")
 
 
 @pytest.fixture
@@ -127,12 +113,11 @@ def postgres_catalog(postgres_server):
 
 
 def _database(server: str, options: str):
-    import asyncio
     import uuid
 
     name = f"test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(server, f"CREATE DATABASE {name}{options}"))
+    postgres_admin(server, f"CREATE DATABASE {name}{options}")
     try:
         yield f"{server}/{name}"
     finally:
-        asyncio.run(_admin(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        postgres_admin(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -6,13 +6,16 @@ import contextlib
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from .format import ArchiveError, plural
+
+if TYPE_CHECKING:
+    from .load import LoadResult
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -209,7 +212,7 @@ def load(
         raise typer.BadParameter(str(err), param_hint="--at") from None
 
 
-def _loaded(loaded: Any) -> None:
+def _loaded(loaded: LoadResult) -> None:
     """Say what a load wrote (a LoadResult), and the stock command that serves it."""
     import shlex
 

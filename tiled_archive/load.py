@@ -18,6 +18,7 @@ would define the same tables, but importing it imports Tiled's server stack (~3 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -26,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import absolute_uri
+from .content.catalog import SERVED_TABLES
 from .format import RAGGED_MIMETYPE, ArchiveError, FileEntry, escapes_folder, path_problems
 from .reader import Archive, open_archive, sha256_of
-from .sql_catalog import SERVED_TABLES, TiledCatalog, served_tables
+from .sql_catalog import TiledCatalog, served_tables
 
 
 @dataclass(frozen=True)
@@ -88,13 +90,13 @@ def _load(
     archive: str | Path, catalog_uri: str, data_dir: Path, base: Path, segments: list[str]
 ) -> LoadResult:
     with open_archive(archive) as source:
-        _refuse_inside(source, catalog_uri, data_dir)
+        target = _Catalog(catalog_uri)
+        _refuse_inside(source, target, data_dir)
         # What stock Tiled will read must pass the checks that tiled-archive's reader makes.
         source.data_sources()
         source.check_data_files()
         rows = _archive_rows(source)
         files = _planned_files(source, base, data_dir)
-        target = _Catalog(catalog_uri)
         made_catalog = target.ensure_exists()
         created: list[Path] = []
         try:
@@ -104,7 +106,7 @@ def _load(
             target.write(segments, rows, uris, source.manifest.extra.get("root") or {})
         except BaseException:
             if not target.committed:  # after the commit, the rows need the files
-                _remove(created, data_dir)
+                _remove(created)
                 if made_catalog is not None:  # a new SQLite file: gone again
                     made_catalog.unlink(missing_ok=True)
             raise
@@ -142,13 +144,10 @@ _JSON_COLUMNS = {"metadata", "specs", "structure", "parameters", "properties"}
 _TIME_COLUMNS = {"time_created", "time_updated"}
 
 
-def _refuse_inside(source: Archive, catalog_uri: str, data_dir: Path) -> None:
+def _refuse_inside(source: Archive, catalog: TiledCatalog, data_dir: Path) -> None:
     """ValueError when the target catalog or the data folder lies inside the archive: a load
     never writes into what it reads."""
-    from .sql_catalog import TiledCatalog
-
     inside = source.location.resolve()
-    catalog = TiledCatalog(catalog_uri)
     places = [data_dir] + ([catalog.sqlite_path()] if catalog.is_sqlite else [])
     for place in places:
         if place.resolve() == inside or place.resolve().is_relative_to(inside):
@@ -236,9 +235,10 @@ def _planned_files(source: Archive, base: Path, data_dir: Path) -> list[tuple[Fi
     (one holding the same bytes, from an earlier load, is kept), or that a symbolic link in
     the data folder would send elsewhere."""
     planned, real_root = [], data_dir.resolve()
+    inside = functools.cache(lambda folder: folder.resolve().is_relative_to(real_root))
     for entry in source.manifest.files:
         target = _destination(base, entry.path)
-        if not target.parent.resolve().is_relative_to(real_root):
+        if not inside(target.parent):
             raise _clash(target, entry, "lies beyond a symbolic link out of the data folder, not")
         if target.is_symlink() or (target.exists() and not target.is_file()):
             raise _clash(target, entry, "is not a regular file")
@@ -279,13 +279,13 @@ def _copy_files(source: Archive, files: list[tuple[FileEntry, Path]], created: l
     return reused
 
 
-def _remove(created: list[Path], root: Path) -> None:
+def _remove(created: list[Path]) -> None:
     """Undo :func:`_copy_files`: its files, then its folders (emptied), deepest first."""
     for path in reversed(created):
-        with contextlib.suppress(FileNotFoundError, OSError):
+        with contextlib.suppress(OSError):
             if path.is_dir() and not path.is_symlink():
                 path.rmdir()
-            elif path != root:
+            else:
                 path.unlink()
 
 

@@ -17,17 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import create_catalog_file
+from .content.catalog import SERVED_TABLES
 from .format import TILED_SCHEMA_REVISIONS, ArchiveError
-
-#: The tables Tiled serves a node from (``nodes_closure`` its triggers keep).
-SERVED_TABLES = (
-    "nodes",
-    "structures",
-    "data_sources",
-    "assets",
-    "data_source_asset_association",
-    "revisions",
-)
 
 
 class TiledCatalog:

@@ -102,3 +102,21 @@ def listening(port: int) -> bool:
     """Whether something accepts TCP connections on ``HOST:port``."""
     with socket.socket() as probe:
         return probe.connect_ex((HOST, port)) == 0
+
+
+def postgres_admin(server: str, *statements: str) -> None:
+    """Run ``statements`` (``CREATE DATABASE …``, ``DROP DATABASE …``) in order on the
+    ``postgres`` database of the PostgreSQL server at ``server`` (a URI without database)."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(f"{server}/postgres")
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())

@@ -184,11 +184,12 @@ def download(
     failing), TA-E913 (nothing to download). Nothing is written at ``dest`` unless the whole
     download succeeds.
     """
-    options = {"workers": workers, "quiet": quiet, "cache_dir": cache_dir, "retries": retries}
-    options |= {"cache_max_bytes": cache_max_bytes, "on_file": on_file, "allow_empty": allow_empty}
     if (catalog is None) == (dest is None) or (catalog is None) != (data_dir is None):
         raise TypeError("download() takes dest, or catalog and data_dir")
     if catalog is not None:
+        options = {"workers": workers, "quiet": quiet, "cache_dir": cache_dir}
+        options |= {"retries": retries, "cache_max_bytes": cache_max_bytes}
+        options |= {"on_file": on_file, "allow_empty": allow_empty}
         download_into(source, catalog, data_dir, at=at, **options)  # type: ignore[arg-type]
         return Path(data_dir).absolute()  # type: ignore[arg-type]
     dest = Path(dest)  # type: ignore[arg-type]
