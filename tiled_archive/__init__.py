@@ -18,7 +18,7 @@ if _TYPE_CHECKING:
     from .validator import Report
 
 __version__ = "0.1.0"
-__all__ = ["download", "open", "validate", "__version__"]
+__all__ = ["download", "from_catalog", "open", "validate", "__version__"]
 
 
 def __dir__() -> list[str]:
@@ -36,6 +36,24 @@ def open(path: str | _Path, **client_kwargs: _Any) -> BaseClient:  # noqa: A001 
     from .asgi import open as open_in_process
 
     return open_in_process(path, **client_kwargs)
+
+
+def from_catalog(
+    uri: str | _Path, readable_storage: list[str | _Path] | tuple = (), **client_kwargs: _Any
+) -> BaseClient:
+    """Open a Tiled catalog (``sqlite:///PATH`` or a path to the file, ``postgresql://...``,
+    as Tiled's own ``tiled serve catalog`` takes it) as the normal Tiled client, served
+    in-process and read-only, as :func:`open` serves an archive. Returns the root node's
+    client; close it (or use it as a context manager) to release the catalog.
+
+    Assets are read only when the file they name, symbolic links resolved, lies inside one of
+    the ``readable_storage`` folders (else ``ArchiveError`` TA-E923 on that read), and their
+    files are checked as an archive's are before Tiled's adapters read them. ``client_kwargs``
+    go to ``tiled.client.from_context``. Raises ``ArchiveError`` TA-E922 when the catalog
+    cannot be opened (no such file, server down, another schema revision)."""
+    from .asgi import from_catalog as from_catalog_in_process
+
+    return from_catalog_in_process(uri, readable_storage, **client_kwargs)
 
 
 def download(source: _Any, dest: str | _Path | None = None, **options: _Any) -> _Path:

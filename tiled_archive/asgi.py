@@ -1,22 +1,25 @@
-"""Serve an archive with Tiled's own app: in-process to a Tiled client, or over HTTP.
+"""Serve an archive, or any Tiled catalog, with Tiled's own app: in-process to a Tiled client,
+or over HTTP.
 
 The app is Tiled's (``tiled.server.app.build_app``) over Tiled's SQL catalog adapter, opened
-read-only and immutable, with adapters from :mod:`tiled_archive.adapters`. Every asset URI is
-checked before the app starts, and an access policy grants read scopes only, so every write
-endpoint refuses (401 anonymous, 403 with a key) and the archive's bytes never change.
+read-only, with adapters from :mod:`tiled_archive.adapters`. An archive's asset URIs are all
+checked before the app starts; a live catalog's (:func:`from_catalog`) as each data source is
+first read. An access policy grants read scopes only, so every write endpoint refuses (401
+anonymous, 403 with a key) and no byte of the catalog or its files changes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import re
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 import httpx
@@ -28,8 +31,17 @@ from .format import DATA_DIR, ArchiveError
 from .quiet import quiet_tiled
 from .reader import Archive, open_archive
 
+if TYPE_CHECKING:
+    from .asset_routes import AssetFiles
+
 _API = "/api/v1"
-_LOCAL_URL = f"http://tiled-archive.invalid{_API}"
+#: Each in-process client gets a host of its own: Tiled's dask reads name their graphs by
+#: node URL, so two clients at one URL could share a graph (docs/upstream.md).
+_CLIENT_NUMBERS = itertools.count(1)
+
+
+def _local_url() -> str:
+    return f"http://{next(_CLIENT_NUMBERS)}.tiled-archive.invalid{_API}"
 
 
 def _bundled_ui_route(ui_root: Path) -> Route:
@@ -85,6 +97,31 @@ class PathGuard:
                 response = JSONResponse({"detail": "Not Found"}, status_code=404)
                 await response(scope, receive, send)
                 return
+        await self.app(scope, receive, send)
+
+
+class RawBytesEncodings:
+    """ASGI middleware: a raw-asset request (``/asset/...``) is answered without blosc2.
+
+    Tiled 0.2.20 compresses ``application/octet-stream`` bodies with blosc2 when the client
+    accepts it (Tiled's own client does), and blosc2 refuses bytes whose length is not a
+    multiple of 8: a streamed raw file of 247 bytes (a Zarr ``.zarray``) was a 500
+    (docs/upstream.md). Raw files gain nothing from a byte-shuffling codec; gzip and zstd stay
+    on offer.
+    """
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(f"{_API}/asset/"):
+            headers = []
+            for name, value in scope["headers"]:
+                if name == b"accept-encoding":
+                    offered = [e.strip() for e in value.split(b",")]
+                    value = b", ".join(e for e in offered if e.split(b";")[0] != b"blosc2")
+                headers.append((name, value))
+            scope = {**scope, "headers": headers}
         await self.app(scope, receive, send)
 
 
@@ -184,6 +221,33 @@ class ResponseCache:
                 self._size -= len(dropped["body"])
 
 
+def _read_only_app(tree: Any, files: AssetFiles, *, api_key: str | None, public: bool) -> Any:
+    """Tiled's app over ``tree`` with read scopes only, raw assets from ``files``, file routes
+    confined, archive errors as clean HTTP answers, and no per-request dependency rebuild."""
+    from tiled.config import Authentication
+    from tiled.server.app import build_app
+    from tiled.server.settings import get_settings
+
+    from .asset_routes import asset_router
+
+    app = build_app(
+        tree,
+        authentication=Authentication(allow_anonymous_access=public, single_user_api_key=api_key),
+        access_policy=_read_only_policy(),
+    )
+    # Raw assets from confined files only: these routes go in front of Tiled's, which read
+    # the filesystem and can be walked out of (docs/upstream.md).
+    routes = app.router.routes
+    mounted = len(routes)
+    app.include_router(asset_router(files), prefix=_API)
+    routes[0:0] = [routes.pop(mounted) for _ in range(len(routes) - mounted)]
+    _confine_file_routes(app)
+    app.add_exception_handler(ArchiveError, _archive_error_response)
+    app.dependency_overrides[get_settings]()
+    app.dependency_overrides = _NoOverrides(app.dependency_overrides)
+    return app
+
+
 class ArchiveServer:
     """Tiled's app over one open archive. Close it to release the archive."""
 
@@ -195,11 +259,8 @@ class ArchiveServer:
         public: bool = True,
     ):
         from tiled.catalog import from_uri
-        from tiled.config import Authentication
-        from tiled.server.app import build_app
-        from tiled.server.settings import get_settings
 
-        from .asset_routes import asset_router
+        from .asset_routes import ArchiveFiles
 
         self.archive = archive
         self.adapters = ArchiveAdapters(archive)
@@ -220,28 +281,56 @@ class ArchiveServer:
             if archive.is_directory
             else [],
         )
-        self.tiled_app = build_app(
-            tree,
-            authentication=Authentication(
-                allow_anonymous_access=public, single_user_api_key=api_key
-            ),
-            access_policy=_read_only_policy(),
-        )
-        # Raw assets from archive members only: these routes go in front of Tiled's, which
-        # read the filesystem and can be walked out of (docs/upstream.md).
-        routes = self.tiled_app.router.routes
-        mounted = len(routes)
-        self.tiled_app.include_router(asset_router(archive), prefix=_API)
-        routes[0:0] = [routes.pop(mounted) for _ in range(len(routes) - mounted)]
-        _confine_file_routes(self.tiled_app)
-        self.tiled_app.add_exception_handler(ArchiveError, _archive_error_response)
-        self.tiled_app.dependency_overrides[get_settings]()
-        self.tiled_app.dependency_overrides = _NoOverrides(self.tiled_app.dependency_overrides)
-        self.app = ResponseCache(PathGuard(self.tiled_app))
+        files = ArchiveFiles(archive)
+        self.tiled_app = _read_only_app(tree, files, api_key=api_key, public=public)
+        self.app = ResponseCache(PathGuard(RawBytesEncodings(self.tiled_app)))
 
     def close(self) -> None:
         self.adapters.close()
         self.archive.close()
+
+
+class CatalogServer:
+    """Tiled's app over a Tiled catalog in a database (SQLite, PostgreSQL), read-only, its
+    files read only inside ``readable_storage``. No response cache: a live catalog changes."""
+
+    def __init__(
+        self,
+        uri: str | Path,
+        readable_storage: Iterable[str | Path],
+        *,
+        api_key: str | None = None,
+        public: bool = True,
+    ):
+        from tiled.catalog import from_uri
+
+        from .adapters.storage import StorageAdapters
+        from .asset_routes import StorageAssetFiles
+        from .sources.storage import ReadableStorage
+        from .sql_catalog import TiledCatalog
+
+        catalog = TiledCatalog(uri)
+        if catalog.is_sqlite:  # read-only: a missing file is not created, none is written
+            path = catalog.sqlite_path().absolute()
+            if not path.is_file():
+                raise catalog.error(f"no such catalog file: {path}")
+            catalog = TiledCatalog(f"sqlite+aiosqlite:///file:{quote(str(path))}?mode=ro&uri=true")
+        catalog.check_revision()
+        storage = ReadableStorage(readable_storage)
+        self.adapters = StorageAdapters(storage)
+        tree = from_uri(
+            catalog.uri,
+            adapters_by_mimetype=self.adapters.mapping(),
+            # Tiled's own check compares URIs' text and fails with a bare 500; the adapters
+            # check every URI first, links resolved (TA-E923), so Tiled's is given the root.
+            readable_storage=[Path("/")],
+        )
+        files = StorageAssetFiles(storage)
+        self.tiled_app = _read_only_app(tree, files, api_key=api_key, public=public)
+        self.app = PathGuard(RawBytesEncodings(self.tiled_app))
+
+    def close(self) -> None:
+        self.adapters.close()
 
 
 class PortalTransport(httpx.BaseTransport):
@@ -390,7 +479,7 @@ def _in_process_context(app: Any, api_key: str | None) -> Iterator[Any]:
                     transport=transport, cache=kw.get("cache")
                 )
                 try:
-                    context = tiled_context.Context(_LOCAL_URL, api_key=api_key)
+                    context = tiled_context.Context(_local_url(), api_key=api_key)
                 finally:
                     tiled_context.Transport = stock
             try:
@@ -409,12 +498,27 @@ def open(path: str | Path, **client_kwargs: Any) -> Any:  # noqa: A001 -- the pu
     and has ``close()``: both release the archive. Keyword arguments go to
     ``tiled.client.from_context`` (e.g. ``structure_clients="numpy"``).
     """
+    return _in_process_client(lambda: ArchiveServer(open_archive(path)), client_kwargs)
+
+
+def from_catalog(
+    uri: str | Path, readable_storage: Iterable[str | Path] = (), **client_kwargs: Any
+) -> Any:
+    """Open a Tiled catalog (``sqlite:///PATH`` or a path, ``postgresql://...``) as a Tiled
+    client, served in-process and read-only, as :func:`open` serves an archive; its assets are
+    read only inside the ``readable_storage`` folders."""
+    return _in_process_client(lambda: CatalogServer(uri, readable_storage), client_kwargs)
+
+
+def _in_process_client(make_server: Callable[[], Any], client_kwargs: dict[str, Any]) -> Any:
+    """The Tiled client of the server ``make_server`` builds (its ``app``, served in-process),
+    closable: closing it stops the event loop and closes the server."""
     from tiled.client import from_context
 
     stack = contextlib.ExitStack()
     try:
         with quiet_tiled():
-            server = ArchiveServer(open_archive(path))
+            server = make_server()
             stack.callback(server.close)
             context = stack.enter_context(_in_process_context(server.app, None))
             client = from_context(context, **client_kwargs)

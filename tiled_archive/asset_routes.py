@@ -1,26 +1,31 @@
-"""Tiled's raw-asset routes (``/asset/bytes``, ``/asset/manifest``), answered from archive members.
+"""Tiled's raw-asset routes (``/asset/bytes``, ``/asset/manifest``), answered from confined files.
 
 Tiled's client reads ``bytes`` nodes and runs ``raw_export()`` through these routes, and the
 downloader fetches a served archive's files through them. Tiled 0.2.20's own versions read the
 asset's path from the filesystem and let ``relative_path=../..`` out of a directory asset
 (docs/upstream.md), so they are never the ones mounted. These take the same requests but serve
-only payload files of the node's own asset: a file asset's member, or a member below a
-directory asset's folder named by a relative path without empty, ``.`` or ``..`` segments.
+only files of the node's own asset: a file asset's file, or a file below a directory asset's
+folder named by a relative path without empty, ``.`` or ``..`` segments. Which files those
+are is an :class:`AssetFiles`: an archive's payload files (:class:`ArchiveFiles`), or a
+catalog's readable storage, symbolic links resolved (:class:`StorageAssetFiles`).
 Tiled decides who may read which node: the node is looked up with Tiled's own ``get_entry`` and
 the ``read:data`` scope, as its routes do.
 
-Answers carry the file's SHA-256 as a strong ETag, honour a single ``Range`` (and ``If-Range``);
-a request for several ranges gets the whole file, which HTTP allows. A file handed out whole
-(with or without a range that covers it) is first checked against the manifest, once per open
-archive: a damaged member is a 422 naming TA-E308, not wrong bytes passed off as the archive's.
-A part of a file is sent as it is, unchecked (the manifest has one digest per file, and hashing
-200 GB for one frame would defeat ranges); HEAD reads nothing.
+Answers carry a strong ETag (an archive file's SHA-256), honour a single ``Range`` (and
+``If-Range``); a request for several ranges gets the whole file, which HTTP allows. An archive
+file handed out whole (with or without a range that covers it) is first checked against the
+manifest, once per open archive: a damaged member is a 422 naming TA-E308, not wrong bytes
+passed off as the archive's. A part of a file is sent as it is, unchecked (the manifest has one
+digest per file, and hashing 200 GB for one frame would defeat ranges); HEAD reads nothing.
 """
 
 import mimetypes
+import os
 import re
-from collections.abc import Iterator
-from typing import Annotated, Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO, Protocol
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Security
@@ -35,8 +40,9 @@ from tiled.server.authentication import (
 from tiled.server.core import json_or_msgpack
 from tiled.server.dependencies import get_entry, get_root_tree
 
-from .format import ArchiveError, FileEntry, escapes_folder
+from .format import ArchiveError, escapes_folder
 from .reader import Archive
+from .sources.storage import ReadableStorage
 
 _CHUNK = 1 << 20
 #: One byte range; positions of over 30 digits are not ranges anyone can mean (and Python
@@ -46,8 +52,96 @@ _SINGLE_RANGE = re.compile(r"bytes=(\d{0,30})-(\d{0,30})", re.IGNORECASE)
 _MAX_ID = (1 << 63) - 1
 
 
-def asset_router(archive: Archive) -> APIRouter:
-    """The two routes, for ``archive``; mount with the prefix ``/api/v1``, in front of Tiled's."""
+@dataclass(frozen=True)
+class ServedFile:
+    """One file a raw-asset route may hand out."""
+
+    path: str  # for messages, and its last segment for the download's file name
+    size: int
+    etag: str  # quoted, strong
+    open: Callable[[], BinaryIO]
+    #: Run before the file is handed out whole: raises when its bytes are not the listed ones.
+    check: Callable[[], None]
+
+
+class AssetFiles(Protocol):
+    """The files behind a catalog's assets, as the raw-asset routes may serve them."""
+
+    def file(self, asset: Any, relative_path: str | None) -> ServedFile | None:
+        """The asset's file, or (a directory asset) the file at ``relative_path`` below it
+        (already checked to have no empty, ``.`` or ``..`` segment); None: not one to serve."""
+
+    def listing(self, asset: Any) -> list[str]:
+        """A directory asset's files, relative to it."""
+
+
+class ArchiveFiles:
+    """An archive's payload files, as the manifest lists them."""
+
+    def __init__(self, archive: Archive):
+        self.archive = archive
+
+    def file(self, asset: Any, relative_path: str | None) -> ServedFile | None:
+        archive = self.archive
+        member = archive.asset_member(asset.data_uri)
+        entry = archive.payload_entry(
+            member if relative_path is None else f"{member}/{relative_path}"
+        )
+        if entry is None:  # a folder, or a file the manifest does not list (TA-E306)
+            return None
+        stored = archive.members()[entry.path].size
+        if stored != entry.size:  # before any header is sent: a clean 422, not a cut-off body
+            raise ArchiveError(
+                "TA-E307", entry.path, f"{stored} bytes, the manifest says {entry.size}"
+            )
+        return ServedFile(
+            entry.path,
+            entry.size,
+            f'"{entry.sha256}"',
+            lambda: archive.open(entry.path),
+            lambda: archive.verify(entry),
+        )
+
+    def listing(self, asset: Any) -> list[str]:
+        inside = self.archive.asset_member(asset.data_uri) + "/"
+        return [p[len(inside) :] for p in self.archive.payload() if p.startswith(inside)]
+
+
+class StorageAssetFiles:
+    """Files of a catalog's readable storage: an asset's path, and a directory asset's files,
+    each with symbolic links resolved inside the storage (TA-E923 otherwise)."""
+
+    def __init__(self, storage: ReadableStorage):
+        self.storage = storage
+
+    def file(self, asset: Any, relative_path: str | None) -> ServedFile | None:
+        path = self.storage.local_path(asset.data_uri)
+        if relative_path is not None:
+            path = Path(os.path.realpath(path / relative_path))
+            if not self.storage.holds(path):
+                raise ArchiveError(
+                    "TA-E923", relative_path, "resolves outside the readable storage"
+                )
+        if not path.is_file():
+            return None
+        stat = path.stat()
+        # No digest is known: the ETag changes whenever the file does (as a file server's).
+        etag = f'"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+
+        def open_file() -> BinaryIO:
+            # O_NOFOLLOW: a link swapped in for the resolved file since is refused.
+            return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
+
+        return ServedFile(str(path), stat.st_size, etag, open_file, lambda: None)
+
+    def listing(self, asset: Any) -> list[str]:
+        folder = self.storage.local_path(asset.data_uri)
+        files = self.storage.files([(folder, True)]).members()
+        return sorted(Path(name).relative_to(folder).as_posix() for name in files)
+
+
+def asset_router(files: AssetFiles) -> APIRouter:
+    """The two routes, over ``files``; mount with the prefix ``/api/v1``, in front of Tiled's."""
     router = APIRouter()
 
     async def node_asset(
@@ -60,8 +154,8 @@ def asset_router(archive: Archive) -> APIRouter:
         authn_access_tags: Annotated[Any, Depends(get_current_access_tags)],
         authn_scopes: Annotated[Any, Depends(get_current_scopes)],
         _: Annotated[None, Security(check_scopes, scopes=["read:data"])],
-    ) -> tuple[Any, str]:
-        """The node's asset ``id`` and the member it names (404 if the node has no such asset)."""
+    ) -> Any:
+        """The node's asset ``id`` (404 if the node has no such asset)."""
         if not 0 <= id <= _MAX_ID:
             raise HTTPException(404, f"node {path or '/'} has no asset with id {id}")
         entry = await get_entry(
@@ -79,22 +173,21 @@ def asset_router(archive: Archive) -> APIRouter:
         asset = await entry.asset_by_id(id) if hasattr(entry, "asset_by_id") else None
         if asset is None:
             raise HTTPException(404, f"node {path or '/'} has no asset with id {id}")
-        return asset, archive.asset_member(asset.data_uri)
+        return asset
 
     @router.api_route("/asset/bytes/{path:path}", methods=["GET", "HEAD"])
     def asset_bytes(
         request: Request,
-        found: Annotated[tuple[Any, str], Depends(node_asset)],
+        asset: Annotated[Any, Depends(node_asset)],
         relative_path: str | None = None,
     ) -> Response:
-        asset, member = found
         if not asset.is_directory:
             if relative_path is not None:
                 raise HTTPException(400, "a file asset takes no relative_path")
-            entry = archive.payload_entry(member)
-            if entry is None:  # a folder, or a file the manifest does not list (TA-E306)
-                raise HTTPException(404, f"{member} is not a payload file of the archive")
-            return member_response(archive, entry, request)
+            served = files.file(asset, None)
+            if served is None:
+                raise HTTPException(404, f"asset {asset.id} is not a file this server hands out")
+            return file_response(served, request)
         if relative_path is None:
             raise HTTPException(
                 400,
@@ -105,56 +198,47 @@ def asset_router(archive: Archive) -> APIRouter:
             raise HTTPException(
                 400, "relative_path must be a relative path without empty, . or .. segments"
             )
-        entry = archive.payload_entry(f"{member}/{relative_path}")
-        if entry is None:
+        served = files.file(asset, relative_path)
+        if served is None:
             raise HTTPException(404, f"no file {relative_path} in this asset")
-        return member_response(archive, entry, request)
+        return file_response(served, request)
 
     @router.get("/asset/manifest/{path:path}")
-    def asset_manifest(
-        request: Request, found: Annotated[tuple[Any, str], Depends(node_asset)]
-    ) -> Any:
-        asset, member = found
+    def asset_manifest(request: Request, asset: Annotated[Any, Depends(node_asset)]) -> Any:
         if not asset.is_directory:
             raise HTTPException(400, "a file asset has no manifest")
         # Relative to the asset, as Tiled's client sends them back (Tiled 0.2.20 lists
         # absolute server paths here, which its own /asset/bytes then refuses).
-        inside = member + "/"
-        listing = [p[len(inside) :] for p in archive.payload() if p.startswith(inside)]
-        return json_or_msgpack(request, {"manifest": listing})
+        return json_or_msgpack(request, {"manifest": files.listing(asset)})
 
     return router
 
 
-def member_response(archive: Archive, entry: FileEntry, request: Request) -> Response:
-    """One payload file as an HTTP answer: whole (200) or the one range asked for (206)."""
-    name = entry.path.rsplit("/", 1)[-1]
-    etag = f'"{entry.sha256}"'
+def file_response(served: ServedFile, request: Request) -> Response:
+    """One file as an HTTP answer: whole (200) or the one range asked for (206)."""
+    name = served.path.rsplit("/", 1)[-1]
     headers = {
         "Accept-Ranges": "bytes",
-        "ETag": etag,
+        "ETag": served.etag,
         "Content-Disposition": content_disposition(name),
     }
     media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     if_range = request.headers.get("if-range")
-    wanted = requested_range(request.headers.get("range"), entry.size)
-    if if_range is not None and if_range != etag:
+    wanted = requested_range(request.headers.get("range"), served.size)
+    if if_range is not None and if_range != served.etag:
         wanted = None  # the client's copy is of other bytes: send them all
     if wanted == "unsatisfiable":
-        headers["Content-Range"] = f"bytes */{entry.size}"
+        headers["Content-Range"] = f"bytes */{served.size}"
         return Response(status_code=416, headers=headers)
-    status, (start, end) = (200, (0, entry.size)) if wanted is None else (206, wanted)
-    stored = archive.members()[entry.path].size
-    if stored != entry.size:  # before any header is sent: a clean 422, not a cut-off body
-        raise ArchiveError("TA-E307", entry.path, f"{stored} bytes, the manifest says {entry.size}")
+    status, (start, end) = (200, (0, served.size)) if wanted is None else (206, wanted)
     if status == 206:
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.size}"
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{served.size}"
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=media_type)
-    if (start, end) == (0, entry.size):
-        archive.verify(entry)  # before the first byte, so a damaged file is a clean 422
-    body = member_bytes(archive, entry, start, end)
+    if (start, end) == (0, served.size):
+        served.check()  # before the first byte, so a damaged file is a clean 422
+    body = file_bytes(served, start, end)
     return StreamingResponse(body, status_code=status, headers=headers, media_type=media_type)
 
 
@@ -187,13 +271,13 @@ def requested_range(header: str | None, size: int) -> tuple[int, int] | str | No
     return start, end
 
 
-def member_bytes(archive: Archive, entry: FileEntry, start: int, end: int) -> Iterator[bytes]:
-    """The bytes ``[start, end)`` of a payload file, in chunks (TA-E307 if it is shorter)."""
-    with archive.open(entry.path) as file:
+def file_bytes(served: ServedFile, start: int, end: int) -> Iterator[bytes]:
+    """The bytes ``[start, end)`` of a file, in chunks (TA-E307 if it is shorter)."""
+    with served.open() as file:
         file.seek(start)
         while start < end:
             chunk = file.read(min(_CHUNK, end - start))
             if not chunk:
-                raise ArchiveError("TA-E307", entry.path, "the member is shorter than listed")
+                raise ArchiveError("TA-E307", served.path, "the file is shorter than listed")
             start += len(chunk)
             yield chunk

@@ -412,10 +412,20 @@ _TABLE = [
     ),
     Code(
         "TA-E922",
-        "The target catalog of a load cannot be opened or written (not a database URI, the "
-        "server is down or refuses the user, another schema revision); nothing was loaded.",
+        "A Tiled catalog named by URI (the target of a load, the source of create --catalog or "
+        "from_catalog) cannot be opened or written (not a database URI, no such file, the "
+        "server is down or refuses the user, no catalog or another schema revision); nothing "
+        "was loaded or read.",
         "Check the URI (sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DATABASE), that the "
-        "server runs and the database exists, and that the user may write to it.",
+        "server runs and the database exists, and that the user may read it (write, to load).",
+    ),
+    Code(
+        "TA-E923",
+        "An asset of a catalog opened with from_catalog names a file outside its readable "
+        "storage (symbolic links and `..` resolved), or something that is not a local file; "
+        "it is not read.",
+        "If the file is meant to be read, pass the folder that holds it in readable_storage "
+        "(only folders you trust); otherwise correct the asset's data_uri in the catalog.",
     ),
 ]
 

@@ -24,7 +24,7 @@ from typing import Any
 from tiled.storage import EmbeddedSQLStorage, acquire_storage, release_storage
 from tiled.utils import ensure_uri, path_from_uri
 
-from ..content import ragged
+from ..content import Inspection, ragged
 from ..content.zarr import confined_store
 from ..format import ArchiveError
 from ..reader import Archive
@@ -42,23 +42,14 @@ def rewrite(data_source: Any, kwargs: dict[str, Any], to_uri: Callable[[str], st
     return data_source.model_copy(update={"assets": assets})
 
 
-class ArchiveAdapters:
-    """The ``adapters_by_mimetype`` mapping that serves one open archive.
+class Adapters:
+    """The ``adapters_by_mimetype`` mapping for one set of files (an archive, or a catalog's
+    readable storage): subclasses say how an asset URI becomes a file, and what checking a data
+    source's files found (:meth:`inspection`)."""
 
-    Each adapter first has the archive inspect its data source's files
-    (:meth:`Archive.inspection`), so call :meth:`Archive.data_sources` before serving: it
-    refuses a catalog whose assets or data source rows break a rule.
-    """
-
-    def __init__(self, archive: Archive):
-        self.archive = archive
-        self._zip_store: Any = None
+    def __init__(self) -> None:
         self._databases: dict[Path, EmbeddedSQLStorage] = {}
         self._lock = threading.Lock()
-
-    def member(self, data_uri: str) -> str:
-        """The archive member an asset URI names; TA-E503/TA-E504 for anything else."""
-        return self.archive.asset_member(data_uri)
 
     def mapping(self) -> dict[str, Any]:
         """mimetype -> adapter class, for ``tiled.catalog.from_uri(adapters_by_mimetype=...)``.
@@ -66,12 +57,109 @@ class ArchiveAdapters:
         Every class inspects a data source's files before Tiled's adapter opens them, bounds
         each read by the memory budget, and reports what its library fails on as TA-E601.
         """
-        readers = self._directory_adapters() if self.archive.is_directory else self._zip_adapters()
-        # Both cover every mimetype Tiled knows, so none falls through to Tiled's stock one.
-        return _AdapterMapping(self, readers)
+        # Every mapping covers every mimetype Tiled knows, so none falls through to Tiled's.
+        return _AdapterMapping(self, self._readers())
 
-    def where(self, source_id: int | None) -> str:
-        """What messages about a data source name (its first member)."""
+    def _readers(self) -> dict[str, AdapterFactory]:
+        raise NotImplementedError
+
+    def inspection(self, data_source: Any, kwargs: dict[str, Any]) -> Inspection:
+        """What checking the files ``data_source`` reads (``kwargs``: Tiled's, e.g. the lazy
+        ``data_uris``) found; raises the first rule they break."""
+        raise NotImplementedError
+
+    def where(self, data_source: Any) -> str:
+        """What messages about a data source name (its first file)."""
+        raise NotImplementedError
+
+    def _zarr_adapter(self, open_store: Callable[[str], tuple[Any, str]]) -> type:
+        """Tiled's Zarr adapters, read-only, on the store and path ``open_store`` gives for an
+        asset URI (Tiled's own opens stores in append mode)."""
+
+        class ReadOnlyZarrAdapter:
+            @classmethod
+            def from_catalog(cls, data_source, node, /, **kwargs):
+                import zarr
+                from tiled.adapters.zarr import ZarrArrayAdapter, ZarrGroupAdapter
+                from tiled.structures.core import StructureFamily
+
+                store, path = open_store(data_source.assets[0].data_uri)
+                common = {"metadata": node.metadata_, "specs": node.specs, **kwargs}
+                store = confined_store(store)
+                if node.structure_family == StructureFamily.container:
+                    group = zarr.open_group(store=store, path=path, mode="r")
+                    return ZarrGroupAdapter(group, **common)
+                array = zarr.open_array(store=store, path=path, mode="r")
+                return ZarrArrayAdapter(array, structure=data_source.structure, **common)
+
+        return ReadOnlyZarrAdapter
+
+    def _ragged_adapter(self, local_file: Callable[[str], Path]) -> type:
+        """Tiled's ragged adapter on the DuckDB file ``local_file`` gives for the data source's
+        asset URI, opened read-only and confined (:func:`.content.ragged.connect`), registered
+        as Tiled's SQL storage for it."""
+        from tiled.adapters.ragged import RaggedSQLAdapter
+
+        database = self._database
+
+        class ReadOnlyRaggedAdapter(RaggedSQLAdapter):
+            @classmethod
+            def from_catalog(cls, data_source, node, /, **kwargs):
+                uri = database(local_file(data_source.assets[0].data_uri))
+                local = rewrite(data_source, kwargs, lambda _: uri)
+                return super().from_catalog(local, node, **kwargs)
+
+            def _load_chunks(self, chunk_indexes: list[int]) -> list[dict[str, Any]]:
+                table = self._tabular_adapter
+                buffers = list(self._structure.awkward_form.expected_from_buffers())
+                with contextlib.closing(table.storage.connect()) as conn:
+                    return ragged.load_chunks(
+                        conn, table.table_name, table.dataset_id, buffers, chunk_indexes
+                    )
+
+        return ReadOnlyRaggedAdapter
+
+    def _database(self, path: Path) -> str:
+        """The storage URI Tiled's SQL adapter finds a read-only DuckDB connection under."""
+        with self._lock:
+            if path not in self._databases:
+                storage = _ReadOnlyDuckDB(ensure_uri(f"duckdb:///{path.resolve()}"))
+                self._databases[path] = acquire_storage(storage)
+            return self._databases[path].uri
+
+    def close(self) -> None:
+        with self._lock:
+            for storage in self._databases.values():
+                storage.dispose()
+                release_storage(storage)
+            self._databases.clear()
+
+
+class ArchiveAdapters(Adapters):
+    """The adapters that serve one open archive.
+
+    Each adapter first has the archive inspect its data source's files
+    (:meth:`Archive.inspection`), so call :meth:`Archive.data_sources` before serving: it
+    refuses a catalog whose assets or data source rows break a rule.
+    """
+
+    def __init__(self, archive: Archive):
+        super().__init__()
+        self.archive = archive
+        self._zip_store: Any = None
+
+    def member(self, data_uri: str) -> str:
+        """The archive member an asset URI names; TA-E503/TA-E504 for anything else."""
+        return self.archive.asset_member(data_uri)
+
+    def _readers(self) -> dict[str, AdapterFactory]:
+        return self._directory_adapters() if self.archive.is_directory else self._zip_adapters()
+
+    def inspection(self, data_source: Any, kwargs: dict[str, Any]) -> Inspection:
+        return self.archive.inspection(data_source.id)
+
+    def where(self, data_source: Any) -> str:
+        source_id = data_source.id
         row = self.archive.data_sources().get(source_id) if source_id is not None else None
         return row.where if row is not None else f"data source {source_id}"
 
@@ -80,9 +168,12 @@ class ArchiveAdapters:
     def _directory_adapters(self) -> dict[str, AdapterFactory]:
         root = self.archive.location.resolve()
         adapters = _stock_adapters(lambda uri: ensure_uri(root / self.member(uri)))
-        # Tiled's Zarr adapter opens stores in append mode; an archive is opened read-only.
-        adapters[ZARR] = lambda: self._zarr_adapter(lambda: _local_zarr_store(root))
-        adapters[ragged.MIMETYPE] = lambda: self._ragged_adapter(lambda path: root / path)
+        adapters[ZARR] = lambda: self._zarr_adapter(
+            lambda uri: (_local_zarr_store(root), self.member(uri))
+        )
+        adapters[ragged.MIMETYPE] = lambda: self._ragged_adapter(
+            lambda uri: root / self.member(uri)
+        )
         return adapters
 
     # -- ZIP archives: members read in place -------------------------------------------------
@@ -92,9 +183,13 @@ class ArchiveAdapters:
 
         archive, member = self.archive, self.member
         in_place = in_place_adapters(archive, member)
-        in_place[ZARR] = lambda: self._zarr_adapter(self._shared_zip_store)
+        in_place[ZARR] = lambda: self._zarr_adapter(
+            lambda uri: (self._shared_zip_store(), member(uri))
+        )
         # DuckDB opens a database by file name: a verified copy in the user cache.
-        in_place[ragged.MIMETYPE] = lambda: self._ragged_adapter(archive.local_copy)
+        in_place[ragged.MIMETYPE] = lambda: self._ragged_adapter(
+            lambda uri: archive.local_copy(member(uri))
+        )
         # Any other format Tiled reads (JPEG, Excel, netCDF, ...): its stock adapter on a
         # verified copy of the member in the user cache, made on first read.
         copies = _stock_adapters(lambda uri: ensure_uri(archive.local_copy(member(uri))))
@@ -108,70 +203,13 @@ class ArchiveAdapters:
                 self._zip_store = zarr.storage.ZipStore(self.archive.location, mode="r")
             return self._zip_store
 
-    def _zarr_adapter(self, store_factory: Callable[[], Any]) -> type:
-        member = self.member
-
-        class ArchiveZarrAdapter:
-            @classmethod
-            def from_catalog(cls, data_source, node, /, **kwargs):
-                import zarr
-                from tiled.adapters.zarr import ZarrArrayAdapter, ZarrGroupAdapter
-                from tiled.structures.core import StructureFamily
-
-                path = member(data_source.assets[0].data_uri)
-                common = {"metadata": node.metadata_, "specs": node.specs, **kwargs}
-                store = confined_store(store_factory())
-                if node.structure_family == StructureFamily.container:
-                    group = zarr.open_group(store=store, path=path, mode="r")
-                    return ZarrGroupAdapter(group, **common)
-                array = zarr.open_array(store=store, path=path, mode="r")
-                return ZarrArrayAdapter(array, structure=data_source.structure, **common)
-
-        return ArchiveZarrAdapter
-
-    def _ragged_adapter(self, local_file: Callable[[str], Path]) -> type:
-        """Tiled's ragged adapter on the data source's DuckDB file, opened read-only and
-        confined (:func:`.content.ragged.connect`), registered as Tiled's SQL storage for it."""
-        from tiled.adapters.ragged import RaggedSQLAdapter
-
-        member, database = self.member, self._database
-
-        class ArchiveRaggedAdapter(RaggedSQLAdapter):
-            @classmethod
-            def from_catalog(cls, data_source, node, /, **kwargs):
-                uri = database(local_file(member(data_source.assets[0].data_uri)))
-                local = rewrite(data_source, kwargs, lambda _: uri)
-                return super().from_catalog(local, node, **kwargs)
-
-            def _load_chunks(self, chunk_indexes: list[int]) -> list[dict[str, Any]]:
-                table = self._tabular_adapter
-                buffers = list(self._structure.awkward_form.expected_from_buffers())
-                with contextlib.closing(table.storage.connect()) as conn:
-                    return ragged.load_chunks(
-                        conn, table.table_name, table.dataset_id, buffers, chunk_indexes
-                    )
-
-        return ArchiveRaggedAdapter
-
-    def _database(self, path: Path) -> str:
-        """The storage URI Tiled's SQL adapter finds a read-only DuckDB connection under."""
-        with self._lock:
-            if path not in self._databases:
-                storage = _ReadOnlyDuckDB(ensure_uri(f"duckdb:///{path.resolve()}"))
-                self._databases[path] = acquire_storage(storage)
-            return self._databases[path].uri
-
     def close(self) -> None:
         from .zip import unregister
 
         unregister(self.archive)
         if self._zip_store is not None:
             self._zip_store.close()
-        with self._lock:
-            for storage in self._databases.values():
-                storage.dispose()
-                release_storage(storage)
-            self._databases.clear()
+        super().close()
 
 
 class _ReadOnlyDuckDB(EmbeddedSQLStorage):
@@ -210,7 +248,7 @@ class _AdapterMapping(dict):
     no adapter reads gets one that refuses with TA-W501 (``validate`` warned of it), where Tiled
     would raise a RuntimeError: a 500."""
 
-    def __init__(self, adapters: ArchiveAdapters, factories: dict[str, AdapterFactory]):
+    def __init__(self, adapters: Adapters, factories: dict[str, AdapterFactory]):
         super().__init__(factories)
         self.adapters = adapters
         self._built: dict[str, type] = {}
@@ -237,7 +275,7 @@ class _AdapterMapping(dict):
             def from_catalog(cls, data_source, node, /, **kwargs):
                 raise ArchiveError(
                     "TA-W501",
-                    adapters.where(data_source.id),
+                    adapters.where(data_source),
                     f"no Tiled adapter reads {mimetype!r}: the node is listed but not read",
                 )
 

@@ -1,8 +1,8 @@
 """Tiled's adapters kept to the memory budget, and their libraries' failures coded.
 
-:func:`guarded` wraps an adapter class so that ``from_catalog`` first has the archive inspect
-the data source's files (what a read will decode: a chunk, a whole file, a table's partitions),
-and every read the adapter then makes is checked against the budget (TA-E912) before it runs.
+:func:`guarded` wraps an adapter class so that ``from_catalog`` first has the data source's
+files inspected (what a read will decode: a chunk, a whole file, a table's partitions), and
+every read the adapter then makes is checked against the budget (TA-E912) before it runs.
 What a file's library raises on a damaged or hostile file becomes TA-E601, naming the member.
 """
 
@@ -18,7 +18,7 @@ from ..content.budget import ensure_within, largest_chunk, nbytes, selection_sha
 from ..format import ArchiveError
 
 if TYPE_CHECKING:
-    from . import ArchiveAdapters
+    from . import Adapters
 
 #: What an adapter's library may raise on a damaged or hostile file. Tiled's own signals
 #: (IndexError for a block out of range, KeyError for a missing child) pass through unchanged.
@@ -33,7 +33,7 @@ def _coded(where: str, mimetype: str, err: Exception) -> ArchiveError:
     )
 
 
-def guarded(base: type, mimetype: str, adapters: ArchiveAdapters) -> type:
+def guarded(base: type, mimetype: str, adapters: Adapters) -> type:
     """``base`` (a Tiled adapter class, or ours) whose ``from_catalog`` first inspects the data
     source's files, and whose adapters then read within the memory budget. A subclass, so the
     attributes Tiled asks of the class (lazy sequence reads) are the base's."""
@@ -41,8 +41,8 @@ def guarded(base: type, mimetype: str, adapters: ArchiveAdapters) -> type:
     class Guarded(base):  # type: ignore[misc, valid-type]
         @classmethod
         def from_catalog(cls, data_source, node, /, **kwargs):
-            inspection = adapters.archive.inspection(data_source.id)
-            where = adapters.where(data_source.id)
+            inspection = adapters.inspection(data_source, kwargs)
+            where = adapters.where(data_source)
             if mimetype.startswith("text/csv") or mimetype == "multipart/related;type=text/csv":
                 kwargs["compression"] = None  # never inferred from a file name
             try:

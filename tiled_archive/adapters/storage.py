@@ -1,0 +1,83 @@
+"""Adapters for a live Tiled catalog (``from_catalog``): Tiled's own, on confined local files.
+
+A catalog is not an archive: no manifest lists its files, and it may be large and change while
+it is served. So nothing is checked at open; each time Tiled builds an adapter, the assets it
+will read (the data source's, or the frames of a lazy sequence read) are resolved inside the
+readable storage (TA-E923) and their files inspected as an archive's are (TA-E600..E602, the
+memory budget), before Tiled's adapter is given the resolved paths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from tiled.utils import ensure_uri
+
+from ..content import AssetRef, DataSourceRow, Inspection, ragged
+from ..content import inspect as inspect_files
+from ..format import ArchiveError
+from ..sources.storage import ReadableStorage
+from . import ZARR, AdapterFactory, Adapters, _local_zarr_store, _stock_adapters
+
+#: Inspections kept (by data source and the files read): a sequence's frames are checked once.
+_KEPT = 4096
+
+
+class StorageAdapters(Adapters):
+    """The adapters that serve a catalog whose files lie in ``storage``."""
+
+    def __init__(self, storage: ReadableStorage):
+        super().__init__()
+        self.storage = storage
+        self._inspections: OrderedDict[tuple, Inspection] = OrderedDict()
+        self._inspections_lock = threading.Lock()
+
+    def _readers(self) -> dict[str, AdapterFactory]:
+        local = self.storage.local_path
+        adapters = _stock_adapters(lambda uri: ensure_uri(local(uri)))
+        adapters[ZARR] = lambda: self._zarr_adapter(lambda uri: (_local_zarr_store(local(uri)), ""))
+        adapters[ragged.MIMETYPE] = lambda: self._ragged_adapter(local)
+        return adapters
+
+    def inspection(self, data_source: Any, kwargs: dict[str, Any]) -> Inspection:
+        assets = [(a.data_uri, a.is_directory, a.parameter, a.num) for a in data_source.assets]
+        if kwargs.get("data_uris") is not None:  # Tiled's lazy sequence read: these frames only
+            frames = enumerate(kwargs["data_uris"])
+            assets = [(uri, False, "data_uris", num) for num, uri in frames if uri is not None]
+        key = (data_source.id, tuple(assets))
+        with self._inspections_lock:
+            found = self._inspections.get(key)
+        if found is None:
+            resolved = [(self.storage.local_path(a[0]), *a[1:]) for a in assets]
+            row = DataSourceRow(
+                data_source.id,
+                f"data source {data_source.id}",
+                str(getattr(data_source.structure_family, "value", data_source.structure_family)),
+                data_source.mimetype,
+                dict(data_source.parameters or {}),
+                _as_json(data_source.structure),
+                tuple(AssetRef(str(path), *rest) for path, *rest in resolved),
+            )
+            found = inspect_files(self.storage.files((p, d) for p, d, *_ in resolved), row)
+            with self._inspections_lock:
+                self._inspections[key] = found
+                while len(self._inspections) > _KEPT:
+                    self._inspections.popitem(last=False)
+        if found.problems:
+            first = found.problems[0]
+            raise ArchiveError(first.code, first.path, first.message)
+        return found
+
+    def where(self, data_source: Any) -> str:
+        uris = [a.data_uri for a in data_source.assets]
+        return uris[0] if uris else f"data source {data_source.id}"
+
+
+def _as_json(structure: Any) -> dict[str, Any] | None:
+    """A structure as the catalog stores it (Tiled hands adapters its dataclass)."""
+    if structure is None or isinstance(structure, dict):
+        return structure
+    return dataclasses.asdict(structure)
