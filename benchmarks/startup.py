@@ -10,6 +10,8 @@ least any tool that serves Tiled's API in-process must pay. Cases:
 - ``tiled-archive create`` of a tiny tree (one 10-element ``.npy``) into a new directory;
 - ``tiled-archive create`` of the same tree into a ZIP;
 - ``tiled_archive.open()`` of that archive and a first read of the array, in a fresh interpreter;
+- ``tiled_archive.from_catalog()`` of a relocated copy's ``catalog.db`` (its ``data/`` the
+  readable storage) and the same read;
 - ``tiled-archive validate --fast`` of it, and ``bagit.py --validate --fast`` of the same
   directory (the habit being compared against; ``benchmarks/validate.py`` times full checks of
   1 GB).
@@ -39,6 +41,10 @@ BIN = Path(sys.executable).parent
 PYTHON = sys.executable
 OPEN_AND_READ = (
     "import sys, tiled_archive; c = tiled_archive.open(sys.argv[1]); "
+    "assert c['tiny'].read().tolist() == list(range(10))"
+)
+FROM_CATALOG_AND_READ = (
+    "import sys, tiled_archive; c = tiled_archive.from_catalog(sys.argv[1], [sys.argv[2]]); "
     "assert c['tiny'].read().tolist() == list(range(10))"
 )
 ANCHOR = "import tiled.server.app"
@@ -100,6 +106,9 @@ def main(argv: list[str] | None = None) -> None:
         archive = work / "tiny-archive"
         cli = str(BIN / "tiled-archive")
         subprocess.run([cli, "create", "-q", str(archive), str(source / "tiny.npy")], check=True)
+        relocated = work / "relocated"
+        shutil.copytree(archive, relocated)
+        subprocess.run([cli, "relocate", str(relocated)], check=True, capture_output=True)
         cases = [
             Case("python -c 'import tiled.server.app' (anchor)", [PYTHON, "-c", ANCHOR]),
             Case(
@@ -113,6 +122,16 @@ def main(argv: list[str] | None = None) -> None:
                 clear=work / "new.zip",
             ),
             Case("open() + first read", [PYTHON, "-c", OPEN_AND_READ, str(archive)]),
+            Case(
+                "from_catalog() + first read",
+                [
+                    PYTHON,
+                    "-c",
+                    FROM_CATALOG_AND_READ,
+                    str(relocated / "catalog.db"),
+                    str(relocated / "data"),
+                ],
+            ),
             Case(
                 "bagit.py --validate --fast",
                 [str(BIN / "bagit.py"), "--validate", "--fast", str(archive)],

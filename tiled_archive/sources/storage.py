@@ -38,7 +38,15 @@ class ReadableStorage:
 
         from tiled.utils import path_from_uri
 
-        if urlparse(data_uri).scheme not in LOCAL_SCHEMES:
+        scheme = urlparse(data_uri).scheme
+        if scheme == "":
+            raise ArchiveError(
+                "TA-E923",
+                data_uri,
+                "a relative URI, as an archive names its files: open the archive's folder "
+                "with tiled_archive.open(), or relocate it (tiled-archive relocate)",
+            )
+        if scheme not in LOCAL_SCHEMES:
             raise ArchiveError(
                 "TA-E923",
                 data_uri,
