@@ -310,3 +310,54 @@ def test_a_refused_read_does_not_poison_the_next_clients_read(loaded):
     with tiled_archive.from_catalog(uri, readable_storage=[data]) as client:
         assert len(client[key].read())
     assert "TA-E923" in str(kept.value)
+
+
+def test_a_file_swapped_after_a_read_is_checked_again(loaded, tmp_path):
+    """The check of a data source's files is kept only while they stay the same files: an
+    HDF5 file replaced by one with an external link after a first read is TA-E600 on the
+    next read of the same client, not read on the first verdict."""
+    import h5py
+
+    uri, data = loaded
+    (h5,) = data.rglob("*.h5")
+    outside = tmp_path / "outside.h5"
+    with h5py.File(outside, "w") as f:
+        f["x"] = np.full(5, 1337)
+    with tiled_archive.from_catalog(uri, readable_storage=[data]) as client:
+        path = next(p for p in of_family(client, "array") if p.startswith("scan/primary/"))
+        first = client[path].read()
+        name = path.rsplit("/", 1)[-1]
+        swapped = tmp_path / "swapped.h5"
+        with h5py.File(h5, "r") as original, h5py.File(swapped, "w") as f:
+            for key in original:
+                if key != name:
+                    original.copy(key, f)
+            f[name] = h5py.ExternalLink(str(outside), "x")
+        os.replace(swapped, h5)
+        message = read_error(client, path)
+    assert np.asarray(first).size and "TA-E600" in message and "1337" not in message
+
+
+def test_an_ome_tiff_naming_another_file_is_refused(loaded, tmp_path):
+    """tifffile opens the files an OME-TIFF's XML names (UUID FileName) to build its series:
+    such a TIFF in the storage is TA-E600 before tifffile reads it (archives alike)."""
+    import tifffile
+
+    uri, data = loaded
+    frame = sorted(data.rglob("*.tif*"))[0]
+    outside = tmp_path / "outside.ome.tif"
+    tifffile.imwrite(outside, np.full((4, 4), 66, np.uint8))
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06"><Image ID="Image:0">'
+        '<Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint8" SizeX="4" SizeY="4" '
+        'SizeC="1" SizeZ="1" SizeT="2"><TiffData FirstT="0" IFD="0" PlaneCount="1"><UUID '
+        f'FileName="{frame.name}">urn:uuid:1</UUID></TiffData><TiffData FirstT="1" IFD="0" '
+        f'PlaneCount="1"><UUID FileName="{outside}">urn:uuid:2</UUID></TiffData></Pixels>'
+        "</Image></OME>"
+    )
+    tifffile.imwrite(frame, np.full((4, 4), 7, np.uint8), description=xml, metadata=None)
+    with tiled_archive.from_catalog(uri, readable_storage=[data]) as client:
+        (path,) = [p for p in of_family(client, "array") if "frames" in p]
+        message = read_error(client, path)
+    assert "TA-E600" in message and "another file" in message

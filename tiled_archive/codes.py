@@ -315,7 +315,8 @@ _TABLE = [
     Code(
         "TA-E600",
         "A data file refers to a file other than itself (HDF5 external link, external raw "
-        "storage or virtual dataset source; a Zarr key outside its store).",
+        "storage or virtual dataset source; a Zarr key outside its store; an OME-TIFF whose "
+        "XML names another file).",
         "Copy the referenced data into the file (e.g. h5py `copy`), then re-create the archive.",
     ),
     Code(

@@ -1,10 +1,12 @@
 """Adapters for a live Tiled catalog (``from_catalog``): Tiled's own, on confined local files.
 
 A catalog is not an archive: no manifest lists its files, and it may be large and change while
-it is served. So nothing is checked at open; each time Tiled builds an adapter, the assets it
-will read (the data source's, or the frames of a lazy sequence read) are resolved inside the
-readable storage (TA-E923) and their files inspected as an archive's are (TA-E600..E602, the
-memory budget), before Tiled's adapter is given the resolved paths.
+it is served. So nothing is checked at open; each time Tiled builds an adapter (every request),
+the assets it will read (the data source's, or the frames of a lazy sequence read) are
+resolved inside the readable storage (TA-E923) and stat-ed, and their files inspected as an
+archive's are (TA-E600..E602, the memory budget) unless these very files (same inode, size and
+times) were inspected before; then Tiled's adapter is given the resolved paths. What remains
+is the race between that check and the library opening the path (spec 8.1).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from ..format import ArchiveError
 from ..sources.storage import ReadableStorage
 from . import ZARR, AdapterFactory, Adapters, _local_zarr_store, _stock_adapters
 
-#: Inspections kept (by data source and the files read): a sequence's frames are checked once.
+#: Inspections kept (by data source, the files read and their stat signature): a sequence's
+#: frames are checked once while they stay as they are.
 _KEPT = 4096
 
 
@@ -47,11 +50,14 @@ class StorageAdapters(Adapters):
         if kwargs.get("data_uris") is not None:  # Tiled's lazy sequence read: these frames only
             frames = enumerate(kwargs["data_uris"])
             assets = [(uri, False, "data_uris", num) for num, uri in frames if uri is not None]
-        key = (data_source.id, tuple(assets))
+        # Resolved, walked and stat-ed at every adapter build: a file swapped (or a link put
+        # in a folder) since the last read is checked again, not passed on a stale verdict.
+        resolved = [(self.storage.local_path(a[0]), *a[1:]) for a in assets]
+        files = self.storage.files((path, is_directory) for path, is_directory, *_ in resolved)
+        key = (data_source.id, tuple(assets), files.signature)
         with self._inspections_lock:
             found = self._inspections.get(key)
         if found is None:
-            resolved = [(self.storage.local_path(a[0]), *a[1:]) for a in assets]
             row = DataSourceRow(
                 data_source.id,
                 f"data source {data_source.id}",
@@ -61,7 +67,7 @@ class StorageAdapters(Adapters):
                 _as_json(data_source.structure),
                 tuple(AssetRef(str(path), *rest) for path, *rest in resolved),
             )
-            found = inspect_files(self.storage.files((p, d) for p, d, *_ in resolved), row)
+            found = inspect_files(files, row)
             with self._inspections_lock:
                 self._inspections[key] = found
                 while len(self._inspections) > _KEPT:

@@ -6,6 +6,8 @@ series whatever slice is asked for: that is the read's unit for the budget.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..sources import ByteSource
 from . import DataSourceRow, Inspection, add, declared_dtype, reason, structure_of
 from .budget import nbytes
@@ -28,9 +30,17 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
         size = source.members()[path].size
         stored += size
         try:
-            with source.open(path) as handle, tifffile.TiffFile(handle, name=path) as tif:
+            # _multifile=False: an OME-TIFF's series would open the files its XML names.
+            with (
+                source.open(path) as handle,
+                tifffile.TiffFile(handle, name=path, _multifile=False) as tif,
+            ):
                 if len(tif.pages) > MAX_PAGES:
                     add(result, "TA-E601", path, f"more than {MAX_PAGES} pages")
+                    continue
+                other = other_ome_file(tif, path.rsplit("/", 1)[-1])
+                if other is not None:
+                    add(result, "TA-E600", path, f"OME-XML names another file: {other!r}")
                     continue
                 series = tif.series[0]
                 shape, dtype = tuple(series.shape), series.dtype
@@ -78,3 +88,16 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
                 f"{expected_dtype}",
             )
     result.stored, result.decoded, result.unit = stored, decoded, unit
+
+
+def other_ome_file(tif: Any, own_name: str) -> str | None:
+    """The first file other than itself that an OME-TIFF's XML names (``UUID FileName``):
+    tifffile opens such files, by a path joined onto this file's folder, to build the series."""
+    if not tif.is_ome:
+        return None
+    import re
+
+    for name in re.findall(r"""FileName\s*=\s*["']([^"']*)["']""", tif.ome_metadata or ""):
+        if name != own_name:
+            return name
+    return None

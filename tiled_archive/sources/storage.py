@@ -105,9 +105,14 @@ class StorageFiles(ByteSource):
         self.location = Path("/")
         self.problems: list[Problem] = []
         self._paths = dict(files)
-        self._members = {
-            name: Member(name, path.stat().st_size) for name, path in self._paths.items()
-        }
+        stats = {name: path.stat() for name, path in self._paths.items()}
+        self._members = {name: Member(name, stat.st_size) for name, stat in stats.items()}
+        #: What identifies these files' current content: a file replaced, rewritten or
+        #: touched, or a folder's file added or removed, changes it.
+        self.signature = tuple(
+            (name, s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)
+            for name, s in sorted(stats.items())
+        )
 
     def members(self) -> Mapping[str, Member]:
         return MappingProxyType(self._members)
