@@ -260,7 +260,7 @@ def zipped_by_info_zip(tmp_path: Path) -> Path:
 def test_a_report_counts_repeats_and_says_how_to_fix_each_code(tmp_path):
     """An archive re-zipped with Info-ZIP: every member unaligned (TA-W102). The table shows
     three of them and counts the rest; each code found gets its fix once."""
-    from tiled_archive.validator import ROWS_PER_CODE
+    from tiled_archive.cli.views import ROWS_PER_CODE
 
     rezipped = zipped_by_info_zip(tmp_path)
     result = run("validate", rezipped)
@@ -384,3 +384,39 @@ def test_download_progress_counts_nodes_and_leaves_cached_bytes_out(tmp_path):
         assert "data API" not in output
     assert "already cached" not in shown[0]
     assert re.search(r"fetching \([\d.]+ kB already cached\)", shown[1]), shown[1]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [FIXTURES / "valid" / "ragged-duckdb" / "archive"],
+        ["--fast", FIXTURES / "valid" / "ragged-duckdb" / "archive.zip"],
+        [FIXTURES / "invalid" / "E601-ragged-null-values" / "archive"],
+        ["--strict", "--fast", FIXTURES / "warning" / "W102-unaligned-member" / "archive.zip"],
+        ["--json", FIXTURES / "invalid" / "E601-ragged-null-values" / "archive"],
+        ["nonexist.zip"],
+    ],
+)
+def test_validate_without_typer_says_what_the_typer_command_says(args):
+    """`validate` with plain arguments runs without Typer; after `--` Typer parses them and
+    calls the same check. Output and exit status are the same (the JSON's timing aside)."""
+    *flags, path = args
+    plain = run("validate", *flags, path)
+    through_typer = run("validate", *flags, "--", path)
+
+    def shown(result: subprocess.CompletedProcess) -> tuple:
+        text = re.sub(r'"seconds": [0-9.e-]+', '"seconds": 0', result.stdout)
+        return result.returncode, text, result.stderr
+
+    assert shown(plain) == shown(through_typer)
+    assert plain.returncode in (0, 1, 2) and (plain.stdout or plain.stderr)
+
+
+def test_validate_with_arguments_typer_must_explain_gets_its_help():
+    """Anything but a plain `validate` goes to Typer: -h, an unknown option, two paths."""
+    helped = run("validate", "-h")
+    assert helped.returncode == 0 and "--fast" in helped.stdout
+    wrong = run("validate", "--quick", "x")
+    assert wrong.returncode == 2 and "No such option" in wrong.stderr
+    two = run("validate", "a", "b")
+    assert two.returncode == 2 and "Got unexpected extra argument" in two.stderr

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from conformance import catalog_schema, tiled_rules
 from conformance.generate import tree_size
-from tiled_archive import cli, codes
+from tiled_archive import codes
+from tiled_archive.cli import commands
 from tiled_archive.reader import open_archive
 from tiled_archive.validator import fixture_cases, report_schema, validate
 
@@ -129,14 +130,16 @@ def test_conformance_command(tmp_path):
         shutil.copytree(FIXTURES / name, tree / name, symlinks=True)
     archive = FIXTURES / "valid" / "minimal" / "archive.zip"
     runner = CliRunner()
-    passed = runner.invoke(cli.app, ["conformance", str(tree), str(archive)], terminal_width=200)
+    passed = runner.invoke(
+        commands.app, ["conformance", str(tree), str(archive)], terminal_width=200
+    )
     assert passed.exit_code == 0, passed.output
     assert passed.output.count("pass") == 3 and "VALID" in passed.output
     expected = tree / "invalid" / "E305-missing-payload-file" / "expected.json"
     document = json.loads(expected.read_text())
     document["expected"]["directory"] = ["TA-E305"]
     expected.write_text(json.dumps(document))
-    failed = runner.invoke(cli.app, ["conformance", str(tree)], terminal_width=200)
+    failed = runner.invoke(commands.app, ["conformance", str(tree)], terminal_width=200)
     assert failed.exit_code == 1 and "FAIL" in failed.output
 
 

@@ -144,6 +144,96 @@ def test_bad_manifests_give_their_code(mutate, expected):
     assert expected in found, found
 
 
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+#: Values where JSON Schema implementations are known to part ways: 1.0 as an integer, bools
+#: as numbers, "$" before a final newline, huge numbers, empty text.
+tricky_values = st.sampled_from(
+    [
+        1.0,
+        0.0,
+        -0.0,
+        1e300,
+        True,
+        False,
+        2**64,
+        -1,
+        "",
+        "917dbbcfc4b1\n",
+        "a" * 64 + "\n",
+        "1.1\n",
+        "catalog.db",
+        "catalog.db\n",
+        "2026-11-24T09:00:00Z\n",
+        "data/x",
+        {},
+        [],
+    ]
+)
+
+
+def json_paths(value, prefix=()):
+    """Every path (keys and indexes) into a JSON document, its root included."""
+    yield prefix
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, inner in items:
+        yield from json_paths(inner, (*prefix, key))
+
+
+@given(data=st.data())
+def test_the_compiled_schema_check_gives_jsonschemas_verdict(data):
+    """SchemaCheck answers "valid" without jsonschema when fastjsonschema's compiled schema
+    passes a document: on manifests and specs mutated anywhere, its errors are exactly what
+    jsonschema alone reports (so the compiled check is never laxer)."""
+    import jsonschema
+
+    from tiled_archive.format import SchemaCheck, tiled_rules
+
+    schema, document = data.draw(
+        st.sampled_from(
+            [
+                (manifest_schema(), good_document()),
+                (tiled_rules()["specs"], [{"name": "xdi", "version": "1.0"}, {"name": "a"}]),
+            ]
+        )
+    )
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(list(json_paths(document))))
+        value = data.draw(tricky_values | json_values)
+        if not path:
+            document = value
+            continue
+        parent = document
+        for key in path[:-1]:
+            parent = parent[key]
+        action = data.draw(st.sampled_from(["replace", "delete", "add"]))
+        if action == "replace":
+            parent[path[-1]] = value
+        elif action == "delete":
+            del parent[path[-1]]
+        elif isinstance(parent, dict):
+            parent[data.draw(st.text(max_size=6))] = value
+        else:
+            parent.append(value)
+    reference = jsonschema.Draft202012Validator(schema).iter_errors(document)
+    expected = sorted(repr((list(e.absolute_path), e.message)) for e in reference)
+    found = sorted(
+        repr((list(e.absolute_path), e.message)) for e in SchemaCheck(schema).errors(document)
+    )
+    assert found == expected
+
+
 def test_not_json_and_not_utf8():
     assert codes_of(b"{not json") == ["TA-E300"]
     assert codes_of(b"\xff\xfe{}") == ["TA-E300"]

@@ -6,6 +6,7 @@ the libraries of its own formats."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,9 @@ from tiled_archive.writer import convert, create
 #: needs to be checked.
 SERVER_STACK = ("tiled.catalog", "tiled.server", "tiled.mimetypes", "fastapi", "dask", "pandas")
 FORMAT_LIBRARIES = ("h5py", "zarr", "tifffile", "pyarrow.parquet", "duckdb")
+#: What a valid archive's check, printed to a pipe, has no use for: the command-line framework,
+#: rich (nothing to tabulate or draw), jsonschema (the manifest passed the compiled schema).
+FRAMEWORK = ("typer", "click", "rich", "jsonschema")
 
 _REPORT = (
     "import json, sys\n"
@@ -64,6 +68,28 @@ def test_checking_an_archive_imports_no_server_stack(npy_archives, form, command
     modules = imported_by(cli(*command, str(npy_archives[form])))
     assert loaded(modules, SERVER_STACK + FORMAT_LIBRARIES) == []
     assert ("numpy" in modules) == (command == ["validate"])  # the .npy header is read
+    if command[0] == "validate":
+        assert loaded(modules, FRAMEWORK) == []
+    if command == ["validate", "--fast"]:  # Typer imports pydantic; Tiled's structures do too
+        assert "pydantic" not in modules
+
+
+def test_a_check_with_problems_to_show_loads_rich_and_jsonschema(npy_archives, tmp_path):
+    """The other side of the last test's FRAMEWORK check, so that it can fail: a manifest the
+    schema rejects is explained by jsonschema, and its problems drawn by rich."""
+    broken = tmp_path / "broken"
+    shutil.copytree(npy_archives["directory"], broken)
+    manifest = broken / "tiled-archive.json"
+    manifest.write_text(manifest.read_text().replace('"format": "tiled-archive"', '"format": 1'))
+    done = subprocess.run(
+        [sys.executable, "-c", _REPORT.replace("(0, None)", "(1,)"), cli("validate", str(broken))],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    modules = set(json.loads(done.stdout.splitlines()[-1]))
+    assert "TA-E301" in done.stdout
+    assert loaded(modules, FRAMEWORK) == ["rich", "jsonschema"]
 
 
 @pytest.mark.parametrize("form", ["directory", "zip"])

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import tiled_archive
-from tiled_archive import cli
+from tiled_archive.cli import commands
 from tiled_archive.format import FORMAT_VERSION
 from tiled_archive.validator import Report, report_schema, validate
 from tiled_archive.writer import convert, create, reseal
@@ -216,13 +216,13 @@ def test_cli_human_output_and_strict(archives, tmp_path):
     shutil.copytree(archives["directory"], warned)
     (warned / "notes.txt").write_text("unknown top-level file")
     runner = CliRunner()
-    lenient = runner.invoke(cli.app, ["validate", str(warned)])
+    lenient = runner.invoke(commands.app, ["validate", str(warned)])
     assert lenient.exit_code == 0
     assert "TA-W001" in lenient.stdout and "VALID" in lenient.stdout
-    strict = runner.invoke(cli.app, ["validate", "--strict", "--fast", str(warned)])
+    strict = runner.invoke(commands.app, ["validate", "--strict", "--fast", str(warned)])
     assert strict.exit_code == 1 and "INVALID" in strict.stdout
     assert "--strict: warnings count" in strict.stdout
-    strict_json = runner.invoke(cli.app, ["validate", "--strict", "--json", str(warned)])
+    strict_json = runner.invoke(commands.app, ["validate", "--strict", "--json", str(warned)])
     document = json.loads(strict_json.stdout)
     jsonschema.validate(document, report_schema())
     assert strict_json.exit_code == 1
@@ -253,7 +253,7 @@ def test_cli_exits_2_when_it_cannot_check(archives, monkeypatch, error, message)
         raise error
 
     monkeypatch.setattr("tiled_archive.validator.validate", fail)
-    result = CliRunner().invoke(cli.app, ["validate", str(archives["zip"])])
+    result = CliRunner().invoke(commands.app, ["validate", str(archives["zip"])])
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
 

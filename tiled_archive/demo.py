@@ -14,8 +14,9 @@ import numpy as np
 from rich.console import Console
 from rich.tree import Tree
 
+from .cli.views import verdict
 from .reader import open_archive
-from .validator import validate, verdict
+from .validator import validate
 from .writer import convert, create, stock_serve_command
 
 

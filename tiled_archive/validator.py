@@ -42,12 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache, partial
 from pathlib import Path
-from typing import Any, BinaryIO
-
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import Progress
-from rich.table import Table
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import __version__, bag
 from .codes import Severity
@@ -81,18 +76,19 @@ from .format import (
     Problem,
     canonical_problem,
     case_collisions,
-    clip,
     is_payload_path,
     is_relocated,
     member_from_relocated,
     parse_manifest,
     path_problems,
-    plural,
     tiled_rules,
 )
 from .sources import ByteSource
 from .sources.directory import DirectorySource
 from .sources.zip import ZipSource
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 #: Bytes read per ``preadv``: large enough that per-call overhead vanishes, small enough that a
 #: block stays in L2 cache between its SHA-256 and CRC-32 passes.
@@ -869,50 +865,6 @@ def _holds_folder(sorted_paths: list[str], folder: str) -> bool:
 # -- Output -----------------------------------------------------------------------------------
 
 
-#: Rows of one code a report table shows; the rest are counted (``--json`` lists them all).
-ROWS_PER_CODE = 3
-
-
-def print_report(report: Report, console: Console) -> None:
-    """A table of the problems (at most ROWS_PER_CODE rows of one code, the rest counted),
-    how to fix each code found, then a one-line verdict."""
-    if report.problems:
-        table = Table(show_lines=False, header_style="bold")
-        for column in ("code", "severity", "path", "message"):
-            table.add_column(column, overflow="fold")
-        by_code: dict[str, list[Problem]] = {}
-        for problem in report.problems:
-            by_code.setdefault(problem.code, []).append(problem)
-        for code, found in by_code.items():
-            color = "red" if found[0].severity is Severity.ERROR else "yellow"
-            for problem in found[:ROWS_PER_CODE]:
-                table.add_row(
-                    f"[{color}]{code}[/]",
-                    problem.severity.value,
-                    escape(clip(problem.path or "")),  # archive text: never rich markup
-                    escape(clip(problem.message)),
-                )
-            if len(found) > ROWS_PER_CODE:
-                more = len(found) - ROWS_PER_CODE
-                table.add_row(
-                    f"[{color}]{code}[/]", "", f"… and {more} more", "(--json lists them all)"
-                )
-        console.print(table)
-        for code, found in by_code.items():
-            console.print(f"fix {code}: {escape(found[0].fix)}", highlight=False)
-    console.print(verdict(report), highlight=False)
-
-
-def verdict(report: Report) -> str:
-    """One line: VALID or INVALID, the counts, and what was checked."""
-    mode = "fast" if report.fast else "full"
-    counts = f"{plural(len(report.errors), 'error')}, {plural(len(report.warnings), 'warning')}"
-    if not report.valid:
-        why = " (--strict: warnings count)" if not report.errors else ""
-        return f"[bold red]INVALID[/] {report.path}: {counts}{why} ({mode} check)"
-    return f"[bold green]VALID[/] {report.path}: {counts} ({mode} check)"
-
-
 # -- Conformance fixtures -------------------------------------------------------------------
 
 
@@ -952,46 +904,6 @@ def is_fixture_tree(path: Path) -> bool:
     return next(path.rglob("expected.json"), None) is not None
 
 
-def print_conformance(
-    results: Iterable[tuple[FixtureCase, Report]], console: Console, *, as_json: bool = False
-) -> int:
-    """A pass/fail table of fixture runs and a summary line (with ``as_json``, one JSON
-    document: every run's fixture, form, expected and reported codes, and whether it
-    passed); returns how many failed."""
-    runs = [
-        {
-            "fixture": case.name,
-            "form": case.form,
-            "expected": sorted(case.expected),
-            "got": sorted(report.codes),
-            "passed": report.codes == case.expected,
-        }
-        for case, report in results
-    ]
-    failed = sum(not run["passed"] for run in runs)
-    if as_json:
-        console.print_json(data={"passed": len(runs) - failed, "failed": failed, "runs": runs})
-        return failed
-    table = Table(header_style="bold")
-    for column in ("fixture", "form", "expected", "got", "result"):
-        table.add_column(column, overflow="fold")
-    for run in runs:
-        table.add_row(
-            run["fixture"],
-            run["form"],
-            " ".join(run["expected"]) or "-",
-            " ".join(run["got"]) or "-",
-            "[green]pass[/]" if run["passed"] else "[bold red]FAIL[/]",
-        )
-    console.print(table)
-    summary = f"{len(runs) - failed} of {len(runs)} fixture forms give exactly their codes"
-    console.print(
-        f"[bold green]PASS[/] {summary}" if not failed else f"[bold red]FAIL[/] {summary}",
-        highlight=False,
-    )
-    return failed
-
-
 def run_cases(
     cases: Iterable[FixtureCase], run: Callable[[Path], Report] = validate
 ) -> Iterator[tuple[FixtureCase, Report]]:
@@ -1004,11 +916,8 @@ __all__ = [
     "Report",
     "validate",
     "report_schema",
-    "print_report",
-    "verdict",
     "FixtureCase",
     "fixture_cases",
     "is_fixture_tree",
-    "print_conformance",
     "run_cases",
 ]

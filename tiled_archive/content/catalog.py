@@ -27,9 +27,6 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
-
 from ..format import (
     CATALOG_NAME,
     FORMAT_VERSION,
@@ -37,6 +34,7 @@ from ..format import (
     TILED_SCHEMA_REVISIONS,
     JSONTooDeep,
     Problem,
+    SchemaCheck,
     catalog_schema_sql,
     clip,
     load_json,
@@ -426,9 +424,12 @@ def _specs_problem(text: str) -> str | None:
         return None  # TA-E509
     if not isinstance(specs, list):
         return "not a JSON array"
-    error = best_match(_specs_validator().iter_errors(specs))
-    if error is None:
+    errors = _specs_check().errors(specs)
+    if not errors:
         return None
+    from jsonschema.exceptions import best_match
+
+    error = best_match(errors)
     where = "".join(f"[{part!r}]" for part in error.absolute_path)
     # jsonschema's message quotes the whole value; a length says what is wrong with a long one.
     unit = {"maxLength": "characters", "maxItems": "specs"}.get(str(error.validator))
@@ -440,8 +441,8 @@ def _specs_problem(text: str) -> str | None:
 
 
 @cache
-def _specs_validator() -> Draft202012Validator:
-    return Draft202012Validator(tiled_rules()["specs"])
+def _specs_check() -> SchemaCheck:
+    return SchemaCheck(tiled_rules()["specs"])
 
 
 def _data_source_problems(conn: sqlite3.Connection) -> Iterator[Problem]:

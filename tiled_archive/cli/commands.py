@@ -1,39 +1,26 @@
-"""The ``tiled-archive`` command: thin wrappers that parse arguments, call one function, print."""
+"""The Typer app: every command's arguments, then one call into the library and a line said."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from .format import ArchiveError, plural
+from ..format import ArchiveError, plural
+from . import output
+from .output import check_or_exit, reports_errors, say
 
 if TYPE_CHECKING:
-    from .load import LoadResult
+    import contextlib
+
+    from ..load import LoadResult
 
 app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-def _console(*, stderr: bool = False) -> Console:
-    """A console that wraps at the terminal's width, and not at all when the output is piped
-    or logged (rich's default there is 80 columns: commands and digests broke mid-line)."""
-    console = Console(stderr=stderr)
-    if not console.is_terminal:
-        console.width = 1000
-    return console
-
-
-err_console = _console(stderr=True)
-F = TypeVar("F", bound=Callable[..., object])
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 Force = Annotated[
@@ -43,8 +30,8 @@ Force = Annotated[
 
 def _version(value: bool) -> None:
     if value:
-        from . import __version__
-        from .format import FORMAT_VERSION
+        from .. import __version__
+        from ..format import FORMAT_VERSION
 
         print(f"tiled-archive {__version__} (format {FORMAT_VERSION})")
         raise typer.Exit()
@@ -62,44 +49,11 @@ def _options(
     """Write, check and serve tiled-archive archives (offline Tiled data)."""
 
 
-#: What Ctrl-C leaves behind, by command (a writer removes its partial output).
-INTERRUPTED = {
-    "download": "re-run the same command to resume: what was fetched is in the cache",
-    "create": "nothing was written",
-    "pack": "nothing was written",
-    "extract": "nothing was written",
-    "load": "nothing was loaded: the catalog is as it was, the copied files removed",
-    "validate": "not checked",
-}
-
-
-def reports_errors(command: F) -> F:
-    """Turn an ArchiveError into its coded message and exit status 1, and Ctrl-C into a line
-    saying what it left behind and exit status 130 (as a shell reports SIGINT); never a
-    traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: object, **kwargs: object) -> object:
-        try:
-            return command(*args, **kwargs)
-        except ArchiveError as err:
-            err_console.print(f"[bold red]error[/] {escape(str(err))}", highlight=False)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            left = INTERRUPTED.get(command.__name__)
-            err_console.print(
-                "[bold yellow]interrupted[/]" + (f": {left}" if left else ""), highlight=False
-            )
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
 def _loading(quiet: bool, what: str = "loading Tiled") -> contextlib.AbstractContextManager:
     """A spinner while the command imports Tiled (seconds on a cold start), at a terminal."""
-    from .progress import step
+    from ..progress import step
 
-    return step(quiet or not err_console.is_terminal, what)
+    return step(quiet or not output.err_console().is_terminal, what)
 
 
 @app.command()
@@ -131,8 +85,8 @@ def create(
 ) -> None:
     """Build an archive from files (registered with Tiled's own machinery) or a Tiled catalog."""
     with _loading(quiet):
-        from .writer import create as create_archive
-        from .writer import create_from_catalog
+        from ..writer import create as create_archive
+        from ..writer import create_from_catalog
 
     if catalog is not None and sources:
         raise typer.BadParameter("give SOURCES or --catalog, not both")
@@ -142,7 +96,7 @@ def create(
         )
     else:
         create_archive(dest, sources or [], reproducible=reproducible, force=force, quiet=quiet)
-    err_console.print(f"wrote {dest}", highlight=False)
+    say(f"wrote {dest}")
 
 
 @app.command()
@@ -155,12 +109,12 @@ def pack(
 ) -> None:
     """Pack a directory archive into a random-access ZIP (streamed, no temporary copy)."""
     with _loading(quiet):
-        from .writer import convert
+        from ..writer import convert
 
     if dest.suffix.lower() != ".zip":
         raise ArchiveError("TA-E904", str(dest), "pack writes a ZIP: name it *.zip")
     convert(source, dest, force=force, quiet=quiet)
-    err_console.print(f"wrote {dest}", highlight=False)
+    say(f"wrote {dest}")
 
 
 @app.command()
@@ -173,7 +127,7 @@ def extract(
 ) -> None:
     """Extract a ZIP archive into a directory archive that stock `tiled serve catalog` serves."""
     with _loading(quiet):
-        from .writer import convert
+        from ..writer import convert
 
     if dest.suffix.lower() == ".zip":
         raise ArchiveError("TA-E904", str(dest), "extract writes a directory: drop the .zip")
@@ -203,7 +157,7 @@ def load(
     """Load an archive's nodes into a Tiled catalog (SQLite or PostgreSQL) and its files into
     a folder, so that stock `tiled serve catalog CATALOG -r DATA` serves them."""
     with _loading(quiet):
-        from .load import load as load_archive
+        from ..load import load as load_archive
 
     try:
         with _loading(quiet, "loading"):
@@ -217,11 +171,10 @@ def _loaded(loaded: LoadResult) -> None:
     import shlex
 
     reused = f", {plural(loaded.reused_files, 'file')} already there" if loaded.reused_files else ""
-    err_console.print(
+    say(
         f"loaded {plural(loaded.nodes, 'node')} and {plural(loaded.files, 'file')}{reused}"
         f" into {loaded.catalog} under /{loaded.at}\n"
         f"serve it with: {shlex.join(loaded.serve_command())}",
-        highlight=False,
         soft_wrap=True,
         markup=False,
     )
@@ -231,12 +184,12 @@ def _wrote(dest: Path, what: str = "") -> None:
     """Say what was written; for a directory archive, the stock command that serves it."""
     import shlex
 
-    from .writer import stock_serve_command
+    from ..writer import stock_serve_command
 
     message = f"wrote {dest}" + (f" ({what})" if what else "")
     if dest.suffix.lower() != ".zip":
         message += f"\nserve it with: {shlex.join(stock_serve_command(dest))}"
-    err_console.print(message, highlight=False, soft_wrap=True)  # a command to copy: unwrapped
+    say(message, soft_wrap=True)  # a command to copy: unwrapped
 
 
 @app.command()
@@ -245,10 +198,10 @@ def relocate(
     directory: Annotated[Path, typer.Argument(help="A directory archive that was moved.")],
 ) -> None:
     """Point a directory archive's catalog at where the archive is now (after moving it)."""
-    from .writer import relocate as relocate_archive
+    from ..writer import relocate as relocate_archive
 
     relocate_archive(directory)
-    err_console.print(f"relocated {directory}", highlight=False)
+    say(f"relocated {directory}")
 
 
 @app.command()
@@ -268,7 +221,7 @@ def serve(
     """Serve an archive over HTTP to Tiled clients and browsers, read-only (Tiled's own app)."""
     import secrets
 
-    from .asgi import serve as serve_archive
+    from ..asgi import serve as serve_archive
 
     if not public and api_key is None:
         api_key = secrets.token_hex(16)
@@ -276,12 +229,11 @@ def serve(
     where = f"{base}/api/v1"
 
     def ready() -> None:  # once the archive opened: nothing is announced for a bad one
-        err_console.print(
+        say(
             f"serving {path} read-only at {where}\n"
             f"navigate a web browser to: {base}/"
             + ("" if public else f"?api_key={api_key}")
             + ("" if public else f"\nconnect with: from_uri('{where}', api_key='{api_key}')"),
-            highlight=False,
             soft_wrap=True,
         )
 
@@ -312,27 +264,9 @@ def validate(
 
     Exit status: 0 valid (warnings allowed unless --strict), 1 invalid, 2 could not check.
     """
-    import json
-    import sys
+    from .validate import validate as run
 
-    from .progress import progress_display
-    from .validator import Report, print_report
-    from .validator import validate as validate_archive
-
-    quiet = as_json or not err_console.is_terminal
-
-    def check() -> Report:
-        with progress_display(quiet, err_console) as progress:
-            return validate_archive(path, fast=fast, strict=strict, progress=progress)
-
-    if not path.exists() and not path.is_symlink():
-        _could_not_check(path, "no such file or directory")
-    report = _check_or_exit(path, check)
-    if as_json:
-        sys.stdout.write(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
-    else:
-        print_report(report, _console())
-    raise typer.Exit(report.exit_status())
+    raise typer.Exit(run(path, fast=fast, as_json=as_json, strict=strict))
 
 
 @app.command()
@@ -351,13 +285,13 @@ def info(
     import json
     import sys
 
-    from .info import describe, print_info
+    from ..info import describe, print_info
 
     described = describe(path)
     if as_json:
         sys.stdout.write(json.dumps(described.to_json(), indent=2, ensure_ascii=False) + "\n")
     else:
-        print_info(described, _console(), every_node=every_node)
+        print_info(described, output.console(), every_node=every_node)
 
 
 @app.command()
@@ -375,48 +309,23 @@ def conformance(
     Exit status: 0 when every fixture gives exactly its expected codes and every archive is
     valid, 1 otherwise, 2 when something could not be checked.
     """
-    from .validator import fixture_cases, is_fixture_tree, print_conformance, run_cases, verdict
-    from .validator import validate as validate_archive
+    from ..validator import fixture_cases, is_fixture_tree, run_cases
+    from ..validator import validate as validate_archive
+    from .views import print_conformance, verdict
 
-    console = _console()
+    console = output.console()
     failed = 0
     for path in paths:
         if is_fixture_tree(path):
             results = run_cases(fixture_cases(path))  # lazy: runs inside print_conformance
-            failed += _check_or_exit(
+            failed += check_or_exit(
                 path, functools.partial(print_conformance, results, console, as_json=as_json)
             )
         else:
-            report = _check_or_exit(path, functools.partial(validate_archive, path))
+            report = check_or_exit(path, functools.partial(validate_archive, path))
             console.print(verdict(report), highlight=False)
             failed += report.exit_status()
     raise typer.Exit(1 if failed else 0)
-
-
-R = TypeVar("R")
-
-
-def _could_not_check(path: Path, why: str) -> NoReturn:
-    err_console.print(
-        f"[bold red]could not check[/] {escape(str(path))}: {escape(why)}", highlight=False
-    )
-    raise typer.Exit(2)
-
-
-def _check_or_exit(path: Path, check: Callable[[], R]) -> R:
-    """Run ``check``; exit with status 2 and a clear message when it cannot run at all."""
-    try:
-        return check()
-    except OSError as err:
-        _could_not_check(path, str(err))
-    # Any other exception is a bug in the validator, not a verdict on the archive.
-    except Exception as err:
-        err_console.print(
-            f"[bold red]internal error[/] while checking {escape(str(path))}: "
-            f"{type(err).__name__}: {escape(str(err))}",
-            highlight=False,
-        )
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -479,10 +388,10 @@ def download(
     import json
 
     with _loading(quiet):
-        from .downloader import download as download_archive
-        from .downloader import open_source
-        from .reader import open_archive
-        from .writer import check_destination
+        from ..downloader import download as download_archive
+        from ..downloader import open_source
+        from ..reader import open_archive
+        from ..writer import check_destination
 
     pairs = []
     for item in search or []:
@@ -501,7 +410,7 @@ def download(
         source = open_source(uri, path, api_key=api_key, search=pairs, fulltext=fulltext)
     options = {"workers": workers, "cache_dir": cache_dir, "quiet": quiet}
     if catalog is not None:
-        from .downloader import download_into
+        from ..downloader import download_into
 
         _loaded(download_into(source, catalog, data, at=at, allow_empty=allow_empty, **options))
         return
@@ -509,20 +418,3 @@ def download(
     with open_archive(output) as archive:
         nodes = archive.node_count()
     _wrote(output, plural(nodes, "node"))
-
-
-def _show_warning(message: Warning | str, *_: object, **__: object) -> None:
-    """A warning as one line, as the command's own output: no source file and line (an
-    ArchiveWarning is a coded problem of the archive, not of our code)."""
-    err_console.print(f"[yellow]warning[/] {escape(str(message))}", highlight=False)
-
-
-def main() -> None:
-    import warnings
-
-    warnings.showwarning = _show_warning
-    app()
-
-
-if __name__ == "__main__":
-    main()
