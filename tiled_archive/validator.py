@@ -79,6 +79,7 @@ from .format import (
     is_payload_path,
     is_relocated,
     member_from_relocated,
+    package_text,
     parse_manifest,
     path_problems,
     tiled_rules,
@@ -194,9 +195,7 @@ class Report:
 @cache
 def report_schema() -> dict[str, Any]:
     """The JSON Schema of ``validate --json`` output (shipped with the package)."""
-    from importlib import resources
-
-    return json.loads(resources.files(__package__).joinpath("report.schema.json").read_text())
+    return json.loads(package_text("report.schema.json"))
 
 
 def validate(

@@ -315,7 +315,7 @@ JSON_OPS = st.one_of(
 )
 
 
-def _positions(doc: Any) -> list[tuple[Any, Any]]:
+def json_positions(doc: Any) -> list[tuple[Any, Any]]:
     """(container, key) of every value below the root, depth-first; the root is (None, None)."""
     out: list[tuple[Any, Any]] = [(None, None)]
     stack = [doc]
@@ -359,7 +359,7 @@ def mutate_json(doc: Any, ops: tuple[JsonOp, ...], log: list | None = None) -> s
 
     holder = {"root": doc}
     for op in ops:
-        positions = _positions(holder["root"])
+        positions = json_positions(holder["root"])
         at, other_at = op.at % len(positions), op.other
         if op.kind == "swap":
             other_at = op.other % len(positions)
