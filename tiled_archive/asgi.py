@@ -17,7 +17,7 @@ import re
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
@@ -491,14 +491,20 @@ def _in_process_context(app: Any, api_key: str | None) -> Iterator[Any]:
             portal.call(lifespan.__aexit__, None, None, None)
 
 
-def open(path: str | Path, **client_kwargs: Any) -> Any:  # noqa: A001 -- the public name
-    """Open an archive (directory or ZIP) as a Tiled client, served in-process (no socket).
+def open(  # noqa: A001 -- the public name
+    path: str | Path, *, storage_options: Mapping[str, Any] | None = None, **client_kwargs: Any
+) -> Any:
+    """Open an archive (directory or ZIP, or a ZIP at an http(s) URL, read by range requests)
+    as a Tiled client, served in-process (no socket).
 
     Returns the root container of the normal Tiled client, which here is also a context manager
     and has ``close()``: both release the archive. Keyword arguments go to
-    ``tiled.client.from_context`` (e.g. ``structure_clients="numpy"``).
+    ``tiled.client.from_context`` (e.g. ``structure_clients="numpy"``). ``storage_options``
+    for a URL: ``headers`` (e.g. ``Authorization``), ``timeout``, ``verify``.
     """
-    return _in_process_client(lambda: ArchiveServer(open_archive(path)), client_kwargs)
+    return _in_process_client(
+        lambda: ArchiveServer(open_archive(path, storage_options)), client_kwargs
+    )
 
 
 def from_catalog(

@@ -398,6 +398,21 @@ _TABLE = [
         "server accepts.",
     ),
     Code(
+        "TA-E930",
+        "A remote archive (http, https) cannot be read by range requests: the server cannot be "
+        "reached, answers an error, ignores `Range` (a whole-file 200) or answers ranges "
+        "wrongly.",
+        "Check the URL and the network; serve the archive from a server that honours Range "
+        "requests, or download it whole and open the local file.",
+    ),
+    Code(
+        "TA-E931",
+        "A remote archive changed while it was read: an answer gave another size, `ETag` or "
+        "`Last-Modified` than the first; nothing more is read from it.",
+        "Open it again once it is no longer being replaced (a published archive should be "
+        "written under a new name, not over the old one).",
+    ),
+    Code(
         "TA-E920",
         "A load would put a node where the target catalog already has one (the same key under "
         "the same node path), or a node on the path it loads under is not a container; "

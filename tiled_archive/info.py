@@ -26,6 +26,7 @@ from rich.tree import Tree
 
 from .format import ArchiveError, Problem, clip, load_json, plural
 from .reader import Archive, ArchiveWarning, open_archive
+from .sources.zip import ZipSource
 
 #: Children shown per container in the tree unless every node is asked for.
 CHILDREN_SHOWN = 20  # `info --all`'s help names the number
@@ -114,10 +115,9 @@ def describe(path: str | Path) -> ArchiveInfo:
     found = [w.message.problem for w in caught if isinstance(w.message, ArchiveWarning)]
     with archive:
         nodes, unreachable = _nodes(archive)
-        location = archive.location
         archive_bytes = (
-            location.stat().st_size
-            if not archive.is_directory
+            archive.source.file.size
+            if isinstance(archive.source, ZipSource)
             else sum(member.size for member in archive.members().values())
         )
         return ArchiveInfo(

@@ -100,6 +100,7 @@ class Archive:
                 missing[0],
                 "required file missing",
             )
+        source.prefetch([MIMETYPE_NAME, MANIFEST_NAME])  # one request for a remote archive
         if source.read(MIMETYPE_NAME) != MIMETYPE.encode():
             raise ArchiveError("TA-E003", MIMETYPE_NAME, "wrong format marker")
         self.manifest = Manifest.loads(source.read(MANIFEST_NAME))
@@ -118,8 +119,14 @@ class Archive:
         self._inspections: dict[int, Inspection] = {}
 
     @property
-    def location(self) -> Path:
+    def location(self) -> Path | str:
+        """The archive's path, or its URL when it is remote."""
         return self.source.location
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether the archive is read over the network (its location is a URL)."""
+        return not isinstance(self.location, Path)
 
     @property
     def is_directory(self) -> bool:
@@ -161,11 +168,13 @@ class Archive:
         """
         if self._catalog is None:
             expected = self.manifest.catalog
-            if self.is_directory:
-                path = self.location / CATALOG_NAME
+            if isinstance(self.source, DirectorySource):
+                path = self.source.location / CATALOG_NAME
                 _verify(self.source.open(CATALOG_NAME), expected, None, "TA-E309")
             else:
                 path = cache_dir() / "catalogs" / f"{expected.sha256}.db"
+                if not path.is_file():
+                    self.source.prefetch([CATALOG_NAME])  # one request for a remote archive
                 self.copy_verified(expected, path, "TA-E309")
             self._catalog = path
         return self._catalog
@@ -183,7 +192,12 @@ class Archive:
         members = self.source.members()
         if data_uri in self._entries and data_uri in members:
             return data_uri  # a payload file: its path was checked with the manifest
-        member = member_from_relocated(data_uri, self.location.resolve())
+        # A remote archive has no place on this machine to be relocated to: archive form only.
+        member = (
+            data_uri
+            if self.is_remote
+            else member_from_relocated(data_uri, Path(self.location).resolve())
+        )
         if member not in members and not any(m.startswith(member + "/") for m in members):
             raise ArchiveError("TA-E504", data_uri, "asset points at nothing in the archive")
         return member
@@ -264,8 +278,8 @@ class Archive:
         if path in self._copies:
             return self._copies[path]
         entries = self._folder(path)  # TA-E305 unless the manifest lists it
-        if self.is_directory:
-            target = self.location / path
+        if isinstance(self.source, DirectorySource):
+            target = self.source.location / path
         else:
             if len(entries) == 1 and entries[0].path == path:
                 key = entries[0].sha256
@@ -380,9 +394,10 @@ def _verify(source: BinaryIO, entry: FileEntry, sink: BinaryIO | None, code: str
         raise ArchiveError(code, entry.path, "SHA-256 differs from the manifest")
 
 
-def open_archive(path: str | Path) -> Archive:
-    """Open a directory or ZIP archive read-only (raises ArchiveError with the rule broken)."""
-    return Archive(open_source(path))
+def open_archive(path: str | Path, storage_options: Mapping | None = None) -> Archive:
+    """Open a directory or ZIP archive, or a ZIP at an http(s) URL, read-only (raises
+    ArchiveError with the rule broken). ``storage_options``: for a URL (headers, timeout)."""
+    return Archive(open_source(path, storage_options))
 
 
 __all__ = ["Archive", "ArchiveWarning", "open_archive", "cache_dir", "DATA_DIR"]

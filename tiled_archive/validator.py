@@ -84,7 +84,7 @@ from .format import (
     path_problems,
     tiled_rules,
 )
-from .sources import ByteSource
+from .sources import ByteSource, is_remote
 from .sources.directory import DirectorySource
 from .sources.zip import ZipSource
 
@@ -213,7 +213,7 @@ def validate(
     Raises ``OSError`` only when the archive cannot be read at all (e.g. permissions).
     """
     start = time.perf_counter()
-    checker = _Checker(Path(path), fast=fast, progress=progress)
+    checker = _Checker(path if is_remote(path) else Path(path), fast=fast, progress=progress)
     checker.run()
     problems = sorted(
         dict.fromkeys(checker.problems), key=lambda p: (p.code, p.path or "", p.message)
@@ -251,7 +251,7 @@ class _StopValidation(Exception):
 
 @dataclass
 class _Checker:
-    path: Path
+    path: Path | str
     fast: bool
     progress: Progress | None
     problems: list[Problem] = field(default_factory=list)
@@ -311,6 +311,8 @@ class _Checker:
 
     def _open(self) -> ByteSource | None:
         """The archive's byte source, or None (with TA-E001 or TA-E100) when there is none."""
+        if isinstance(self.path, str):
+            return self._open_remote(self.path)
         try:
             mode = os.stat(self.path).st_mode
         except (FileNotFoundError, NotADirectoryError):
@@ -335,9 +337,31 @@ class _Checker:
         self.form = "zip"
         return source
 
-    def _has_zip_marker(self) -> bool:
-        with open(self.path, "rb") as handle:
-            head = handle.read(64)
+    def _open_remote(self, url: str) -> ByteSource | None:
+        """A remote ZIP, every local header read (TA-E930/TA-E931 when it cannot be read)."""
+        from .sources.http import HTTPFile
+
+        self.form = "zip"
+        try:
+            file = HTTPFile(url)
+        except ArchiveError as err:
+            self.problems.append(err.problem)
+            return None
+        try:
+            return ZipSource(file, every_header=True)
+        except ArchiveError as err:
+            head = file.pread(0, 64)
+            file.close()
+            if err.code in ("TA-E930", "TA-E931") or self._has_zip_marker(head):
+                self.problems.append(err.problem)
+            else:
+                self.add("TA-E001", url, f"not a ZIP file ({err.problem.message})")
+            return None
+
+    def _has_zip_marker(self, head: bytes | None = None) -> bool:
+        if head is None:
+            with open(self.path, "rb") as handle:
+                head = handle.read(64)
         return all(head[at : at + len(marker)] == marker for at, marker in _ZIP_MARKER)
 
     def _inventory(self) -> None:

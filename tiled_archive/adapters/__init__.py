@@ -183,9 +183,14 @@ class ArchiveAdapters(Adapters):
 
         archive, member = self.archive, self.member
         in_place = in_place_adapters(archive, member)
-        in_place[ZARR] = lambda: self._zarr_adapter(
-            lambda uri: (self._shared_zip_store(), member(uri))
-        )
+        if not archive.is_remote:
+            in_place[ZARR] = lambda: self._zarr_adapter(
+                lambda uri: (self._shared_zip_store(), member(uri))
+            )
+        else:  # a remote ZIP: zarr's ZipStore opens files by name only; a verified copy
+            in_place[ZARR] = lambda: self._zarr_adapter(
+                lambda uri: (_local_zarr_store(archive.local_copy(member(uri))), "")
+            )
         # DuckDB opens a database by file name: a verified copy in the user cache.
         in_place[ragged.MIMETYPE] = lambda: self._ragged_adapter(
             lambda uri: archive.local_copy(member(uri))

@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+ARCHIVE_HELP = "A directory or ZIP archive, or a ZIP's http(s) URL."
 Force = Annotated[
     bool, typer.Option("--force", help="Replace DEST if it is an existing tiled-archive.")
 ]
@@ -207,7 +208,7 @@ def relocate(
 @app.command()
 @reports_errors
 def serve(
-    path: Annotated[Path, typer.Argument(help="A directory or ZIP archive.")],
+    path: Annotated[str, typer.Argument(help=ARCHIVE_HELP)],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     public: Annotated[bool, typer.Option("--public", help="Allow anonymous reads.")] = False,
@@ -237,8 +238,10 @@ def serve(
             soft_wrap=True,
         )
 
+    from .validate import archive_location
+
     serve_archive(
-        path,
+        archive_location(path),
         host=host,
         port=port,
         public=public,
@@ -251,7 +254,7 @@ def serve(
 @app.command()
 @reports_errors
 def validate(
-    path: Annotated[Path, typer.Argument(help="A directory or ZIP archive.")],
+    path: Annotated[str, typer.Argument(help=ARCHIVE_HELP)],
     fast: Annotated[
         bool, typer.Option("--fast", help="Sizes and Payload-Oxum only; hash nothing.")
     ] = False,
@@ -264,15 +267,16 @@ def validate(
 
     Exit status: 0 valid (warnings allowed unless --strict), 1 invalid, 2 could not check.
     """
+    from .validate import archive_location
     from .validate import validate as run
 
-    raise typer.Exit(run(path, fast=fast, as_json=as_json, strict=strict))
+    raise typer.Exit(run(archive_location(path), fast=fast, as_json=as_json, strict=strict))
 
 
 @app.command()
 @reports_errors
 def info(
-    path: Annotated[Path, typer.Argument(help="A directory or ZIP archive.")],
+    path: Annotated[str, typer.Argument(help=ARCHIVE_HELP)],
     as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
     every_node: Annotated[
         bool, typer.Option("--all", help="List every node (default: 20 per container).")
@@ -286,8 +290,9 @@ def info(
     import sys
 
     from ..info import describe, print_info
+    from .validate import archive_location
 
-    described = describe(path)
+    described = describe(archive_location(path))
     if as_json:
         sys.stdout.write(json.dumps(described.to_json(), indent=2, ensure_ascii=False) + "\n")
     else:

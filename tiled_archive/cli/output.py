@@ -72,7 +72,7 @@ def reports_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def could_not_check(path: Path, why: str) -> NoReturn:
+def could_not_check(path: Path | str, why: str) -> NoReturn:
     """Exit with status 2: the check could not run at all (no verdict on the archive)."""
     from rich.markup import escape
 
@@ -80,7 +80,7 @@ def could_not_check(path: Path, why: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def check_or_exit(path: Path, check: Callable[[], R]) -> R:
+def check_or_exit(path: Path | str, check: Callable[[], R]) -> R:
     """Run ``check``; exit with status 2 and a clear message when it cannot run at all."""
     try:
         return check()

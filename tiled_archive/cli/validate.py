@@ -31,17 +31,24 @@ def plain_arguments(argv: list[str]) -> dict[str, object] | None:
     if len(paths) != 1 or not set(flags) <= FLAGS.keys():
         return None
     arguments: dict[str, object] = {name: flag in flags for flag, name in FLAGS.items()}
-    arguments["path"] = Path(paths[0])
+    arguments["path"] = archive_location(paths[0])
     return arguments
 
 
+def archive_location(text: str) -> Path | str:
+    """An archive argument: a URL (http, https) stays text, anything else is a path."""
+    from ..sources import is_remote
+
+    return text if is_remote(text) else Path(text)
+
+
 @output.reports_errors
-def validate(path: Path, *, fast: bool, as_json: bool, strict: bool) -> int:
+def validate(path: Path | str, *, fast: bool, as_json: bool, strict: bool) -> int:
     """Validate, print the report (a table and a verdict, or JSON), return the exit status:
     0 valid, 1 invalid, 2 could not check."""
     from ..validator import validate as validate_archive
 
-    if not path.exists() and not path.is_symlink():
+    if isinstance(path, Path) and not path.exists() and not path.is_symlink():
         output.could_not_check(path, "no such file or directory")
     at_terminal = not as_json and sys.stderr.isatty()
 

@@ -3,7 +3,8 @@
 A source answers four questions and nothing else: which members there are, how big each is,
 the bytes ``[offset, offset + size)`` of a member, and (when the member's bytes lie contiguous and
 uncompressed in one local file) its span for memory-mapping. Directory and ZIP sources live in
-their own modules; a remote ZIP read by HTTP range requests would be one more module here.
+their own modules; a ZIP's bytes come from a ``ranges.RangeFile``: a local file, or a remote
+one read by HTTP range requests (``http``).
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ class Span:
 class ByteSource(ABC):
     """Read-only access to the members of one archive."""
 
-    #: Where the archive is (for messages).
-    location: Path
+    #: Where the archive is (for messages): a path, or the URL of a remote archive.
+    location: Path | str
     #: Structural problems found while opening (e.g. ZIP header disagreements, symlinks).
     problems: list[Problem]
 
@@ -70,6 +71,10 @@ class ByteSource(ABC):
     @abstractmethod
     def span(self, path: str) -> Span | None:
         """The member's span in a local file, or None when it is compressed."""
+
+    def prefetch(self, paths: list[str]) -> None:  # noqa: B027 -- a hint; local needs none
+        """A hint that these members are about to be read (a remote source fetches them at
+        once)."""
 
     def close(self) -> None:  # noqa: B027 -- sources without open handles need nothing here
         """Release open handles."""
@@ -122,12 +127,28 @@ class PositionalRawIO(io.RawIOBase):
         return count
 
 
-def open_source(path: str | Path) -> ByteSource:
-    """Open a directory or ZIP archive as a byte source (TA-E001 for anything else)."""
+#: URL schemes of remote archives.
+REMOTE_SCHEMES = ("http://", "https://")
+
+
+def is_remote(path: str | Path) -> bool:
+    """Whether ``path`` names a remote archive (a URL) rather than a local path."""
+    return isinstance(path, str) and path.lower().startswith(REMOTE_SCHEMES)
+
+
+def open_source(path: str | Path, storage_options: Mapping | None = None) -> ByteSource:
+    """Open a directory or ZIP archive, or a ZIP archive at an http(s) URL, as a byte
+    source (TA-E001 for anything else; TA-E930/TA-E931 for a remote one that cannot be
+    read). ``storage_options``: see :class:`~tiled_archive.sources.http.HTTPFile`."""
     from ..format import ArchiveError
     from .directory import DirectorySource
     from .zip import ZipSource
 
+    if is_remote(path):
+        from .http import HTTPFile
+
+        assert isinstance(path, str)
+        return ZipSource(HTTPFile(path, storage_options))
     path = Path(path)
     if path.is_dir():
         return DirectorySource(path)

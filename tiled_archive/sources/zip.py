@@ -3,16 +3,21 @@
 Python's ``zipfile`` papers over what the validator must report (it silently shifts every offset
 when bytes were prepended, ignores gaps, overlaps and trailing data), so the structure is parsed
 here with ``struct``, and every deviation from the format's ZIP rules becomes a ``Problem``.
-STORED members are read with ``os.pread`` at their data offset; Deflate and Deflate64 members are
+STORED members are read by position at their data offset; Deflate and Deflate64 members are
 decompressed by ``zipfile`` (with ``zipfile_deflate64`` for method 9), sequentially.
+
+The bytes come from a :class:`~tiled_archive.sources.ranges.RangeFile`. A local one is mapped
+and every local header checked on opening. A remote one is not read whole: opening reads its
+tail (end records and central directory), and each member's local header is read and checked
+when the member is first read (a disagreement is then raised as its code); ``validate`` reads
+every byte anyway.
 """
 
 from __future__ import annotations
 
-import mmap
-import os
 import stat
 import struct
+import threading
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -27,14 +32,19 @@ from .. import zipformat as zf
 from ..format import (
     ALIGNMENT,
     MIMETYPE_NAME,
+    TAG_FILES,
+    TAG_MANIFEST_NAME,
     ArchiveError,
     Problem,
     case_collisions,
     path_problems,
 )
 from . import ByteSource, Member, PositionalRawIO, Span
+from .ranges import LocalFile, RangeFile
 
 _MAX_COMMENT = 0xFFFF
+#: The members a remote ZIP's first request after its tail fetches (when they come first).
+TAG_NAMES = frozenset((*TAG_FILES, TAG_MANIFEST_NAME))
 
 
 @dataclass(frozen=True)
@@ -76,13 +86,22 @@ class ZipSource(ByteSource):
     Raises ``ArchiveError("TA-E100")`` only when no central directory can be read at all.
     """
 
-    def __init__(self, path: Path):
-        self.location = Path(path)
+    def __init__(self, file: Path | RangeFile, *, every_header: bool = False):
+        """``every_header``: read and check every local header while opening, as a local
+        file's always are (``validate`` asks for it; a remote file's are otherwise read on
+        first use)."""
+        self._every_header = every_header
+        self.file = file if isinstance(file, RangeFile) else LocalFile(file)
+        self.location = self.file.location
         self.problems: list[Problem] = []
         self.entries: list[ZipRecord] = []
         self._members: dict[str, ZipRecord] = {}
         self._listing: dict[str, Member] = {}
-        self._fd = os.open(self.location, os.O_RDONLY | os.O_CLOEXEC)
+        self._map: bytes | None = None
+        #: Local headers are read on first use (a remote file), not all while opening.
+        self._lazy = False
+        self._resolving = threading.Lock()
+        self._cd_start = 0
         try:
             self._parse()
         except BaseException:
@@ -95,7 +114,7 @@ class ZipSource(ByteSource):
         return MappingProxyType(self._listing)
 
     def read(self, path: str, offset: int = 0, size: int | None = None) -> bytes:
-        record = self._members[path]
+        record = self._record(path)
         if offset < 0 or (size is not None and size < 0):
             raise ValueError(f"negative offset or size: {offset}, {size}")
         end = record.size if size is None else min(record.size, offset + size)
@@ -110,13 +129,13 @@ class ZipSource(ByteSource):
         return data
 
     def read_into(self, path: str, offset: int, buffer: memoryview) -> int:
-        record = self._members[path]
+        record = self._record(path)
         if record.method != zf.STORED:
             return super().read_into(path, offset, buffer)
         assert record.data_offset is not None
         size = min(len(buffer), max(0, record.size - offset))
-        # One pread straight into the caller's buffer: no intermediate bytes object.
-        count = os.preadv(self._fd, [buffer[:size]], record.data_offset + offset)
+        # One read straight into the caller's buffer: no intermediate bytes object.
+        count = self.file.read_into(record.data_offset + offset, buffer[:size])
         if count != size:
             raise ArchiveError("TA-E100", path, "the file ends inside the member's data")
         return count
@@ -127,40 +146,70 @@ class ZipSource(ByteSource):
         For Deflate/Deflate64 members this is ``zipfile``'s own sequential stream: seeking
         backwards restarts decompression from the member's first byte.
         """
-        record = self._members[path]
+        record = self._record(path)
         if record.method == zf.STORED:
             return super().open(path)
         return self._open_compressed(record)
 
     def span(self, path: str) -> Span | None:
-        record = self._members[path]
-        if record.method != zf.STORED:
+        record = self._record(path)
+        if record.method != zf.STORED or self.file.local_path is None:
             return None
         assert record.data_offset is not None
-        return Span(self.location, record.data_offset, record.size)
+        return Span(self.file.local_path, record.data_offset, record.size)
 
     def crc32(self, path: str) -> int:
         """The member's CRC-32 as the central directory declares it."""
         return self._members[path].crc32
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self.file.close()
+
+    def prefetch(self, paths: list[str]) -> None:
+        """A hint that these members are about to be read: their regions of the file (local
+        header and data), adjacent ones merged, are handed to the file to fetch at once."""
+        starts = sorted(r.header_offset for r in self.entries) + [self._cd_start]
+        ranges: list[tuple[int, int]] = []
+        for path in sorted(paths, key=lambda p: self._members[p].header_offset):
+            start = self._members[path].header_offset
+            end = next(s for s in starts if s > start)
+            if ranges and ranges[-1][1] == start:
+                ranges[-1] = (ranges[-1][0], end)
+            else:
+                ranges.append((start, end))
+        self.file.prefetch(ranges)
 
     # -- Reading ---------------------------------------------------------------------------
 
     def _pread(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes at ``offset`` (fewer only at the end of the file)."""
-        parts = []
-        while size > 0:
-            part = os.pread(self._fd, size, offset)
-            if not part:
-                break
-            parts.append(part)
-            offset += len(part)
-            size -= len(part)
-        return b"".join(parts)
+        return self.file.pread(offset, size)
+
+    def _header_bytes(self, offset: int, size: int) -> bytes:
+        """Bytes of a local header: from the map of a local file, else read."""
+        if self._map is not None:
+            return self._map[offset : offset + size]
+        return self._pread(offset, size)
+
+    def _record(self, path: str) -> ZipRecord:
+        """A member's record with its data offset, its local header read and checked first
+        when that was left for first use: a problem found there is raised as its code."""
+        record = self._members[path]
+        if record.data_offset is not None:
+            return record
+        with self._resolving:
+            record = self._members[path]
+            if record.data_offset is not None:
+                return record
+            before = len(self.problems)
+            resolved, _, _ = self._read_local_header(record, self._cd_start)
+            found = [p for p in self.problems[before:] if p.severity == "error"]
+            if found:
+                raise ArchiveError(found[0].code, found[0].path, found[0].message)
+            if resolved.data_offset is None:
+                raise ArchiveError("TA-E100", path, "its local header cannot be read")
+            self._members[path] = resolved
+            return resolved
 
     def _open_compressed(self, record: ZipRecord) -> BinaryIO:
         info = zipfile.ZipInfo(record.name)
@@ -172,7 +221,7 @@ class ZipSource(ByteSource):
         start = record.data_offset
 
         def read_compressed(position: int, view: memoryview) -> int:
-            return os.preadv(self._fd, [view], start + position)
+            return self.file.read_into(start + position, view)
 
         raw = PositionalRawIO(read_compressed, record.compressed_size, record.name)
         return zipfile.ZipExtFile(raw, "r", info, close_fileobj=True)  # type: ignore[return-value]
@@ -191,16 +240,18 @@ class ZipSource(ByteSource):
         self.problems.append(Problem(code, path, message))
 
     def _parse(self) -> None:
-        file_size = os.fstat(self._fd).st_size
+        file_size = self.file.size
         end = self._read_end_records(file_size)
-        cd_start = self._locate_central_directory(end)
+        cd_start = self._cd_start = self._locate_central_directory(end)
         raw = self._pread(cd_start, end.cd_size)
         if len(raw) != end.cd_size:
             raise ArchiveError("TA-E100", None, "the central directory runs past the file's end")
         shift = cd_start - end.cd_offset
         # Local headers are read through a map of the file: one system call for them all,
-        # where a ZIP of 200,000 members would otherwise take 400,000 preads.
-        self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+        # where a ZIP of 200,000 members would otherwise take 400,000 preads. A remote file
+        # has no map: only the first member's (mimetype's) is read now, the others on use.
+        mapped = self.file.map()
+        self._map, self._lazy = mapped, mapped is None and not self._every_header
         try:
             layout: list[tuple[int, int, str]] = []
             first_local_extra: int | None = None
@@ -210,15 +261,19 @@ class ZipSource(ByteSource):
                 if record is None:
                     break
                 extra_length = occupied_end = None
-                if complete:
+                if complete and not self._lazy:
                     record, extra_length, occupied_end = self._read_local_header(record, cd_start)
                 if not self.entries:
                     first_local_extra = extra_length
                 self.entries.append(record)
                 if occupied_end is not None:
                     layout.append((record.header_offset, occupied_end, record.name))
+            if self._lazy and self.entries:
+                first_local_extra = self._read_head(cd_start)
         finally:
-            self._map.close()
+            if mapped is not None:
+                mapped.close()
+            self._map = None
         if len(self.entries) != end.count:
             self._problem(
                 "TA-E100",
@@ -226,9 +281,20 @@ class ZipSource(ByteSource):
                 f"the central directory holds {len(self.entries)} records, "
                 f"the end record says {end.count}",
             )
-        self._check_layout(layout, cd_start)
+        if not self._lazy:
+            self._check_layout(layout, cd_start)
         self._check_first_member(first_local_extra)
         self._classify_records()
+
+    def _read_head(self, cd_start: int) -> int | None:
+        """For a remote file: fetch the members before ``catalog.db`` and the payload in one
+        request (the tag files, where the reference writer puts them), then read the first
+        member's local header; its extra length."""
+        later = [r.header_offset for r in self.entries if r.name not in TAG_NAMES]
+        self.file.prefetch([(0, min(later, default=cd_start))])
+        first, extra_length, _ = self._read_local_header(self.entries[0], cd_start)
+        self.entries[0] = first
+        return extra_length
 
     def _read_end_records(self, file_size: int) -> _EndRecords:
         tail_start = max(0, file_size - zf.END_RECORD.size - _MAX_COMMENT)
@@ -380,14 +446,14 @@ class ZipSource(ByteSource):
         if start + zf.LOCAL_HEADER.size > cd_start:
             self._problem("TA-E107", record.name, "local header outside the member area")
             return record, None, None
-        fields = zf.LOCAL_HEADER.unpack_from(self._map, start)
+        fields = zf.LOCAL_HEADER.unpack(self._header_bytes(start, zf.LOCAL_HEADER.size))
         signature, _, flags, method, _, _, crc, compressed, size, name_length, extra_length = fields
         if signature != zf.LOCAL_SIGNATURE:
             self._problem("TA-E100", record.name, f"no local file header at byte {start}")
             return record, None, None
         data_offset = start + zf.LOCAL_HEADER.size + name_length + extra_length
         variable_at = start + zf.LOCAL_HEADER.size
-        variable = self._map[variable_at : variable_at + name_length + extra_length]
+        variable = self._header_bytes(variable_at, name_length + extra_length)
         if zf.MAX32 in (size, compressed) and not flags & zf.FLAG_DESCRIPTOR:
             values = _zip64_values(_extra_fields(variable[name_length:]), [size, compressed])
             if values is None:
@@ -543,7 +609,7 @@ class ZipSource(ByteSource):
         if record.method == zf.STORED and record.size != record.compressed_size:
             self._problem("TA-E100", record.name, "STORED member with two different sizes")
             return False
-        return record.data_offset is not None
+        return record.data_offset is not None or self._lazy
 
 
 def _find_end_record(tail: bytes) -> int | None:

@@ -1,0 +1,202 @@
+"""Remote archives: a ZIP on a real web server on loopback, read by HTTP range requests.
+
+The server is Starlette's StaticFiles under uvicorn (ETag, Last-Modified, single ranges, as
+nginx answers them), with a middleware that counts requests; the one that ignores ``Range``
+is Python's own ``http.server``. Values read remotely must equal the local archive's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tiled_archive
+from tiled_archive.format import ArchiveError
+from tiled_archive.reader import open_archive
+from tiled_archive.validator import validate
+from tiled_archive.writer import convert, create
+
+CLI = [sys.executable, "-m", "tiled_archive.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class StaticServer:
+    """Files of ``root`` over HTTP with ranges (uvicorn + Starlette), requests counted."""
+
+    def __init__(self, root: Path):
+        import uvicorn
+        from starlette.applications import Starlette
+        from starlette.routing import Mount
+        from starlette.staticfiles import StaticFiles
+
+        self.requests: list[str | None] = []  # each request's Range header
+        files = Starlette(routes=[Mount("/", StaticFiles(directory=root))])  # 404s answered
+
+        async def counted(scope, receive, send):
+            if scope["type"] == "http":
+                self.requests.append(dict(scope["headers"]).get(b"range", b"").decode() or None)
+            await files(scope, receive, send)
+
+        self.port = free_port()
+        config = uvicorn.Config(counted, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, sample_tree):
+    """The sample tree (every file format) and 8 MiB of arrays, as a ZIP on a web server."""
+    root = tmp_path_factory.mktemp("remote")
+    sources = root / "sources"
+    shutil.copytree(sample_tree, sources / "scan")
+    rng = np.random.default_rng(1)
+    for index in range(4):
+        np.save(sources / f"block_{index}.npy", rng.random((512, 512)))  # 2 MiB each
+    create(root / "archive", [sources], quiet=True)
+    www = root / "www"
+    www.mkdir()
+    convert(root / "archive", www / "archive.zip", quiet=True)
+    server = StaticServer(www)
+    yield {"server": server, "www": www, "local": www / "archive.zip"}
+    server.stop()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("TILED_ARCHIVE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def values(client) -> dict[str, object]:
+    """Every node's values, by path (arrays as bytes + shape, tables as CSV text)."""
+    found: dict[str, object] = {}
+
+    def walk(node, prefix: str) -> None:
+        for key, child in node.items():
+            path = f"{prefix}/{key}"
+            family = child.structure_family
+            if family == "container":
+                walk(child, path)
+            elif family == "array":
+                array = child.read()
+                found[path] = (array.shape, str(array.dtype), array.tobytes())
+            else:
+                found[path] = child.read().to_csv()
+
+    walk(client, "")
+    return found
+
+
+def test_a_remote_archive_reads_as_the_local_one_in_few_requests(published, cache):
+    server, url = published["server"], published["server"].url("archive.zip")
+    with tiled_archive.open(published["local"]) as local:
+        expected = values(local)
+    server.requests.clear()
+    with open_archive(url) as archive:
+        archive.catalog_path()
+        opened = list(server.requests)
+    assert len(opened) <= 3, opened  # tail; tag files; catalog.db
+    server.requests.clear()
+    with open_archive(url) as archive:
+        archive.catalog_path()
+        warm = list(server.requests)
+    assert len(warm) <= 2, warm  # the catalog came from the cache
+    with tiled_archive.open(url) as remote:
+        assert values(remote) == expected
+    assert len(expected) >= 10
+
+
+def test_remote_validate_gives_the_local_verdict_and_finds_damage(published, tmp_path):
+    url = published["server"].url("archive.zip")
+    assert validate(url).problems == validate(published["local"]).problems == []
+    damaged = published["www"] / "damaged.zip"
+    data = bytearray(published["local"].read_bytes())
+    with open_archive(published["local"]) as archive:
+        span = archive.span("data/sources/block_2.npy")
+    data[span.offset + span.length // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    remote = validate(published["server"].url("damaged.zip"))
+    assert remote.codes == validate(damaged).codes == {"TA-E111", "TA-E308"}
+
+
+def test_a_server_that_ignores_range_is_a_coded_error(published):
+    """Python's http.server answers every GET with the whole file (200)."""
+    port = free_port()
+    stock = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=published["www"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/archive.zip"
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        with pytest.raises(ArchiveError) as raised:
+            open_archive(url)
+        assert raised.value.code == "TA-E930" and "whole file" in str(raised.value)
+        assert "Range" in raised.value.problem.fix
+        assert validate(url).codes == {"TA-E930"}
+    finally:
+        stock.terminate()
+        stock.wait(10)
+
+
+def test_an_archive_replaced_while_read_is_a_coded_error(published, tmp_path, cache):
+    moving = published["www"] / "moving.zip"
+    shutil.copyfile(published["local"], moving)
+    with open_archive(published["server"].url("moving.zip")) as archive:
+        first = archive.read("data/sources/block_0.npy")
+        replacement = tmp_path / "replacement.zip"
+        shutil.copyfile(published["local"], replacement)
+        with open(replacement, "ab") as grown:
+            grown.write(b"\0" * 10)  # another size, another ETag
+        os.replace(replacement, moving)
+        with pytest.raises(ArchiveError) as raised:
+            archive.read("data/sources/block_3.npy")
+    assert raised.value.code == "TA-E931"
+    assert hashlib.sha256(first).hexdigest()  # the first read was whole
+
+
+def test_missing_remote_archive_and_cli_over_a_url(published):
+    missing = published["server"].url("nothing-here.zip")
+    with pytest.raises(ArchiveError) as raised:
+        open_archive(missing)
+    assert raised.value.code == "TA-E930" and "404" in str(raised.value)
+    url = published["server"].url("archive.zip")
+    checked = subprocess.run([*CLI, "validate", url], capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.startswith(f"VALID {url}: 0 errors")
+    shown = subprocess.run([*CLI, "info", url], capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0 and url in shown.stdout and "block_" in shown.stdout
+    absent = subprocess.run([*CLI, "validate", missing], capture_output=True, text=True)
+    assert absent.returncode == 1 and "TA-E930" in absent.stdout
