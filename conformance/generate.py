@@ -1273,6 +1273,19 @@ def w102(bases: Bases) -> Forms:
 
 
 @fixture(
+    "warning",
+    "W103-catalog-after-payload",
+    "catalog.db is the last member, after the payload (valid; a reader of the archive on a web "
+    "server needs a request of its own for it).",
+    zip=["TA-W103"],
+)
+def w103(bases: Bases) -> Forms:
+    items = list(bases.minimal.items())
+    last = [(name, content) for name, content in items if name == CATALOG_NAME]
+    return {"zip": to_zip([item for item in items if item[0] != CATALOG_NAME] + last)}
+
+
+@fixture(
     "warning", "W200-nfd-name", "A payload file name in NFD (e + combining acute).", zip=["TA-W200"]
 )
 def w200(bases: Bases) -> Forms:

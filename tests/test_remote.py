@@ -200,3 +200,53 @@ def test_missing_remote_archive_and_cli_over_a_url(published):
     assert shown.returncode == 0 and url in shown.stdout and "block_" in shown.stdout
     absent = subprocess.run([*CLI, "validate", missing], capture_output=True, text=True)
     assert absent.returncode == 1 and "TA-E930" in absent.stdout
+
+
+@pytest.fixture(scope="module")
+def bucket(published):
+    """The archive in a bucket of a real S3-compatible server (moto's, on loopback)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    options = {
+        "endpoint_url": f"http://127.0.0.1:{port}",
+        "key": "facility-key",
+        "secret": "facility-secret",
+        "client_kwargs": {"region_name": "us-east-1"},
+    }
+    client = boto3.client(
+        "s3",
+        endpoint_url=options["endpoint_url"],
+        aws_access_key_id=options["key"],
+        aws_secret_access_key=options["secret"],
+        region_name="us-east-1",
+    )
+    client.create_bucket(Bucket="facility")
+    client.upload_file(str(published["local"]), "facility", "scans/archive.zip")
+    yield options
+    server.stop()
+
+
+def test_an_archive_in_an_s3_bucket_reads_as_the_local_one(published, bucket, cache, monkeypatch):
+    url = "s3://facility/scans/archive.zip"
+    with tiled_archive.open(published["local"]) as local:
+        expected = values(local)
+    with open_archive(url, bucket) as archive:
+        archive.catalog_path()
+        assert archive.source.file.requests <= 3
+    with tiled_archive.open(url, storage_options=bucket) as remote:
+        assert values(remote) == expected
+    assert validate(url, storage_options=bucket).problems == []
+    # boto3's own environment, as a user on a cluster has it
+    monkeypatch.setenv("AWS_ENDPOINT_URL", bucket["endpoint_url"])
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", bucket["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", bucket["secret"])
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    checked = subprocess.run([*CLI, "validate", url], capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    with pytest.raises(ArchiveError) as raised:
+        open_archive("s3://facility/scans/nothing.zip")
+    assert raised.value.code == "TA-E930" and "404" in str(raised.value)

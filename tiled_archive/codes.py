@@ -121,6 +121,13 @@ _TABLE = [
         "memory-mapped from the ZIP.",
         "Re-pack with `tiled-archive pack`.",
     ),
+    Code(
+        "TA-W103",
+        "A ZIP's tag files and `catalog.db` do not all come before its payload members; a "
+        "reader of the archive on a web server needs a request for each instead of one.",
+        "Re-pack with `tiled-archive pack` (order: mimetype, the tag files, catalog.db, then "
+        "data/).",
+    ),
     # -- Paths -----------------------------------------------------------------------------
     Code(
         "TA-E200",

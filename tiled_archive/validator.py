@@ -37,7 +37,7 @@ import threading
 import time
 import zlib
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache, partial
@@ -199,7 +199,12 @@ def report_schema() -> dict[str, Any]:
 
 
 def validate(
-    path: str | Path, *, fast: bool = False, strict: bool = False, progress: Progress | None = None
+    path: str | Path,
+    *,
+    fast: bool = False,
+    strict: bool = False,
+    progress: Progress | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Report:
     """Check the directory or ZIP archive at ``path`` against every rule of the format.
 
@@ -208,12 +213,14 @@ def validate(
     SQLite's ``quick_check`` instead of ``integrity_check``. Every other rule is checked in both.
     With ``strict`` the report counts warnings as errors (``report.valid`` is False when any
     rule's SHOULD is broken). ``progress`` (a started rich Progress) gets a task for the
-    hashing when it is long.
+    hashing when it is long. ``path`` may be the http(s) or s3 URL of a ZIP (read by range
+    requests; ``storage_options`` as :func:`tiled_archive.open` takes them).
 
     Raises ``OSError`` only when the archive cannot be read at all (e.g. permissions).
     """
     start = time.perf_counter()
-    checker = _Checker(path if is_remote(path) else Path(path), fast=fast, progress=progress)
+    location = path if is_remote(path) else Path(path)
+    checker = _Checker(location, fast=fast, progress=progress, storage_options=storage_options)
     checker.run()
     problems = sorted(
         dict.fromkeys(checker.problems), key=lambda p: (p.code, p.path or "", p.message)
@@ -254,6 +261,8 @@ class _Checker:
     path: Path | str
     fast: bool
     progress: Progress | None
+    #: For a remote archive (URL): what opening it takes (headers, S3 keys, endpoint).
+    storage_options: Mapping[str, Any] | None = None
     problems: list[Problem] = field(default_factory=list)
     form: str | None = None
     format_version: str | None = None
@@ -339,11 +348,11 @@ class _Checker:
 
     def _open_remote(self, url: str) -> ByteSource | None:
         """A remote ZIP, every local header read (TA-E930/TA-E931 when it cannot be read)."""
-        from .sources.http import HTTPFile
+        from .sources import remote_file
 
         self.form = "zip"
         try:
-            file = HTTPFile(url)
+            file = remote_file(url, self.storage_options)
         except ArchiveError as err:
             self.problems.append(err.problem)
             return None

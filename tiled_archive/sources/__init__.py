@@ -15,9 +15,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..format import Problem
+
+if TYPE_CHECKING:
+    from .ranges import RangeFile
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ class PositionalRawIO(io.RawIOBase):
 
 
 #: URL schemes of remote archives.
-REMOTE_SCHEMES = ("http://", "https://")
+REMOTE_SCHEMES = ("http://", "https://", "s3://")
 
 
 def is_remote(path: str | Path) -> bool:
@@ -136,19 +139,29 @@ def is_remote(path: str | Path) -> bool:
     return isinstance(path, str) and path.lower().startswith(REMOTE_SCHEMES)
 
 
+def remote_file(url: str, storage_options: Mapping | None = None) -> RangeFile:
+    """The remote file at ``url`` (http, https, s3), its tail already fetched."""
+    if url.lower().startswith("s3://"):
+        from .s3 import S3File
+
+        return S3File(url, storage_options)
+    from .http import HTTPFile
+
+    return HTTPFile(url, storage_options)
+
+
 def open_source(path: str | Path, storage_options: Mapping | None = None) -> ByteSource:
-    """Open a directory or ZIP archive, or a ZIP archive at an http(s) URL, as a byte
+    """Open a directory or ZIP archive, or a ZIP archive at an http(s) or s3 URL, as a byte
     source (TA-E001 for anything else; TA-E930/TA-E931 for a remote one that cannot be
-    read). ``storage_options``: see :class:`~tiled_archive.sources.http.HTTPFile`."""
+    read). ``storage_options``: see :class:`~tiled_archive.sources.http.HTTPFile` and
+    :class:`~tiled_archive.sources.s3.S3File`."""
     from ..format import ArchiveError
     from .directory import DirectorySource
     from .zip import ZipSource
 
     if is_remote(path):
-        from .http import HTTPFile
-
         assert isinstance(path, str)
-        return ZipSource(HTTPFile(path, storage_options))
+        return ZipSource(remote_file(path, storage_options))
     path = Path(path)
     if path.is_dir():
         return DirectorySource(path)

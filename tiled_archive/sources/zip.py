@@ -31,6 +31,7 @@ import zipfile_deflate64  # noqa: F401 -- patches zipfile to decompress method 9
 from .. import zipformat as zf
 from ..format import (
     ALIGNMENT,
+    CATALOG_NAME,
     MIMETYPE_NAME,
     TAG_FILES,
     TAG_MANIFEST_NAME,
@@ -581,6 +582,21 @@ class ZipSource(ByteSource):
                         f"data starts at byte {record.data_offset}, not a multiple of {ALIGNMENT}",
                     )
         self.problems.extend(case_collisions(seen))
+        self._check_order()
+
+    def _check_order(self) -> None:
+        """TA-W103: the tag files and catalog.db before every payload member (one request
+        fetches them from a web server)."""
+        head = TAG_NAMES | {CATALOG_NAME}
+        payload = [r.header_offset for r in self.entries if r.name not in head and not r.is_dir]
+        if not payload:
+            return
+        late = [r for r in self.entries if r.name in head and r.header_offset > min(payload)]
+        if late:
+            first = min(late, key=lambda r: r.header_offset)
+            self._problem(
+                "TA-W103", first.name, f"comes after payload members ({len(late)} such members)"
+            )
 
     def _check_directory(self, record: ZipRecord) -> None:
         self.problems.extend(path_problems(record.name[:-1]))
