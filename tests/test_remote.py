@@ -23,16 +23,11 @@ import pytest
 import tiled_archive
 from tiled_archive.format import ArchiveError
 from tiled_archive.reader import open_archive
+from tiled_archive.testing import free_port
 from tiled_archive.validator import validate
 from tiled_archive.writer import convert, create
 
 CLI = [sys.executable, "-m", "tiled_archive.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class StaticServer:

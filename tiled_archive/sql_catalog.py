@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
@@ -126,13 +126,16 @@ class TiledCatalog:
                 return None
             return (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
 
-    def export(self, node_path: list[str], db: Path) -> None:
+    def export(
+        self, node_path: list[str], db: Path, readable: Collection[int] | None = None
+    ) -> None:
         """Copy the node at ``node_path`` with its subtree and its parent containers (ids
         kept), their data sources, structures and assets, into the new SQLite catalog ``db``
-        (made from the packaged schema: Tiled's own), as ``create --catalog`` archives it."""
+        (made from the packaged schema: Tiled's own), as ``create --catalog`` archives it.
+        With ``readable``, only those nodes of the subtree (ids: what a caller may read)."""
         self.check_revision()
         create_catalog_file(db)
-        rows = self.run(self._subtree(node_path))
+        rows = self.run(self._subtree(node_path, readable))
         with contextlib.closing(sqlite3.connect(db)) as conn, conn:
             for table, (columns, values) in rows.items():
                 if values:
@@ -140,7 +143,9 @@ class TiledCatalog:
                     listed = ", ".join(f'"{c}"' for c in columns)
                     conn.executemany(f'INSERT INTO "{table}" ({listed}) VALUES ({marks})', values)
 
-    async def _subtree(self, node_path: list[str]) -> dict[str, tuple[list[str], list[tuple]]]:
+    async def _subtree(
+        self, node_path: list[str], readable: Collection[int] | None
+    ) -> dict[str, tuple[list[str], list[tuple]]]:
         """The rows of the subtree, each table's columns and values as SQLite stores them
         (JSON as text, times as Tiled's text), nodes parents first."""
         from sqlalchemy import select, text
@@ -158,16 +163,18 @@ class TiledCatalog:
                     raise ArchiveError(
                         "TA-E900", "/".join(node_path), "no such node in the catalog"
                     )
-            kept = (
-                await conn.execute(
-                    text(
-                        "SELECT descendant FROM nodes_closure WHERE ancestor = :target"
-                        " UNION SELECT ancestor FROM nodes_closure WHERE descendant = :target"
-                    ),
-                    {"target": target},
-                )
-            ).scalars()
-            kept_ids = sorted(set(kept) | {0})
+            below = await conn.execute(
+                text("SELECT descendant FROM nodes_closure WHERE ancestor = :target"),
+                {"target": target},
+            )
+            above = await conn.execute(
+                text("SELECT ancestor FROM nodes_closure WHERE descendant = :target"),
+                {"target": target},
+            )
+            descendants = set(below.scalars())
+            if readable is not None:
+                descendants &= set(readable) | {target}
+            kept_ids = sorted(descendants | set(above.scalars()) | {0})
             picked: dict[str, list[dict[str, Any]]] = {}
             picked["nodes"] = await _rows_where(conn, nodes, nodes.c.id, kept_ids)
             sources = tables["data_sources"]

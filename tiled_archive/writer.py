@@ -330,6 +330,40 @@ def zip_chunks(
     yield from zip_stream(entries)
 
 
+def streamed_zip_chunks(
+    payload: Iterable[PayloadFile], finish_catalog: CatalogStep, *, created: float
+) -> Iterator[bytes]:
+    """The archive as ZIP bytes for an answer that starts at once (the server's streamed
+    archives): ``mimetype`` first, then each payload file, read twice (hashed just before it
+    is sent, since its local header carries its CRC-32: spec 6, no data descriptors), then
+    ``catalog.db`` (``finish_catalog`` gets the payload's entries) and the tag files last,
+    which need every digest (so such an archive has TA-W103). Nothing is staged: memory
+    holds one chunk, the catalog and the tag files."""
+    entries: dict[str, FileEntry] = {}
+    mtime = int(created)
+
+    def from_bytes(name: str, content: bytes, align: bool = True) -> ZipEntry:
+        return ZipEntry(name, len(content), zlib.crc32(content), lambda: [content], mtime, align)
+
+    def members() -> Iterator[ZipEntry]:
+        yield from_bytes(MIMETYPE_NAME, MIMETYPE.encode(), align=False)
+        for file in payload:
+            with file.open() as source:
+                size, sha, crc = copy_hashing(source, None, with_crc32=True)
+            entries[file.path] = _checked_entry(file, size, sha)
+            yield ZipEntry(file.path, size, crc, lambda file=file: _chunks(file), file.mtime)
+        if not entries:  # an empty payload is the directory entry data/ (spec 1)
+            yield ZipEntry(f"{DATA_DIR}/", 0, 0, lambda: [], mtime, is_directory=True)
+        catalog = finish_catalog(entries)
+        manifest = _manifest(entries.values(), catalog, created, None)
+        tags = _tag_files(manifest, manifest.catalog.sha256)
+        yield from_bytes(CATALOG_NAME, catalog.read_bytes())
+        for name in (*TAG_FILES[1:], TAG_MANIFEST_NAME):
+            yield from_bytes(name, tags[name])
+
+    yield from zip_stream(members())
+
+
 def write_zip(
     staged: Path,
     payload: Iterable[PayloadFile],
@@ -556,8 +590,6 @@ def create_from_catalog(
     that node, its descendants and its parent containers are kept. Asset paths are kept
     relative to their deepest common folder, under ``data/``.
     """
-    from tiled.utils import path_from_uri
-
     from .sql_catalog import TiledCatalog
 
     source = TiledCatalog(catalog)
@@ -574,37 +606,48 @@ def create_from_catalog(
                 catalog_db.prune(db, segments)
         else:  # the subtree only, read through SQLAlchemy
             source.export(segments, db)
-        rows = catalog_db.read_assets(db)
-        for row in rows:  # files, and ragged arrays' DuckDB files (SQL storage)
-            if not is_relocated(row.data_uri):  # an absolute file: or duckdb: URI
-                raise ArchiveError(
-                    "TA-E503", row.data_uri, "only file assets can be archived from a catalog"
-                )
-        paths = {row.id: path_from_uri(row.data_uri) for row in rows}
-        if not paths:
-            raise ArchiveError("TA-E900", source.display, "the catalog (or node) has no assets")
-        base = Path(os.path.commonpath([p.parent for p in paths.values()]))
-
-        def member(path: Path) -> str:
-            return check_path(f"{DATA_DIR}/{path.relative_to(base).as_posix()}")
-
-        files: dict[str, Path] = {}
-        for row in rows:
-            path = paths[row.id]
-            if not path.exists():
-                raise ArchiveError("TA-E900", str(path), "an asset of the catalog is missing")
-            for file in _source_files(path):
-                files[member(file)] = file
-        payload = [_payload_file(member_path, file) for member_path, file in sorted(files.items())]
+        payload, member_for_uri = catalog_payload(db, source.display)
         return write_new(
             dest,
             payload,
             db,
-            lambda row: member(paths[row.id]),
+            member_for_uri,
             epoch=epoch,
             force=force,
             quiet=quiet,
         )
+
+
+def catalog_payload(
+    db: Path, display: str
+) -> tuple[list[PayloadFile], Callable[[catalog_db.AssetRow], str]]:
+    """The files a catalog's assets name (``file:`` URIs, folders walked), as payload under
+    ``data/`` relative to their deepest common folder, and each asset's member."""
+    from tiled.utils import path_from_uri
+
+    rows = catalog_db.read_assets(db)
+    for row in rows:  # files, and ragged arrays' DuckDB files (SQL storage)
+        if not is_relocated(row.data_uri):  # an absolute file: or duckdb: URI
+            raise ArchiveError(
+                "TA-E503", row.data_uri, "only file assets can be archived from a catalog"
+            )
+    paths = {row.id: path_from_uri(row.data_uri) for row in rows}
+    if not paths:
+        raise ArchiveError("TA-E900", display, "the catalog (or node) has no assets")
+    base = Path(os.path.commonpath([p.parent for p in paths.values()]))
+
+    def member(path: Path) -> str:
+        return check_path(f"{DATA_DIR}/{path.relative_to(base).as_posix()}")
+
+    files: dict[str, Path] = {}
+    for row in rows:
+        path = paths[row.id]
+        if not path.exists():
+            raise ArchiveError("TA-E900", str(path), "an asset of the catalog is missing")
+        for file in _source_files(path):
+            files[member(file)] = file
+    payload = [_payload_file(member_path, file) for member_path, file in sorted(files.items())]
+    return payload, lambda row: member(paths[row.id])
 
 
 def _payload_file(member_path: str, file: Path) -> PayloadFile:
