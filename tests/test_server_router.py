@@ -28,6 +28,28 @@ from .test_remote import values
 
 KEY = "routertestkey0123"
 
+#: The deployment's access policy, as a facility would write one: below the client's container,
+#: nodes whose metadata says "secret" do not exist for anyone (not listed, not found by path),
+#: and their data is refused should one be reached.
+POLICY = """
+from tiled.access_control.access_policies import ALL_SCOPES, DummyAccessPolicy
+from tiled.queries import NotEq
+
+
+class HidesSecrets(DummyAccessPolicy):
+    async def allowed_scopes(self, node, principal, authn_access_tags, authn_scopes):
+        metadata = node.metadata() if callable(getattr(node, "metadata", None)) else {}
+        if (metadata or {}).get("secret"):
+            return set(ALL_SCOPES) - {"read:data"}
+        return ALL_SCOPES
+
+    async def filters(self, node, principal, authn_access_tags, authn_scopes, scopes):
+        metadata = node.metadata() if callable(getattr(node, "metadata", None)) else {}
+        if (metadata or {}).get("kind") == "client":
+            return [NotEq("secret", True)]
+        return []
+"""
+
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory, sample_tree):
@@ -36,11 +58,15 @@ def deployment(tmp_path_factory, sample_tree):
     catalog = root / "catalog.db"
     load(root / "files-archive", f"sqlite:///{catalog}", root / "registered", at="files")
     (root / "written").mkdir()
+    (root / "policies.py").write_text(POLICY)
     config = root / "config.yml"
     config.write_text(
         f"""\
 authentication:
   single_user_api_key: {KEY}
+access_control:
+  access_policy: policies:HidesSecrets
+  args: {{}}
 trees:
   - path: /
     tree: catalog
@@ -55,16 +81,21 @@ routers:
     port = free_port()
     tiled = Path(sys.executable).parent / "tiled"
     with serving(
-        [tiled, "serve", "config", config, "--port", port], port, log=root / "serve.log"
+        [tiled, "serve", "config", config, "--port", port],
+        port,
+        log=root / "serve.log",
+        env={"PYTHONPATH": str(root)},
     ) as server:
         from tiled.client import from_uri
 
         client = from_uri(server.url, api_key=KEY)
         written = client.create_container("written", metadata={"kind": "client"})
-        for index in range(3):
-            run = written.create_container(f"run{index}", metadata={"sample": f"S{index}"})
+        for index in range(4):
+            metadata = {"sample": f"S{index}", "secret": False}
+            run = written.create_container(f"run{index}", metadata=metadata)
             run.write_array(np.arange(200.0).reshape(20, 10) * index, key="image")
             run.write_table(pd.DataFrame({"t": np.arange(5), "v": np.arange(5) * 1.5}), key="t")
+        run.update_metadata({**metadata, "secret": True})  # run3: hidden from now on
         yield {"url": server.url, "client": client, "root": root}
 
 
@@ -113,6 +144,24 @@ def test_search_parameters_narrow_the_children(deployment, tmp_path):
     with tiled_archive.open(streamed) as archive:
         assert list(archive["written"]) == ["run1"]
         assert archive["written"]["run1"]["image"].read()[3, 4] == 34.0
+
+
+def test_only_what_the_caller_may_read_is_streamed(deployment, tmp_path):
+    """run3 is secret under the deployment's policy: not in the archive of its parent, and
+    its own archive refused as Tiled refuses its data."""
+    streamed = tmp_path / "written.zip"
+    assert fetch(deployment, "written", streamed).status_code == 200
+    with tiled_archive.open(streamed) as archive:
+        assert sorted(archive["written"]) == ["run0", "run1", "run2"]
+    with zipfile.ZipFile(streamed) as zipped:
+        catalog = zipped.read("catalog.db")
+    assert b"run3" not in catalog and b"S3" not in catalog
+    refused = fetch(deployment, "written/run3", tmp_path / "secret.zip")
+    assert refused.status_code in (403, 404) and not (tmp_path / "secret.zip").exists()
+    raw = httpx.get(
+        f"{deployment['url']}/api/v1/array/full/written/run3/image", params={"api_key": KEY}
+    )
+    assert raw.status_code == refused.status_code  # as Tiled's own data route answers
 
 
 def test_the_deployments_authentication_applies(deployment, tmp_path):

@@ -64,17 +64,22 @@ def serving(
     *,
     log: Path | None = None,
     timeout: float = 60.0,
+    env: dict[str, str] | None = None,
 ) -> Iterator[LoopbackServer]:
     """Run ``command``, a server that listens on ``port`` of the loopback interface, for the
     duration of the block: wait until it accepts connections, yield it, and stop it at the end
     however the block ends (terminate, then kill if it lingers).
 
-    Its output is appended to ``log`` (else discarded). Raises RuntimeError, with the output when
-    logged, if the server exits or is not listening within ``timeout`` seconds.
+    Its output is appended to ``log`` (else discarded); ``env`` adds environment variables.
+    Raises RuntimeError, with the output when logged, if the server exits or is not listening
+    within ``timeout`` seconds.
     """
     with open(log, "a") if log else open(os.devnull, "w") as sink:
         process = subprocess.Popen(
-            [str(part) for part in command], stdout=sink, stderr=subprocess.STDOUT
+            [str(part) for part in command],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
     try:
         deadline = time.monotonic() + timeout
