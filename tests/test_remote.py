@@ -23,7 +23,7 @@ import pytest
 import tiled_archive
 from tiled_archive.format import ArchiveError
 from tiled_archive.reader import open_archive
-from tiled_archive.testing import free_port
+from tiled_archive.testing import free_port, static_files_app
 from tiled_archive.validator import validate
 from tiled_archive.writer import convert, create
 
@@ -35,12 +35,9 @@ class StaticServer:
 
     def __init__(self, root: Path):
         import uvicorn
-        from starlette.applications import Starlette
-        from starlette.routing import Mount
-        from starlette.staticfiles import StaticFiles
 
         self.requests: list[str | None] = []  # each request's Range header
-        files = Starlette(routes=[Mount("/", StaticFiles(directory=root))])  # 404s answered
+        files = static_files_app(root)
 
         async def counted(scope, receive, send):
             if scope["type"] == "http":

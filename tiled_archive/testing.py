@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
 
@@ -107,6 +108,30 @@ def listening(port: int) -> bool:
     """Whether something accepts TCP connections on ``HOST:port``."""
     with socket.socket() as probe:
         return probe.connect_ex((HOST, port)) == 0
+
+
+#: The folder :func:`static_files_app` serves.
+STATIC_ROOT_VARIABLE = "TILED_ARCHIVE_STATIC_ROOT"
+
+
+def static_files_app(root: str | os.PathLike[str] | None = None) -> Any:
+    """An ASGI app serving the files of ``root`` (default: ``$TILED_ARCHIVE_STATIC_ROOT``) as
+    a web server publishes archives: Starlette's StaticFiles (single ranges, ETag,
+    Last-Modified, 404s). ``uvicorn --factory tiled_archive.testing:static_files_app`` runs it
+    in a process of its own."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
+    folder = root if root is not None else os.environ[STATIC_ROOT_VARIABLE]
+    return Starlette(routes=[Mount("/", StaticFiles(directory=folder))])
+
+
+def static_files_command(root: Arg, port: int) -> tuple[list[str], dict[str, str]]:
+    """Command line and environment of :func:`static_files_app` under uvicorn on ``port``."""
+    command = [sys.executable, "-m", "uvicorn", "--factory", f"{__name__}:static_files_app"]
+    command += ["--host", HOST, "--port", str(port), "--log-level", "warning"]
+    return command, {STATIC_ROOT_VARIABLE: str(root)}
 
 
 def postgres_admin(server: str, *statements: str) -> None:

@@ -45,9 +45,10 @@ def err_console() -> Console:
     return console(stderr=True)
 
 
-def say(markup: str, **options: object) -> None:
-    """Print rich markup on stderr, unhighlighted (archive text must be escaped by the caller)."""
-    err_console().print(markup, highlight=False, **options)
+def say(text: str, /, **options: object) -> None:
+    """Print rich markup on stderr, unhighlighted (archive text must be escaped by the caller;
+    ``markup=False`` prints ``text`` as it is)."""
+    err_console().print(text, highlight=False, **options)
 
 
 def reports_errors(command: F) -> F:

@@ -33,6 +33,11 @@ class RangeFile(ABC):
         count = self.read_into(offset, memoryview(buffer)) if size else 0
         return bytes(buffer[:count]) if count != size else bytes(buffer)
 
+    def read_once(self, offset: int, size: int) -> bytes:
+        """Like :meth:`pread`, for bytes read once (a local header): a remote file asks for
+        exactly them, not for the blocks around them."""
+        return self.pread(offset, size)
+
     @property
     def local_path(self) -> Path | None:
         """The file on this machine (spans and maps are offered only for one), else None."""

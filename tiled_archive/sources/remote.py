@@ -61,8 +61,9 @@ class RemoteFile(RangeFile):
 
     def __init__(self, location: str):
         self.location = location
-        #: Requests made (tests and benchmarks count them).
+        #: Requests made and body bytes received (tests and benchmarks count them).
         self.requests = 0
+        self.received = 0
         self._lock = threading.Lock()
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
         self._segments: list[tuple[int, bytes]] = []  # (start, bytes): the tail, prefetches
@@ -116,6 +117,12 @@ class RemoteFile(RangeFile):
                 position += hi - lo
         self._last_end = end
         return size
+
+    def read_once(self, offset: int, size: int) -> bytes:
+        size = max(0, min(size, self.size - offset))
+        if size == 0 or self._held(offset, offset + size):
+            return self.pread(offset, size)
+        return self._get_range(offset, size)[1]
 
     def prefetch(self, ranges: Iterable[tuple[int, int]]) -> None:
         wanted = [(s, e) for s, e in ranges if 0 < e - s <= PREFETCH_LIMIT and not self._held(s, e)]
@@ -174,6 +181,7 @@ class RemoteFile(RangeFile):
             raise self.not_answered(
                 f"{answer.status} {answer.reason} to `Range: {asked}`", _status_hint(answer.status)
             )
+        self.received += len(answer.data)
         first, last = self._check(answer)
         if len(answer.data) != last - first + 1 or (start is not None and first != start):
             raise self.not_answered(

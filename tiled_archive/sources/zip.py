@@ -99,6 +99,7 @@ class ZipSource(ByteSource):
         self._members: dict[str, ZipRecord] = {}
         self._listing: dict[str, Member] = {}
         self._map: bytes | None = None
+        self._window: tuple[int, bytes] | None = None  # (start, bytes) around a local header
         #: Local headers are read on first use (a remote file), not all while opening.
         self._lazy = False
         self._resolving = threading.Lock()
@@ -187,9 +188,14 @@ class ZipSource(ByteSource):
         return self.file.pread(offset, size)
 
     def _header_bytes(self, offset: int, size: int) -> bytes:
-        """Bytes of a local header: from the map of a local file, else read."""
+        """Bytes of a local header: from the map of a local file, or the window just read
+        around it, else read."""
         if self._map is not None:
             return self._map[offset : offset + size]
+        if self._window is not None:
+            start, data = self._window
+            if start <= offset and offset + size <= start + len(data):
+                return data[offset - start : offset - start + size]
         return self._pread(offset, size)
 
     def _record(self, path: str) -> ZipRecord:
@@ -203,7 +209,18 @@ class ZipSource(ByteSource):
             if record.data_offset is not None:
                 return record
             before = len(self.problems)
-            resolved, _, _ = self._read_local_header(record, self._cd_start)
+            # One small request for the header, its name and extra field (the writer's
+            # alignment padding is at most 4,102 bytes), not a block and its read-ahead.
+            length = zf.LOCAL_HEADER.size + len(record.name.encode()) + 2 * ALIGNMENT
+            end = min(record.header_offset + length, self._cd_start)
+            self._window = (
+                record.header_offset,
+                self.file.read_once(record.header_offset, end - record.header_offset),
+            )
+            try:
+                resolved, _, _ = self._read_local_header(record, self._cd_start)
+            finally:
+                self._window = None
             found = [p for p in self.problems[before:] if p.severity == "error"]
             if found:
                 raise ArchiveError(found[0].code, found[0].path, found[0].message)

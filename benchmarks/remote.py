@@ -1,0 +1,264 @@
+"""Remote archives and streamed archives, on loopback, against plain HTTP in the same run.
+
+    .venv/bin/python benchmarks/remote.py [--size-mb 256] [--reads 200]
+
+Not a test: nothing is asserted about timings. Setup in a temporary folder: 16 ``.npy`` files
+of random float64 (``--size-mb`` in all) archived by ``create()`` and packed to ZIP, published
+by a web server in a process of its own (Starlette's StaticFiles under uvicorn:
+``tiled_archive.testing.static_files_app``), and loaded (``load()``) into a catalog served by
+stock ``tiled serve config`` with ``routers: [tiled_archive.server:router]``.
+
+Measured:
+
+- opening: requests and bytes, cold (empty cache) and warm (catalog cached);
+- random 1 MiB reads inside members (the same ``--reads`` (member, offset) pairs for every
+  tool): ours remote (``ZipSource`` over ``HTTPFile``), plain ``httpx`` range GETs of the same
+  absolute bytes (the baseline: 1.00), ours local (``pread``), ``remotezip`` and fsspec's
+  ``zip::http://`` on the same server (anchors);
+- streamed archive: ``GET /api/v1/archive/{node}`` with SHA-256 of the bytes computed as they
+  arrive, vs a plain GET (same hashing) of a file of the same size from the static server;
+  time to first byte; the Tiled server's peak RSS before and after (VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from tiled_archive.load import load
+from tiled_archive.reader import open_archive
+from tiled_archive.testing import free_port, serving, static_files_command
+from tiled_archive.writer import convert, create
+
+MIB = 1 << 20
+KEY = "benchmarkkey0123"
+out = Console(width=max(120, shutil.get_terminal_size().columns))
+log = Console(stderr=True, style="dim")
+
+
+def setup(root: Path, size_mb: int) -> Path:
+    sources = root / "sources" / "scan"
+    sources.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    per_file = size_mb * 10**6 // 16 // 8
+    for index in range(16):
+        np.save(sources / f"part_{index:02d}.npy", rng.random(per_file))
+    create(root / "archive", [root / "sources"], quiet=True)
+    (root / "www").mkdir()
+    convert(root / "archive", root / "www" / "archive.zip", quiet=True)
+    return root / "www" / "archive.zip"
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def random_reads(archive_path: Path, count: int) -> list[tuple[str, int, int]]:
+    """(member, offset in member, absolute offset in the ZIP) of ``count`` 1 MiB reads."""
+    with open_archive(archive_path) as archive:
+        members = [m for m in archive.members() if m.endswith(".npy")]
+        spans = {m: archive.span(m) for m in members}
+    picker = random.Random(1)
+    reads = []
+    for _ in range(count):
+        member = picker.choice(members)
+        offset = picker.randrange(0, spans[member].length - MIB)
+        reads.append((member, offset, spans[member].offset + offset))
+    return reads
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-mb", type=int, default=256)
+    parser.add_argument("--reads", type=int, default=200)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="ta-remote-") as work:
+        root = Path(work)
+        os.environ["TILED_ARCHIVE_CACHE"] = str(root / "cache")
+        log.print("setting up")
+        local = setup(root, args.size_mb)
+        port = free_port()
+        command, env = static_files_command(root / "www", port)
+        with serving(command, port, env=env, log=root / "static.log"):
+            url = f"http://127.0.0.1:{port}/archive.zip"
+            rows = measure_remote(local, url, args.reads)
+            rows += measure_streamed(root, port)
+    table = Table(title="Remote archives (loopback, one run)", header_style="bold")
+    for column in ("case", "value", "× baseline", "note"):
+        table.add_column(column)
+    for case, value, ratio, note in rows:
+        table.add_row(case, value, ratio, note)
+    out.print(table)
+    out.print(f"CPython {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    return 0
+
+
+def measure_remote(local: Path, url: str, count: int) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for state in ("cold", "warm"):
+        with open_archive(url) as archive:
+            archive.catalog_path()
+            file = archive.source.file
+            rows.append(
+                (
+                    f"open ({state} cache)",
+                    f"{file.requests} requests",
+                    "",
+                    f"{file.received / 1e6:.2f} MB received",
+                )
+            )
+    reads = random_reads(local, count)
+    total = count * MIB / 1e6
+
+    def plain() -> None:
+        with httpx.Client() as client:
+            for _, _, absolute in reads:
+                headers = {"Range": f"bytes={absolute}-{absolute + MIB - 1}"}
+                assert len(client.get(url, headers=headers).content) == MIB
+
+    def ours_remote() -> None:
+        with open_archive(url) as archive:
+            for member, offset, _ in reads:
+                assert len(archive.source.read(member, offset, MIB)) == MIB
+
+    def ours_local() -> None:
+        with open_archive(local) as archive:
+            for member, offset, _ in reads:
+                assert len(archive.source.read(member, offset, MIB)) == MIB
+
+    def remotezip_reads() -> None:
+        from remotezip import RemoteZip
+
+        with RemoteZip(url) as zipped:
+            for member, offset, _ in reads:
+                with zipped.open(member) as handle:
+                    handle.seek(offset)
+                    assert len(handle.read(MIB)) == MIB
+
+    def fsspec_reads() -> None:
+        import fsspec
+
+        fs = fsspec.filesystem("zip", fo=url, target_protocol="http")
+        for member, offset, _ in reads:
+            with fs.open(member) as handle:
+                handle.seek(offset)
+                assert len(handle.read(MIB)) == MIB
+
+    cases = [
+        ("plain httpx range GETs (baseline)", plain),
+        ("tiled-archive remote", ours_remote),
+        ("tiled-archive local", ours_local),
+        ("remotezip", remotezip_reads),
+        ("fsspec zip::http", fsspec_reads),
+    ]
+    seconds = {}
+    for name, function in cases:
+        log.print(f"reads: {name}")
+        function()  # warm: connections, page cache
+        seconds[name] = timed(function)
+    baseline = total / seconds[cases[0][0]]
+    for name, _ in cases:
+        rate = total / seconds[name]
+        rows.append(
+            (
+                f"random 1 MiB reads: {name}",
+                f"{rate:.0f} MB/s",
+                f"{rate / baseline:.2f}",
+                f"{count} reads",
+            )
+        )
+    return rows
+
+
+def measure_streamed(root: Path, static_port: int) -> list[tuple[str, str, str, str]]:
+    catalog = root / "catalog.db"
+    load(root / "archive", f"sqlite:///{catalog}", root / "registered", at="bench")
+    config = root / "config.yml"
+    config.write_text(
+        f"authentication:\n  single_user_api_key: {KEY}\n"
+        f"trees:\n  - path: /\n    tree: catalog\n    args:\n      uri: sqlite:///{catalog}\n"
+        f"      readable_storage: [{root / 'registered'}]\n"
+        "routers:\n  - tiled_archive.server:router\n"
+    )
+    port = free_port()
+    tiled = Path(sys.executable).parent / "tiled"
+    rows = []
+    with serving([tiled, "serve", "config", config, "--port", port], port) as server:
+        archive_url = f"{server.url}/api/v1/archive/bench?api_key={KEY}"
+        rss_before = peak_rss_mb(server.process.pid)
+
+        def fetch(url: str, into: Path | None = None) -> tuple[float, float, int]:
+            digest, size = hashlib.sha256(), 0
+            start = time.perf_counter()
+            first = None
+            with (
+                open(into or os.devnull, "wb") as sink,
+                httpx.stream("GET", url, timeout=600) as response,
+            ):
+                response.raise_for_status()
+                for chunk in response.iter_bytes(MIB):
+                    if first is None:
+                        first = time.perf_counter() - start
+                    digest.update(chunk)
+                    size += len(chunk)
+                    if into:
+                        sink.write(chunk)
+            return time.perf_counter() - start, first or 0.0, size
+
+        log.print("streamed archive")
+        fetch(archive_url, root / "www" / "streamed.zip")  # warm, and the plain GET's file
+        streamed_seconds, first_byte, size = fetch(archive_url)
+        rss_after = peak_rss_mb(server.process.pid)
+        plain_url = f"http://127.0.0.1:{static_port}/streamed.zip"
+        fetch(plain_url)
+        plain_seconds, plain_first, _ = fetch(plain_url)
+    plain_rate = size / 1e6 / plain_seconds
+    rate = size / 1e6 / streamed_seconds
+    rows.append(
+        ("plain GET of the same bytes + SHA-256", f"{plain_rate:.0f} MB/s", "1.00", "baseline")
+    )
+    rows.append(
+        (
+            "streamed archive + SHA-256 (router)",
+            f"{rate:.0f} MB/s",
+            f"{rate / plain_rate:.2f}",
+            f"{size / 1e6:.0f} MB",
+        )
+    )
+    rows.append(
+        ("streamed archive: first byte", f"{first_byte:.3f} s", "", f"plain: {plain_first:.3f} s")
+    )
+    rows.append(
+        (
+            "Tiled server peak RSS",
+            f"{rss_after:.0f} MB",
+            "",
+            f"{rss_before:.0f} MB before the archive",
+        )
+    )
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())
