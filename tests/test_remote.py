@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +32,14 @@ CLI = [sys.executable, "-m", "tiled_archive.cli"]
 
 
 class StaticServer:
-    """Files of ``root`` over HTTP with ranges (uvicorn + Starlette), requests counted."""
+    """Files of ``root`` over HTTP with ranges (uvicorn + Starlette), requests counted; or
+    another ASGI ``app`` (a hostile server)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path | None = None, app=None):
         import uvicorn
 
         self.requests: list[str | None] = []  # each request's Range header
-        files = static_files_app(root)
+        files = app if app is not None else static_files_app(root)
 
         async def counted(scope, receive, send):
             if scope["type"] == "http":
@@ -179,7 +181,7 @@ def test_an_archive_replaced_while_read_is_a_coded_error(published, tmp_path, ca
     assert hashlib.sha256(first).hexdigest()  # the first read was whole
 
 
-def test_missing_remote_archive_and_cli_over_a_url(published):
+def test_missing_remote_archive_and_cli_over_a_url(published, tmp_path, cache):
     missing = published["server"].url("nothing-here.zip")
     with pytest.raises(ArchiveError) as raised:
         open_archive(missing)
@@ -192,6 +194,10 @@ def test_missing_remote_archive_and_cli_over_a_url(published):
     assert shown.returncode == 0 and url in shown.stdout and "block_" in shown.stdout
     absent = subprocess.run([*CLI, "validate", missing], capture_output=True, text=True)
     assert absent.returncode == 1 and "TA-E930" in absent.stdout
+    extracted = tmp_path / "extracted"
+    done = subprocess.run([*CLI, "extract", url, extracted], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert validate(extracted).problems == []
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +248,46 @@ def test_an_archive_in_an_s3_bucket_reads_as_the_local_one(published, bucket, ca
     with pytest.raises(ArchiveError) as raised:
         open_archive("s3://facility/scans/nothing.zip")
     assert raised.value.code == "TA-E930" and "404" in str(raised.value)
+
+
+def lying_server(archive: bytes, lie: str):
+    """An ASGI app that answers 206 to every range request of ``archive``, lying: ``more``
+    sends the whole file whatever was asked (with the Content-Range asked for), ``huge``
+    claims a file of 10**15 bytes, ``gzip`` sends a body of 1 MiB on the wire that inflates
+    to 1 GiB."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
+    zeros = bytes(1 << 20)
+    bomb = b"".join(packer.compress(zeros) for _ in range(1024)) + packer.flush()
+
+    async def app(scope, receive, send):
+        asked = dict(scope["headers"]).get(b"range", b"").decode().removeprefix("bytes=")
+        first, _, last = asked.partition("-")
+        size = len(archive)
+        start = size - int(last) if not first else int(first)
+        end = size - 1 if not first or not last else min(int(last), size - 1)
+        start = max(start, 0)
+        total = 10**15 if lie == "huge" else size
+        body = archive if lie == "more" else bomb if lie == "gzip" else archive[start : end + 1]
+        headers = [(b"content-range", f"bytes {start}-{end}/{total}".encode())]
+        if lie == "gzip":
+            headers.append((b"content-encoding", b"gzip"))
+        await send({"type": "http.response.start", "status": 206, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+@pytest.mark.parametrize("lie", ["more", "huge", "gzip"])
+def test_a_lying_server_gets_a_coded_error_and_little_memory(published, lie):
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    server = StaticServer(app=lying_server(published["local"].read_bytes(), lie))
+    try:
+        with pytest.raises(ArchiveError) as raised, open_archive(server.url("archive.zip")) as a:
+            a.read("data/sources/block_1.npy")
+    finally:
+        server.stop()
+    assert raised.value.code in ("TA-E930", "TA-E100"), raised.value
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 200, grown_mb

@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-ARCHIVE_HELP = "A directory or ZIP archive, or a ZIP's http(s) URL."
+ARCHIVE_HELP = "A directory or ZIP archive, or a ZIP's http(s) or s3 URL."
 Force = Annotated[
     bool, typer.Option("--force", help="Replace DEST if it is an existing tiled-archive.")
 ]
@@ -121,7 +121,7 @@ def pack(
 @app.command()
 @reports_errors
 def extract(
-    source: Annotated[Path, typer.Argument(help="A ZIP archive.")],
+    source: Annotated[str, typer.Argument(help="A ZIP archive, or its http(s) or s3 URL.")],
     dest: Annotated[Path, typer.Argument(help="The directory to create (absent or empty).")],
     force: Force = False,
     quiet: Quiet = False,
@@ -132,7 +132,9 @@ def extract(
 
     if dest.suffix.lower() == ".zip":
         raise ArchiveError("TA-E904", str(dest), "extract writes a directory: drop the .zip")
-    convert(source, dest, force=force, quiet=quiet)
+    from .validate import archive_location
+
+    convert(archive_location(source), dest, force=force, quiet=quiet)
     _wrote(dest)
 
 

@@ -36,7 +36,7 @@ def plain_arguments(argv: list[str]) -> dict[str, object] | None:
 
 
 def archive_location(text: str) -> Path | str:
-    """An archive argument: a URL (http, https) stays text, anything else is a path."""
+    """An archive argument: a URL (http, https, s3) stays text, anything else is a path."""
     from ..sources import is_remote
 
     return text if is_remote(text) else Path(text)

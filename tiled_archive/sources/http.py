@@ -29,9 +29,27 @@ class HTTPFile(RemoteFile):
         )
         super().__init__(url)
 
-    def answer(self, asked: str) -> Answer:
+    def answer(self, asked: str, limit: int) -> Answer:
         try:
-            with self._client.stream("GET", self.location, headers={"Range": asked}) as response:
+            # Ranges count bytes of the file as stored: an encoded (compressed) answer is
+            # neither asked for nor decoded (an inflating one could fill memory).
+            wanted = {"Range": asked, "Accept-Encoding": "identity"}
+            with self._client.stream("GET", self.location, headers=wanted) as response:
+                body = bytearray()
+                encoding = response.headers.get("content-encoding", "identity").lower()
+                if encoding != "identity":
+                    raise self.not_answered(
+                        f"a range answered with Content-Encoding: {encoding}",
+                        "Serve the archive without compressing it (it is stored, not deflated); "
+                        "or download it whole and open the local file.",
+                    )
+                if response.status_code == 206:
+                    # Never more than was asked for (and one byte to tell): a server that
+                    # sends more cannot fill memory.
+                    for chunk in response.iter_raw():
+                        body += chunk
+                        if len(body) > limit:
+                            break
                 headers = response.headers
                 return Answer(
                     response.status_code,
@@ -39,7 +57,7 @@ class HTTPFile(RemoteFile):
                     headers.get("content-range"),
                     headers.get("etag"),
                     headers.get("last-modified"),
-                    response.read() if response.status_code == 206 else b"",
+                    bytes(body),
                 )
         except httpx.HTTPError as err:
             raise self.not_answered(

@@ -77,9 +77,10 @@ class RemoteFile(RangeFile):
             raise
 
     @abstractmethod
-    def answer(self, asked: str) -> Answer:
+    def answer(self, asked: str, limit: int) -> Answer:
         """Make one request for ``Range: asked``; raise ArchiveError (TA-E930) when there is
-        no answer at all. The body is read only for a 206."""
+        no answer at all. The body is read only for a 206, and at most ``limit`` + 1 bytes of
+        it."""
 
     def not_answered(self, why: str, hint: str) -> ArchiveError:
         """The TA-E930 of a request that got no usable answer."""
@@ -170,7 +171,7 @@ class RemoteFile(RangeFile):
         when it is smaller), checked against the file's first answer: (start, bytes)."""
         asked = f"bytes=-{size}" if start is None else f"bytes={start}-{start + size - 1}"
         self.requests += 1
-        answer = self.answer(asked)
+        answer = self.answer(asked, size)
         if answer.status == 200:
             raise self.not_answered(
                 f"the server answered 200 with the whole file to `Range: {asked}`",

@@ -47,7 +47,7 @@ class S3File(RemoteFile):
         )
         super().__init__(url)
 
-    def answer(self, asked: str) -> Answer:
+    def answer(self, asked: str, limit: int) -> Answer:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -64,7 +64,7 @@ class S3File(RemoteFile):
             ) from None
         status = got["ResponseMetadata"]["HTTPStatusCode"]
         with got["Body"] as body:
-            data = body.read() if status == 206 else b""
+            data = body.read(limit + 1) if status == 206 else b""
         modified = got.get("LastModified")
         return Answer(
             status,

@@ -44,6 +44,9 @@ from . import ByteSource, Member, PositionalRawIO, Span
 from .ranges import LocalFile, RangeFile
 
 _MAX_COMMENT = 0xFFFF
+#: The largest central directory read (~10 million members): it is held in memory, and a
+#: remote server could otherwise claim, and send, any size.
+MAX_CENTRAL_DIRECTORY = 1 << 30
 #: The members a remote ZIP's first request after its tail fetches (when they come first).
 TAG_NAMES = frozenset((*TAG_FILES, TAG_MANIFEST_NAME))
 
@@ -261,6 +264,13 @@ class ZipSource(ByteSource):
         file_size = self.file.size
         end = self._read_end_records(file_size)
         cd_start = self._cd_start = self._locate_central_directory(end)
+        if end.cd_size > min(file_size, MAX_CENTRAL_DIRECTORY):
+            raise ArchiveError(
+                "TA-E100",
+                None,
+                f"a central directory of {end.cd_size} bytes (the file has {file_size}; "
+                f"this reader reads at most {MAX_CENTRAL_DIRECTORY})",
+            )
         raw = self._pread(cd_start, end.cd_size)
         if len(raw) != end.cd_size:
             raise ArchiveError("TA-E100", None, "the central directory runs past the file's end")
