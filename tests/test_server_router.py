@@ -20,6 +20,7 @@ import pytest
 
 import tiled_archive
 from tiled_archive.load import load
+from tiled_archive.reader import open_archive
 from tiled_archive.testing import free_port, serving
 from tiled_archive.validator import validate
 from tiled_archive.writer import create
@@ -170,3 +171,29 @@ def test_the_deployments_authentication_applies(deployment, tmp_path):
     assert httpx.get(url, params={"api_key": "wrong"}, timeout=30).status_code == 401
     missing = fetch(deployment, "no/such/node", tmp_path / "x.zip")
     assert missing.status_code == 404 and not (tmp_path / "x.zip").exists()
+
+
+def test_download_takes_the_archive_route_in_one_request(deployment, tmp_path):
+    """With the route, download() is one archive request (no raw-asset requests); without
+    it (streamed=False) the per-asset path; both give the same files and values."""
+    node = deployment["client"]["files"]
+    client = node.context.http_client
+    seen: list[str] = []
+    client.event_hooks["request"].append(lambda request: seen.append(request.url.path))
+    try:
+        via_route = tiled_archive.download(node, tmp_path / "route.zip")
+        route_requests = list(seen)
+        seen.clear()
+        per_asset = tiled_archive.download(node, tmp_path / "assets.zip", streamed=False)
+    finally:
+        client.event_hooks["request"].pop()
+    assert [p for p in route_requests if "/archive/" in p] == ["/api/v1/archive/files"]
+    assert not [p for p in route_requests if "/asset/" in p]
+    assert [p for p in seen if "/asset/" in p]
+    assert payload_digests(via_route) == payload_digests(per_asset)
+    report = validate(via_route)
+    assert report.problems == [], report.problems  # rewritten in the reference order
+    with tiled_archive.open(via_route) as mine, tiled_archive.open(per_asset) as theirs:
+        assert values(mine) == values(theirs)
+    with open_archive(via_route) as archive:
+        assert archive.manifest.extra["provenance"]["node"] == "/files"

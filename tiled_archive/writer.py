@@ -659,9 +659,15 @@ def _payload_file(member_path: str, file: Path) -> PayloadFile:
 
 
 def convert(
-    source: str | Path, dest: str | Path, *, force: bool = False, quiet: bool = True
+    source: str | Path,
+    dest: str | Path,
+    *,
+    force: bool = False,
+    quiet: bool = True,
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write the archive at ``source`` again at ``dest``, in the form ``dest`` names.
+    """Write the archive at ``source`` again at ``dest``, in the form ``dest`` names
+    (``extra``: top-level manifest fields to set, e.g. a download's provenance).
 
     Payload bytes are verified against the source's manifest on the way. A directory result is
     relocated (its asset URIs point at its own ``data/``) so a stock ``tiled serve catalog`` can
@@ -679,6 +685,8 @@ def convert(
     ):
         archive.check_data_files()
         manifest = archive.manifest
+        if extra:
+            manifest = dataclasses.replace(manifest, extra={**manifest.extra, **extra})
         created = (
             datetime.strptime(manifest.created, "%Y-%m-%dT%H:%M:%SZ")
             .replace(tzinfo=timezone.utc)

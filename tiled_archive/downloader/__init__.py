@@ -27,7 +27,8 @@ imports only those above it in this list:
 - :mod:`.plan`: walking the server's tree, directory-asset listings, archive paths of raw files;
 - :mod:`.fallback`: what is read through the data API (Zarr, Parquet) and where it goes;
 - :mod:`.catalog`: the archive's data sources, the catalog rebuilt through Tiled, the manifest's
-  ``fallbacks``.
+  ``fallbacks``;
+- :mod:`.streamed`: the whole archive in one request, from a server with the archive route.
 """
 
 from __future__ import annotations
@@ -42,12 +43,19 @@ import httpx
 
 from ..format import CATALOG_NAME, ArchiveError
 from ..progress import progress_display
-from ..writer import PayloadFile, check_destination, write_new
+from ..writer import PayloadFile, check_destination, convert, write_new
 from .cache import DEFAULT_CACHE_MAX_BYTES, Blob, BlobCache, default_cache_dir
-from .catalog import archive_raw_sources, manifest_fields, member_for_uri, rebuild_catalog
+from .catalog import (
+    archive_raw_sources,
+    manifest_fields,
+    member_for_uri,
+    rebuild_catalog,
+    source_fields,
+)
 from .fallback import SLAB_BYTES, fetch_fallbacks
 from .plan import assign_members, list_directories, plan
 from .state import FileHook, Run, node_path
+from .streamed import fetch_streamed
 from .transfer import fetch_raw
 
 if TYPE_CHECKING:
@@ -150,6 +158,7 @@ def download(
     retries: int = DEFAULT_RETRIES,
     on_file: FileHook | None = None,
     allow_empty: bool = False,
+    streamed: bool = True,
 ) -> Path:
     """Download a node of a live Tiled server into an archive at ``dest`` (``*.zip`` for a ZIP,
     else a directory) and return ``dest``.
@@ -169,6 +178,11 @@ def download(
     as each payload file is ready; an exception it raises stops the download. A source with
     no node to download (an empty container at the root, a search that matched nothing) is
     refused unless ``allow_empty``; then the archive holds the parents alone, and validates.
+
+    When the server has the archive route (``tiled_archive.server:router``) and ``streamed``
+    (the default; not with ``on_file``), the whole archive comes in one request instead, is
+    checked (every digest) and rewritten at ``dest`` (:mod:`.streamed`); an interrupted
+    streamed download starts over.
 
     A directory archive is written relocated (its asset URIs point at its own ``data/``), so
     stock ``tiled serve catalog DEST/catalog.db -r DEST/data`` serves it as it is.
@@ -199,6 +213,15 @@ def download(
     finished = False
     try:
         with tempfile.TemporaryDirectory(prefix="tiled-archive-") as work:
+            if streamed and on_file is None:
+                whole = Path(work, "streamed.zip")
+                with progress_display(quiet) as progress:
+                    fetched_whole = fetch_streamed(source, whole, progress)
+                if fetched_whole:
+                    fields = source_fields(source)
+                    result = convert(whole, dest, force=force, quiet=quiet, extra=fields)
+                    finished = True
+                    return result
             with progress_display(quiet) as progress:
                 run = Run(
                     source,

@@ -97,29 +97,36 @@ def fallbacks(run: Run) -> list[dict[str, str]]:
 
 def manifest_fields(run: Run) -> dict[str, Any]:
     """The manifest's fields that say what this download was (spec §4): ``fallbacks`` (when
-    any node was read through the data API), ``root`` (the server root's metadata and specs,
-    which Tiled keeps outside its catalog; when either is set) and ``provenance``."""
-    from tiled.client import from_context
-
+    any node was read through the data API), ``root`` and ``provenance``
+    (:func:`source_fields`)."""
     fields: dict[str, Any] = {}
     records = fallbacks(run)
     if records:
         fields["fallbacks"] = records
-    root = from_context(run.source.context, node_path_parts=[]).item["attributes"]
+    return fields | source_fields(run.source)
+
+
+def source_fields(source: Any) -> dict[str, Any]:
+    """``root`` (the server root's metadata and specs, which Tiled keeps outside its
+    catalog; when either is set) and ``provenance`` of a download of ``source``."""
+    from tiled.client import from_context
+
+    fields: dict[str, Any] = {}
+    root = from_context(source.context, node_path_parts=[]).item["attributes"]
     if root.get("metadata") or root.get("specs"):
         fields["root"] = {"metadata": dict(root["metadata"]), "specs": list(root["specs"])}
-    server = urlsplit(run.base_url)
+    server = urlsplit(str(source.context.api_uri))
     host = server.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
     if server.port is not None:
         netloc += f":{server.port}"
-    queries = getattr(run.source, "_queries", None) or []
+    queries = getattr(source, "_queries", None) or []
     fields["provenance"] = {
         # Without user, password or query: an archive travels, credentials must not.
         "server": urlunsplit((server.scheme, netloc, server.path, "", "")),
-        "node": "/" + "/".join(part for part in run.source.path_parts if part),
+        "node": "/" + "/".join(part for part in source.path_parts if part),
         "queries": [_query_record(query) for query in queries],
-        "tiled_version": run.source.context.server_info.library_version,
+        "tiled_version": source.context.server_info.library_version,
         "retrieved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return fields
