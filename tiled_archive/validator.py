@@ -32,13 +32,11 @@ import os
 import re
 import sqlite3
 import stat
-import tempfile
 import threading
 import time
 import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache, partial
 from pathlib import Path
@@ -86,7 +84,6 @@ from .format import (
 )
 from .sources import ByteSource, is_remote
 from .sources.directory import DirectorySource
-from .sources.zip import ZipSource
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -282,17 +279,21 @@ class _Checker:
         source = self._open()
         if source is None:
             return
-        with source, tempfile.TemporaryDirectory(prefix="tiled-archive-validate-") as work:
+        with source, contextlib.ExitStack() as self._cleanup:
             self.source = source
             try:
-                self._check_archive(Path(work))
+                self._check_archive()
             except _StopValidation:
                 pass
             finally:
                 if self._task is not None:
                     self.progress.remove_task(self._task)  # type: ignore[union-attr]
 
-    def _check_archive(self, work: Path) -> None:
+    @property
+    def is_zip(self) -> bool:
+        return self.form == "zip"
+
+    def _check_archive(self) -> None:
         self._inventory()
         self._check_layout()
         self._check_mimetype()
@@ -300,21 +301,32 @@ class _Checker:
         self._check_bagit(manifest)
         if manifest is not None:
             self._check_listing(manifest)
-        catalog = self._local_catalog(work)
+        catalog = self._local_catalog()
+        batches = self._hash_batches()
+        if not batches:  # fast mode: no pool to start (or to import)
+            self._check_catalog(catalog, manifest)
+        else:
+            self._hash_while_checking_catalog(batches, catalog, manifest)
+        if manifest is not None and not self.fast:
+            self._check_digests(manifest)
+        self._check_tag_manifest()
+        self._check_data_files()
+
+    def _hash_while_checking_catalog(
+        self, batches: list[list[str]], catalog: Path | None, manifest: Manifest | None
+    ) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(WORKERS, thread_name_prefix="validate") as pool:
             try:
-                batches = pool.map(self._digest_all, self._hash_batches())
+                digested = pool.map(self._digest_all, batches)
                 self._check_catalog(catalog, manifest)  # while the pool hashes
-                for batch in batches:
+                for batch in digested:
                     for result in batch:
                         self._record(result)
             except BaseException:
                 pool.shutdown(cancel_futures=True)
                 raise
-        if manifest is not None and not self.fast:
-            self._check_digests(manifest)
-        self._check_tag_manifest()
-        self._check_data_files()
 
     # -- Recognition and layout ----------------------------------------------------------------
 
@@ -334,6 +346,8 @@ class _Checker:
             self.add("TA-E001", str(self.path), "neither a directory nor a regular file")
             return None
         try:
+            from .sources.zip import ZipSource
+
             source = ZipSource(self.path)
         except ArchiveError as err:
             # A damaged tiled-archive still starts with its marker; anything else is no archive.
@@ -349,6 +363,7 @@ class _Checker:
     def _open_remote(self, url: str) -> ByteSource | None:
         """A remote ZIP, every local header read (TA-E930/TA-E931 when it cannot be read)."""
         from .sources import remote_file
+        from .sources.zip import ZipSource
 
         self.form = "zip"
         try:
@@ -380,7 +395,7 @@ class _Checker:
         present: its own code says what is wrong, so it is not also reported missing.
         """
         self.readable = self.source.members()
-        if isinstance(self.source, ZipSource):
+        if self.is_zip:
             self.present: dict[str, int] = {}
             for record in self.source.entries:
                 if not record.is_dir:
@@ -407,7 +422,7 @@ class _Checker:
             ]
             raise _StopValidation
         self.problems.extend(self.source.problems)
-        if isinstance(self.source, DirectorySource):
+        if not self.is_zip:
             # ZipSource checks member names itself; a directory's names are checked here.
             for path in self.present:
                 self.problems.extend(path_problems(path))
@@ -548,14 +563,19 @@ class _Checker:
 
     # -- Reading every byte ----------------------------------------------------------------------
 
-    def _local_catalog(self, work: Path) -> Path | None:
+    def _local_catalog(self) -> Path | None:
         """A local file of catalog.db for SQLite: the archive's own in a directory; for a ZIP a
-        copy in ``work``, hashed on the way (it is read only once)."""
+        copy in a temporary folder, hashed on the way (it is read only once)."""
         if CATALOG_NAME not in self.readable:
             return None
-        if isinstance(self.source, DirectorySource):
+        if not self.is_zip:
             return self.path / CATALOG_NAME
-        copy = work / CATALOG_NAME
+        import tempfile
+
+        work = self._cleanup.enter_context(
+            tempfile.TemporaryDirectory(prefix="tiled-archive-validate-")
+        )
+        copy = Path(work) / CATALOG_NAME
         with open(copy, "xb") as sink:
             result = self._digest(CATALOG_NAME, sink)
         self._record(result)
@@ -591,7 +611,7 @@ class _Checker:
     def _digest(self, path: str, sink: BinaryIO | None = None) -> _Digest:
         """Read one member to its end: SHA-256 (and CRC-32 in a ZIP) unless in fast mode."""
         sha = None if self.fast else hashlib.sha256()
-        crc = 0 if isinstance(self.source, ZipSource) and not self.fast else None
+        crc = 0 if self.is_zip and not self.fast else None
         size = 0
         try:
             for block in self._blocks(path):
@@ -611,7 +631,7 @@ class _Checker:
     def _blocks(self, path: str) -> Iterator[memoryview]:
         """The member's bytes in blocks of at most BLOCK, each valid until the next one."""
         size = self.readable[path].size
-        if isinstance(self.source, ZipSource):
+        if self.is_zip:
             if self.source.span(path) is None:  # compressed: only a sequential stream
                 yield from self._decompressed(path)
             else:
@@ -661,7 +681,7 @@ class _Checker:
             return
         if result.sha256 is not None:
             self.digests[result.path] = result.sha256
-        if result.crc32 is not None and isinstance(self.source, ZipSource):
+        if result.crc32 is not None and self.is_zip:
             declared = self.source.crc32(result.path)
             if result.crc32 != declared:
                 self.add(
@@ -804,7 +824,7 @@ class _CatalogChecks:
             self.add("TA-E503", CATALOG_NAME, f"asset data_uri {uri!r} is not text")
             return None
         if is_relocated(uri):
-            if isinstance(self.checker.source, ZipSource):
+            if self.checker.is_zip:
                 self.add(
                     "TA-E503",
                     uri,
