@@ -907,6 +907,74 @@ def e601(bases: Bases) -> Forms:
     return {"directory": with_file(bases.minimal, ARRAY, npy_bytes(objects))}
 
 
+IMAGE = "data/real/image.tif"
+
+
+def arrow_ipc_bytes(table, **options) -> bytes:
+    import io
+
+    import pyarrow.ipc as ipc
+
+    buffer = io.BytesIO()
+    with ipc.new_file(buffer, table.schema, options=ipc.IpcWriteOptions(**options)) as writer:
+        writer.write_table(table)
+    return buffer.getvalue()
+
+
+ARROW_TABLE = (
+    "UPDATE data_sources SET mimetype = 'application/vnd.apache.arrow.file'"
+    " WHERE mimetype = 'text/csv'"
+)
+
+
+@fixture(
+    "warning",
+    "W600-arrow-ipc-compressed-zeros",
+    "An Arrow IPC table partition of 8,388,608 int64 zeros (64 MiB) in zstd-compressed "
+    "buffers of a few kilobytes: each states its decoded size, which is what is counted.",
+    directory=["TA-W600"],
+)
+def w600_arrow(bases: Bases) -> Forms:
+    import pyarrow as pa
+
+    table = pa.table({"x": np.zeros(8 << 20, dtype="int64")})
+    content = arrow_ipc_bytes(table, compression="zstd")
+    return {"directory": with_file(bases.minimal, TABLE, content, ARROW_TABLE)}
+
+
+@fixture(
+    "invalid",
+    "E602-arrow-ipc-batch-past-end",
+    "An Arrow IPC file whose footer lists a record batch beyond the file's data (the bytes "
+    "between its schema and its footer are cut).",
+    directory=["TA-E602"],
+)
+def e602_arrow(bases: Bases) -> Forms:
+    import pyarrow as pa
+
+    whole = arrow_ipc_bytes(pa.table({"x": np.arange(1000)}))
+    (footer_size,) = struct.unpack("<i", whole[-10:-6])
+    cut = whole[:200] + whole[len(whole) - 10 - footer_size :]
+    return {"directory": with_file(bases.minimal, TABLE, cut, ARROW_TABLE)}
+
+
+@fixture(
+    "invalid",
+    "E602-jpeg-header-disagrees",
+    "The 8 x 8 image is replaced by a JPEG of 8 x 9 pixels; the catalog still says 8 x 8.",
+    directory=["TA-E602"],
+)
+def e602_jpeg(bases: Bases) -> Forms:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (9, 8)).save(buffer, format="JPEG")
+    jpeg = "UPDATE data_sources SET mimetype = 'image/jpeg' WHERE mimetype = 'image/tiff'"
+    return {"directory": with_file(bases.real, IMAGE, buffer.getvalue(), jpeg)}
+
+
 @fixture(
     "warning",
     "W600-decompression-ratio",

@@ -1133,6 +1133,146 @@ case(
 )(parquet_bomb_source)
 
 
+def arrow_bomb(ctx: Ctx, old: bytes) -> bytes:  # noqa: ARG001
+    """An Arrow IPC file with the Parquet file's columns: 16 zstd record batches of 2**24 rows
+    of zeros each (4 GiB decoded) in 136 KB."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(io.BytesIO(old))
+    rows = 1 << 24
+    # np.zeros is calloc'ed: compressing it reads the zero page, it costs no memory.
+    batch = pa.record_batch(
+        [pa.array(np.zeros(rows, field.type.to_pandas_dtype())) for field in schema],
+        schema=schema,
+    )
+    sink = io.BytesIO()
+    options = ipc.IpcWriteOptions(compression="zstd")
+    with ipc.new_file(sink, schema, options=options) as writer:
+        for _ in range(16):
+            writer.write_batch(batch)
+    return sink.getvalue()
+
+
+case(
+    name="arrow-ipc-bomb-4GiB",
+    klass="memory",
+    description="An Arrow IPC table partition (application/vnd.apache.arrow.file) of about "
+    "136 KB: 16 zstd record batches whose buffers state 4 GiB decoded (pyarrow allocates "
+    "what a compressed buffer states before decompressing it).",
+    validate=("TA-W600",),
+    valid=True,
+    big=True,
+    corner="skip",
+    full="TA-E912",
+    combined=True,
+    mutate=chain(
+        swap_file(f"{FILE_STEM}.parquet", arrow_bomb),
+        sql(
+            "UPDATE data_sources SET mimetype = 'application/vnd.apache.arrow.file' WHERE id = {ds}"
+        ),
+    ),
+)(parquet_source)
+
+JPEG_SIDE = 12000  # 144 M pixels: under Pillow's own refusal (2 x 89 M), 432 MB as RGB
+
+
+def jpeg_source(folder: Path, ctx: Ctx) -> None:  # noqa: ARG001
+    from PIL import Image
+
+    Image.new("RGB", (8, 6), (10, 20, 30)).save(folder / f"{FILE_STEM}.jpg", quality=90)
+
+
+def jpeg_sides(ctx: Ctx, old: bytes) -> bytes:  # noqa: ARG001
+    """The JPEG with its frame header (SOF0) claiming JPEG_SIDE x JPEG_SIDE pixels."""
+    at = old.index(b"\xff\xc0")  # marker, length (2), precision (1), height (2), width (2)
+    return old[: at + 5] + struct.pack(">HH", JPEG_SIDE, JPEG_SIDE) + old[at + 9 :]
+
+
+case(
+    name="jpeg-header-432MB",
+    klass="memory",
+    description=f"A JPEG of about 600 bytes whose frame header claims {JPEG_SIDE}x{JPEG_SIDE} "
+    "RGB pixels (432 MB decoded; Tiled decodes a JPEG whole for any slice); the catalog "
+    "agrees with the header.",
+    validate=("TA-W600",),
+    valid=True,
+    big=True,
+    corner="TA-E912",
+    full="TA-E912",
+    combined=True,
+    mutate=chain(
+        swap_file(f"{FILE_STEM}.jpg", jpeg_sides),
+        with_structure(lambda s: array_structure(s, [JPEG_SIDE, JPEG_SIDE, 3])),
+    ),
+)(jpeg_source)
+
+case(
+    name="jpeg-header-disagrees",
+    klass="size",
+    description=f"A JPEG whose frame header claims {JPEG_SIDE}x{JPEG_SIDE} pixels while the "
+    "catalog keeps the 6x8 it registered.",
+    validate=("TA-E602",),
+    allowed=("TA-W600",),
+    read="TA-E602",
+    combined=True,
+    mutate=swap_file(f"{FILE_STEM}.jpg", jpeg_sides),
+)(jpeg_source)
+
+
+def xlsx_source(folder: Path, ctx: Ctx) -> None:  # noqa: ARG001
+    import pandas as pd
+
+    pd.DataFrame({"a": [1, 2, 3], "b": [1.5, 2.5, 3.5]}).to_excel(
+        folder / f"{FILE_STEM}.xlsx", index=False
+    )
+
+
+XLSX_ROWS = 2000
+
+
+def xlsx_wide_rows(ctx: Ctx, old: bytes) -> bytes:  # noqa: ARG001
+    """The workbook with its sheet's rows replaced by XLSX_ROWS rows of one cell each, in
+    the last column Excel allows (XFD, 16,384): openpyxl fills every row up to it."""
+    import io
+    import re
+    import zipfile
+
+    rows = "".join(f'<row r="{i}"><c r="XFD{i}"><v>1</v></c></row>' for i in range(1, XLSX_ROWS))
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(old)) as source, zipfile.ZipFile(out, "w") as dest:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.startswith("xl/worksheets/"):
+                data = re.sub(
+                    rb"<sheetData>.*</sheetData>",
+                    f"<sheetData>{rows}</sheetData>".encode(),
+                    data,
+                    flags=re.S,
+                )
+                data = re.sub(rb'<dimension ref="[^"]*"/>', b"", data)
+            dest.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED)
+    return out.getvalue()
+
+
+case(
+    name="xlsx-wide-rows-33M-cells",
+    klass="memory",
+    description=f"An Excel workbook of 15 KB whose sheet has {XLSX_ROWS} rows of one "
+    "cell each in column XFD: openpyxl fills each row with empty cells up to it (33 million "
+    "cells: 845 MB and 48 s in pandas), and Tiled's ExcelAdapter parses every sheet when it "
+    "is made.",
+    validate=("TA-W600",),
+    valid=True,
+    read="TA-E912",
+    combined=True,
+    mutate=swap_file(f"{FILE_STEM}.xlsx", xlsx_wide_rows),
+)(xlsx_source)
+
+
 # -- Conformance fixtures with ZIP-level damage, referenced (open / extract) --------------------
 
 

@@ -45,6 +45,8 @@ def guarded(base: type, mimetype: str, adapters: Adapters) -> type:
             where = adapters.where(data_source)
             if mimetype.startswith("text/csv") or mimetype == "multipart/related;type=text/csv":
                 kwargs["compression"] = None  # never inferred from a file name
+            if inspection.opened is not None:  # the adapter decodes its files when made
+                ensure_within(inspection.opened, where, f"opening {mimetype}")
             try:
                 adapter = super().from_catalog(data_source, node, **kwargs)
             except _PASS_THROUGH:

@@ -70,8 +70,9 @@ class Inspection:
     ``decoded`` and ``stored`` give the bytes the whole data source decodes to and the bytes it
     occupies (None when not known); ``unit`` is the most one read decodes at once whatever
     slice is asked for (a chunk, a whole TIFF page series, a ragged array's stored values);
-    ``partitions`` the decoded bytes of each table partition; ``datasets`` HDF5 datasets' chunk
-    sizes by path inside the file.
+    ``partitions`` the decoded bytes of each table partition; ``opened`` what making the
+    adapter decodes, before any read (an Excel workbook: every sheet); ``datasets`` HDF5
+    datasets' chunk sizes by path inside the file.
     """
 
     problems: list[Problem] = field(default_factory=list)
@@ -79,6 +80,7 @@ class Inspection:
     stored: int | None = None
     unit: int | None = None
     partitions: list[int] | None = None
+    opened: int | None = None
     datasets: dict[str, Any] | None = None
 
     def bomb_warning(self, path: str) -> Problem | None:
@@ -100,7 +102,7 @@ Inspector = Callable[[ByteSource, DataSourceRow, Inspection], None]
 
 def inspect(source: ByteSource, row: DataSourceRow) -> Inspection:
     """Check the files of one data source against what its catalog row declares."""
-    from . import hdf5, npy, ragged, tables, tiff, zarr
+    from . import arrow, hdf5, jpeg, npy, ragged, tables, tiff, xlsx, zarr
     from .parameters import parameter_problems
 
     result = Inspection()
@@ -120,6 +122,10 @@ def inspect(source: ByteSource, row: DataSourceRow) -> Inspection:
         "text/csv;header=absent": tables.inspect_csv,
         "multipart/related;type=text/csv": tables.inspect_csv,
         ragged.MIMETYPE: ragged.inspect,
+        arrow.MIMETYPE: arrow.inspect,
+        "image/jpeg": jpeg.inspect,
+        "multipart/related;type=image/jpeg": jpeg.inspect,
+        xlsx.MIMETYPE: xlsx.inspect,
     }
     inspector = inspectors.get(row.mimetype)
     members = source.members()
