@@ -13,6 +13,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from tiled_archive.content import AssetRef, DataSourceRow, Inspection, arrow, jpeg, xlsx
@@ -197,3 +199,29 @@ def test_a_workbook_of_compressed_xml_counts_without_being_read(tmp_path, monkey
     )
     result = inspected(tmp_path, row(xlsx.MIMETYPE, "w.xlsx"))
     assert result.problems == [] and result.opened > 4 * 10**6
+
+
+def arrow_file_bytes() -> bytes:
+    sink = io.BytesIO()
+    with ipc.new_file(sink, TABLE.schema, options=ipc.IpcWriteOptions(compression="zstd")) as w:
+        for batch in TABLE.slice(0, 3000).to_batches(max_chunksize=1000):
+            w.write_batch(batch)
+    return sink.getvalue()
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.data())
+def test_damaged_arrow_files_are_coded_or_counted(tmp_path, data):
+    """Any bytes changed anywhere (footer, headers, buffers): a coded problem or a count, never
+    an exception, and never more than the budget's worth of header bytes read."""
+    original = bytearray(arrow_file_bytes())
+    for _ in range(data.draw(st.integers(1, 8))):
+        end = len(original) - 1  # the footer and the message headers are most at stake
+        at = data.draw(st.integers(0, end) | st.integers(end - 700, end) | st.integers(0, 400))
+        original[at] = data.draw(st.integers(0, 255))
+    (tmp_path / "t.arrow").write_bytes(bytes(original))
+    result = inspected(tmp_path, row(arrow.MIMETYPE, "t.arrow"))
+    assert {p.code for p in result.problems} <= {"TA-E601", "TA-E602"}
+    assert result.problems or result.partitions is not None
