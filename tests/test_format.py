@@ -186,13 +186,14 @@ def test_the_compiled_schema_check_gives_jsonschemas_verdict(data):
     jsonschema alone reports (so the compiled check is never laxer)."""
     import jsonschema
 
-    from tiled_archive.format import SchemaCheck, tiled_rules
+    from tiled_archive.format import SchemaCheck, manifest_check, tiled_rules
 
-    schema, document = data.draw(
+    specs = tiled_rules()["specs"]
+    check, schema, document = data.draw(
         st.sampled_from(
-            [
-                (manifest_schema(), good_document()),
-                (tiled_rules()["specs"], [{"name": "xdi", "version": "1.0"}, {"name": "a"}]),
+            [  # the manifest's check is the package's compiled module; the specs' compiled here
+                (manifest_check(), manifest_schema(), good_document()),
+                (SchemaCheck(specs), specs, [{"name": "xdi", "version": "1.0"}, {"name": "a"}]),
             ]
         )
     )
@@ -213,10 +214,19 @@ def test_the_compiled_schema_check_gives_jsonschemas_verdict(data):
     document = holder["root"]
     reference = jsonschema.Draft202012Validator(schema).iter_errors(document)
     expected = sorted(repr((list(e.absolute_path), e.message)) for e in reference)
-    found = sorted(
-        repr((list(e.absolute_path), e.message)) for e in SchemaCheck(schema).errors(document)
-    )
+    found = sorted(repr((list(e.absolute_path), e.message)) for e in check.errors(document))
     assert found == expected
+
+
+def test_the_shipped_compiled_manifest_check_is_current_and_used():
+    """tiled_archive/manifest_schema_check.py is what fastjsonschema compiles from the schema
+    today, and the package uses it (not a compile of its own)."""
+    from conformance import manifest_check as generator
+    from tiled_archive import manifest_schema_check
+    from tiled_archive.format import manifest_check
+
+    assert generator.main(["--check"]) == 0
+    assert manifest_check()._passes is manifest_schema_check.validate
 
 
 def test_not_json_and_not_utf8():

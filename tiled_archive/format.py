@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path, PurePath
@@ -333,11 +333,15 @@ class SchemaCheck:
     does not match before a final newline; a test checks it is never laxer).
     """
 
-    def __init__(self, schema: dict[str, Any]) -> None:
+    def __init__(self, schema: dict[str, Any], compiled: Callable[[Any], Any] | None = None):
+        """``compiled``: fastjsonschema's code for ``schema`` when it is at hand (compiled here
+        otherwise)."""
         import fastjsonschema
 
         self.schema = schema
-        self._passes = fastjsonschema.compile(schema, use_default=False, use_formats=False)
+        self._passes = compiled or fastjsonschema.compile(
+            schema, use_default=False, use_formats=False
+        )
         self._rejected: tuple[type[Exception], ...] = (fastjsonschema.JsonSchemaException,)
 
     def errors(self, document: Any) -> list[Any]:
@@ -354,8 +358,16 @@ class SchemaCheck:
 
 @cache
 def manifest_check() -> SchemaCheck:
-    """The manifest schema's :class:`SchemaCheck` (compiled once per process)."""
-    return SchemaCheck(manifest_schema())
+    """The manifest schema's :class:`SchemaCheck`: with the package's compiled code of it
+    (``manifest_schema_check``, written by conformance/manifest_check.py; compiling takes
+    ~14 ms) when that was compiled from this schema, else compiled once per process."""
+    import hashlib
+
+    from . import manifest_schema_check as shipped
+
+    raw = package_text("manifest.schema.json")
+    current = hashlib.sha256(raw.encode("utf-8")).hexdigest() == shipped.SCHEMA_SHA256
+    return SchemaCheck(json.loads(raw), shipped.validate if current else None)
 
 
 def version_problem(version: str) -> Problem | None:
