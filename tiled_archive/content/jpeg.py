@@ -12,9 +12,9 @@ from __future__ import annotations
 import warnings
 
 from ..sources import ByteSource
-from . import DataSourceRow, Inspection, add, declared_dtype, reason, structure_of
+from . import DataSourceRow, Inspection, add, reason
 from .budget import nbytes
-from .npy import chunk_mismatch, frame_mismatch
+from .npy import frame_problem, frames_of
 
 #: The modes Pillow decodes a JPEG to, and the samples per pixel of each (all 8-bit).
 BANDS = {"L": 1, "RGB": 3, "CMYK": 4}
@@ -25,11 +25,7 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
     import numpy as np
     from PIL import Image
 
-    structure = structure_of(row)
-    frames = row.members()
-    chunking = chunk_mismatch(structure, row.mimetype)
-    if chunking is not None:
-        add(result, "TA-E602", row.where, chunking)
+    structure, frames = frames_of(row, result)
     stored = decoded = unit = 0
     for path in frames:
         stored += source.members()[path].size
@@ -54,16 +50,7 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
         file_bytes = nbytes(shape, 1)
         decoded += file_bytes
         unit = max(unit, file_bytes * (PROGRESSIVE_FACTOR if progressive else 1))
-        if not hasattr(structure, "shape"):  # none, or another family's (TA-E506)
-            continue
-        expected_dtype = declared_dtype(structure)
-        mismatch = frame_mismatch(structure.shape, shape, len(frames), row.mimetype)
-        if mismatch or (expected_dtype is not None and expected_dtype != np.uint8):
-            add(
-                result,
-                "TA-E602",
-                path,
-                f"the file holds {shape} uint8, the catalog says {tuple(structure.shape)} "
-                f"{expected_dtype}",
-            )
+        problem = frame_problem(structure, shape, np.dtype("u1"), len(frames), row.mimetype)
+        if problem:
+            add(result, "TA-E602", path, problem)
     result.stored, result.decoded, result.unit = stored, decoded, unit

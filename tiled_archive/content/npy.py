@@ -27,11 +27,7 @@ def read_header(handle: Any) -> tuple[tuple[int, ...], bool, np.dtype, int]:
 
 
 def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
-    structure = structure_of(row)
-    frames = row.members()
-    chunking = chunk_mismatch(structure, row.mimetype)
-    if chunking is not None:
-        add(result, "TA-E602", row.where, chunking)
+    structure, frames = frames_of(row, result)
     stored = 0
     for path in frames:
         size = source.members()[path].size
@@ -55,20 +51,38 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
                 f"{size - header} after its header",
             )
             continue
-        if not hasattr(structure, "shape"):  # none, or another family's (TA-E506)
-            continue
-        problem = frame_mismatch(structure.shape, shape, len(frames), row.mimetype)
-        expected_dtype = declared_dtype(structure)
-        if problem or (expected_dtype is not None and dtype != expected_dtype):
-            add(
-                result,
-                "TA-E602",
-                path,
-                f"header says {shape} {dtype}, the catalog {tuple(structure.shape)} "
-                f"{expected_dtype}",
-            )
+        problem = frame_problem(structure, shape, dtype, len(frames), row.mimetype)
+        if problem:
+            add(result, "TA-E602", path, problem)
     result.stored = stored
     result.decoded = stored
+
+
+def frames_of(row: DataSourceRow, result: Inspection) -> tuple[Any, list[str]]:
+    """The structure and files of an array stored one file per frame (NPY, TIFF, JPEG), with
+    TA-E602 added when its chunks are not the ones Tiled's adapter serves."""
+    structure = structure_of(row)
+    chunking = chunk_mismatch(structure, row.mimetype)
+    if chunking is not None:
+        add(result, "TA-E602", row.where, chunking)
+    return structure, row.members()
+
+
+def frame_problem(
+    structure: Any, shape: tuple[int, ...], dtype: Any, files: int, mimetype: str
+) -> str | None:
+    """How one file's own shape and dtype disagree with the catalog's structure (None when
+    they agree, or when there is no array structure to compare: TA-E506's)."""
+    if not hasattr(structure, "shape"):
+        return None
+    expected = declared_dtype(structure)
+    if frame_mismatch(structure.shape, shape, files, mimetype) or (
+        expected is not None and dtype != expected
+    ):
+        return (
+            f"the file holds {shape} {dtype}, the catalog says {tuple(structure.shape)} {expected}"
+        )
+    return None
 
 
 def frame_mismatch(

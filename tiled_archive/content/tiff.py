@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..sources import ByteSource
-from . import DataSourceRow, Inspection, add, declared_dtype, reason, structure_of
+from . import DataSourceRow, Inspection, add, reason
 from .budget import nbytes
-from .npy import chunk_mismatch, frame_mismatch
+from .npy import frame_problem, frames_of
 
 #: IFDs parsed per file at the most (a crafted file can chain millions of them).
 MAX_PAGES = 100_000
@@ -20,11 +20,7 @@ MAX_PAGES = 100_000
 def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
     import tifffile
 
-    structure = structure_of(row)
-    frames = row.members()
-    chunking = chunk_mismatch(structure, row.mimetype)
-    if chunking is not None:
-        add(result, "TA-E602", row.where, chunking)
+    structure, frames = frames_of(row, result)
     stored = decoded = unit = 0
     for path in frames:
         size = source.members()[path].size
@@ -75,18 +71,9 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
         file_bytes = nbytes(shape, dtype.itemsize)
         decoded += file_bytes
         unit = max(unit, file_bytes)
-        if not hasattr(structure, "shape"):  # none, or another family's (TA-E506)
-            continue
-        expected_dtype = declared_dtype(structure)
-        mismatch = frame_mismatch(structure.shape, shape, len(frames), row.mimetype)
-        if mismatch or (expected_dtype is not None and dtype != expected_dtype):
-            add(
-                result,
-                "TA-E602",
-                path,
-                f"the file holds {shape} {dtype}, the catalog says {tuple(structure.shape)} "
-                f"{expected_dtype}",
-            )
+        problem = frame_problem(structure, shape, dtype, len(frames), row.mimetype)
+        if problem:
+            add(result, "TA-E602", path, problem)
     result.stored, result.decoded, result.unit = stored, decoded, unit
 
 
