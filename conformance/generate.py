@@ -875,6 +875,7 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 HDF5 = "data/real/scan.h5"
+IMAGE = "data/real/image.tif"
 
 
 @fixture(
@@ -897,6 +898,35 @@ def e600(bases: Bases) -> Forms:
 
 @fixture(
     "invalid",
+    "E600-ome-tiff-names-another-file",
+    "The TIFF image's OME-XML names, besides the file itself, a file outside the archive "
+    "(UUID FileName): tifffile would open it to build the image's series.",
+    directory=["TA-E600"],
+    zip=["TA-E600"],
+)
+def e600_ome(bases: Bases) -> Forms:
+    import io
+
+    import tifffile
+
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06"><Image ID="Image:0">'
+        '<Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint8" SizeX="8" SizeY="8" '
+        'SizeC="1" SizeZ="1" SizeT="2"><TiffData FirstT="0" IFD="0" PlaneCount="1"><UUID '
+        'FileName="image.tif">urn:uuid:1</UUID></TiffData><TiffData FirstT="1" IFD="0" '
+        'PlaneCount="1"><UUID FileName="/etc/tiled-archive-canary.ome.tif">urn:uuid:2</UUID>'
+        "</TiffData></Pixels></Image></OME>"
+    )
+    buffer = io.BytesIO()
+    image = np.arange(64, dtype="uint8").reshape(8, 8)
+    tifffile.imwrite(buffer, image, description=xml, metadata=None)
+    tree = with_file(bases.real, IMAGE, buffer.getvalue())
+    return {"directory": tree, "zip": tree_zip(tree)}
+
+
+@fixture(
+    "invalid",
     "E601-pickled-npy",
     "The .npy file holds Python objects (readable only by unpickling).",
     directory=["TA-E601"],
@@ -905,9 +935,6 @@ def e601(bases: Bases) -> Forms:
     objects = np.empty((4, 3), dtype=object)
     objects[:] = 1.5
     return {"directory": with_file(bases.minimal, ARRAY, npy_bytes(objects))}
-
-
-IMAGE = "data/real/image.tif"
 
 
 def arrow_ipc_bytes(table, **options) -> bytes:
