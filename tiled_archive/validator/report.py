@@ -1,0 +1,95 @@
+"""The report of one validation run (spec section 11: codes; ``validate --json``'s schema)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from .. import __version__
+from ..codes import Severity
+from ..format import FORMAT_VERSION, Problem, package_text
+
+
+@dataclass
+class Report:
+    """What one validation run found.
+
+    ``form`` is ``"directory"`` or ``"zip"``, or None when the path is not an archive at all.
+    ``format_version`` is the archive's own (from its manifest), when it could be read.
+    With ``strict``, warnings make the archive invalid too.
+    """
+
+    path: str
+    form: str | None
+    fast: bool
+    problems: list[Problem]
+    format_version: str | None = None
+    bytes_verified: int = 0
+    seconds: float = 0.0
+    strict: bool = False
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity is Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity is Severity.WARNING]
+
+    @property
+    def valid(self) -> bool:
+        """Conforming: no error; warnings allowed unless ``strict``."""
+        return not self.errors and not (self.strict and self.warnings)
+
+    @property
+    def codes(self) -> set[str]:
+        return {p.code for p in self.problems}
+
+    def __repr__(self) -> str:
+        return (
+            f"Report(path={self.path!r}, form={self.form!r}, valid={self.valid}, "
+            f"errors={len(self.errors)}, warnings={len(self.warnings)}, fast={self.fast}"
+            + (", strict=True)" if self.strict else ")")
+        )
+
+    def exit_status(self) -> int:
+        """0 valid, 1 invalid."""
+        return 0 if self.valid else 1
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as described by ``spec/report.schema.json``."""
+        return {
+            "validator": {
+                "name": "tiled-archive",
+                "version": __version__,
+                "format_version": FORMAT_VERSION,
+            },
+            "path": self.path,
+            "form": self.form,
+            "mode": "fast" if self.fast else "full",
+            "strict": self.strict,
+            "format_version": self.format_version,
+            "valid": self.valid,
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+            "problems": [
+                {
+                    "code": p.code,
+                    "severity": p.severity.value,
+                    "path": p.path,
+                    "message": p.message,
+                    "hint": p.fix,
+                }
+                for p in self.problems
+            ],
+            "bytes_verified": self.bytes_verified,
+            "seconds": round(self.seconds, 6),
+        }
+
+
+@cache
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema of ``validate --json`` output (shipped with the package)."""
+    return json.loads(package_text("report.schema.json"))
