@@ -1,0 +1,210 @@
+"""What every writer shares: payload files and their hashing, staging beside the destination
+(renamed into place at the end), the manifest and the BagIt tag files."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .. import __version__, bag
+from .. import catalog as catalog_db
+from ..format import (
+    BAG_INFO_NAME,
+    BAGIT_NAME,
+    CATALOG_NAME,
+    MANIFEST_NAME,
+    MIMETYPE,
+    MIMETYPE_NAME,
+    PAYLOAD_MANIFEST_NAME,
+    TAG_FILES,
+    TAG_MANIFEST_NAME,
+    ArchiveError,
+    FileEntry,
+    Manifest,
+)
+
+CHUNK = 1 << 20
+# The earliest time a ZIP (MS-DOS) timestamp can hold: the default reproducible epoch.
+DOS_EPOCH = 315532800
+
+
+@dataclass(frozen=True)
+class PayloadFile:
+    """A file to put under ``data/``: its archive path, size, and how to read it."""
+
+    path: str
+    size: int
+    open: Callable[[], BinaryIO]
+    mtime: int
+    #: The digest the file must have (when copying an existing archive); None when unknown.
+    expected_sha256: str | None = None
+    #: With ``expected_sha256``, for a file already verified (a download's cache): its CRC-32,
+    #: so ZIP output skips its hashing pass.
+    crc32: int | None = None
+    #: With ``expected_sha256``: a local file holding exactly these bytes, which a directory
+    #: archive hard-links instead of copying (it copies when linking fails, across filesystems).
+    local_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class Hashed:
+    """A payload file after its hashing pass."""
+
+    file: PayloadFile
+    entry: FileEntry
+    crc32: int
+
+
+# -- Shared pieces ----------------------------------------------------------------------------
+
+
+def reproducible_epoch(reproducible: bool) -> int | None:
+    """The fixed time of a reproducible run: ``SOURCE_DATE_EPOCH`` when set, else 1980-01-01."""
+    if "SOURCE_DATE_EPOCH" in os.environ:
+        return max(int(os.environ["SOURCE_DATE_EPOCH"]), DOS_EPOCH)
+    return DOS_EPOCH if reproducible else None
+
+
+def copy_hashing(
+    source: BinaryIO,
+    sink: BinaryIO | None,
+    advance: Callable[[int], None] = lambda n: None,
+    *,
+    with_crc32: bool = False,
+) -> tuple[int, str, int]:
+    """Read ``source`` to its end (copying into ``sink``): size, SHA-256 hex and, only when
+    asked (ZIP local headers need it), CRC-32 (else 0)."""
+    sha, crc, size = hashlib.sha256(), 0, 0
+    while chunk := source.read(CHUNK):
+        sha.update(chunk)
+        if with_crc32:
+            crc = zlib.crc32(chunk, crc)
+        size += len(chunk)
+        if sink is not None:
+            sink.write(chunk)
+        advance(len(chunk))
+    return size, sha.hexdigest(), crc
+
+
+def checked_entry(file: PayloadFile, size: int, sha256: str) -> FileEntry:
+    if size != file.size:
+        raise ArchiveError("TA-E905", file.path, f"size {size}, expected {file.size}")
+    if file.expected_sha256 is not None and sha256 != file.expected_sha256:
+        raise ArchiveError("TA-E308", file.path, "SHA-256 differs from the source's manifest")
+    return FileEntry(file.path, size, sha256)
+
+
+def chunks_of(file: PayloadFile) -> Iterator[bytes]:
+    with file.open() as handle:
+        while chunk := handle.read(CHUNK):
+            yield chunk
+
+
+@contextlib.contextmanager
+def staged_beside(dest: Path, *, force: bool, is_dir: bool) -> Iterator[Path]:
+    """A temporary path beside ``dest``, renamed onto it when the block succeeds."""
+    dest = dest.absolute()
+    check_destination(dest, force=force)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    except OSError as err:
+        raise ArchiveError("TA-E904", str(dest), str(err)) from None
+    staged = work / "archive"
+    try:
+        if is_dir:
+            staged.mkdir()
+        yield staged
+        _replace(staged, dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def check_destination(dest: Path, *, force: bool) -> None:
+    """Refuse ``dest`` (TA-E903) unless it is absent, an empty folder, or with ``force`` an
+    archive; writers call it before any work so that a doomed run fails at once."""
+    if not os.path.lexists(dest):
+        return
+    if dest.is_dir() and not dest.is_symlink() and not any(dest.iterdir()):
+        return
+    if force and _is_archive(dest):
+        return
+    raise ArchiveError(
+        "TA-E903", str(dest), "exists" + (" and is not a tiled-archive" if force else "")
+    )
+
+
+def _is_archive(path: Path) -> bool:
+    marker = path / MIMETYPE_NAME if path.is_dir() else path
+    try:
+        with open(marker, "rb") as handle:
+            head = handle.read(38 + len(MIMETYPE))
+    except OSError:
+        return False
+    return head == MIMETYPE.encode() or head[30:] == (MIMETYPE_NAME + MIMETYPE).encode()
+
+
+def _replace(staged: Path, dest: Path) -> None:
+    # An existing empty folder or (with --force) an old archive is moved aside first, so the
+    # final step is one rename and a failure before it leaves the old content untouched.
+    aside = None
+    if os.path.lexists(dest):
+        aside = staged.parent / "replaced"
+        os.rename(dest, aside)
+    os.rename(staged, dest)
+
+
+def tag_files(manifest: Manifest, catalog_sha: str) -> dict[str, bytes]:
+    """The tag files of an archive, all derived from the manifest."""
+    tags = {
+        MIMETYPE_NAME: MIMETYPE.encode(),
+        MANIFEST_NAME: manifest.dumps(),
+        BAGIT_NAME: bag.BAGIT_TXT,
+        BAG_INFO_NAME: bag.bag_info(manifest),
+        PAYLOAD_MANIFEST_NAME: bag.payload_manifest(manifest),
+    }
+    digests = {name: hashlib.sha256(tags[name]).hexdigest() for name in TAG_FILES}
+    digests[CATALOG_NAME] = catalog_sha
+    tags[TAG_MANIFEST_NAME] = bag.digest_lines(digests)
+    return tags
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(int(epoch), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_manifest(
+    entries: Iterable[FileEntry], catalog: Path, created: float, template: Manifest | None
+) -> Manifest:
+    """The manifest of new content, or of ``template``'s archive in another form."""
+    with catalog.open("rb") as handle:
+        size, sha, _ = copy_hashing(handle, None)
+    return dataclasses.replace(
+        template or new_manifest(created),
+        catalog=FileEntry(CATALOG_NAME, size, sha),
+        files=tuple(sorted(entries, key=lambda e: e.path)),
+        tiled_schema_revision=catalog_db.schema_revision(catalog) or "",
+    )
+
+
+def new_manifest(created: float, extra: Mapping[str, Any] | None = None) -> Manifest:
+    """The manifest of new content before it is written: creation time, this producer and
+    optional ``extra`` top-level fields. The writer fills in the catalog and the files."""
+    return Manifest(
+        catalog=FileEntry(CATALOG_NAME, 0, ""),
+        files=(),
+        created=_iso(created),
+        tiled_schema_revision="",
+        producer={"name": "tiled-archive", "version": __version__},
+        extra=dict(extra or {}),
+    )

@@ -1,0 +1,157 @@
+"""One archive into the other form (``pack``/``extract``), relocation for stock
+``tiled serve catalog``, and resealing an edited directory archive."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import catalog as catalog_db
+from ..format import (
+    CATALOG_NAME,
+    DATA_DIR,
+    MANIFEST_NAME,
+    TAG_MANIFEST_NAME,
+    ArchiveError,
+    FileEntry,
+    Manifest,
+)
+from .common import PayloadFile, build_manifest, tag_files
+from .forms import write_archive
+
+
+def convert(
+    source: str | Path,
+    dest: str | Path,
+    *,
+    force: bool = False,
+    quiet: bool = True,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the archive at ``source`` again at ``dest``, in the form ``dest`` names
+    (``extra``: top-level manifest fields to set, e.g. a download's provenance).
+
+    Payload bytes are verified against the source's manifest on the way. A directory result is
+    relocated (its asset URIs point at its own ``data/``) so a stock ``tiled serve catalog`` can
+    serve it; a ZIP result holds the catalog in archive form. Creation time and producer carry
+    over, and member times are the creation time, so the result depends only on the content.
+    Every data file is inspected first (spec 3.2, 3.3): a directory result is what stock Tiled
+    will serve, without any of this reader's checks.
+    """
+    from ..reader import open_archive
+
+    dest = Path(dest)
+    with (
+        open_archive(source) as archive,
+        tempfile.TemporaryDirectory(prefix="tiled-archive-") as work,
+    ):
+        archive.check_data_files()
+        manifest = archive.manifest
+        if extra:
+            manifest = dataclasses.replace(manifest, extra={**manifest.extra, **extra})
+        created = (
+            datetime.strptime(manifest.created, "%Y-%m-%dT%H:%M:%SZ")
+            .replace(tzinfo=timezone.utc)
+            .timestamp()
+        )
+        payload = [
+            PayloadFile(
+                e.path, e.size, lambda path=e.path: archive.open(path), int(created), e.sha256
+            )
+            for e in manifest.files
+        ]
+
+        def finish_catalog(entries: Mapping[str, FileEntry]) -> Path:
+            db = Path(work, CATALOG_NAME)
+            shutil.copyfile(archive.catalog_path(), db)
+            os.chmod(db, 0o644)
+            if archive.is_directory:
+                catalog_db.canonicalize(db, archive.location)
+            if dest.suffix.lower() != ".zip":
+                catalog_db.relocate(db, dest.absolute())
+            return db
+
+        return write_archive(
+            dest,
+            payload,
+            finish_catalog,
+            created=created,
+            fixed_mtime=int(created),
+            template=manifest,
+            force=force,
+            quiet=quiet,
+        )
+
+
+def relocate(directory: str | Path) -> Path:
+    """Point a directory archive's asset URIs at its current location (in place).
+
+    For a directory archive that was moved after extraction: rewrites ``catalog.db`` in relocated
+    form for where it is now, then the manifest's ``catalog`` entry and the tag manifest. The
+    catalog is verified against the manifest first; payload files are not touched.
+    """
+    from ..reader import open_archive
+
+    directory = Path(directory)
+    with open_archive(directory) as archive:
+        if not archive.is_directory:
+            raise ArchiveError(
+                "TA-E904",
+                str(directory),
+                "only directory archives are relocated",
+                "A ZIP is always in archive form and needs no relocating; to serve it with "
+                "stock Tiled, `tiled-archive extract` it into a directory.",
+            )
+        manifest = archive.manifest
+        payload = {entry.path for entry in manifest.files}
+
+        def holds(path: str) -> bool:
+            return path in payload or any(p.startswith(path + "/") for p in payload)
+
+        staged = directory / f".{CATALOG_NAME}.relocating"
+        shutil.copyfile(archive.catalog_path(), staged)
+        try:
+            old_root = catalog_db.relocated_root(staged, holds)
+            if old_root is not None:
+                catalog_db.canonicalize(staged, old_root)
+            catalog_db.relocate(staged, directory)
+            os.replace(staged, directory / CATALOG_NAME)
+        finally:
+            staged.unlink(missing_ok=True)
+        reseal(directory, manifest)
+    return directory
+
+
+def stock_serve_command(directory: str | Path) -> list[str]:
+    """The stock ``tiled serve catalog`` command line that serves a relocated directory
+    archive as it is: its catalog, its ``data/`` as readable storage, and each ragged array's
+    DuckDB file as SQL storage (``-w``; Tiled finds a ragged array's rows nowhere else)."""
+    directory = Path(directory).absolute()
+    command = ["tiled", "serve", "catalog", str(directory / CATALOG_NAME)]
+    command += ["-r", str(directory / DATA_DIR)]
+    for uri in catalog_db.sql_storages(directory / CATALOG_NAME):
+        command += ["-w", uri]
+    return [*command, "--public"]
+
+
+def reseal(directory: str | Path, manifest: Manifest | None = None) -> None:
+    """Rewrite a directory archive's manifest ``catalog`` entry and tag files for its current
+    ``catalog.db`` (after the catalog was changed in place); payload entries stay as they are."""
+    from ..reader import open_archive
+
+    directory = Path(directory)
+    if manifest is None:
+        with open_archive(directory) as archive:
+            manifest = archive.manifest
+    updated = build_manifest(manifest.files, directory / CATALOG_NAME, 0, manifest)
+    tags = tag_files(updated, updated.catalog.sha256)
+    for name in (MANIFEST_NAME, TAG_MANIFEST_NAME):
+        target = directory / name
+        target.with_name(f".{name}.new").write_bytes(tags[name])
+        os.replace(target.with_name(f".{name}.new"), target)

@@ -1,0 +1,238 @@
+"""The two output forms, directory and ZIP (written, or streamed as chunks), from a payload
+and a catalog."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+
+from rich.progress import Progress
+
+from ..format import (
+    CATALOG_NAME,
+    DATA_DIR,
+    MIMETYPE,
+    MIMETYPE_NAME,
+    TAG_FILES,
+    TAG_MANIFEST_NAME,
+    FileEntry,
+    Manifest,
+)
+from ..progress import progress_display
+from ..zipwriter import ZipEntry, zip_stream
+from .common import (
+    Hashed,
+    PayloadFile,
+    build_manifest,
+    checked_entry,
+    chunks_of,
+    copy_hashing,
+    staged_beside,
+    tag_files,
+)
+
+CatalogStep = Callable[[Mapping[str, FileEntry]], Path]
+
+
+def write_directory(
+    staged: Path,
+    payload: Iterable[PayloadFile],
+    finish_catalog: CatalogStep,
+    *,
+    created: float,
+    template: Manifest | None,
+    progress: Progress,
+) -> Manifest:
+    """Copy the payload into the directory ``staged`` hashing it once, then the catalog
+    (``finish_catalog`` gets the payload's entries) and the tag files."""
+    payload = list(payload)
+    task = progress.add_task("copying", total=sum(f.size for f in payload), bytes=True)
+    entries = {}
+    for file in payload:
+        target = staged / file.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if _linked(file, target):
+            entries[file.path] = FileEntry(file.path, file.size, file.expected_sha256)
+            progress.advance(task, file.size)
+        else:
+            with file.open() as source, open(target, "xb") as sink:
+                size, sha, _ = copy_hashing(source, sink, lambda n: progress.advance(task, n))
+            entries[file.path] = checked_entry(file, size, sha)
+        os.utime(target, (file.mtime, file.mtime))
+    (staged / DATA_DIR).mkdir(exist_ok=True)  # an empty payload is an empty folder
+    shutil.copyfile(finish_catalog(entries), staged / CATALOG_NAME)
+    manifest = build_manifest(entries.values(), staged / CATALOG_NAME, created, template)
+    for name, content in tag_files(manifest, manifest.catalog.sha256).items():
+        (staged / name).write_bytes(content)
+    return manifest
+
+
+def _linked(file: PayloadFile, target: Path) -> bool:
+    """Hard-link the verified local copy of ``file`` at ``target``; False when it has none or
+    the link cannot be made."""
+    if file.local_path is None or file.expected_sha256 is None:
+        return False
+    try:
+        os.link(file.local_path, target)
+    except OSError:
+        return False
+    return True
+
+
+def hash_payload(payload: Iterable[PayloadFile], progress: Progress) -> list[Hashed]:
+    """The hashing pass of ZIP output: SHA-256 for the manifest, CRC-32 for the local headers
+    (not for files whose digests are known already)."""
+    payload = list(payload)
+    task = progress.add_task("hashing", total=sum(f.size for f in payload), bytes=True)
+    hashed = []
+    for file in payload:
+        if file.crc32 is not None and file.expected_sha256 is not None:
+            entry = FileEntry(file.path, file.size, file.expected_sha256)
+            hashed.append(Hashed(file, entry, file.crc32))
+            progress.advance(task, file.size)
+            continue
+        with file.open() as source:
+            size, sha, crc = copy_hashing(
+                source, None, lambda n: progress.advance(task, n), with_crc32=True
+            )
+        hashed.append(Hashed(file, checked_entry(file, size, sha), crc))
+    return hashed
+
+
+def zip_chunks(
+    hashed: list[Hashed],
+    catalog: Path,
+    *,
+    created: float,
+    fixed_mtime: int | None,
+    template: Manifest | None = None,
+) -> Iterator[bytes]:
+    """The archive as ZIP bytes, in order, without seeking: the streaming form of the writer."""
+    manifest = build_manifest([h.entry for h in hashed], catalog, created, template)
+    tags = tag_files(manifest, manifest.catalog.sha256)
+    tag_mtime = fixed_mtime if fixed_mtime is not None else int(created)
+
+    def from_bytes(name: str, content: bytes, align: bool = True) -> ZipEntry:
+        return ZipEntry(
+            name, len(content), zlib.crc32(content), lambda: [content], tag_mtime, align
+        )
+
+    entries = [from_bytes(MIMETYPE_NAME, tags[MIMETYPE_NAME], align=False)]
+    entries += [from_bytes(name, tags[name]) for name in (*TAG_FILES[1:], TAG_MANIFEST_NAME)]
+    entries.append(from_bytes(CATALOG_NAME, catalog.read_bytes()))
+    entries += [
+        ZipEntry(
+            h.file.path,
+            h.entry.size,
+            h.crc32,
+            lambda file=h.file: chunks_of(file),
+            fixed_mtime if fixed_mtime is not None else h.file.mtime,
+        )
+        for h in sorted(hashed, key=lambda h: h.file.path)
+    ]
+    if not hashed:  # an empty payload is the directory entry data/ (spec §1)
+        entries.append(ZipEntry(f"{DATA_DIR}/", 0, 0, lambda: [], tag_mtime, is_directory=True))
+    yield from zip_stream(entries)
+
+
+def streamed_zip_chunks(
+    payload: Iterable[PayloadFile], finish_catalog: CatalogStep, *, created: float
+) -> Iterator[bytes]:
+    """The archive as ZIP bytes for an answer that starts at once (the server's streamed
+    archives): ``mimetype`` first, then each payload file, read twice (hashed just before it
+    is sent, since its local header carries its CRC-32: spec 6, no data descriptors), then
+    ``catalog.db`` (``finish_catalog`` gets the payload's entries) and the tag files last,
+    which need every digest (so such an archive has TA-W103). Nothing is staged: memory
+    holds one chunk, the catalog and the tag files."""
+    entries: dict[str, FileEntry] = {}
+    mtime = int(created)
+
+    def from_bytes(name: str, content: bytes, align: bool = True) -> ZipEntry:
+        return ZipEntry(name, len(content), zlib.crc32(content), lambda: [content], mtime, align)
+
+    def members() -> Iterator[ZipEntry]:
+        yield from_bytes(MIMETYPE_NAME, MIMETYPE.encode(), align=False)
+        for file in payload:
+            with file.open() as source:
+                size, sha, crc = copy_hashing(source, None, with_crc32=True)
+            entries[file.path] = checked_entry(file, size, sha)
+            yield ZipEntry(file.path, size, crc, lambda file=file: chunks_of(file), file.mtime)
+        if not entries:  # an empty payload is the directory entry data/ (spec 1)
+            yield ZipEntry(f"{DATA_DIR}/", 0, 0, lambda: [], mtime, is_directory=True)
+        catalog = finish_catalog(entries)
+        manifest = build_manifest(entries.values(), catalog, created, None)
+        tags = tag_files(manifest, manifest.catalog.sha256)
+        yield from_bytes(CATALOG_NAME, catalog.read_bytes())
+        for name in (*TAG_FILES[1:], TAG_MANIFEST_NAME):
+            yield from_bytes(name, tags[name])
+
+    yield from zip_stream(members())
+
+
+def write_zip(
+    staged: Path,
+    payload: Iterable[PayloadFile],
+    finish_catalog: CatalogStep,
+    *,
+    created: float,
+    fixed_mtime: int | None,
+    template: Manifest | None,
+    progress: Progress,
+) -> None:
+    """Hash the payload, finish the catalog, then stream the ZIP into the file ``staged``."""
+    hashed = hash_payload(payload, progress)
+    catalog = finish_catalog({h.entry.path: h.entry for h in hashed})
+    task = progress.add_task("writing", total=sum(h.entry.size for h in hashed), bytes=True)
+    with open(staged, "xb") as sink:
+        chunks = zip_chunks(
+            hashed, catalog, created=created, fixed_mtime=fixed_mtime, template=template
+        )
+        for chunk in chunks:
+            sink.write(chunk)
+            progress.advance(task, len(chunk))
+        sink.flush()
+        os.fsync(sink.fileno())
+
+
+def write_archive(
+    dest: Path,
+    payload: list[PayloadFile],
+    finish_catalog: CatalogStep,
+    *,
+    created: float,
+    fixed_mtime: int | None,
+    template: Manifest | None = None,
+    force: bool,
+    quiet: bool,
+) -> Path:
+    """Write an archive at ``dest``: a ZIP when it ends in ``.zip``, else a directory.
+
+    ``template`` is the manifest of the archive being converted (pack, extract): its creation
+    time, producer and extra fields carry over.
+    """
+    as_zip = dest.suffix.lower() == ".zip"
+    staging = staged_beside(dest, force=force, is_dir=not as_zip)
+    with staging as staged, progress_display(quiet) as progress:
+        if as_zip:
+            write_zip(
+                staged,
+                payload,
+                finish_catalog,
+                created=created,
+                fixed_mtime=fixed_mtime,
+                template=template,
+                progress=progress,
+            )
+        else:
+            write_directory(
+                staged,
+                payload,
+                finish_catalog,
+                created=created,
+                template=template,
+                progress=progress,
+            )
+    return dest
