@@ -279,6 +279,26 @@ def test_a_server_that_exits_before_listening_is_reported_with_its_output(tmp_pa
         pass  # never reached
 
 
+def test_a_workbook_over_the_budget_is_refused_before_it_is_parsed(tmp_path, monkeypatch):
+    """Tiled's Excel adapter parses every sheet when it is made: over the budget, opening the
+    workbook is TA-E912, with a hint that fits (no slice of it reads for less)."""
+    from tiled.client.utils import ClientError
+
+    source = tmp_path / "source"
+    source.mkdir()
+    pd.DataFrame({"x": range(2000)}).to_excel(source / "sheet.xlsx", index=False)
+    packed = create(tmp_path / "x.zip", [source])
+    monkeypatch.setenv("TILED_ARCHIVE_READ_BUDGET", "10000")
+    with tiled_archive.open(packed) as client, pytest.raises(ClientError) as refused:
+        list(client["source"]["sheet"])
+    message = str(refused.value)
+    assert "TA-E912" in message and "opens it" in message and "slice" not in message
+    monkeypatch.setenv("TILED_ARCHIVE_READ_BUDGET", "10000000")
+    with tiled_archive.open(packed) as client:
+        sheet = client["source"]["sheet"]
+        assert sheet[next(iter(sheet))].read()["x"].tolist() == list(range(2000))
+
+
 def test_formats_without_an_in_place_reader_come_from_a_verified_copy(tmp_path, monkeypatch):
     """JPEG and Excel members of a ZIP: Tiled's stock adapters on copies in the user cache."""
     from PIL import Image

@@ -46,7 +46,13 @@ def guarded(base: type, mimetype: str, adapters: Adapters) -> type:
             if mimetype.startswith("text/csv") or mimetype == "multipart/related;type=text/csv":
                 kwargs["compression"] = None  # never inferred from a file name
             if inspection.opened is not None:  # the adapter decodes its files when made
-                ensure_within(inspection.opened, where, f"opening {mimetype}")
+                ensure_within(
+                    inspection.opened,
+                    where,
+                    f"opening {mimetype}",
+                    "Tiled's adapter decodes the whole file when it opens it, so no part "
+                    "of it reads for less: raise TILED_ARCHIVE_READ_BUDGET (bytes) to open it.",
+                )
             try:
                 adapter = super().from_catalog(data_source, node, **kwargs)
             except _PASS_THROUGH:

@@ -39,15 +39,16 @@ def read_budget() -> int:
     return DEFAULT_BUDGET
 
 
-def ensure_within(nbytes: int, where: str, what: str) -> None:
-    """Raise TA-E912 when ``nbytes`` exceed the budget."""
+def ensure_within(nbytes: int, where: str, what: str, hint: str | None = None) -> None:
+    """Raise TA-E912 when ``nbytes`` exceed the budget (``hint``: what the user can do, when
+    not the code's own: read a smaller slice)."""
     budget = read_budget()
     if nbytes > budget:
         raise ArchiveError(
             BUDGET_CODE,
             where,
-            f"{what} would decode {nbytes} bytes, over the read budget of {budget} "
-            "(read a smaller slice, or raise TILED_ARCHIVE_READ_BUDGET)",
+            f"{what} would decode {nbytes} bytes, over the read budget of {budget}",
+            hint,
         )
 
 
