@@ -225,3 +225,25 @@ def test_damaged_arrow_files_are_coded_or_counted(tmp_path, data):
     result = inspected(tmp_path, row(arrow.MIMETYPE, "t.arrow"))
     assert {p.code for p in result.problems} <= {"TA-E601", "TA-E602"}
     assert result.problems or result.partitions is not None
+
+
+def test_a_footer_listing_one_batch_many_times_is_refused(tmp_path):
+    """Each block's header is read and counted once: blocks that overlap (here the first
+    batch listed 1,000 times over a file of 1,000 batches) are TA-E602."""
+    table = pa.table({"x": np.arange(1000)})
+    sink = io.BytesIO()
+    with ipc.new_file(sink, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=1):
+            writer.write_batch(batch)
+    data = bytearray(sink.getvalue())
+    start = footer_start(bytes(data))
+    footer = arrow._FlatBuffer(bytes(data[start:-10]))
+    blocks = footer.structs(footer.root(), 3, 24)  # Footer.recordBatches
+    assert len(blocks) == 1000
+    first = footer.data[blocks[0] : blocks[0] + 24]
+    for at in blocks:
+        data[start + at : start + at + 24] = first
+    (tmp_path / "t.arrow").write_bytes(bytes(data))
+    result = inspected(tmp_path, row(arrow.MIMETYPE, "t.arrow"))
+    assert [p.code for p in result.problems] == ["TA-E602"]
+    assert "overlap" in result.problems[0].message

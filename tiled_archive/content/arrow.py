@@ -12,6 +12,7 @@ pyarrow reads batches by, so it is what is counted.
 from __future__ import annotations
 
 import struct
+from itertools import pairwise
 
 from ..sources import ByteSource
 from . import DataSourceRow, Inspection, add
@@ -20,8 +21,9 @@ MIMETYPE = "application/vnd.apache.arrow.file"
 MAGIC = b"ARROW1"
 #: Footer and message headers read at the most (a crafted length field can say 2 GiB).
 MAX_METADATA = 64 << 20
-#: Record batches and dictionaries in one file, at the most.
+#: Record batches and dictionaries in one file, and buffers in all of them, at the most.
 MAX_BLOCKS = 1_000_000
+MAX_BUFFERS = 10_000_000
 _RECORD_BATCH, _DICTIONARY_BATCH = 3, 2
 _NOT_COMPRESSED = -1
 
@@ -70,22 +72,35 @@ def decoded_bytes(source: ByteSource, path: str, size: int) -> int:
     blocks = [*footer.structs(root, 2, 24), *footer.structs(root, 3, 24)]
     if len(blocks) > MAX_BLOCKS:
         raise _Malformed(f"more than {MAX_BLOCKS} record batches and dictionaries")
-    total = 0
+    spans = []
     for at in blocks:
         offset, metadata_size, body_size = struct.unpack_from("<qi4xq", footer.data, at)
         if min(offset, metadata_size, body_size) < 0 or metadata_size > MAX_METADATA:
             raise _Malformed(f"a block at byte {offset} of {metadata_size} + {body_size} bytes")
-        body_start = offset + metadata_size
-        if body_start + body_size > footer_start:
+        if offset + metadata_size + body_size > footer_start:
             raise _Beyond(f"a record batch at byte {offset} extends past the file's data")
-        total += _batch_bytes(source, path, offset, metadata_size, body_start, body_size)
-    return total
+        spans.append((offset, metadata_size, body_size))
+    # Blocks that overlap would have their headers read (and their data counted) once per
+    # block: a footer listing one block a million times costs a million reads of it.
+    spans.sort()
+    for (offset, metadata_size, body_size), (following, *_) in pairwise(spans):
+        if offset + metadata_size + body_size > following:
+            raise _Beyond(f"the record batches at bytes {offset} and {following} overlap")
+    budget = [MAX_BUFFERS]
+    return sum(_batch_bytes(source, path, *span, budget) for span in spans)
 
 
 def _batch_bytes(
-    source: ByteSource, path: str, offset: int, metadata_size: int, body: int, body_size: int
+    source: ByteSource,
+    path: str,
+    offset: int,
+    metadata_size: int,
+    body_size: int,
+    buffers_left: list[int],
 ) -> int:
-    """The bytes one record batch (or dictionary batch) message's buffers decode to."""
+    """The bytes one record batch (or dictionary batch) message's buffers decode to
+    (``buffers_left``: how many more buffers the file may have, counted down)."""
+    body = offset + metadata_size
     raw = source.read(path, offset, metadata_size)
     skip = 8 if raw[:4] == b"\xff\xff\xff\xff" else 4  # continuation marker (absent before 0.15)
     if len(raw) < skip:
@@ -102,7 +117,11 @@ def _batch_bytes(
         return 0
     compressed = message.table(header, 3) is not None  # RecordBatch.compression
     total = 0
-    for at in message.structs(header, 2, 16):  # RecordBatch.buffers
+    buffers = message.structs(header, 2, 16)  # RecordBatch.buffers
+    buffers_left[0] -= len(buffers)
+    if buffers_left[0] < 0:
+        raise _Malformed(f"more than {MAX_BUFFERS} buffers")
+    for at in buffers:
         start, length = struct.unpack_from("<qq", message.data, at)
         if start < 0 or length < 0 or start + length > body_size:
             raise _Beyond(f"a buffer of the record batch at byte {offset} lies outside it")
