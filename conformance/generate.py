@@ -987,6 +987,36 @@ def e602_arrow(bases: Bases) -> Forms:
 
 @fixture(
     "invalid",
+    "E602-arrow-ipc-blocks-overlap",
+    "An Arrow IPC file of 100 one-row record batches whose footer lists the first batch 100 "
+    "times (each block is read, and counted, once: blocks may not overlap).",
+    directory=["TA-E602"],
+)
+def e602_arrow_overlap(bases: Bases) -> Forms:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    from tiled_archive.content.arrow import FlatBuffer
+
+    table = pa.table({"x": np.arange(100)})
+    buffer = io.BytesIO()
+    with ipc.new_file(buffer, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=1):
+            writer.write_batch(batch)
+    data = bytearray(buffer.getvalue())
+    (footer_size,) = struct.unpack("<i", data[-10:-6])
+    start = len(data) - 10 - footer_size
+    footer = FlatBuffer(bytes(data[start:-10]))
+    blocks = footer.structs(footer.root(), 3, 24)  # Footer.recordBatches
+    for at in blocks:
+        data[start + at : start + at + 24] = footer.data[blocks[0] : blocks[0] + 24]
+    return {"directory": with_file(bases.minimal, TABLE, bytes(data), ARROW_TABLE)}
+
+
+@fixture(
+    "invalid",
     "E602-jpeg-header-disagrees",
     "The 8 x 8 image is replaced by a JPEG of 8 x 9 pixels; the catalog still says 8 x 8.",
     directory=["TA-E602"],

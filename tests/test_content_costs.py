@@ -237,7 +237,7 @@ def test_a_footer_listing_one_batch_many_times_is_refused(tmp_path):
             writer.write_batch(batch)
     data = bytearray(sink.getvalue())
     start = footer_start(bytes(data))
-    footer = arrow._FlatBuffer(bytes(data[start:-10]))
+    footer = arrow.FlatBuffer(bytes(data[start:-10]))
     blocks = footer.structs(footer.root(), 3, 24)  # Footer.recordBatches
     assert len(blocks) == 1000
     first = footer.data[blocks[0] : blocks[0] + 24]

@@ -67,7 +67,7 @@ def decoded_bytes(source: ByteSource, path: str, size: int) -> int:
     footer_start = size - len(MAGIC) - 4 - footer_size
     if footer_size <= 0 or footer_size > MAX_METADATA or footer_start < 8:
         raise _Malformed(f"a footer of {footer_size} bytes")
-    footer = _FlatBuffer(source.read(path, footer_start, footer_size))
+    footer = FlatBuffer(source.read(path, footer_start, footer_size))
     root = footer.root()
     blocks = [*footer.structs(root, 2, 24), *footer.structs(root, 3, 24)]
     if len(blocks) > MAX_BLOCKS:
@@ -105,7 +105,7 @@ def _batch_bytes(
     skip = 8 if raw[:4] == b"\xff\xff\xff\xff" else 4  # continuation marker (absent before 0.15)
     if len(raw) < skip:
         raise _Malformed(f"a message header at byte {offset} is cut short")
-    message = _FlatBuffer(raw[skip:])
+    message = FlatBuffer(raw[skip:])
     root = message.root()
     kind = message.scalar(root, 1, "<B", 0)
     header = message.table(root, 2)
@@ -135,7 +135,7 @@ def _batch_bytes(
     return total
 
 
-class _FlatBuffer:
+class FlatBuffer:
     """Just enough of the FlatBuffers wire format to read Arrow's footer and message headers:
     tables by vtable, struct vectors, and scalars, every offset checked against the bytes."""
 
