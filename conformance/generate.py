@@ -937,15 +937,39 @@ def e601(bases: Bases) -> Forms:
     return {"directory": with_file(bases.minimal, ARRAY, npy_bytes(objects))}
 
 
-def arrow_ipc_bytes(table, **options) -> bytes:
+def arrow_ipc_bytes(table, batch_rows: int | None = None, **options) -> bytes:
+    """``table`` as an Arrow IPC file, in record batches of ``batch_rows`` rows (``options``:
+    pyarrow's ``IpcWriteOptions``, e.g. ``compression``)."""
     import io
 
     import pyarrow.ipc as ipc
 
     buffer = io.BytesIO()
     with ipc.new_file(buffer, table.schema, options=ipc.IpcWriteOptions(**options)) as writer:
-        writer.write_table(table)
+        writer.write_table(table, max_chunksize=batch_rows)
     return buffer.getvalue()
+
+
+def arrow_footer_start(data: bytes) -> int:
+    """Where an Arrow IPC file's footer starts (it ends with its size and ``ARROW1``)."""
+    (size,) = struct.unpack("<i", data[-10:-6])
+    return len(data) - 10 - size
+
+
+def arrow_first_batch_everywhere(rows: int) -> bytes:
+    """An Arrow IPC file of ``rows`` one-row record batches whose footer lists the first
+    batch in every place (its blocks overlap)."""
+    import pyarrow as pa
+
+    from tiled_archive.content.arrow import FlatBuffer
+
+    data = bytearray(arrow_ipc_bytes(pa.table({"x": np.arange(rows)}), batch_rows=1))
+    start = arrow_footer_start(bytes(data))
+    footer = FlatBuffer(bytes(data[start:-10]))
+    blocks = footer.structs(footer.root(), 3, 24)  # Footer.recordBatches
+    for at in blocks:
+        data[start + at : start + at + 24] = footer.data[blocks[0] : blocks[0] + 24]
+    return bytes(data)
 
 
 ARROW_TABLE = (
@@ -980,8 +1004,7 @@ def e602_arrow(bases: Bases) -> Forms:
     import pyarrow as pa
 
     whole = arrow_ipc_bytes(pa.table({"x": np.arange(1000)}))
-    (footer_size,) = struct.unpack("<i", whole[-10:-6])
-    cut = whole[:200] + whole[len(whole) - 10 - footer_size :]
+    cut = whole[:200] + whole[arrow_footer_start(whole) :]
     return {"directory": with_file(bases.minimal, TABLE, cut, ARROW_TABLE)}
 
 
@@ -993,26 +1016,8 @@ def e602_arrow(bases: Bases) -> Forms:
     directory=["TA-E602"],
 )
 def e602_arrow_overlap(bases: Bases) -> Forms:
-    import io
-
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
-
-    from tiled_archive.content.arrow import FlatBuffer
-
-    table = pa.table({"x": np.arange(100)})
-    buffer = io.BytesIO()
-    with ipc.new_file(buffer, table.schema) as writer:
-        for batch in table.to_batches(max_chunksize=1):
-            writer.write_batch(batch)
-    data = bytearray(buffer.getvalue())
-    (footer_size,) = struct.unpack("<i", data[-10:-6])
-    start = len(data) - 10 - footer_size
-    footer = FlatBuffer(bytes(data[start:-10]))
-    blocks = footer.structs(footer.root(), 3, 24)  # Footer.recordBatches
-    for at in blocks:
-        data[start + at : start + at + 24] = footer.data[blocks[0] : blocks[0] + 24]
-    return {"directory": with_file(bases.minimal, TABLE, bytes(data), ARROW_TABLE)}
+    content = arrow_first_batch_everywhere(100)
+    return {"directory": with_file(bases.minimal, TABLE, content, ARROW_TABLE)}
 
 
 @fixture(

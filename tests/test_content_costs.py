@@ -3,7 +3,6 @@ to what their libraries decode for real files, and refused or coded for crafted 
 
 from __future__ import annotations
 
-import io
 import struct
 import zipfile
 from pathlib import Path
@@ -17,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conformance.generate import arrow_first_batch_everywhere, arrow_footer_start, arrow_ipc_bytes
 from tiled_archive.content import AssetRef, DataSourceRow, Inspection, arrow, jpeg, xlsx
 from tiled_archive.sources.directory import DirectorySource
 
@@ -57,11 +57,9 @@ TABLE = pa.table(
 
 @pytest.mark.parametrize("compression", [None, "zstd", "lz4"])
 def test_arrow_cost_is_what_pyarrow_decodes(tmp_path, compression):
-    with ipc.new_file(
-        tmp_path / "t.arrow", TABLE.schema, options=ipc.IpcWriteOptions(compression=compression)
-    ) as writer:
-        for batch in TABLE.to_batches(max_chunksize=12_000):
-            writer.write_batch(batch)
+    (tmp_path / "t.arrow").write_bytes(
+        arrow_ipc_bytes(TABLE, batch_rows=12_000, compression=compression)
+    )
     result = inspected(tmp_path, row(arrow.MIMETYPE, "t.arrow"))
     assert result.problems == []
     read = ipc.open_file(tmp_path / "t.arrow").read_all()
@@ -72,8 +70,7 @@ def test_arrow_cost_is_what_pyarrow_decodes(tmp_path, compression):
 
 def test_arrow_dictionaries_count(tmp_path):
     table = pa.table({"d": pa.array(["a long repeated value"] * 1000).dictionary_encode()})
-    with ipc.new_file(tmp_path / "t.arrow", table.schema) as writer:
-        writer.write_table(table)
+    (tmp_path / "t.arrow").write_bytes(arrow_ipc_bytes(table))
     result = inspected(tmp_path, row(arrow.MIMETYPE, "t.arrow"))
     dictionary = table.column("d").chunks[0].dictionary
     assert result.partitions[0] >= buffers_bytes(table) + dictionary.nbytes - 8
@@ -82,17 +79,10 @@ def test_arrow_dictionaries_count(tmp_path):
 def test_a_compressed_buffer_states_its_decoded_size(tmp_path):
     """A zstd batch of 10**7 int64 zeros is a few KB and counts 80 MB."""
     zeros = pa.table({"z": np.zeros(10**7, "i8")})
-    options = ipc.IpcWriteOptions(compression="zstd")
-    with ipc.new_file(tmp_path / "t.arrow", zeros.schema, options=options) as writer:
-        writer.write_table(zeros)
+    (tmp_path / "t.arrow").write_bytes(arrow_ipc_bytes(zeros, compression="zstd"))
     result = inspected(tmp_path, row(arrow.MIMETYPE, "t.arrow"))
     assert (tmp_path / "t.arrow").stat().st_size < 100_000
     assert result.partitions == [80_000_000]
-
-
-def footer_start(data: bytes) -> int:
-    (size,) = struct.unpack("<i", data[-10:-6])
-    return len(data) - 10 - size
 
 
 @pytest.mark.parametrize(
@@ -101,14 +91,11 @@ def footer_start(data: bytes) -> int:
         (lambda b: b[:-3], "TA-E601"),  # no magic at the end
         (lambda b: b"XXXXXX" + b[6:], "TA-E601"),
         (lambda b: b[:-10] + struct.pack("<i", 2**31 - 1) + b[-6:], "TA-E601"),  # footer size
-        (lambda b: b[:1000] + b[footer_start(b) :], "TA-E602"),  # batches past the cut
+        (lambda b: b[:1000] + b[arrow_footer_start(b) :], "TA-E602"),  # batches past the cut
     ],
 )
 def test_arrow_damage_is_coded(tmp_path, damage, code):
-    sink = io.BytesIO()
-    with ipc.new_file(sink, TABLE.schema) as writer:
-        writer.write_table(TABLE)
-    (tmp_path / "t.arrow").write_bytes(damage(sink.getvalue()))
+    (tmp_path / "t.arrow").write_bytes(damage(arrow_ipc_bytes(TABLE)))
     result = inspected(tmp_path, row(arrow.MIMETYPE, "t.arrow"))
     assert [p.code for p in result.problems] == [code], result.problems
 
@@ -202,11 +189,7 @@ def test_a_workbook_of_compressed_xml_counts_without_being_read(tmp_path, monkey
 
 
 def arrow_file_bytes() -> bytes:
-    sink = io.BytesIO()
-    with ipc.new_file(sink, TABLE.schema, options=ipc.IpcWriteOptions(compression="zstd")) as w:
-        for batch in TABLE.slice(0, 3000).to_batches(max_chunksize=1000):
-            w.write_batch(batch)
-    return sink.getvalue()
+    return arrow_ipc_bytes(TABLE.slice(0, 3000), batch_rows=1000, compression="zstd")
 
 
 @settings(
@@ -230,20 +213,12 @@ def test_damaged_arrow_files_are_coded_or_counted(tmp_path, data):
 def test_a_footer_listing_one_batch_many_times_is_refused(tmp_path):
     """Each block's header is read and counted once: blocks that overlap (here the first
     batch listed 1,000 times over a file of 1,000 batches) are TA-E602."""
-    table = pa.table({"x": np.arange(1000)})
-    sink = io.BytesIO()
-    with ipc.new_file(sink, table.schema) as writer:
-        for batch in table.to_batches(max_chunksize=1):
-            writer.write_batch(batch)
-    data = bytearray(sink.getvalue())
-    start = footer_start(bytes(data))
-    footer = arrow.FlatBuffer(bytes(data[start:-10]))
+    data = arrow_first_batch_everywhere(1000)
+    footer = arrow.FlatBuffer(data[arrow_footer_start(data) : -10])
     blocks = footer.structs(footer.root(), 3, 24)  # Footer.recordBatches
     assert len(blocks) == 1000
-    first = footer.data[blocks[0] : blocks[0] + 24]
-    for at in blocks:
-        data[start + at : start + at + 24] = first
-    (tmp_path / "t.arrow").write_bytes(bytes(data))
+    assert len({footer.data[at : at + 24] for at in blocks}) == 1
+    (tmp_path / "t.arrow").write_bytes(data)
     result = inspected(tmp_path, row(arrow.MIMETYPE, "t.arrow"))
     assert [p.code for p in result.problems] == ["TA-E602"]
     assert "overlap" in result.problems[0].message
