@@ -322,6 +322,10 @@ def manifest_schema() -> dict[str, Any]:
     return json.loads(package_text("manifest.schema.json"))
 
 
+#: How fastjsonschema compiles a schema here: no defaults filled in, no formats checked.
+SCHEMA_COMPILE_OPTIONS = {"use_default": False, "use_formats": False}
+
+
 class SchemaCheck:
     """One JSON Schema's verdict on documents: jsonschema's, computed only when needed.
 
@@ -339,9 +343,7 @@ class SchemaCheck:
         import fastjsonschema
 
         self.schema = schema
-        self._passes = compiled or fastjsonschema.compile(
-            schema, use_default=False, use_formats=False
-        )
+        self._passes = compiled or fastjsonschema.compile(schema, **SCHEMA_COMPILE_OPTIONS)
         self._rejected: tuple[type[Exception], ...] = (fastjsonschema.JsonSchemaException,)
 
     def errors(self, document: Any) -> list[Any]:

@@ -7,8 +7,7 @@ empty cells, so a few hundred bytes naming cell XFD1048576 ask for 17 billion ce
 cost counted is ``XML_EXPANSION`` bytes per byte of its parts (inflated) plus ``CELL_BYTES``
 per cell of the rectangle each XML part spans (rows up to the last row number, columns up to
 the widest), found by streaming every XML part through expat (no tree is built). XML with a
-DOCTYPE (which
-can define entities) is refused: Excel writes none.
+DOCTYPE (which can define entities) is refused: Excel writes none.
 """
 
 from __future__ import annotations
