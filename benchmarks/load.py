@@ -35,9 +35,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tiled_archive.load import load
 from tiled_archive.testing import free_port, postgres_admin, serving
 from tiled_archive.writer import create
+from tiled_archive.writer.load import load
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

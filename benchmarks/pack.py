@@ -62,7 +62,7 @@ log = Console(stderr=True, style="dim")
 # on Linux a child's ru_maxrss starts from its parent's peak RSS at fork, here hundreds of MB.
 PACK_CHILD = """
 import json, resource, sys, time
-import tiled_archive.catalog, tiled_archive.reader
+import tiled_archive.catalog.db_file, tiled_archive.reader
 from tiled_archive.writer import convert
 
 def peak_kib():

@@ -6,7 +6,7 @@ Not a test: nothing is asserted about timings. Setup in a temporary folder: 16 `
 of random float64 (``--size-mb`` in all) archived by ``create()`` and packed to ZIP, published
 by a web server in a process of its own (Starlette's StaticFiles under uvicorn:
 ``tiled_archive.testing.static_files_app``), and loaded (``load()``) into a catalog served by
-stock ``tiled serve config`` with ``routers: [tiled_archive.server:router]``.
+stock ``tiled serve config`` with ``routers: [tiled_archive.serve.router:router]``.
 
 Measured:
 
@@ -37,10 +37,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tiled_archive.load import load
 from tiled_archive.reader import open_archive
 from tiled_archive.testing import free_port, serving, static_files_command
 from tiled_archive.writer import convert, create
+from tiled_archive.writer.load import load
 
 MIB = 1 << 20
 KEY = "benchmarkkey0123"
@@ -199,7 +199,7 @@ def measure_streamed(root: Path, static_port: int) -> list[tuple[str, str, str, 
         f"authentication:\n  single_user_api_key: {KEY}\n"
         f"trees:\n  - path: /\n    tree: catalog\n    args:\n      uri: sqlite:///{catalog}\n"
         f"      readable_storage: [{root / 'registered'}]\n"
-        "routers:\n  - tiled_archive.server:router\n"
+        "routers:\n  - tiled_archive.serve.router:router\n"
     )
     port = free_port()
     tiled = Path(sys.executable).parent / "tiled"

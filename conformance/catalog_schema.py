@@ -40,7 +40,7 @@ def schema_file(revision: str) -> Path:
 
 def package_copy(revision: str) -> Path:
     """The same file in the package, from which the reference writer creates catalogs."""
-    return ROOT / "tiled_archive" / f"catalog-schema-{revision}.sql"
+    return ROOT / "tiled_archive" / "rules" / f"catalog-schema-{revision}.sql"
 
 
 def dump(db: Path) -> str:
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 on change")
     args = parser.parse_args(argv)
-    from tiled_archive.format import TILED_SCHEMA_REVISIONS
+    from tiled_archive.rules.names import TILED_SCHEMA_REVISIONS
 
     revision = TILED_SCHEMA_REVISIONS[0]
     text = tiled_dump()

@@ -44,8 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tiled_archive import bag
-from tiled_archive.format import (
+from tiled_archive.rules import bag
+from tiled_archive.rules.manifest import FileEntry, Manifest
+from tiled_archive.rules.names import (
     BAG_INFO_NAME,
     BAGIT_NAME,
     CATALOG_NAME,
@@ -54,12 +55,10 @@ from tiled_archive.format import (
     PAYLOAD_MANIFEST_NAME,
     TAG_FILES,
     TAG_MANIFEST_NAME,
-    FileEntry,
-    Manifest,
-    is_payload_path,
 )
+from tiled_archive.rules.paths import is_payload_path
 from tiled_archive.writer import DOS_EPOCH, create
-from tiled_archive.zipwriter import ZipEntry, zip_stream
+from tiled_archive.zip.stream import ZipEntry, zip_stream
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 KINDS = ("valid", "invalid", "warning")
@@ -961,7 +960,7 @@ def arrow_first_batch_everywhere(rows: int) -> bytes:
     batch in every place (its blocks overlap)."""
     import pyarrow as pa
 
-    from tiled_archive.content.arrow import FlatBuffer
+    from tiled_archive.inspectors.arrow import FlatBuffer
 
     data = bytearray(arrow_ipc_bytes(pa.table({"x": np.arange(rows)}), batch_rows=1))
     start = arrow_footer_start(bytes(data))

@@ -1,9 +1,9 @@
-"""Write the manifest schema's compiled check: ``tiled_archive/manifest_schema_check.py``.
+"""Write the manifest schema's compiled check: ``tiled_archive/rules/manifest_schema_check.py``.
 
     .venv/bin/python conformance/manifest_check.py          # rewrite the package module
     .venv/bin/python conformance/manifest_check.py --check  # exit 1 if it would change
 
-``validate`` checks every manifest against ``tiled_archive/manifest.schema.json`` with the
+``validate`` checks every manifest against ``tiled_archive/rules/manifest.schema.json`` with the
 schema compiled to Python by fastjsonschema (``format.SchemaCheck``). Compiling it takes
 ~14 ms, a seventh of a whole fast check of a small archive, so the compiled code is written
 down once, by this script, and imported (from its bytecode) by the package. The module records
@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = ROOT / "tiled_archive" / "manifest.schema.json"
-MODULE = ROOT / "tiled_archive" / "manifest_schema_check.py"
+SCHEMA = ROOT / "tiled_archive" / "rules" / "manifest.schema.json"
+MODULE = ROOT / "tiled_archive" / "rules" / "manifest_schema_check.py"
 
 
 def module_text() -> str:
@@ -31,7 +31,7 @@ def module_text() -> str:
 
     import fastjsonschema
 
-    from tiled_archive.format import SCHEMA_COMPILE_OPTIONS
+    from tiled_archive.rules.schemas import SCHEMA_COMPILE_OPTIONS
 
     raw = SCHEMA.read_bytes()
     code = fastjsonschema.compile_to_code(json.loads(raw), **SCHEMA_COMPILE_OPTIONS)

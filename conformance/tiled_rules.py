@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def package_file(revision: str) -> Path:
     """Where the package keeps the rules for a Tiled schema revision."""
-    return ROOT / "tiled_archive" / f"tiled-rules-{revision}.json"
+    return ROOT / "tiled_archive" / "rules" / f"tiled-rules-{revision}.json"
 
 
 def derive() -> dict[str, Any]:
@@ -46,7 +46,7 @@ def derive() -> dict[str, Any]:
     from tiled.server.schemas import Specs
     from tiled.structures.core import Spec
 
-    from tiled_archive.content.catalog import SERVED_TABLES
+    from tiled_archive.rules.catalog_rows import SERVED_TABLES
 
     specs = pydantic.TypeAdapter(Specs).json_schema()
     specs["$defs"]["Spec"]["additionalProperties"] = False
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 on change")
     args = parser.parse_args(argv)
-    from tiled_archive.format import TILED_SCHEMA_REVISIONS
+    from tiled_archive.rules.names import TILED_SCHEMA_REVISIONS
 
     target = package_file(TILED_SCHEMA_REVISIONS[0])
     text = render(derive())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
 from pathlib import Path
@@ -57,6 +58,12 @@ def write_sample_tree(root: Path) -> Path:
 @pytest.fixture(scope="session")
 def sample_tree(tmp_path_factory) -> Path:
     return write_sample_tree(tmp_path_factory.mktemp("sources"))
+
+
+#: What a third party reads: the published report schema, not the package's (they must agree).
+PUBLISHED_REPORT_SCHEMA = json.loads(
+    (Path(__file__).resolve().parent.parent / "spec" / "report.schema.json").read_text()
+)
 
 
 def sha256_of(path: Path) -> str:

@@ -114,8 +114,7 @@ def under_a_terminal(
 
 @pytest.mark.parametrize("flag", ["--version", "-V"])
 def test_version_names_the_package_and_the_format(flag):
-    from tiled_archive import __version__
-    from tiled_archive.format import FORMAT_VERSION
+    from tiled_archive.rules.names import FORMAT_VERSION, __version__
 
     result = run(flag)
     assert result.returncode == 0

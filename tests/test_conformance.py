@@ -20,10 +20,12 @@ from typer.testing import CliRunner
 
 from conformance import catalog_schema, tiled_rules
 from conformance.generate import tree_size
-from tiled_archive import codes
 from tiled_archive.cli import commands
 from tiled_archive.reader import open_archive
-from tiled_archive.validator import fixture_cases, report_schema, validate
+from tiled_archive.rules import codes
+from tiled_archive.validator import fixture_cases, validate
+
+from .conftest import PUBLISHED_REPORT_SCHEMA
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "conformance" / "fixtures"
@@ -38,7 +40,7 @@ CASES = fixture_cases(FIXTURES)
 def test_fixture_gives_exactly_its_codes(case):
     report = validate(case.archive)
     assert report.codes == case.expected, [str(p) for p in report.problems]
-    jsonschema.validate(report.to_json(), report_schema())
+    jsonschema.validate(report.to_json(), PUBLISHED_REPORT_SCHEMA)
 
 
 CATALOG_ROW_CASES = [c for c in CASES if c.expected in ({"TA-E502"}, {"TA-E506"})]
@@ -48,7 +50,7 @@ CATALOG_ROW_CASES = [c for c in CASES if c.expected in ({"TA-E502"}, {"TA-E506"}
 def test_open_refuses_catalog_rows_tiled_cannot_load(case):
     """What validate reports as TA-E502 or TA-E506 is refused when an archive opens for
     serving, before Tiled loads a row (each of these crashed a request inside Tiled)."""
-    from tiled_archive.format import ArchiveError
+    from tiled_archive.rules.problems import ArchiveError
 
     with open_archive(case.archive) as archive, pytest.raises(ArchiveError) as raised:
         archive.data_sources()
@@ -150,9 +152,9 @@ def test_catalog_schema_file_is_what_tiled_creates(tmp_path):
     """The spec's SQL file (and its copy in the package) equals a fresh dump of Tiled's own
     init, and running it gives Tiled's catalog; so does the writer's catalog creation."""
     from tiled.catalog import from_uri
+    from tiled_archive.catalog.db_file.db_file import init_catalog
 
-    from tiled_archive.catalog import init_catalog
-    from tiled_archive.format import TILED_SCHEMA_REVISIONS
+    from tiled_archive.rules.names import TILED_SCHEMA_REVISIONS
 
     revision = TILED_SCHEMA_REVISIONS[0]
     schema_file = catalog_schema.schema_file(revision)
@@ -171,7 +173,7 @@ def test_catalog_schema_file_is_what_tiled_creates(tmp_path):
 def test_tiled_rules_file_is_what_tiled_has():
     """The packaged rules the catalog checks take from Tiled (so as not to import its server
     stack) are what the installed Tiled's ORM, models and mimetype registry give."""
-    from tiled_archive.format import TILED_SCHEMA_REVISIONS
+    from tiled_archive.rules.names import TILED_SCHEMA_REVISIONS
 
     packaged = tiled_rules.package_file(TILED_SCHEMA_REVISIONS[0]).read_text(encoding="utf-8")
     assert tiled_rules.render(tiled_rules.derive()) == packaged

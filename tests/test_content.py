@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tiled_archive.content import DataSourceRow
-from tiled_archive.content.budget import ensure_within, selection_shape
-from tiled_archive.content.catalog import ROWS_PER_RULE, catalog_problems
-from tiled_archive.content.parameters import markdown_table, parameter_problems
-from tiled_archive.format import MAX_JSON_DEPTH, ArchiveError, JSONTooDeep, json_depth, load_json
+from tiled_archive.rules.budget import ensure_within, selection_shape
+from tiled_archive.rules.catalog_rows import ROWS_PER_RULE, DataSourceRow, catalog_problems
+from tiled_archive.rules.formats import parameter_problems, parameters_table
+from tiled_archive.rules.problems import ArchiveError
+from tiled_archive.rules.schemas import MAX_JSON_DEPTH, JSONTooDeep, json_depth, load_json
 
 SPEC = Path(__file__).parent.parent / "spec" / "FORMAT.md"
 
@@ -107,11 +107,11 @@ def test_parameter_allow_list(mimetype, parameters, bad):
 
 
 def test_spec_parameter_table_is_the_allow_list():
-    assert markdown_table() in SPEC.read_text(encoding="utf-8")
+    assert parameters_table() in SPEC.read_text(encoding="utf-8")
 
 
 def test_assets_go_to_their_adapter_as_data_uri_or_data_uris():
-    from tiled_archive.content import AssetRef
+    from tiled_archive.rules.catalog_rows import AssetRef
 
     good = AssetRef("data/a.npy", False, "data_uri", None)
     bad = AssetRef("data/b.npy", False, None, None)
@@ -136,7 +136,7 @@ def test_assets_go_to_their_adapter_as_data_uri_or_data_uris():
     ],
 )
 def test_assets_take_the_form_their_adapter_takes(mimetype, parameter, num, valid):
-    from tiled_archive.content import AssetRef
+    from tiled_archive.rules.catalog_rows import AssetRef
 
     asset = AssetRef("data/a", False, parameter, num)
     row = DataSourceRow(1, "node", "array", mimetype, {}, None, (asset,))
@@ -146,7 +146,7 @@ def test_assets_take_the_form_their_adapter_takes(mimetype, parameter, num, vali
 
 
 def test_spec_asset_forms_table_is_the_code():
-    from tiled_archive.content.parameters import asset_forms_table
+    from tiled_archive.rules.formats import asset_forms_table
 
     assert asset_forms_table() in SPEC.read_text(encoding="utf-8")
 
@@ -224,7 +224,7 @@ def test_catalog_times_have_one_fixed_grammar(text, valid):
     parser for SQLite, reads more on 3.11 than on 3.10); every valid time reads on both."""
     from datetime import datetime
 
-    from tiled_archive.content.catalog import time_problem
+    from tiled_archive.rules.catalog_rows import time_problem
 
     assert (time_problem(text) is None) == valid, time_problem(text)
     if valid:
@@ -282,7 +282,7 @@ def test_npy_and_tiff_chunks_are_the_ones_tiled_serves(mimetype, shape, chunks, 
     are slices of its first dimension."""
     from tiled.structures.array import ArrayStructure, BuiltinDtype
 
-    from tiled_archive.content.npy import chunk_mismatch
+    from tiled_archive.inspectors.npy import chunk_mismatch
 
     dtype = BuiltinDtype.from_numpy_dtype(np.dtype("uint8"))
     structure = ArrayStructure(data_type=dtype, chunks=chunks, shape=shape)
@@ -290,6 +290,6 @@ def test_npy_and_tiff_chunks_are_the_ones_tiled_serves(mimetype, shape, chunks, 
 
 
 def test_spec_column_table_is_tileds_orm():
-    from tiled_archive.content.catalog import columns_table
+    from tiled_archive.rules.catalog_rows import columns_table
 
     assert columns_table() in SPEC.read_text(encoding="utf-8")

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from conformance.generate import arrow_first_batch_everywhere, arrow_footer_start, arrow_ipc_bytes
-from tiled_archive.content import AssetRef, DataSourceRow, Inspection, arrow, jpeg, xlsx
+from tiled_archive.inspectors import Inspection, arrow, jpeg, xlsx
+from tiled_archive.rules.catalog_rows import AssetRef, DataSourceRow
 from tiled_archive.sources.directory import DirectorySource
 
 

@@ -22,8 +22,8 @@ import pytest
 
 import tiled_archive
 from tiled_archive.downloader import BlobCache
-from tiled_archive.format import ArchiveError
 from tiled_archive.reader import open_archive
+from tiled_archive.rules.problems import ArchiveError
 from tiled_archive.testing import free_port, serving, tiled_serve_catalog
 from tiled_archive.validator import validate
 

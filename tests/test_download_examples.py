@@ -366,7 +366,7 @@ def test_client_written_tree_downloads_exactly(written, tmp_path, suffix):
 def test_nothing_matched_is_refused_unless_allowed(written, tmp_path):
     from tiled.queries import Key
 
-    from tiled_archive.format import ArchiveError
+    from tiled_archive.rules.problems import ArchiveError
 
     nothing = written.search(Key("no such key") == 1)
     with pytest.raises(ArchiveError) as raised:

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import tiled_archive
-from tiled_archive.format import ArchiveError
+from tiled_archive.rules.problems import ArchiveError
 from tiled_archive.testing import HOST, free_port, serving, tiled_archive_serve
 from tiled_archive.validator import validate
 from tiled_archive.writer import convert, create

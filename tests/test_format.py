@@ -10,18 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tiled_archive import codes
-from tiled_archive.format import (
-    FORMAT_VERSION,
-    ArchiveError,
-    FileEntry,
-    Manifest,
-    check_path,
-    clip,
-    manifest_schema,
-    parse_manifest,
-    path_problems,
-)
+from tiled_archive.rules import codes
+from tiled_archive.rules.manifest import FileEntry, Manifest, parse_manifest
+from tiled_archive.rules.names import FORMAT_VERSION
+from tiled_archive.rules.paths import check_path, path_problems
+from tiled_archive.rules.problems import ArchiveError, clip
+from tiled_archive.rules.schemas import manifest_schema
 
 from .fuzz.mutators import json_positions
 
@@ -72,6 +66,14 @@ def test_schema_is_a_valid_2020_12_schema():
     jsonschema.Draft202012Validator.check_schema(manifest_schema())
     spec_copy = json.loads((SPEC.parent / "manifest.schema.json").read_text())
     assert spec_copy == manifest_schema()
+
+
+def test_published_schemas_are_the_packaged_ones():
+    """spec/'s schemas are written from the package's (conformance/spec_copies.py), byte for
+    byte, and are real files (a symbolic link does not survive a ZIP of the repository)."""
+    from conformance import spec_copies
+
+    assert spec_copies.stale() == []
 
 
 # -- Manifest model ----------------------------------------------------------------------------
@@ -186,7 +188,7 @@ def test_the_compiled_schema_check_gives_jsonschemas_verdict(data):
     jsonschema alone reports (so the compiled check is never laxer)."""
     import jsonschema
 
-    from tiled_archive.format import SchemaCheck, manifest_check, tiled_rules
+    from tiled_archive.rules.schemas import SchemaCheck, manifest_check, tiled_rules
 
     specs = tiled_rules()["specs"]
     check, schema, document = data.draw(
@@ -222,8 +224,8 @@ def test_the_shipped_compiled_manifest_check_is_current_and_used():
     """tiled_archive/manifest_schema_check.py is what fastjsonschema compiles from the schema
     today, and the package uses it (not a compile of its own)."""
     from conformance import manifest_check as generator
-    from tiled_archive import manifest_schema_check
-    from tiled_archive.format import manifest_check
+    from tiled_archive.rules import manifest_schema_check
+    from tiled_archive.rules.schemas import manifest_check
 
     assert generator.main(["--check"]) == 0
     assert manifest_check()._passes is manifest_schema_check.validate
@@ -299,7 +301,7 @@ def test_text_from_an_archive_is_shown_without_controls(text, shown):
 
 
 def test_canonical_manifest_is_python_json_with_sorted_keys_and_files():
-    from tiled_archive.format import canonical_manifest, canonical_problem
+    from tiled_archive.rules.manifest import canonical_manifest, canonical_problem
 
     document = good_document()
     document["root"] = {"metadata": {"b": "é", "a": [1, {"z": None, "y": "\n"}]}, "specs": []}
@@ -326,7 +328,7 @@ def test_canonical_manifest_is_python_json_with_sorted_keys_and_files():
 
 
 def test_bagit_lines_sorted_by_code_point_of_the_whole_path():
-    from tiled_archive.bag import digest_lines, order_problems
+    from tiled_archive.rules.bag import digest_lines, order_problems
 
     paths = ["data/a/b", "data/a b", "data/a-b", "data/B", "data/é", "data/z"]
     text = digest_lines(dict.fromkeys(paths, "0" * 64))

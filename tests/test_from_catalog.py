@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import tiled_archive
-from tiled_archive.format import ArchiveError
-from tiled_archive.load import load
+from tiled_archive.rules.problems import ArchiveError
 from tiled_archive.testing import postgres_admin
 from tiled_archive.writer import relocate
+from tiled_archive.writer.load import load
 
 from . import test_load
 from .test_download_examples import assert_exact, listing

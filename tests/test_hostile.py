@@ -27,7 +27,7 @@ import pytest
 pytest.importorskip("inotify_simple")
 
 import tiled_archive  # noqa: E402
-from tiled_archive.format import ArchiveError  # noqa: E402
+from tiled_archive.rules.problems import ArchiveError  # noqa: E402
 from tiled_archive.testing import HOST, free_port, listening, stop  # noqa: E402
 
 from .hostile import generate as gen  # noqa: E402

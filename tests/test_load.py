@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 import tiled_archive
-from tiled_archive.format import ArchiveError
-from tiled_archive.load import load
 from tiled_archive.reader import open_archive
+from tiled_archive.rules.problems import ArchiveError
 from tiled_archive.testing import free_port, serving
 from tiled_archive.validator import validate
 from tiled_archive.writer import convert, create, create_from_catalog
+from tiled_archive.writer.load import load
 
 from .conftest import tree_digests
 from .test_download_examples import assert_exact, listing, serve_pyobject

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiled_archive.catalog.db_file.db_file import read_assets
 
 import tiled_archive
 from conformance import generate as fixtures
-from tiled_archive.catalog import read_assets
-from tiled_archive.content.ragged import connect
+from tiled_archive.inspectors.ragged import connect
 from tiled_archive.reader import open_archive
 from tiled_archive.testing import free_port, serving
 from tiled_archive.validator import validate
@@ -118,7 +118,7 @@ def test_a_hostile_database_is_refused_with_its_code_before_duckdb_reads_rows(na
 
 
 def test_a_table_name_that_is_sql_is_refused_at_open():
-    from tiled_archive.format import ArchiveError
+    from tiled_archive.rules.problems import ArchiveError
 
     with pytest.raises(ArchiveError) as raised:
         tiled_archive.open(INVALID / "E508-ragged-table-name" / "archive")

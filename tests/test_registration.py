@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from tiled_archive.catalog import init_catalog
-from tiled_archive.registration import build_catalog, resolve_prefix
+from tiled_archive.catalog.db_file.db_file import init_catalog
+from tiled_archive.catalog.db_file.registration import build_catalog, resolve_prefix
 
 
 def through_tiled_server(db: Path, sources: dict[str, Path]) -> None:
@@ -38,7 +37,7 @@ def through_tiled_server(db: Path, sources: dict[str, Path]) -> None:
                     client,
                     path,
                     prefix=resolve_prefix(name, path),
-                    walkers=["tiled_archive.registration:sorted_walker"],
+                    walkers=["tiled_archive.catalog.registration:sorted_walker"],
                     overwrite=False,
                 )
             )

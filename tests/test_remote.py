@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 import tiled_archive
-from tiled_archive.format import ArchiveError
 from tiled_archive.reader import open_archive
+from tiled_archive.rules.problems import ArchiveError
 from tiled_archive.testing import free_port, static_files_app
 from tiled_archive.validator import validate
 from tiled_archive.writer import convert, create

@@ -1,4 +1,5 @@
-"""Streamed archives: stock ``tiled serve config`` with ``routers: [tiled_archive.server:router]``.
+"""Streamed archives: stock ``tiled serve config`` with
+``routers: [tiled_archive.serve.router:router]``.
 
 The catalog holds registered files (every format of the sample tree, loaded by ``load``) and
 data a client wrote through the server (arrays, tables). ``GET /api/v1/archive/{path}`` must
@@ -19,11 +20,11 @@ import pandas as pd
 import pytest
 
 import tiled_archive
-from tiled_archive.load import load
 from tiled_archive.reader import open_archive
 from tiled_archive.testing import free_port, serving
 from tiled_archive.validator import validate
 from tiled_archive.writer import create
+from tiled_archive.writer.load import load
 
 from .test_remote import values
 
@@ -76,7 +77,7 @@ trees:
       writable_storage: {root / "written"}
       readable_storage: [{root / "registered"}]
 routers:
-  - tiled_archive.server:router
+  - tiled_archive.serve.router:router
 """
     )
     port = free_port()

@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 import pytest
 
-from tiled_archive.asgi import ArchiveServer
 from tiled_archive.reader import open_archive
+from tiled_archive.serve.app import ArchiveServer
 from tiled_archive.testing import HOST, free_port, serving, tiled_archive_serve, tiled_serve_catalog
 from tiled_archive.writer import convert, create
 

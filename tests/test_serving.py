@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 import tiled_archive
-from tiled_archive.format import ArchiveError
 from tiled_archive.reader import open_archive
+from tiled_archive.rules.problems import ArchiveError
 from tiled_archive.testing import free_port, serving, tiled_serve_catalog
 from tiled_archive.writer import convert, create, reseal
 
@@ -226,8 +226,8 @@ def test_response_cache_answers_repeats_without_the_app(served):
     import httpx
     from asgi_lifespan import LifespanManager
 
-    from tiled_archive.asgi import ArchiveServer
     from tiled_archive.reader import open_archive
+    from tiled_archive.serve.app import ArchiveServer
 
     server = ArchiveServer(open_archive(served["zip"]), api_key="k1", public=False)
     reached = []

@@ -21,10 +21,11 @@ from typer.testing import CliRunner
 
 import tiled_archive
 from tiled_archive.cli import commands
-from tiled_archive.format import FORMAT_VERSION
-from tiled_archive.validator import Report, report_schema, validate
+from tiled_archive.rules.names import FORMAT_VERSION
+from tiled_archive.validator import Report, validate
 from tiled_archive.writer import convert, create, reseal
 
+from .conftest import PUBLISHED_REPORT_SCHEMA
 from .test_zip_layer import central_records
 
 CLI = [sys.executable, "-m", "tiled_archive.cli"]
@@ -197,13 +198,13 @@ def test_cli_json_follows_its_schema_and_exit_codes(copy):
     directory = copy("directory")
     valid = run("validate", "--json", directory)
     assert valid.returncode == 0, valid.stderr
-    jsonschema.validate(json.loads(valid.stdout), report_schema())
+    jsonschema.validate(json.loads(valid.stdout), PUBLISHED_REPORT_SCHEMA)
     flip(directory / H5, 7)
     (directory / "notes.txt").write_text("a warning too")
     invalid = run("validate", "--json", directory)
     assert invalid.returncode == 1
     document = json.loads(invalid.stdout)
-    jsonschema.validate(document, report_schema())
+    jsonschema.validate(document, PUBLISHED_REPORT_SCHEMA)
     assert [(p["code"], p["path"]) for p in document["problems"]] == [
         ("TA-E308", H5),
         ("TA-W001", "notes.txt"),
@@ -224,7 +225,7 @@ def test_cli_human_output_and_strict(archives, tmp_path):
     assert "--strict: warnings count" in strict.stdout
     strict_json = runner.invoke(commands.app, ["validate", "--strict", "--json", str(warned)])
     document = json.loads(strict_json.stdout)
-    jsonschema.validate(document, report_schema())
+    jsonschema.validate(document, PUBLISHED_REPORT_SCHEMA)
     assert strict_json.exit_code == 1
     assert document["strict"] is True and document["valid"] is False
 
@@ -321,4 +322,4 @@ def test_any_damage_is_reported_never_raised(small_zip, tmp_path_factory, data):
     target.write_bytes(damaged)
     report = validate(target)
     assert report.valid == is_harmless, report.problems
-    jsonschema.validate(report.to_json(), report_schema())
+    jsonschema.validate(report.to_json(), PUBLISHED_REPORT_SCHEMA)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tiled_archive.format import ArchiveError
 from tiled_archive.reader import open_archive
+from tiled_archive.rules.problems import ArchiveError
 from tiled_archive.writer import convert, create
 
 from .conftest import sha256_of, tree_digests
@@ -183,7 +183,7 @@ def test_tiff_and_tiff_sequence_from_inside_zip(zip_archive, sample_tree):
 
 def test_npy_memory_mapped_from_zip_span(zip_archive, sample_tree):
     """The ZIP reader's NPY array maps the stored member's bytes where they lie (aligned)."""
-    from tiled_archive.adapters.zip import _npy_array
+    from tiled_archive.serve.adapters.zip import _npy_array
 
     path = "data/scan/nested/deeper/table_values.npy"
     span = zip_archive.span(path)

@@ -20,10 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tiled_archive.format import ALIGNMENT, MIMETYPE, ArchiveError, path_problems
+from tiled_archive.rules.names import ALIGNMENT, MIMETYPE
+from tiled_archive.rules.paths import path_problems
+from tiled_archive.rules.problems import ArchiveError
 from tiled_archive.sources.directory import DirectorySource
 from tiled_archive.sources.zip import ZipSource
-from tiled_archive.zipwriter import ZipEntry, zip_stream
+from tiled_archive.zip.stream import ZipEntry, zip_stream
 
 MiB = 1024 * 1024
 MTIME = 1_700_000_000

@@ -17,7 +17,8 @@ if _TYPE_CHECKING:
 
     from .validator import Report
 
-__version__ = "0.1.0"
+from .rules.names import __version__
+
 __all__ = ["download", "from_catalog", "open", "validate", "__version__"]
 
 
@@ -33,7 +34,7 @@ def open(path: str | _Path, **client_kwargs: _Any) -> BaseClient:  # noqa: A001 
     ``client_kwargs`` go to Tiled's ``tiled.client.from_context`` (e.g. ``structure_clients=
     "numpy"`` for NumPy instead of dask, ``include_data_sources=True``). Raises
     ``ArchiveError`` (a coded message) when the path is not an archive that can be served."""
-    from .asgi import open as open_in_process
+    from .serve.client import open as open_in_process
 
     return open_in_process(path, **client_kwargs)
 
@@ -51,7 +52,7 @@ def from_catalog(
     files are checked as an archive's are before Tiled's adapters read them. ``client_kwargs``
     go to ``tiled.client.from_context``. Raises ``ArchiveError`` TA-E922 when the catalog
     cannot be opened (no such file, server down, another schema revision)."""
-    from .asgi import from_catalog as from_catalog_in_process
+    from .serve.client import from_catalog as from_catalog_in_process
 
     return from_catalog_in_process(uri, readable_storage, **client_kwargs)
 

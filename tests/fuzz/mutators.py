@@ -35,7 +35,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from conformance.generate import Tree, catalog, retag, seal, with_file, write_tree
-from tiled_archive.format import CATALOG_NAME, MANIFEST_NAME
+from tiled_archive.rules.names import CATALOG_NAME, MANIFEST_NAME
 
 from .seeds import Seed
 

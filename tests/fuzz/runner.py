@@ -378,8 +378,8 @@ def open_job(path: str) -> dict:
     import stamina
 
     import tiled_archive
-    from tiled_archive.format import ArchiveError
     from tiled_archive.reader import ArchiveWarning
+    from tiled_archive.rules.problems import ArchiveError
 
     stamina.set_testing(True)  # Tiled's client retries 5xx answers for up to 45 s
     record = _Walk()

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conformance.generate import FIXTURES, Tree, catalog, read_tree, seal, tree_zip
-from tiled_archive.format import CATALOG_NAME, is_payload_path
+from tiled_archive.rules.names import CATALOG_NAME
+from tiled_archive.rules.paths import is_payload_path
 
 SEED_NAMES = ("minimal", "real-data", "zip64-everywhere", "rich")
 CONFORMANCE_SEEDS = ("minimal", "real-data", "zip64-everywhere")

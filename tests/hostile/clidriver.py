@@ -77,8 +77,8 @@ def main(argv: list[str]) -> int:
     import warnings
 
     warnings.simplefilter("ignore")
-    import tiled_archive.asgi  # noqa: F401
     import tiled_archive.cli  # noqa: F401 -- the import every child shares
+    import tiled_archive.serve.app  # noqa: F401
     import tiled_archive.writer  # noqa: F401
 
     running: dict[int, tuple[dict, float]] = {}

@@ -57,7 +57,7 @@ from conformance.generate import (
     to_zip,
     write_tree,
 )
-from tiled_archive.format import (
+from tiled_archive.rules.names import (
     CATALOG_NAME,
     MANIFEST_NAME,
     MIMETYPE_NAME,
@@ -65,7 +65,7 @@ from tiled_archive.format import (
     TAG_MANIFEST_NAME,
 )
 from tiled_archive.writer import DOS_EPOCH, create
-from tiled_archive.zipwriter import ZipEntry, zip_stream
+from tiled_archive.zip.stream import ZipEntry, zip_stream
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFORMANCE_INVALID = ROOT / "conformance" / "fixtures" / "invalid"

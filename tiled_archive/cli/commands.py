@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..format import ArchiveError, plural
+from ..rules.problems import ArchiveError, plural
 from . import output
 from .output import check_or_exit, reports_errors, say
 
 if TYPE_CHECKING:
     import contextlib
 
-    from ..load import LoadResult
+    from ..writer.load import LoadResult
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -31,8 +31,7 @@ Force = Annotated[
 
 def _version(value: bool) -> None:
     if value:
-        from .. import __version__
-        from ..format import FORMAT_VERSION
+        from ..rules.names import FORMAT_VERSION, __version__
 
         print(f"tiled-archive {__version__} (format {FORMAT_VERSION})")
         raise typer.Exit()
@@ -160,7 +159,7 @@ def load(
     """Load an archive's nodes into a Tiled catalog (SQLite or PostgreSQL) and its files into
     a folder, so that stock `tiled serve catalog CATALOG -r DATA` serves them."""
     with _loading(quiet):
-        from ..load import load as load_archive
+        from ..writer.load import load as load_archive
 
     try:
         with _loading(quiet, "loading"):
@@ -224,7 +223,7 @@ def serve(
     """Serve an archive over HTTP to Tiled clients and browsers, read-only (Tiled's own app)."""
     import secrets
 
-    from ..asgi import serve as serve_archive
+    from ..serve.http import serve as serve_archive
 
     if not public and api_key is None:
         api_key = secrets.token_hex(16)
@@ -291,7 +290,7 @@ def info(
     import json
     import sys
 
-    from ..info import describe, print_info
+    from ..reader.info import describe, print_info
     from .validate import archive_location
 
     described = describe(archive_location(path))
@@ -396,7 +395,7 @@ def download(
 
     with _loading(quiet):
         from ..downloader import download as download_archive
-        from ..downloader import open_source
+        from ..downloader import open_node
         from ..reader import open_archive
         from ..writer import check_destination
 
@@ -414,7 +413,7 @@ def download(
     if output is not None:
         check_destination(output.absolute(), force=force)  # before connecting: fail at once
     with _loading(quiet, f"connecting to {uri}"):
-        source = open_source(uri, path, api_key=api_key, search=pairs, fulltext=fulltext)
+        source = open_node(uri, path, api_key=api_key, search=pairs, fulltext=fulltext)
     options = {"workers": workers, "cache_dir": cache_dir, "quiet": quiet}
     if catalog is not None:
         from ..downloader import download_into

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
-from ..format import ArchiveError
+from ..rules.problems import ArchiveError
 
 if TYPE_CHECKING:
     from rich.console import Console

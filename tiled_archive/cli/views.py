@@ -7,8 +7,8 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from ..codes import Severity
-from ..format import Problem, clip, plural
+from ..rules.codes import Severity
+from ..rules.problems import Problem, clip, plural
 from . import output
 
 if TYPE_CHECKING:

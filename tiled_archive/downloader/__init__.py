@@ -14,7 +14,7 @@ SQL tables, nodes without a data source of their own) is read through the data A
 as Zarr (arrays) or Parquet (tables); the manifest's ``fallbacks`` lists those nodes. A node
 that cannot be fetched either way stops the run with TA-E910 naming it, and nothing is written.
 
-This package holds :func:`download` and :func:`open_source` and runs the steps of one download
+This package holds :func:`download` and :func:`open_node` and runs the steps of one download
 in order (:func:`_fetch`), each step reading and adding to one :class:`~.state.Run`. Each module
 imports only those above it in this list:
 
@@ -26,7 +26,7 @@ imports only those above it in this list:
   display;
 - :mod:`.plan`: walking the server's tree, directory-asset listings, archive paths of raw files;
 - :mod:`.fallback`: what is read through the data API (Zarr, Parquet) and where it goes;
-- :mod:`.catalog`: the archive's data sources, the catalog rebuilt through Tiled, the manifest's
+- :mod:`.rebuild`: the archive's data sources, the catalog rebuilt through Tiled, the manifest's
   ``fallbacks``;
 - :mod:`.streamed`: the whole archive in one request, from a server with the archive route.
 """
@@ -41,25 +41,26 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ..format import CATALOG_NAME, ArchiveError
 from ..progress import progress_display
+from ..rules.names import CATALOG_NAME
+from ..rules.problems import ArchiveError
 from ..writer import PayloadFile, check_destination, convert, write_new
 from .cache import DEFAULT_CACHE_MAX_BYTES, Blob, BlobCache, default_cache_dir
-from .catalog import (
+from .fallback import SLAB_BYTES, fetch_fallbacks
+from .plan import assign_members, list_directories, plan
+from .rebuild import (
     archive_raw_sources,
     manifest_fields,
     member_for_uri,
     rebuild_catalog,
     source_fields,
 )
-from .fallback import SLAB_BYTES, fetch_fallbacks
-from .plan import assign_members, list_directories, plan
 from .state import FileHook, Run, node_path
 from .streamed import fetch_streamed
 from .transfer import fetch_raw
 
 if TYPE_CHECKING:
-    from ..load import LoadResult
+    from ..writer.load import LoadResult
 
 __all__ = [
     "DEFAULT_CACHE_MAX_BYTES",
@@ -70,7 +71,7 @@ __all__ = [
     "BlobCache",
     "default_cache_dir",
     "download",
-    "open_source",
+    "open_node",
 ]
 
 DEFAULT_WORKERS = 4
@@ -133,8 +134,8 @@ def download_into(
     """Download ``source`` into the Tiled catalog ``catalog`` (SQLite or PostgreSQL) under node
     path ``at``, its files into ``data_dir``; ``options`` as :func:`download` takes them. The
     archive is staged in a temporary folder beside ``data_dir`` (removed after), then loaded
-    by :func:`tiled_archive.load.load`: its checks, codes and all-or-nothing rule apply."""
-    from ..load import load
+    by :func:`tiled_archive.writer.load.load`: its checks, codes and all-or-nothing rule apply."""
+    from ..writer.load import load
 
     data_dir = Path(data_dir).absolute()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +180,7 @@ def download(
     no node to download (an empty container at the root, a search that matched nothing) is
     refused unless ``allow_empty``; then the archive holds the parents alone, and validates.
 
-    When the server has the archive route (``tiled_archive.server:router``) and ``streamed``
+    When the server has the archive route (``tiled_archive.serve.router:router``) and ``streamed``
     (the default; not with ``on_file``), the whole archive comes in one request instead, is
     checked (every digest) and rewritten at ``dest`` (:mod:`.streamed`); an interrupted
     streamed download starts over.
@@ -190,7 +191,7 @@ def download(
     With ``catalog`` (``postgresql://…`` or an SQLite catalog) and ``data_dir`` instead of
     ``dest``, the download goes straight into that Tiled catalog under node path ``at``, its
     files into ``data_dir``, and ``data_dir`` is returned: the archive is staged in a temporary
-    folder beside ``data_dir``, then loaded (:func:`tiled_archive.load.load`, whose rules and
+    folder beside ``data_dir``, then loaded (:func:`tiled_archive.writer.load.load`, whose rules and
     codes apply: one transaction, nothing left behind on failure).
 
     Raises ArchiveError: TA-E903 (``dest`` exists; ``force`` replaces an archive), TA-E910
@@ -257,7 +258,7 @@ def download(
         cache.close()
 
 
-def open_source(
+def open_node(
     uri: str,
     path: str | None = None,
     *,

@@ -14,8 +14,8 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..reader import cache_dir as archive_cache_root
-from ..writer import copy_hashing
+from ..files.cache_root import cache_root as archive_cache_root
+from ..files.hashing import copy_hashing
 
 #: The cache is trimmed to this size (least recently used first) after every download.
 DEFAULT_CACHE_MAX_BYTES = 20 << 30

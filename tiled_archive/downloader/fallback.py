@@ -14,9 +14,16 @@ from typing import Any
 
 from rich.progress import TaskID
 
-from ..format import _FORBIDDEN as FORBIDDEN_CHARACTERS
-from ..format import DATA_DIR, RAGGED_MIMETYPE
-from ..writer import copy_hashing
+from ..files.hashing import copy_hashing
+from ..rules.formats import (
+    ARROW_MIMETYPE,
+    AWKWARD_MIMETYPE,
+    PARQUET_MIMETYPE,
+    SPARSE_MIMETYPE,
+    ZARR_MIMETYPE,
+)
+from ..rules.names import DATA_DIR, RAGGED_MIMETYPE
+from ..rules.paths import FORBIDDEN_CHARACTERS
 from .cache import Blob
 from .plan import walk
 from .state import Node, Run, children, staged_asset
@@ -24,11 +31,6 @@ from .transfer import NotServed, check, parallel, retrying
 
 #: Arrays read through the data API are fetched in slabs of about this size.
 SLAB_BYTES = 64 << 20
-SPARSE_MIMETYPE = "application/x-parquet;structure=sparse"
-AWKWARD_MIMETYPE = "application/x-awkward-buffers"
-ARROW_MIMETYPE = "application/vnd.apache.arrow.file"
-ZARR_MIMETYPE = "application/x-zarr"
-PARQUET_MIMETYPE = "application/x-parquet"
 # Where data read through the data API goes, below data/ (a suffix is added if taken).
 FALLBACK_FOLDER = "data-api"
 

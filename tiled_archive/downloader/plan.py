@@ -7,7 +7,9 @@ import os
 from pathlib import PurePosixPath
 from typing import Any
 
-from ..format import DATA_DIR, Severity, path_problems
+from ..rules.manifest import Severity
+from ..rules.names import DATA_DIR
+from ..rules.paths import path_problems
 from .state import URI_SCHEME, Node, RemoteFile, Run, children, node_path, server_path
 from .transfer import NotServed, check, parallel, retrying
 

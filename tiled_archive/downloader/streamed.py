@@ -1,4 +1,4 @@
-"""A download in one request, from a server with the archive route (``tiled_archive.server``).
+"""A download in one request, from a server with the archive route (``tiled_archive.serve.router``).
 
 ``GET {api}/archive/{path}`` (the source's search as its ``filter[...]`` parameters) gives the
 whole archive as one stream. It is saved beside the destination, checked as any archive from
@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from ..format import ArchiveError
+from ..rules.problems import ArchiveError
 
 #: Answers that mean "this server cannot stream this node": take the per-asset path.
 NOT_STREAMED = (400, 404, 405)

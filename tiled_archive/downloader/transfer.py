@@ -24,8 +24,8 @@ import httpx
 from rich.filesize import decimal
 from rich.progress import TaskID
 
-from ..format import ArchiveError
-from ..writer import CHUNK
+from ..files.hashing import CHUNK
+from ..rules.problems import ArchiveError
 from .cache import Blob
 from .state import RemoteFile, Run
 

@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from ..format import Problem
+from ..rules.problems import Problem
 
 if TYPE_CHECKING:
     from .ranges import RangeFile
@@ -142,10 +142,10 @@ def is_remote(path: str | Path) -> bool:
 def remote_file(url: str, storage_options: Mapping | None = None) -> RangeFile:
     """The remote file at ``url`` (http, https, s3), its tail already fetched."""
     if url.lower().startswith("s3://"):
-        from .s3 import S3File
+        from .ranges.s3 import S3File
 
         return S3File(url, storage_options)
-    from .http import HTTPFile
+    from .ranges.http import HTTPFile
 
     return HTTPFile(url, storage_options)
 
@@ -153,9 +153,9 @@ def remote_file(url: str, storage_options: Mapping | None = None) -> RangeFile:
 def open_source(path: str | Path, storage_options: Mapping | None = None) -> ByteSource:
     """Open a directory or ZIP archive, or a ZIP archive at an http(s) or s3 URL, as a byte
     source (TA-E001 for anything else; TA-E930/TA-E931 for a remote one that cannot be
-    read). ``storage_options``: see :class:`~tiled_archive.sources.http.HTTPFile` and
-    :class:`~tiled_archive.sources.s3.S3File`."""
-    from ..format import ArchiveError
+    read). ``storage_options``: see :class:`~tiled_archive.sources.ranges.http.HTTPFile` and
+    :class:`~tiled_archive.sources.ranges.s3.S3File`."""
+    from ..rules.problems import ArchiveError
     from .directory import DirectorySource
     from .zip import ZipSource
 

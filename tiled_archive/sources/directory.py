@@ -16,7 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO
 
-from ..format import ArchiveError, Problem
+from ..rules.problems import ArchiveError, Problem
 from . import ByteSource, Member, Span
 
 # O_NONBLOCK: opening a FIFO swapped in after the listing must fail the regular-file check,

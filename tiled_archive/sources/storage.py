@@ -7,7 +7,7 @@ only when the path, with every symbolic link resolved, lies inside one of them (
 otherwise: Tiled's own check compares the URI's text, so a link inside the storage, or a
 ``..``, leads out of it). :meth:`ReadableStorage.files` gives the files of one data source as a
 :class:`StorageFiles` byte source, so the same data-file checks as an archive's
-(:mod:`tiled_archive.content`) run on them before any library is given them.
+(:mod:`tiled_archive.inspectors`) run on them before any library is given them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO
 
-from ..format import ArchiveError, Problem
+from ..rules.problems import ArchiveError, Problem
 from . import ByteSource, Member, Span
 
 #: The URI schemes of assets that are local files (``duckdb:``: Tiled's SQL storage in a file).

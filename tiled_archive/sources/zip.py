@@ -1,10 +1,10 @@
-"""A ZIP file as a byte source, read through our own strict central-directory parser.
+"""A ZIP file as a byte source: the archive's members, read in place.
 
-Python's ``zipfile`` papers over what the validator must report (it silently shifts every offset
-when bytes were prepended, ignores gaps, overlaps and trailing data), so the structure is parsed
-here with ``struct``, and every deviation from the format's ZIP rules becomes a ``Problem``.
-STORED members are read by position at their data offset; Deflate and Deflate64 members are
-decompressed by ``zipfile`` (with ``zipfile_deflate64`` for method 9), sequentially.
+The ZIP is parsed by :class:`~tiled_archive.zip.parser.ZipDirectory` and its members judged by
+the format's rules (:func:`~tiled_archive.zip.layout.member_problems`); every problem found is
+in :attr:`ZipSource.problems`. STORED members are read by position at their data offset;
+Deflate and Deflate64 members are decompressed by ``zipfile`` (with ``zipfile_deflate64`` for
+method 9), sequentially.
 
 The bytes come from a :class:`~tiled_archive.sources.ranges.RangeFile`. A local one is mapped
 and every local header checked on opening. A remote one is not read whole: opening reads its
@@ -15,77 +15,27 @@ every byte anyway.
 
 from __future__ import annotations
 
-import stat
-import struct
-import threading
 import zipfile
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO
 
 import zipfile_deflate64  # noqa: F401 -- patches zipfile to decompress method 9 (Deflate64)
 
-from .. import zipformat as zf
-from ..format import (
-    ALIGNMENT,
-    CATALOG_NAME,
-    MIMETYPE_NAME,
-    TAG_FILES,
-    TAG_MANIFEST_NAME,
-    ArchiveError,
-    Problem,
-    case_collisions,
-    path_problems,
-)
+from ..rules.problems import ArchiveError
+from ..zip import records as zf
+from ..zip.layout import TAG_NAMES, member_problems
+from ..zip.parser import ZipDirectory, ZipRecord
 from . import ByteSource, Member, PositionalRawIO, Span
 from .ranges import LocalFile, RangeFile
 
-_MAX_COMMENT = 0xFFFF
-#: The largest central directory read (~10 million members): it is held in memory, and a
-#: remote server could otherwise claim, and send, any size.
-MAX_CENTRAL_DIRECTORY = 1 << 30
-#: The members a remote ZIP's first request after its tail fetches (when they come first).
-TAG_NAMES = frozenset((*TAG_FILES, TAG_MANIFEST_NAME))
-
-
-@dataclass(frozen=True)
-class ZipRecord:
-    """One central directory record, with where its data starts according to its local header.
-
-    Offsets are positions in the file (after any shift for prepended bytes, see ``TA-E108``).
-    ``data_offset`` is None when the local header could not be read.
-    """
-
-    name: str
-    method: int
-    flags: int
-    crc32: int
-    compressed_size: int
-    size: int
-    header_offset: int
-    data_offset: int | None
-    external_attr: int
-
-    @property
-    def is_dir(self) -> bool:
-        return self.name.endswith("/")
-
-
-@dataclass(frozen=True)
-class _EndRecords:
-    """What the end records say about the central directory."""
-
-    count: int
-    cd_offset: int
-    cd_size: int
-    start: int  # where the end records (ZIP64 ones included) begin
-
 
 class ZipSource(ByteSource):
-    """The members of a ZIP file, with every structural problem found while opening it.
+    """The members of a ZIP file, with every problem found while opening it (``problems``:
+    the ZIP's structure, then its members under the format's rules; ``entries``: every
+    central directory record, in order).
 
     Raises ``ArchiveError("TA-E100")`` only when no central directory can be read at all.
     """
@@ -94,24 +44,21 @@ class ZipSource(ByteSource):
         """``every_header``: read and check every local header while opening, as a local
         file's always are (``validate`` asks for it; a remote file's are otherwise read on
         first use)."""
-        self._every_header = every_header
         self.file = file if isinstance(file, RangeFile) else LocalFile(file)
         self.location = self.file.location
-        self.problems: list[Problem] = []
-        self.entries: list[ZipRecord] = []
-        self._members: dict[str, ZipRecord] = {}
-        self._listing: dict[str, Member] = {}
-        self._map: bytes | None = None
-        self._window: tuple[int, bytes] | None = None  # (start, bytes) around a local header
-        #: Local headers are read on first use (a remote file), not all while opening.
-        self._lazy = False
-        self._resolving = threading.Lock()
-        self._cd_start = 0
         try:
-            self._parse()
+            self.directory = ZipDirectory(self.file, every_header=every_header, head=TAG_NAMES)
         except BaseException:
             self.close()
             raise
+        self.entries = self.directory.entries
+        found, self._members = member_problems(
+            self.entries, self.directory.first_local_extra, lazy=self.directory.lazy
+        )
+        #: One list: problems a remote member's local header shows on first use join it.
+        self.problems = self.directory.problems
+        self.problems.extend(found)
+        self._listing = {name: Member(name, r.size) for name, r in self._members.items()}
 
     # -- ByteSource ------------------------------------------------------------------------
 
@@ -128,7 +75,7 @@ class ZipSource(ByteSource):
         if record.method != zf.STORED:
             return self._read_compressed(record, offset, end - offset)
         assert record.data_offset is not None
-        data = self._pread(record.data_offset + offset, end - offset)
+        data = self.file.pread(record.data_offset + offset, end - offset)
         if len(data) != end - offset:
             raise ArchiveError("TA-E100", path, "the file ends inside the member's data")
         return data
@@ -173,7 +120,7 @@ class ZipSource(ByteSource):
     def prefetch(self, paths: list[str]) -> None:
         """A hint that these members are about to be read: their regions of the file (local
         header and data), adjacent ones merged, are handed to the file to fetch at once."""
-        starts = sorted(r.header_offset for r in self.entries) + [self._cd_start]
+        starts = sorted(r.header_offset for r in self.entries) + [self.directory.cd_start]
         ranges: list[tuple[int, int]] = []
         for path in sorted(paths, key=lambda p: self._members[p].header_offset):
             start = self._members[path].header_offset
@@ -184,53 +131,13 @@ class ZipSource(ByteSource):
                 ranges.append((start, end))
         self.file.prefetch(ranges)
 
-    # -- Reading ---------------------------------------------------------------------------
-
-    def _pread(self, offset: int, size: int) -> bytes:
-        """Up to ``size`` bytes at ``offset`` (fewer only at the end of the file)."""
-        return self.file.pread(offset, size)
-
-    def _header_bytes(self, offset: int, size: int) -> bytes:
-        """Bytes of a local header: from the map of a local file, or the window just read
-        around it, else read."""
-        if self._map is not None:
-            return self._map[offset : offset + size]
-        if self._window is not None:
-            start, data = self._window
-            if start <= offset and offset + size <= start + len(data):
-                return data[offset - start : offset - start + size]
-        return self._pread(offset, size)
-
     def _record(self, path: str) -> ZipRecord:
-        """A member's record with its data offset, its local header read and checked first
-        when that was left for first use: a problem found there is raised as its code."""
+        """A member's record with its data offset (its local header read and checked on first
+        use, for a remote ZIP: a problem found there is raised as its code)."""
         record = self._members[path]
-        if record.data_offset is not None:
-            return record
-        with self._resolving:
-            record = self._members[path]
-            if record.data_offset is not None:
-                return record
-            before = len(self.problems)
-            # One small request for the header, its name and extra field (the writer's
-            # alignment padding is at most 4,102 bytes), not a block and its read-ahead.
-            length = zf.LOCAL_HEADER.size + len(record.name.encode()) + 2 * ALIGNMENT
-            end = min(record.header_offset + length, self._cd_start)
-            self._window = (
-                record.header_offset,
-                self.file.read_once(record.header_offset, end - record.header_offset),
-            )
-            try:
-                resolved, _, _ = self._read_local_header(record, self._cd_start)
-            finally:
-                self._window = None
-            found = [p for p in self.problems[before:] if p.severity == "error"]
-            if found:
-                raise ArchiveError(found[0].code, found[0].path, found[0].message)
-            if resolved.data_offset is None:
-                raise ArchiveError("TA-E100", path, "its local header cannot be read")
-            self._members[path] = resolved
-            return resolved
+        if record.data_offset is None:
+            record = self._members[path] = self.directory.resolve(record)
+        return record
 
     def _open_compressed(self, record: ZipRecord) -> BinaryIO:
         info = zipfile.ZipInfo(record.name)
@@ -254,452 +161,3 @@ class ZipSource(ByteSource):
                 return stream.read(size)
         except (zipfile.BadZipFile, zlib.error, EOFError) as err:
             raise ArchiveError("TA-E111", record.name, f"cannot decompress: {err}") from err
-
-    # -- Parsing ---------------------------------------------------------------------------
-
-    def _problem(self, code: str, path: str | None, message: str) -> None:
-        self.problems.append(Problem(code, path, message))
-
-    def _parse(self) -> None:
-        file_size = self.file.size
-        end = self._read_end_records(file_size)
-        cd_start = self._cd_start = self._locate_central_directory(end)
-        if end.cd_size > min(file_size, MAX_CENTRAL_DIRECTORY):
-            raise ArchiveError(
-                "TA-E100",
-                None,
-                f"a central directory of {end.cd_size} bytes (the file has {file_size}; "
-                f"this reader reads at most {MAX_CENTRAL_DIRECTORY})",
-            )
-        raw = self._pread(cd_start, end.cd_size)
-        if len(raw) != end.cd_size:
-            raise ArchiveError("TA-E100", None, "the central directory runs past the file's end")
-        shift = cd_start - end.cd_offset
-        # Local headers are read through a map of the file: one system call for them all,
-        # where a ZIP of 200,000 members would otherwise take 400,000 preads. A remote file
-        # has no map: only the first member's (mimetype's) is read now, the others on use.
-        mapped = self.file.map()
-        self._map, self._lazy = mapped, mapped is None and not self._every_header
-        try:
-            layout: list[tuple[int, int, str]] = []
-            first_local_extra: int | None = None
-            position = 0
-            while position < len(raw):
-                record, complete, position = self._parse_central_record(raw, position, shift)
-                if record is None:
-                    break
-                extra_length = occupied_end = None
-                if complete and not self._lazy:
-                    record, extra_length, occupied_end = self._read_local_header(record, cd_start)
-                if not self.entries:
-                    first_local_extra = extra_length
-                self.entries.append(record)
-                if occupied_end is not None:
-                    layout.append((record.header_offset, occupied_end, record.name))
-            if self._lazy and self.entries:
-                first_local_extra = self._read_head(cd_start)
-        finally:
-            if mapped is not None:
-                mapped.close()
-            self._map = None
-        if len(self.entries) != end.count:
-            self._problem(
-                "TA-E100",
-                None,
-                f"the central directory holds {len(self.entries)} records, "
-                f"the end record says {end.count}",
-            )
-        if not self._lazy:
-            self._check_layout(layout, cd_start)
-        self._check_first_member(first_local_extra)
-        self._classify_records()
-
-    def _read_head(self, cd_start: int) -> int | None:
-        """For a remote file: fetch the members before ``catalog.db`` and the payload in one
-        request (the tag files, where the reference writer puts them), then read the first
-        member's local header; its extra length."""
-        later = [r.header_offset for r in self.entries if r.name not in TAG_NAMES]
-        self.file.prefetch([(0, min(later, default=cd_start))])
-        first, extra_length, _ = self._read_local_header(self.entries[0], cd_start)
-        self.entries[0] = first
-        return extra_length
-
-    def _read_end_records(self, file_size: int) -> _EndRecords:
-        tail_start = max(0, file_size - zf.END_RECORD.size - _MAX_COMMENT)
-        tail = self._pread(tail_start, file_size - tail_start)
-        position = _find_end_record(tail)
-        if position is None:
-            raise ArchiveError("TA-E100", None, "no end of central directory record")
-        fields = zf.END_RECORD.unpack_from(tail, position)
-        _, disk, cd_disk, disk_count, count, cd_size, cd_offset, comment_length = fields
-        eocd = tail_start + position
-        trailing = file_size - eocd - zf.END_RECORD.size
-        if comment_length:
-            self._problem("TA-E108", None, f"the ZIP has a {comment_length}-byte comment")
-        if trailing > comment_length:
-            self._problem(
-                "TA-E108",
-                None,
-                f"{trailing - comment_length} bytes after the end of central directory record",
-            )
-        if disk != 0 or cd_disk != 0 or disk_count != count:
-            self._problem("TA-E112", None, f"end record names disk {disk} of a multi-disk ZIP")
-        zip64 = self._read_zip64_end(eocd)
-        if zip64 is None:
-            # The counts may be 0xFFFF for exactly 65535 members; sizes and offsets may not.
-            if zf.MAX32 in (cd_size, cd_offset):
-                raise ArchiveError(
-                    "TA-E100", None, "0xFFFFFFFF in the end record but no ZIP64 end record"
-                )
-            return _EndRecords(count, cd_offset, cd_size, eocd)
-        for label, value32, marker, value64 in (
-            ("entry count", count, zf.MAX16, zip64.count),
-            ("central directory size", cd_size, zf.MAX32, zip64.cd_size),
-            ("central directory offset", cd_offset, zf.MAX32, zip64.cd_offset),
-        ):
-            if value32 not in (marker, value64):
-                self._problem(
-                    "TA-E109",
-                    None,
-                    f"{label}: the end record says {value32}, the ZIP64 end record {value64}",
-                )
-        return zip64
-
-    def _read_zip64_end(self, eocd: int) -> _EndRecords | None:
-        """The ZIP64 end record named by a locator right before ``eocd``, if there is one."""
-        locator_at = eocd - zf.ZIP64_LOCATOR.size
-        if locator_at < 0:
-            return None
-        locator = self._pread(locator_at, zf.ZIP64_LOCATOR.size)
-        signature, disk, declared, disk_total = zf.ZIP64_LOCATOR.unpack(locator)
-        if signature != zf.ZIP64_LOCATOR_SIGNATURE:
-            return None
-        if disk != 0 or disk_total > 1:
-            self._problem("TA-E112", None, f"ZIP64 locator names {disk_total} disks")
-        # Without an extensible data sector, the record ends where the locator begins.
-        expected = locator_at - zf.ZIP64_END_RECORD.size
-        record_at = None
-        for candidate in dict.fromkeys((declared, expected)):
-            if 0 <= candidate <= locator_at - zf.ZIP64_END_RECORD.size:
-                raw = self._pread(candidate, zf.ZIP64_END_RECORD.size)
-                if zf.ZIP64_END_RECORD.unpack(raw)[0] == zf.ZIP64_END_SIGNATURE:
-                    record_at = candidate
-                    break
-        if record_at is None:
-            self._problem("TA-E109", None, "the ZIP64 locator points at no ZIP64 end record")
-            return None
-        if record_at != declared:
-            self._problem(
-                "TA-E109",
-                None,
-                f"the ZIP64 locator points at {declared}, the ZIP64 end record is at {record_at}",
-            )
-        fields = zf.ZIP64_END_RECORD.unpack(self._pread(record_at, zf.ZIP64_END_RECORD.size))
-        _, record_size, _, _, disk, cd_disk, disk_count, count, cd_size, cd_offset = fields
-        if record_at + 12 + record_size != locator_at:
-            self._problem(
-                "TA-E109", None, "the ZIP64 end record does not end where its locator begins"
-            )
-        if disk != 0 or cd_disk != 0 or disk_count != count:
-            self._problem("TA-E112", None, f"ZIP64 end record names disk {disk}")
-        return _EndRecords(count, cd_offset, cd_size, record_at)
-
-    def _locate_central_directory(self, end: _EndRecords) -> int:
-        """Where the central directory starts; prepended bytes shift it (and are a problem)."""
-        expected = end.start - end.cd_size
-        if expected < 0:
-            raise ArchiveError("TA-E100", None, "the central directory is larger than the file")
-
-        def starts_there(position: int) -> bool:
-            signature = self._pread(position, 4)
-            return end.cd_size == 0 or signature == struct.pack("<I", zf.CENTRAL_SIGNATURE)
-
-        if end.cd_offset == expected:
-            return expected
-        if end.cd_offset < expected and starts_there(end.cd_offset):
-            self._problem(
-                "TA-E108",
-                None,
-                f"{expected - end.cd_offset} bytes between the central directory and the end "
-                "record",
-            )
-            return end.cd_offset
-        if end.cd_offset < expected and starts_there(expected):
-            self._problem(
-                "TA-E108",
-                None,
-                f"every offset is {expected - end.cd_offset} bytes short: data was prepended",
-            )
-            return expected
-        raise ArchiveError("TA-E100", None, f"no central directory at offset {end.cd_offset}")
-
-    def _parse_central_record(
-        self, raw: bytes, position: int, shift: int
-    ) -> tuple[ZipRecord | None, bool, int]:
-        """The record at ``position`` of the central directory, whether its sizes and offset are
-        known (ZIP64 markers resolved), and where the next record starts."""
-        if position + zf.CENTRAL_HEADER.size > len(raw):
-            self._problem("TA-E100", None, "the central directory ends inside a record")
-            return None, False, len(raw)
-        fields = zf.CENTRAL_HEADER.unpack_from(raw, position)
-        signature, _, _, flags, method, _, _, crc, compressed, size = fields[:10]
-        name_length, extra_length, comment_length, disk, _, external, offset = fields[10:]
-        name_at = position + zf.CENTRAL_HEADER.size
-        after = name_at + name_length + extra_length + comment_length
-        if signature != zf.CENTRAL_SIGNATURE or after > len(raw):
-            self._problem("TA-E100", None, f"bad central directory record at byte {position}")
-            return None, False, len(raw)
-        name = _decode_name(raw[name_at : name_at + name_length])
-        extras = _extra_fields(raw[name_at + name_length : name_at + name_length + extra_length])
-        values = _zip64_values(extras, [size, compressed, offset])
-        if values is None:
-            self._problem("TA-E109", name, "0xFFFFFFFF size or offset without a ZIP64 extra")
-        else:
-            size, compressed, offset = values
-        if disk != 0:
-            self._problem("TA-E112", name, f"member starts on disk {disk}")
-        record = ZipRecord(
-            name, method, flags, crc, compressed, size, offset + shift, None, external
-        )
-        return record, values is not None, after
-
-    def _read_local_header(
-        self, record: ZipRecord, cd_start: int
-    ) -> tuple[ZipRecord, int | None, int | None]:
-        """The record with its data offset, its local extra length and where its bytes end.
-
-        Where the local header cannot be read, the record comes back unchanged with Nones.
-        """
-        start = record.header_offset
-        if start + zf.LOCAL_HEADER.size > cd_start:
-            self._problem("TA-E107", record.name, "local header outside the member area")
-            return record, None, None
-        fields = zf.LOCAL_HEADER.unpack(self._header_bytes(start, zf.LOCAL_HEADER.size))
-        signature, _, flags, method, _, _, crc, compressed, size, name_length, extra_length = fields
-        if signature != zf.LOCAL_SIGNATURE:
-            self._problem("TA-E100", record.name, f"no local file header at byte {start}")
-            return record, None, None
-        data_offset = start + zf.LOCAL_HEADER.size + name_length + extra_length
-        variable_at = start + zf.LOCAL_HEADER.size
-        variable = self._header_bytes(variable_at, name_length + extra_length)
-        if zf.MAX32 in (size, compressed) and not flags & zf.FLAG_DESCRIPTOR:
-            values = _zip64_values(_extra_fields(variable[name_length:]), [size, compressed])
-            if values is None:
-                self._problem("TA-E109", record.name, "local header: 0xFFFFFFFF without ZIP64")
-            else:
-                size, compressed = values
-        disagreements = [
-            label
-            for label, local, central in (
-                ("name", _decode_name(variable[:name_length]), record.name),
-                ("method", method, record.method),
-                ("flags", flags, record.flags),
-            )
-            if local != central
-        ]
-        if not flags & zf.FLAG_DESCRIPTOR:
-            disagreements += [
-                label
-                for label, local, central in (
-                    ("CRC-32", crc, record.crc32),
-                    ("compressed size", compressed, record.compressed_size),
-                    ("size", size, record.size),
-                )
-                if local != central
-            ]
-        if disagreements:
-            self._problem(
-                "TA-E106",
-                record.name,
-                f"local header and central directory disagree on {', '.join(disagreements)}",
-            )
-        data_end = data_offset + record.compressed_size
-        if data_end > cd_start:
-            self._problem("TA-E107", record.name, "member data runs into the central directory")
-            return record, extra_length, None
-        if record.flags & zf.FLAG_DESCRIPTOR:
-            data_end += self._descriptor_length(record, data_end, cd_start)
-        record = ZipRecord(
-            record.name,
-            record.method,
-            record.flags,
-            record.crc32,
-            record.compressed_size,
-            record.size,
-            record.header_offset,
-            data_offset,
-            record.external_attr,
-        )
-        return record, extra_length, data_end
-
-    def _descriptor_length(self, record: ZipRecord, position: int, limit: int) -> int:
-        """Length of the data descriptor after a bit-3 member's data (0 when none matches)."""
-        raw = self._pread(position, min(24, limit - position))
-        expected = (record.crc32, record.compressed_size, record.size)
-        signed = struct.pack("<I", zf.DESCRIPTOR_SIGNATURE)
-        for prefix, layout in ((signed, "<IQQ"), (signed, "<III"), (b"", "<IQQ"), (b"", "<III")):
-            length = len(prefix) + struct.calcsize(layout)
-            if (
-                len(raw) >= length
-                and raw.startswith(prefix)
-                and struct.unpack_from(layout, raw, len(prefix)) == expected
-            ):
-                return length
-        return 0
-
-    def _check_layout(self, layout: list[tuple[int, int, str]], cd_start: int) -> None:
-        """Members must tile the bytes before the central directory: no gap, no overlap."""
-        cursor = 0
-        for start, end, name in sorted(layout):
-            if start > cursor:
-                where = "before the first local header" if cursor == 0 else "before this member"
-                self._problem("TA-E108", name, f"{start - cursor} unaccounted bytes {where}")
-            elif start < cursor:
-                self._problem("TA-E107", name, "overlaps the member before it")
-            cursor = max(cursor, end)
-        if cursor < cd_start:
-            self._problem(
-                "TA-E108",
-                None,
-                f"{cd_start - cursor} unaccounted bytes before the central directory",
-            )
-
-    def _check_first_member(self, local_extra_length: int | None) -> None:
-        if not self.entries:
-            self._problem("TA-E101", None, "the ZIP has no members")
-            return
-        first = self.entries[0]
-        if (
-            first.name != MIMETYPE_NAME
-            or first.method != zf.STORED
-            or local_extra_length != 0
-            or any(entry.header_offset < first.header_offset for entry in self.entries)
-        ):
-            self._problem(
-                "TA-E101",
-                first.name,
-                "the first member must be `mimetype`, STORED, first in the file, no extra field",
-            )
-
-    def _classify_records(self) -> None:
-        """Problems of each record on its own, and which records are readable members."""
-        seen: set[str] = set()
-        for index, record in enumerate(self.entries):
-            if record.is_dir:
-                self._check_directory(record)
-                continue
-            self.problems.extend(path_problems(record.name))
-            if record.name in seen:
-                self._problem("TA-E105", record.name, "duplicate member name")
-                continue
-            seen.add(record.name)
-            if self._usable(record):
-                self._members[record.name] = record
-                self._listing[record.name] = Member(record.name, record.size)
-                first_mimetype = index == 0 and record.name == MIMETYPE_NAME
-                if (
-                    record.method == zf.STORED
-                    and not first_mimetype
-                    and record.data_offset is not None
-                    and record.data_offset % ALIGNMENT
-                ):
-                    self._problem(
-                        "TA-W102",
-                        record.name,
-                        f"data starts at byte {record.data_offset}, not a multiple of {ALIGNMENT}",
-                    )
-        self.problems.extend(case_collisions(seen))
-        self._check_order()
-
-    def _check_order(self) -> None:
-        """TA-W103: the tag files and catalog.db before every payload member (one request
-        fetches them from a web server)."""
-        head = TAG_NAMES | {CATALOG_NAME}
-        payload = [r.header_offset for r in self.entries if r.name not in head and not r.is_dir]
-        if not payload:
-            return
-        late = [r for r in self.entries if r.name in head and r.header_offset > min(payload)]
-        if late:
-            first = min(late, key=lambda r: r.header_offset)
-            self._problem(
-                "TA-W103", first.name, f"comes after payload members ({len(late)} such members)"
-            )
-
-    def _check_directory(self, record: ZipRecord) -> None:
-        self.problems.extend(path_problems(record.name[:-1]))
-        if record.size or record.compressed_size:
-            self._problem("TA-E104", record.name, f"directory entry holds {record.size} bytes")
-        kind = stat.S_IFMT(record.external_attr >> 16)
-        if kind not in (0, stat.S_IFDIR):
-            self._problem("TA-E104", record.name, f"directory entry of file type {kind:o}")
-
-    def _usable(self, record: ZipRecord) -> bool:
-        """Whether the record is a readable regular file (recording why not, when it is not)."""
-        kind = stat.S_IFMT(record.external_attr >> 16)
-        if record.flags & zf.FLAG_DESCRIPTOR:
-            self._problem("TA-E110", record.name, "sets the data-descriptor flag (bit 3)")
-        if record.flags & zf.FLAG_ENCRYPTED or record.method == zf.AES:
-            self._problem("TA-E103", record.name, "encrypted")
-            return False
-        if record.method not in (zf.STORED, zf.DEFLATED, zf.DEFLATED64):
-            self._problem("TA-E102", record.name, f"compression method {record.method}")
-            return False
-        if record.method != zf.STORED:
-            self._problem("TA-W101", record.name, "compressed; it can only be read sequentially")
-        if kind not in (0, stat.S_IFREG):
-            self._problem("TA-E104", record.name, f"not a regular file (file type {kind:o})")
-            return False
-        if record.method == zf.STORED and record.size != record.compressed_size:
-            self._problem("TA-E100", record.name, "STORED member with two different sizes")
-            return False
-        return record.data_offset is not None or self._lazy
-
-
-def _find_end_record(tail: bytes) -> int | None:
-    """Position in ``tail`` of the end of central directory record.
-
-    Preferred: the last signature whose comment length ends the record exactly at the end of
-    the file. Failing that, the last signature with room for a whole record (trailing data).
-    """
-    fallback = None
-    position = tail.rfind(zf.END_SIGNATURE)
-    while position >= 0:
-        if position + zf.END_RECORD.size <= len(tail):
-            comment_length = zf.END_RECORD.unpack_from(tail, position)[-1]
-            if position + zf.END_RECORD.size + comment_length == len(tail):
-                return position
-            if fallback is None:
-                fallback = position
-        position = tail.rfind(zf.END_SIGNATURE, 0, position)
-    return fallback
-
-
-def _decode_name(raw: bytes) -> str:
-    """Names are UTF-8 whatever flag bit 11 says; undecodable bytes become surrogate escapes."""
-    return raw.decode("utf-8", "surrogateescape")
-
-
-def _extra_fields(raw: bytes) -> dict[int, bytes]:
-    """The extra field blocks by header id (first of each id; a torn tail is ignored)."""
-    blocks: dict[int, bytes] = {}
-    position = 0
-    while position + 4 <= len(raw):
-        header_id, size = struct.unpack_from("<HH", raw, position)
-        blocks.setdefault(header_id, raw[position + 4 : position + 4 + size])
-        position += 4 + size
-    return blocks
-
-
-def _zip64_values(extras: dict[int, bytes], values: list[int]) -> list[int] | None:
-    """``values`` with each 0xFFFFFFFF replaced from the ZIP64 extra, or None when it lacks one.
-
-    The ZIP64 extra holds, in APPNOTE order, exactly the fields whose 32-bit value is the marker.
-    """
-    needed = sum(value == zf.MAX32 for value in values)
-    if needed == 0:
-        return values
-    data = extras.get(0x0001, b"")
-    if len(data) < 8 * needed:
-        return None
-    wide = iter(struct.unpack_from(f"<{needed}Q", data))
-    return [next(wide) if value == zf.MAX32 else value for value in values]

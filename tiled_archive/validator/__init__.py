@@ -1,7 +1,7 @@
 """Check an archive against every rule of format 1.0 and report every problem found.
 
 ``validate(path)`` never stops at the first problem and never raises because an archive is bad:
-each finding becomes a :class:`~tiled_archive.format.Problem` (code, member, message) in the
+each finding becomes a :class:`~tiled_archive.rules.Problem` (code, member, message) in the
 :class:`Report`. Only what stops the run itself (the path cannot be read: permissions, I/O errors)
 raises ``OSError``.
 

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..content import DataSourceRow
-from ..format import Manifest, Problem
-from .catalog import CatalogChecks
+from ..rules.catalog_rows import DataSourceRow
+from ..rules.manifest import Manifest
+from ..rules.problems import Problem
+from .catalog_checks import CatalogChecks
 from .data_files import DataFileChecks
 from .digests import WORKERS, DigestReading
 from .layout import LayoutChecks, StopValidation
-from .manifest import ManifestChecks
+from .manifest_checks import ManifestChecks
 
 if TYPE_CHECKING:
     from rich.progress import Progress

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..format import MIMETYPE_NAME
+from ..rules.names import MIMETYPE_NAME
 
 if TYPE_CHECKING:
     from .report import Report

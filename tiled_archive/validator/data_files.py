@@ -1,9 +1,9 @@
 """Sections 3.2 and 3.3: each data source's parameters and what its files hold
-(:mod:`tiled_archive.content`), once the catalog has named them and hashing found them whole."""
+(:mod:`tiled_archive.inspectors`), once the catalog has named them and hashing found them whole."""
 
 from __future__ import annotations
 
-from ..content import inspect as inspect_data_source
+from ..inspectors import inspect as inspect_data_source
 
 
 class DataFileChecks:

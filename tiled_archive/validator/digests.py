@@ -12,7 +12,8 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
-from ..format import CATALOG_NAME, ArchiveError, Problem
+from ..rules.names import CATALOG_NAME
+from ..rules.problems import ArchiveError, Problem
 
 #: Bytes read per ``preadv``: large enough that per-call overhead vanishes, small enough that a
 #: block stays in L2 cache between its SHA-256 and CRC-32 passes.

@@ -7,17 +7,9 @@ import os
 import stat
 from collections.abc import Iterator
 
-from ..format import (
-    DATA_DIR,
-    MIMETYPE,
-    MIMETYPE_NAME,
-    REQUIRED_FILES,
-    ArchiveError,
-    Problem,
-    case_collisions,
-    is_payload_path,
-    path_problems,
-)
+from ..rules.names import DATA_DIR, MIMETYPE, MIMETYPE_NAME, REQUIRED_FILES
+from ..rules.paths import case_collisions, is_payload_path, path_problems
+from ..rules.problems import ArchiveError, Problem
 from ..sources import ByteSource
 from ..sources.directory import DirectorySource
 

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from .. import __version__
-from ..codes import Severity
-from ..format import FORMAT_VERSION, Problem, package_text
+from ..rules.codes import Severity
+from ..rules.names import FORMAT_VERSION, __version__
+from ..rules.problems import Problem
+from ..rules.schemas import package_text
 
 
 @dataclass

@@ -11,7 +11,8 @@ other form, relocation, resealing).
 
 from __future__ import annotations
 
-from .common import CHUNK, DOS_EPOCH, PayloadFile, check_destination, copy_hashing
+from ..files.hashing import CHUNK, copy_hashing
+from .common import DOS_EPOCH, PayloadFile, check_destination
 from .convert import convert, relocate, reseal, stock_serve_command
 from .create import catalog_payload, create, create_from_catalog, write_new
 from .forms import streamed_zip_chunks, write_archive

@@ -9,16 +9,17 @@ import hashlib
 import os
 import shutil
 import tempfile
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .. import __version__, bag
-from .. import catalog as catalog_db
-from ..format import (
+from ..catalog import db_file as catalog_db
+from ..files.hashing import CHUNK, copy_hashing
+from ..rules import bag
+from ..rules.manifest import FileEntry, Manifest
+from ..rules.names import (
     BAG_INFO_NAME,
     BAGIT_NAME,
     CATALOG_NAME,
@@ -28,12 +29,10 @@ from ..format import (
     PAYLOAD_MANIFEST_NAME,
     TAG_FILES,
     TAG_MANIFEST_NAME,
-    ArchiveError,
-    FileEntry,
-    Manifest,
+    __version__,
 )
+from ..rules.problems import ArchiveError
 
-CHUNK = 1 << 20
 # The earliest time a ZIP (MS-DOS) timestamp can hold: the default reproducible epoch.
 DOS_EPOCH = 315532800
 
@@ -73,27 +72,6 @@ def reproducible_epoch(reproducible: bool) -> int | None:
     if "SOURCE_DATE_EPOCH" in os.environ:
         return max(int(os.environ["SOURCE_DATE_EPOCH"]), DOS_EPOCH)
     return DOS_EPOCH if reproducible else None
-
-
-def copy_hashing(
-    source: BinaryIO,
-    sink: BinaryIO | None,
-    advance: Callable[[int], None] = lambda n: None,
-    *,
-    with_crc32: bool = False,
-) -> tuple[int, str, int]:
-    """Read ``source`` to its end (copying into ``sink``): size, SHA-256 hex and, only when
-    asked (ZIP local headers need it), CRC-32 (else 0)."""
-    sha, crc, size = hashlib.sha256(), 0, 0
-    while chunk := source.read(CHUNK):
-        sha.update(chunk)
-        if with_crc32:
-            crc = zlib.crc32(chunk, crc)
-        size += len(chunk)
-        if sink is not None:
-            sink.write(chunk)
-        advance(len(chunk))
-    return size, sha.hexdigest(), crc
 
 
 def checked_entry(file: PayloadFile, size: int, sha256: str) -> FileEntry:

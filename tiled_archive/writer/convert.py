@@ -12,16 +12,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import catalog as catalog_db
-from ..format import (
-    CATALOG_NAME,
-    DATA_DIR,
-    MANIFEST_NAME,
-    TAG_MANIFEST_NAME,
-    ArchiveError,
-    FileEntry,
-    Manifest,
-)
+from ..catalog import db_file as catalog_db
+from ..rules.manifest import FileEntry, Manifest
+from ..rules.names import CATALOG_NAME, DATA_DIR, MANIFEST_NAME, TAG_MANIFEST_NAME
+from ..rules.problems import ArchiveError
 from .common import PayloadFile, build_manifest, tag_files
 from .forms import write_archive
 

@@ -9,18 +9,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import catalog as catalog_db
-from ..format import (
-    CATALOG_NAME,
-    DATA_DIR,
-    ArchiveError,
-    FileEntry,
-    check_path,
-    is_relocated,
-    plural,
-)
+from ..catalog import db_file as catalog_db
+from ..catalog.registration import RegistrationReport, build_catalog
 from ..progress import step
-from ..registration import RegistrationReport, build_catalog
+from ..rules.manifest import FileEntry
+from ..rules.names import CATALOG_NAME, DATA_DIR
+from ..rules.paths import check_path, is_relocated
+from ..rules.problems import ArchiveError, plural
 from .common import PayloadFile, check_destination, new_manifest, reproducible_epoch
 from .forms import write_archive
 
@@ -182,7 +177,7 @@ def create_from_catalog(
     that node, its descendants and its parent containers are kept. Asset paths are kept
     relative to their deepest common folder, under ``data/``.
     """
-    from ..sql_catalog import TiledCatalog
+    from ..catalog.database import TiledCatalog
 
     source = TiledCatalog(catalog)
     segments = [segment for segment in (node or "").split("/") if segment]

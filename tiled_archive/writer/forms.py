@@ -11,25 +11,24 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from ..format import (
+from ..files.hashing import copy_hashing
+from ..progress import progress_display
+from ..rules.manifest import FileEntry, Manifest
+from ..rules.names import (
     CATALOG_NAME,
     DATA_DIR,
     MIMETYPE,
     MIMETYPE_NAME,
     TAG_FILES,
     TAG_MANIFEST_NAME,
-    FileEntry,
-    Manifest,
 )
-from ..progress import progress_display
-from ..zipwriter import ZipEntry, zip_stream
+from ..zip.stream import ZipEntry, zip_stream
 from .common import (
     Hashed,
     PayloadFile,
     build_manifest,
     checked_entry,
     chunks_of,
-    copy_hashing,
     staged_beside,
     tag_files,
 )

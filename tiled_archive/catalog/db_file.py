@@ -1,0 +1,290 @@
+"""catalog.db: Tiled's own SQL catalog, created, filled and rewritten through Tiled.
+
+Tiled writes absolute ``file://localhost/ABS/PATH`` asset URIs. Inside an archive they are archive
+paths (``data/...``); *relocation* turns them back into absolute URIs under a directory so that a
+stock ``tiled serve catalog`` works, and *canonicalization* undoes that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import create_engine, select, text, update
+from tiled.utils import ensure_uri, path_from_uri
+
+from ..rules.manifest import FileEntry
+from ..rules.names import DATA_DIR, RELOCATED_SCHEMES, SQL_STORAGE_ASSETS
+from ..rules.paths import is_relocated, member_from_data_uri, member_from_relocated
+from ..rules.problems import ArchiveError
+from ..rules.schemas import catalog_schema_sql
+
+_SCHEMA_COOKIE = 1
+#: The tables whose rows carry creation and update times.
+_TIMESTAMPED = ("nodes", "data_sources", "assets", "revisions", "access_tags")
+
+
+@dataclass(frozen=True)
+class AssetRow:
+    """One row of Tiled's ``assets`` table."""
+
+    id: int
+    data_uri: str
+    is_directory: bool
+    size: int | None
+    hash_type: str | None
+    hash_content: str | None
+
+
+def sqlite_url(db: Path, *, read_only: bool = False) -> str:
+    """A SQLAlchemy URL for ``db``; read-only mode never creates journal or lock files."""
+    if read_only:
+        return f"sqlite:///file:{db.absolute()}?mode=ro&uri=true"
+    return f"sqlite:///{db.absolute()}"
+
+
+@contextlib.contextmanager
+def _engine(db: Path, *, read_only: bool = False) -> Iterator:
+    engine = create_engine(sqlite_url(db, read_only=read_only))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def schema_revision(db: Path) -> str | None:
+    """The alembic revision Tiled stamped on the catalog (None when there is none)."""
+    with _engine(db, read_only=True) as engine, engine.connect() as conn:
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def init_catalog(db: Path, readable: list[str]):
+    """Create ``db`` as Tiled's own catalog init makes it; return Tiled's catalog adapter over it.
+
+    Tiled's init runs alembic in a subprocess that imports Tiled again (2-5 s); the packaged
+    schema SQL is what that init creates (a test dumps both and compares), so it is run
+    instead, in-process.
+    """
+    from tiled.catalog import from_uri
+
+    create_catalog_file(db)
+    return from_uri(sqlite_url(db), readable_storage=readable)
+
+
+def create_catalog_file(db: Path) -> None:
+    """Create ``db`` as the SQLite catalog Tiled's init makes (from the packaged schema SQL)."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.executescript(catalog_schema_sql())
+
+
+def read_assets(db: Path) -> list[AssetRow]:
+    """Every asset of the catalog."""
+    columns = ", ".join(AssetRow.__dataclass_fields__)
+    with contextlib.closing(sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True)) as conn:
+        rows = conn.execute(f"SELECT {columns} FROM assets ORDER BY id").fetchall()
+    return [AssetRow(id, uri, bool(is_dir), *rest) for id, uri, is_dir, *rest in rows]
+
+
+# -- Rewriting asset URIs --------------------------------------------------------------------
+
+
+def finalize(
+    db: Path,
+    member_for_uri: Callable[[AssetRow], str],
+    entries: Mapping[str, FileEntry],
+    *,
+    timestamp: datetime | None = None,
+) -> None:
+    """Put a catalog into archive form, in place.
+
+    Each asset's ``data_uri`` becomes the archive path ``member_for_uri`` gives; file assets get
+    ``size``, ``hash_type='sha256'`` and ``hash_content`` from ``entries``. With ``timestamp``
+    every row's creation/update time is set to it (reproducible archives). Ends compacted.
+    """
+    from tiled.catalog import orm
+
+    table = orm.Asset.__table__
+    rows = read_assets(db)
+    with _engine(db) as engine, engine.begin() as conn:
+        for row in rows:
+            member = member_for_uri(row)
+            # Keep time_updated: SQLAlchemy would set Tiled's onupdate=now() otherwise.
+            values: dict[str, object] = {
+                "data_uri": member,
+                "time_updated": table.c.time_updated,
+            }
+            if not row.is_directory:
+                entry = entries[member]
+                values.update(size=entry.size, hash_type="sha256", hash_content=entry.sha256)
+            conn.execute(update(table).where(table.c.id == row.id).values(**values))
+        if timestamp is not None:
+            stamp = timestamp.astimezone(timezone.utc).replace(tzinfo=None)
+            for name in _TIMESTAMPED:
+                stamped = orm.Base.metadata.tables[name]
+                conn.execute(update(stamped).values(time_created=stamp, time_updated=stamp))
+    _compact(db)
+
+
+def _rewrite_uris(db: Path, rewrite: Callable[[str, bool], str]) -> None:
+    """Rewrite every asset URI as ``rewrite(uri, is_sql_storage)``."""
+    from tiled.catalog import orm
+
+    table = orm.Asset.__table__
+    with _engine(db) as engine, engine.begin() as conn:
+        sql_assets = {row[0] for row in conn.execute(text(SQL_STORAGE_ASSETS))}
+        for row in conn.execute(select(table.c.id, table.c.data_uri)).all():
+            conn.execute(
+                update(table)
+                .where(table.c.id == row.id)
+                .values(
+                    data_uri=rewrite(row.data_uri, row.id in sql_assets),
+                    time_updated=table.c.time_updated,
+                )
+            )
+    _compact(db)
+
+
+def _compact(db: Path) -> None:
+    """Rewrite ``db`` as a fresh file (``VACUUM INTO``): no stale pages, no history.
+
+    A plain VACUUM keeps header counters that grow with every write, so equal content written
+    along different paths would differ; a fresh copy with a fixed schema cookie does not. The
+    copy is in rollback-journal mode, never WAL.
+    """
+    fresh = db.with_name(db.name + ".compact")
+    fresh.unlink(missing_ok=True)
+    with _engine(db) as engine:
+        with engine.begin() as conn:
+            # Tiled's schema creation orders indexes by object identity; recreate them by name.
+            # Only when needed: each schema change bumps the header's schema cookie.
+            indexes = conn.exec_driver_sql(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+                "ORDER BY rowid"
+            ).all()
+            if indexes != sorted(indexes):
+                for name, _ in indexes:
+                    conn.exec_driver_sql(f'DROP INDEX "{name}"')
+                for _, sql in sorted(indexes):
+                    conn.exec_driver_sql(sql)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("VACUUM INTO ?", (str(fresh),))
+    with _engine(fresh) as engine, engine.begin() as conn:
+        # The schema cookie counts schema changes and copies over the file's history; nothing
+        # else has this fresh file open, so it can safely be set to a constant.
+        conn.exec_driver_sql(f"PRAGMA schema_version = {_SCHEMA_COOKIE}")
+    os.replace(fresh, db)
+
+
+def relocated_uri(root: Path, member: str, is_sql_storage: bool) -> str:
+    """The relocated form of ``member`` in an archive at ``root``, as Tiled writes it:
+    ``file://localhost/ABS`` (``duckdb://localhost//ABS`` for an SQL storage)."""
+    return absolute_uri(root / member_from_data_uri(member), is_sql_storage)
+
+
+def absolute_uri(path: Path, is_sql_storage: bool) -> str:
+    """The URI Tiled writes for the file at absolute ``path``: ``file://localhost/ABS``, or
+    ``duckdb://localhost//ABS`` for an SQL storage (a ragged data source's DuckDB file)."""
+    if is_sql_storage:
+        return ensure_uri(f"{RELOCATED_SCHEMES[True]}:///{path}")
+    return ensure_uri(path)
+
+
+def relocate(db: Path, root: Path) -> None:
+    """Rewrite archive-form URIs as absolute URIs under ``root`` (in place)."""
+    root = root.resolve()
+    _rewrite_uris(db, lambda uri, sql: relocated_uri(root, uri, sql))
+
+
+def canonicalize(db: Path, root: Path) -> None:
+    """Rewrite URIs relocated under ``root`` back into archive form (in place)."""
+    resolved = root.resolve()
+    _rewrite_uris(db, lambda uri, sql: member_from_relocated(uri, resolved))
+
+
+def sql_storages(db: Path) -> list[str]:
+    """The SQL storage URIs of a relocated catalog (its ragged arrays' DuckDB files): stock
+    ``tiled serve catalog`` finds a ragged array's rows only in storage it was given with
+    ``-w``."""
+    scheme = f"{RELOCATED_SCHEMES[True]}:"
+    return [row.data_uri for row in read_assets(db) if row.data_uri.startswith(scheme)]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# -- Copying part of an existing catalog -----------------------------------------------------
+
+
+def copy_catalog(source: Path, db: Path) -> None:
+    """A consistent copy of a live SQLite catalog (SQLite's backup API; WAL-safe)."""
+
+    source_url = f"file:{source.absolute()}?mode=ro"
+    with (
+        contextlib.closing(sqlite3.connect(source_url, uri=True)) as src,
+        contextlib.closing(sqlite3.connect(db)) as dst,
+    ):
+        src.backup(dst)
+
+
+def prune(db: Path, node_path: list[str]) -> None:
+    """Keep only the node at ``node_path``, its descendants and its ancestors (in place).
+
+    Rows hanging off deleted nodes go with them (Tiled's foreign keys cascade; its triggers keep
+    the full-text index in step); assets and structures nobody references any more are dropped.
+    """
+    with _engine(db) as engine, engine.begin() as conn:
+        conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+        target = 0
+        for key in node_path:
+            found = conn.execute(
+                text("SELECT id FROM nodes WHERE parent = :parent AND key = :key"),
+                {"parent": target, "key": key},
+            ).scalar()
+            if found is None:
+                raise ArchiveError("TA-E900", "/".join(node_path), "no such node in the catalog")
+            target = found
+        conn.execute(
+            text(
+                "DELETE FROM nodes WHERE id NOT IN ("
+                " SELECT descendant FROM nodes_closure WHERE ancestor = :target"
+                " UNION SELECT ancestor FROM nodes_closure WHERE descendant = :target)"
+            ),
+            {"target": target},
+        )
+        conn.exec_driver_sql(
+            "DELETE FROM assets WHERE id NOT IN "
+            "(SELECT asset_id FROM data_source_asset_association)"
+        )
+        conn.exec_driver_sql(
+            "DELETE FROM structures WHERE id NOT IN "
+            "(SELECT structure_id FROM data_sources WHERE structure_id IS NOT NULL)"
+        )
+
+
+def relocated_root(db: Path, holds: Callable[[str], bool]) -> Path | None:
+    """The folder a relocated catalog was relocated to (None when it is in archive form).
+
+    Found from the URIs alone, so an archive that was moved since can be relocated again: the
+    root is the one prefix under which every asset URI names something the archive ``holds``.
+    """
+    paths = [
+        path_from_uri(row.data_uri).as_posix()
+        for row in read_assets(db)
+        if is_relocated(row.data_uri)
+    ]
+    if not paths:
+        return None
+    first = paths[0]
+    marker = "/" + DATA_DIR + "/"
+    starts = [i for i in range(len(first)) if first.startswith(marker, i)]
+    for start in starts:
+        root = first[:start]
+        if all(p.startswith(root + marker) and holds(p[len(root) + 1 :]) for p in paths):
+            return Path(root or "/")
+    raise ArchiveError("TA-E503", paths[0], "asset URIs do not point into one archive's data/")

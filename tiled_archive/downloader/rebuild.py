@@ -1,0 +1,138 @@
+"""The archive's catalog: raw nodes' data sources as the server gives them, every node
+recreated in a fresh catalog through Tiled's own catalog adapter, the archive path of each asset
+URI, and what the manifest records of the download: the nodes read through the data API, the
+root's metadata and specs, and where the archive came from."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ..catalog import db_file as catalog_db
+from ..rules.names import DATA_DIR
+from .state import Node, Run, server_path, staged_asset
+
+
+def archive_raw_sources(run: Run) -> None:
+    """Raw nodes' data sources as the server gives them, assets pointing at the files."""
+    for node in run.nodes:
+        if node.method != "raw":
+            continue
+        node.archived = []
+        for source in node.attributes["data_sources"]:
+            assets = []
+            for asset in source["assets"]:
+                path = server_path(asset["data_uri"])
+                assert path is not None
+                member = f"{DATA_DIR}/{path.relative_to(run.base)}"
+                assets.append(
+                    staged_asset(
+                        run.staging / member,
+                        asset["is_directory"],
+                        asset.get("parameter"),
+                        asset.get("num"),
+                    )
+                )
+            # The archive's server never writes: every data source is external there.
+            node.archived.append(
+                {
+                    **{k: v for k, v in source.items() if k not in ("id", "assets")},
+                    "management": "external",
+                    "assets": assets,
+                }
+            )
+
+
+def rebuild_catalog(run: Run, db: Path) -> None:
+    """Recreate every node in a fresh catalog through Tiled's own catalog adapter (what the
+    server's create-node route calls), parents first, with its key, metadata, specs and
+    (archived) data sources."""
+    asyncio.run(_create_nodes(run.nodes, catalog_db.init_catalog(db, [str(run.staging)])))
+
+
+async def _create_nodes(nodes: list[Node], root: Any) -> None:
+    from tiled.structures.core import Spec, StructureFamily
+    from tiled.structures.data_source import DataSource
+
+    await root.startup()  # what the server's lifespan does first
+    created: dict[tuple[str, ...], Any] = {(): root}
+    try:
+        for node in sorted(nodes, key=lambda n: len(n.path)):
+            attributes = node.attributes
+            family = "container" if node.method == "container" else attributes["structure_family"]
+            created[node.path] = await created[node.path[:-1]].create_node(
+                structure_family=StructureFamily(family),
+                metadata=dict(attributes["metadata"]),
+                key=node.path[-1],
+                specs=[Spec(**spec) for spec in attributes["specs"]],
+                data_sources=[DataSource.from_json(source) for source in node.archived],
+            )
+    finally:
+        await root.shutdown()
+
+
+def member_for_uri(staging: Path, row: catalog_db.AssetRow) -> str:
+    """The archive path of an asset URI of the rebuilt catalog (a file in ``staging``)."""
+    from tiled.utils import path_from_uri
+
+    return path_from_uri(row.data_uri).relative_to(staging).as_posix()
+
+
+def fallbacks(run: Run) -> list[dict[str, str]]:
+    """The manifest's ``fallbacks``: each node read through the data API, and why."""
+    records = []
+    for node in run.nodes:
+        if node.reason is None:
+            continue
+        record = {"node": node.name, "reason": node.reason}
+        if node.archived:
+            record["mimetype"] = node.archived[0]["mimetype"]
+        records.append(record)
+    return sorted(records, key=lambda r: r["node"])
+
+
+def manifest_fields(run: Run) -> dict[str, Any]:
+    """The manifest's fields that say what this download was (spec §4): ``fallbacks`` (when
+    any node was read through the data API), ``root`` and ``provenance``
+    (:func:`source_fields`)."""
+    fields: dict[str, Any] = {}
+    records = fallbacks(run)
+    if records:
+        fields["fallbacks"] = records
+    return fields | source_fields(run.source)
+
+
+def source_fields(source: Any) -> dict[str, Any]:
+    """``root`` (the server root's metadata and specs, which Tiled keeps outside its
+    catalog; when either is set) and ``provenance`` of a download of ``source``."""
+    from tiled.client import from_context
+
+    fields: dict[str, Any] = {}
+    root = from_context(source.context, node_path_parts=[]).item["attributes"]
+    if root.get("metadata") or root.get("specs"):
+        fields["root"] = {"metadata": dict(root["metadata"]), "specs": list(root["specs"])}
+    server = urlsplit(str(source.context.api_uri))
+    host = server.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if server.port is not None:
+        netloc += f":{server.port}"
+    queries = getattr(source, "_queries", None) or []
+    fields["provenance"] = {
+        # Without user, password or query: an archive travels, credentials must not.
+        "server": urlunsplit((server.scheme, netloc, server.path, "", "")),
+        "node": "/" + "/".join(part for part in source.path_parts if part),
+        "queries": [_query_record(query) for query in queries],
+        "tiled_version": source.context.server_info.library_version,
+        "retrieved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return fields
+
+
+def _query_record(query: Any) -> dict[str, Any]:
+    """A Tiled query as JSON: its type and fields (Tiled's queries are dataclasses)."""
+    fields = dataclasses.asdict(query) if dataclasses.is_dataclass(query) else {"repr": repr(query)}
+    return {"type": type(query).__name__, **fields}

@@ -1,0 +1,170 @@
+"""Zarr stores (v2 and v3, arrays and groups): metadata against the catalog, keys in the store.
+
+Only the metadata documents are read (through the byte source, each bounded in size and
+nesting) into an in-memory store, which zarr itself then parses: so codecs and data types are
+zarr's own verdict, and no chunk is touched. A key that would leave the store (a child named
+``..`` in consolidated metadata) is TA-E600; readers also confine every key at read time
+(:class:`ConfinedStore`).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from ..rules.budget import nbytes
+from ..rules.catalog_rows import DataSourceRow
+from ..rules.paths import escapes_folder
+from ..rules.problems import reason
+from ..rules.schemas import load_json
+from ..rules.structures import declared_dtype, structure_of
+from ..sources import ByteSource
+from . import Inspection, add
+
+METADATA_NAMES = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
+#: Largest metadata document read (consolidated metadata of a big group stays far below).
+MAX_METADATA_BYTES = 16 << 20
+
+
+def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
+    folder = next((a.member for a in row.assets if a.is_directory), None)
+    if folder is None:
+        add(result, "TA-E601", row.assets[0].member if row.assets else row.node, "not a folder")
+        return
+    documents, stored = _metadata(source, folder, result)
+    if documents is None:
+        return
+    result.stored = stored
+    try:
+        node = _open(documents, row.family)
+        arrays = [node] if row.family == "array" else _arrays(node)
+    except Exception as err:  # noqa: BLE001 -- zarr raises many types on bad metadata
+        add(result, "TA-E601", folder, f"zarr cannot read its metadata: {reason(err)}")
+        return
+    for array in arrays:
+        transformers = getattr(array.metadata, "storage_transformers", ())
+        if transformers:
+            add(result, "TA-E601", folder, f"{array.path or '/'}: storage transformers")
+            return
+    result.decoded = sum(nbytes(a.shape, a.dtype.itemsize) for a in arrays)
+    result.unit = max((nbytes(a.chunks, a.dtype.itemsize) for a in arrays), default=0)
+    structure = structure_of(row)
+    if row.family == "array" and structure is not None:
+        array = arrays[0]
+        expected_dtype = declared_dtype(structure)
+        # Byte order aside: a Zarr v3 data type has none (the bytes codec decides it, and
+        # zarr reads into native order); Tiled serves the values in the catalog's order.
+        if tuple(array.shape) != tuple(structure.shape) or (
+            expected_dtype is not None
+            and array.dtype.newbyteorder("<") != expected_dtype.newbyteorder("<")
+        ):
+            add(
+                result,
+                "TA-E602",
+                folder,
+                f"zarr metadata says {tuple(array.shape)} {array.dtype}, the catalog "
+                f"{tuple(structure.shape)} {expected_dtype}",
+            )
+
+
+def _metadata(
+    source: ByteSource, folder: str, result: Inspection
+) -> tuple[dict[str, bytes] | None, int]:
+    """The store's metadata documents by key (checked), and the bytes the store holds."""
+    documents: dict[str, bytes] = {}
+    stored = 0
+    prefix = folder + "/"
+    for path, member in source.members().items():
+        if not path.startswith(prefix):
+            continue
+        stored += member.size
+        key = path[len(prefix) :]
+        if key.rsplit("/", 1)[-1] not in METADATA_NAMES:
+            continue
+        if member.size > MAX_METADATA_BYTES:
+            add(result, "TA-E601", path, f"metadata document over {MAX_METADATA_BYTES} bytes")
+            return None, stored
+        raw = source.read(path)
+        try:
+            document = load_json(raw)
+        except ValueError as err:
+            add(result, "TA-E601", path, f"metadata is not JSON: {err}")
+            return None, stored
+        consolidated = _consolidated_keys(document)
+        escaping = [k for k in consolidated if escapes_folder(k)]
+        if escaping:
+            add(result, "TA-E600", path, f"consolidated metadata names key {escaping[0]!r}")
+            return None, stored
+        documents[key] = raw
+    return documents, stored
+
+
+def _consolidated_keys(document: Any) -> list[str]:
+    """Keys consolidated metadata names (v2 ``.zmetadata``, v3 ``consolidated_metadata``)."""
+    if not isinstance(document, dict):
+        return []
+    for holder in (document, document.get("consolidated_metadata")):
+        if isinstance(holder, dict) and isinstance(holder.get("metadata"), dict):
+            return [str(k) for k in holder["metadata"]]
+    return []
+
+
+def _open(documents: dict[str, bytes], family: str) -> Any:
+    import zarr
+    from zarr.core.buffer import default_buffer_prototype
+
+    prototype = default_buffer_prototype()
+    store = zarr.storage.MemoryStore(
+        {key: prototype.buffer.from_bytes(raw) for key, raw in documents.items()}
+    )
+    store = store.with_read_only(True)
+    if family == "array":
+        return zarr.open_array(store=store, mode="r")
+    return zarr.open_group(store=store, mode="r")
+
+
+def _arrays(group: Any) -> list[Any]:
+    """Every array of a group, at any depth (zarr walks the metadata-only store)."""
+    import zarr
+
+    return [node for _, node in group.members(max_depth=None) if isinstance(node, zarr.Array)]
+
+
+def confined_store(store: Any) -> Any:
+    """``store`` behind a wrapper that refuses every key leaving it (TA-E600)."""
+    return _confined_store_class()(store)
+
+
+@cache
+def _confined_store_class() -> type:
+    from zarr.storage import WrapperStore
+
+    from ..rules.problems import ArchiveError
+
+    def check(key: str) -> None:
+        if key and escapes_folder(key):
+            raise ArchiveError("TA-E600", key, "zarr key outside its store")
+
+    class ConfinedStore(WrapperStore):
+        async def get(self, key, prototype, byte_range=None):
+            check(key)
+            return await self._store.get(key, prototype, byte_range)
+
+        async def get_partial_values(self, prototype, key_ranges):
+            for key, _ in key_ranges:
+                check(key)
+            return await self._store.get_partial_values(prototype, key_ranges)
+
+        async def exists(self, key):
+            check(key)
+            return await self._store.exists(key)
+
+        def list_dir(self, prefix):
+            check(prefix.rstrip("/"))
+            return self._store.list_dir(prefix)
+
+        def list_prefix(self, prefix):
+            check(prefix.rstrip("/"))
+            return self._store.list_prefix(prefix)
+
+    return ConfinedStore

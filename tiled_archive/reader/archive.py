@@ -1,0 +1,394 @@
+"""Open an archive (directory or ZIP) read-only: its manifest, catalog and members.
+
+Nothing here writes to the archive. SQLite cannot open a database inside a ZIP, so a ZIP's
+``catalog.db`` is copied once, verified against the manifest's SHA-256, into a cache keyed by that
+digest; data members are never copied, only read by position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import tempfile
+import threading
+import warnings
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from ..files.cache_root import cache_root
+from ..files.hashing import CHUNK, sha256_of
+from ..inspectors import Inspection
+from ..inspectors import inspect as inspect_data_source
+from ..rules.catalog_rows import (
+    DataSourceRow,
+    catalog_problems,
+    data_source_rows,
+    rules_fingerprint,
+    schema_problems,
+    stamp_problem,
+)
+from ..rules.formats import parameter_problems
+from ..rules.manifest import FileEntry, Manifest, version_problem
+from ..rules.names import (
+    CATALOG_NAME,
+    MANIFEST_NAME,
+    MIMETYPE,
+    MIMETYPE_NAME,
+    REQUIRED_FILES,
+)
+from ..rules.paths import member_from_relocated
+from ..rules.problems import ArchiveError, Problem, reason
+from ..sources import ByteSource, Member, Span, open_source
+from ..sources.directory import DirectorySource
+
+
+class ArchiveWarning(UserWarning):
+    """A SHOULD of the format is not met; the archive is still read."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+        super().__init__(str(problem))
+
+
+#: Warnings about what a remote reader pays (TA-W103: more requests), not said on opening a
+#: local archive.
+REMOTE_ONLY_WARNINGS = frozenset({"TA-W103"})
+
+
+class Archive:
+    """An open archive. Use :func:`open_archive`; close it (or use ``with``) when done."""
+
+    def __init__(self, source: ByteSource):
+        self.source = source
+        errors = [p for p in source.problems if p.severity == "error"]
+        if errors:
+            source.close()
+            raise ArchiveError(
+                errors[0].code,
+                errors[0].path,
+                errors[0].message
+                + (
+                    f" (and {len(errors) - 1} more problems; run `tiled-archive validate`)"
+                    if len(errors) > 1
+                    else ""
+                ),
+            )
+        # One warning per code, however many members it concerns (a re-zipped archive has a
+        # TA-W102 for every member).
+        by_code: dict[str, list[Problem]] = {}
+        for problem in source.problems:
+            if problem.code in REMOTE_ONLY_WARNINGS and isinstance(source.location, Path):
+                continue  # costs requests only when read over the network; validate says it
+            by_code.setdefault(problem.code, []).append(problem)
+        for code, found in by_code.items():
+            first = found[0]
+            more = f" (and {len(found) - 1} more members)" if len(found) > 1 else ""
+            warnings.warn(
+                ArchiveWarning(Problem(code, first.path, first.message + more)), stacklevel=3
+            )
+        members = source.members()
+        missing = [name for name in REQUIRED_FILES if name not in members]
+        if missing:
+            raise ArchiveError(
+                "TA-E002" if MIMETYPE_NAME not in missing else "TA-E001",
+                missing[0],
+                "required file missing",
+            )
+        source.prefetch([MIMETYPE_NAME, MANIFEST_NAME])  # one request for a remote archive
+        if source.read(MIMETYPE_NAME) != MIMETYPE.encode():
+            raise ArchiveError("TA-E003", MIMETYPE_NAME, "wrong format marker")
+        self.manifest = Manifest.loads(source.read(MANIFEST_NAME))
+        self._entries = {entry.path: entry for entry in self.manifest.files}
+        newer = version_problem(self.manifest.format_version)
+        if newer:
+            warnings.warn(ArchiveWarning(newer), stacklevel=3)
+        self._catalog: Path | None = None
+        #: local_copy's results: each is verified once per open archive.
+        self._copies: dict[str, Path] = {}
+        #: Payload files whose bytes verify() has checked against the manifest.
+        self._verified: set[str] = set()
+        self._verifying: dict[str, threading.Lock] = {}
+        self._verifying_lock = threading.Lock()
+        self._data_sources: dict[int, DataSourceRow] | None = None
+        self._inspections: dict[int, Inspection] = {}
+
+    @property
+    def location(self) -> Path | str:
+        """The archive's path, or its URL when it is remote."""
+        return self.source.location
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether the archive is read over the network (its location is a URL)."""
+        return not isinstance(self.location, Path)
+
+    @property
+    def is_directory(self) -> bool:
+        return isinstance(self.source, DirectorySource)
+
+    def members(self) -> Mapping[str, Member]:
+        """Every regular file of the archive, by archive path."""
+        return self.source.members()
+
+    def payload(self) -> list[str]:
+        """Paths of the payload files, as the manifest lists them."""
+        return [entry.path for entry in self.manifest.files]
+
+    def payload_entry(self, path: str) -> FileEntry | None:
+        """The manifest's entry for payload file ``path`` (None: the manifest lists no such
+        file, whether or not the archive holds one)."""
+        return self._entries.get(path)
+
+    def open(self, path: str) -> BinaryIO:
+        """A seekable read-only file over one member (positional reads, no extraction)."""
+        return self.source.open(self._member(path))
+
+    def read(self, path: str) -> bytes:
+        return self.source.read(self._member(path))
+
+    def span(self, path: str) -> Span | None:
+        """Where the member's bytes lie in a local file, for ``numpy.memmap`` (None: compressed)."""
+        return self.source.span(self._member(path))
+
+    def _member(self, path: str) -> str:
+        if path not in self.source.members():
+            raise ArchiveError("TA-E305", path, f"no such member in {self.location}")
+        return path
+
+    def catalog_path(self) -> Path:
+        """A local path of ``catalog.db``, verified against the manifest. Open it read-only.
+
+        A directory archive's own file; for a ZIP, a verified copy in :func:`cache_root`.
+        """
+        if self._catalog is None:
+            expected = self.manifest.catalog
+            if isinstance(self.source, DirectorySource):
+                path = self.source.location / CATALOG_NAME
+                _verify(self.source.open(CATALOG_NAME), expected, None, "TA-E309")
+            else:
+                path = cache_root() / "catalogs" / f"{expected.sha256}.db"
+                if not path.is_file():
+                    self.source.prefetch([CATALOG_NAME])  # one request for a remote archive
+                self.copy_verified(expected, path, "TA-E309")
+            self._catalog = path
+        return self._catalog
+
+    def node_count(self) -> int:
+        """How many nodes the catalog holds below its root (Tiled's root row, key ``""``
+        and no parent, not counted)."""
+        uri = f"{self.catalog_path().resolve().as_uri()}?mode=ro&immutable=1"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+            return conn.execute("SELECT count(*) FROM nodes WHERE parent IS NOT NULL").fetchone()[0]
+
+    def asset_member(self, data_uri: str) -> str:
+        """The member (file or folder) an asset URI of the catalog names: archive form, or
+        relocated form inside this directory archive; TA-E503/TA-E504 for anything else."""
+        members = self.source.members()
+        if data_uri in self._entries and data_uri in members:
+            return data_uri  # a payload file: its path was checked with the manifest
+        # A remote archive has no place on this machine to be relocated to: archive form only.
+        member = (
+            data_uri
+            if self.is_remote
+            else member_from_relocated(data_uri, Path(self.location).resolve())
+        )
+        if member not in members and not any(m.startswith(member + "/") for m in members):
+            raise ArchiveError("TA-E504", data_uri, "asset points at nothing in the archive")
+        return member
+
+    def data_sources(self) -> dict[int, DataSourceRow]:
+        """The catalog's data sources by id, their assets as members. The first call checks
+        every row Tiled will load (TA-E506), every asset URI (TA-E503/TA-E504), every data
+        source's parameters (TA-E508) and the nesting of the catalog's JSON (TA-E509), raising
+        the first problem; a damaged catalog is TA-E500, one missing a table or column of
+        Tiled's schema TA-E502."""
+        if self._data_sources is None:
+            from sqlalchemy.exc import DatabaseError
+
+            from ..catalog.db_file import read_assets
+
+            catalog = self.catalog_path()
+            uri = f"{catalog.resolve().as_uri()}?mode=ro&immutable=1"
+            try:
+                with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+                    conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
+                    check = [row[0] for row in conn.execute("PRAGMA quick_check(1)")]
+                    if check != ["ok"]:
+                        raise ArchiveError("TA-E500", CATALOG_NAME, f"quick_check: {check[0]}")
+                    revisions = [
+                        r[0] for r in conn.execute("SELECT version_num FROM alembic_version")
+                    ]
+                    stamp = stamp_problem(revisions)
+                    if stamp is not None:
+                        raise ArchiveError(stamp.code, stamp.path, stamp.message)
+                    checked = self._checked_stamp()
+                    if not checked.exists():
+                        _raise_first(schema_problems(conn)[1])
+                        _raise_first(catalog_problems(conn))
+                        _touch(checked)
+                    # The rows Tiled reads are UTF-8 now: decoded in C, not by the lambda above.
+                    conn.text_factory = str
+                    # Each asset resolved once; the data sources reuse the answers.
+                    members = {
+                        a.data_uri: self.asset_member(a.data_uri) for a in read_assets(catalog)
+                    }
+                    rows = data_source_rows(conn, members.get)
+            except (sqlite3.DatabaseError, DatabaseError, UnicodeDecodeError) as err:
+                code = "TA-E502" if "no such" in str(err) else "TA-E500"
+                raise ArchiveError(code, CATALOG_NAME, f"SQLite: {reason(err)}") from None
+            _raise_first([problem for row in rows for problem in parameter_problems(row)])
+            self._data_sources = {row.id: row for row in rows}
+        return self._data_sources
+
+    def _checked_stamp(self) -> Path:
+        """Where a clean verdict of the catalog row checks is kept: under the (verified)
+        catalog's SHA-256 and the rules' fingerprint, so a catalog opened again, or a ZIP and
+        its extracted directory, is checked once."""
+        sha256 = self.manifest.catalog.sha256
+        return cache_root() / "checked" / f"{sha256}-{rules_fingerprint()}"
+
+    def inspection(self, source_id: int) -> Inspection:
+        """What data source ``source_id``'s files hold and cost to read (checked once per open
+        archive, spec 3.3); raises the first rule they break (TA-E600, TA-E601, TA-E602)."""
+        found = self._inspections.get(source_id)
+        if found is None:
+            row = self.data_sources().get(source_id)
+            found = Inspection() if row is None else inspect_data_source(self.source, row)
+            self._inspections[source_id] = found
+        _raise_first(found.problems)
+        return found
+
+    def check_data_files(self) -> None:
+        """Inspect every data source's files now (raising the first problem), as before
+        handing the archive to software that has no such checks (stock Tiled)."""
+        for source_id in self.data_sources():
+            self.inspection(source_id)
+
+    def local_copy(self, path: str) -> Path:
+        """A local file (or folder) holding payload file (or folder) ``path``, for readers that
+        need a real file: a directory archive's own; for a ZIP, a copy in :func:`cache_root`
+        (``members/<sha256>/<name>``), each file verified against the manifest (TA-E308) once
+        per open archive, and copied only when the cache lacks it or holds other bytes."""
+        if path in self._copies:
+            return self._copies[path]
+        entries = self._folder(path)  # TA-E305 unless the manifest lists it
+        if isinstance(self.source, DirectorySource):
+            target = self.source.location / path
+        else:
+            if len(entries) == 1 and entries[0].path == path:
+                key = entries[0].sha256
+            else:
+                listing = "\n".join(f"{e.path[len(path) :]} {e.sha256}" for e in entries)
+                key = hashlib.sha256(listing.encode()).hexdigest()
+            target = cache_root() / "members" / key / PurePosixPath(path).name
+            for entry in entries:
+                inside = entry.path[len(path) + 1 :]  # "" for the file itself
+                self.copy_verified(entry, target / inside if inside else target)
+        self._copies[path] = target
+        return target
+
+    def verify(self, entry: FileEntry) -> None:
+        """Check the bytes of the manifest's payload file ``entry`` against it (TA-E305,
+        TA-E308), once per open archive: before a file is handed out whole as the archive's."""
+        if entry.path in self._verified:
+            return
+        with self._verifying_lock:
+            lock = self._verifying.setdefault(entry.path, threading.Lock())
+        with lock:  # concurrent first requests for one file wait for one hash, not hash it all
+            if entry.path not in self._verified:
+                _verify(self.open(entry.path), entry, None, "TA-E308")
+                self._verified.add(entry.path)
+
+    def _folder(self, path: str) -> list[FileEntry]:
+        """The manifest's files at ``path`` or below it (TA-E305 when there are none)."""
+        entries = [
+            e for e in self.manifest.files if e.path == path or e.path.startswith(path + "/")
+        ]
+        if not entries:
+            raise ArchiveError(
+                "TA-E305", path, f"no such payload file or folder in {self.location}"
+            )
+        return entries
+
+    def copy_verified(
+        self, entry: FileEntry, target: Path, code: str = "TA-E308", *, replace: bool = True
+    ) -> bool:
+        """Make ``target`` a read-only copy of member ``entry.path``, checked against the
+        entry's SHA-256; return whether this call wrote it. A copy already there is hashed and
+        kept when it matches; one with other bytes is made again (a cache file altered since is
+        never used) or, without ``replace``, is TA-E921 and left as it is. No partial file
+        stays behind, whatever stops the copy."""
+        if target.is_file() and sha256_of(target) == entry.sha256:
+            return False
+        if target.exists() and not replace:
+            raise ArchiveError("TA-E921", str(target), f"holds other bytes than {entry.path}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as sink:
+            try:
+                _verify(self.source.open(entry.path), entry, sink, code)
+            except BaseException:
+                sink.close()
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(sink.name)
+                raise
+        os.chmod(sink.name, 0o444)
+        try:
+            if replace:
+                os.replace(sink.name, target)
+            else:  # never over a file that appeared meanwhile
+                os.link(sink.name, target)
+        except FileExistsError:
+            return self.copy_verified(entry, target, code, replace=False)
+        finally:  # moved by os.replace, else a name of its own to drop
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sink.name)
+        return True
+
+    def close(self) -> None:
+        self.source.close()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Archive {self.location} format {self.manifest.format_version}>"
+
+
+def _touch(path: Path) -> None:
+    """Create an empty marker file; a cache that cannot be written only costs a re-check."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
+
+def _raise_first(problems: list[Problem]) -> None:
+    errors = [p for p in problems if p.severity.value == "error"]
+    if errors:
+        more = f" (and {len(errors) - 1} more; run `tiled-archive validate`)" if errors[1:] else ""
+        raise ArchiveError(errors[0].code, errors[0].path, errors[0].message + more)
+
+
+def _verify(source: BinaryIO, entry: FileEntry, sink: BinaryIO | None, code: str) -> None:
+    digest = hashlib.sha256()
+    with source:
+        while chunk := source.read(CHUNK):
+            digest.update(chunk)
+            if sink is not None:
+                sink.write(chunk)
+    if digest.hexdigest() != entry.sha256:
+        raise ArchiveError(code, entry.path, "SHA-256 differs from the manifest")
+
+
+def open_archive(path: str | Path, storage_options: Mapping | None = None) -> Archive:
+    """Open a directory or ZIP archive, or a ZIP at an http(s) URL, read-only (raises
+    ArchiveError with the rule broken). ``storage_options``: for a URL (headers, timeout)."""
+    return Archive(open_source(path, storage_options))
+
+
+__all__ = ["Archive", "ArchiveWarning", "open_archive"]

@@ -1,0 +1,181 @@
+"""Tiled's adapters kept to the memory budget, and their libraries' failures coded.
+
+:func:`guarded` wraps an adapter class so that ``from_catalog`` first has the data source's
+files inspected (what a read will decode: a chunk, a whole file, a table's partitions), and
+every read the adapter then makes is checked against the budget (TA-E912) before it runs.
+What a file's library raises on a damaged or hostile file becomes TA-E601, naming the member.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ...inspectors import Inspection
+from ...rules.budget import ensure_within, largest_chunk, nbytes, selection_shape
+from ...rules.formats import format_of
+from ...rules.problems import ArchiveError
+from ...rules.problems import reason as _reason
+
+if TYPE_CHECKING:
+    from . import Adapters
+
+#: What an adapter's library may raise on a damaged or hostile file. Tiled's own signals
+#: (IndexError for a block out of range, KeyError for a missing child) pass through unchanged.
+_PASS_THROUGH = (ArchiveError, IndexError, KeyError, NotImplementedError)
+
+
+def _coded(where: str, mimetype: str, err: Exception) -> ArchiveError:
+    return ArchiveError(
+        "TA-E601",
+        where,
+        f"cannot be read as {mimetype}: {_reason(err)}",
+    )
+
+
+def guarded(base: type, mimetype: str, adapters: Adapters) -> type:
+    """``base`` (a Tiled adapter class, or ours) whose ``from_catalog`` first inspects the data
+    source's files, and whose adapters then read within the memory budget. A subclass, so the
+    attributes Tiled asks of the class (lazy sequence reads) are the base's."""
+
+    class Guarded(base):  # type: ignore[misc, valid-type]
+        @classmethod
+        def from_catalog(cls, data_source, node, /, **kwargs):
+            inspection = adapters.inspection(data_source, kwargs)
+            where = adapters.where(data_source)
+            if format_of(mimetype).text_table:
+                kwargs["compression"] = None  # never inferred from a file name
+            if inspection.opened is not None:  # the adapter decodes its files when made
+                ensure_within(
+                    inspection.opened,
+                    where,
+                    f"opening {mimetype}",
+                    "Tiled's adapter decodes the whole file when it opens it, so no part "
+                    "of it reads for less: raise TILED_ARCHIVE_READ_BUDGET (bytes) to open it.",
+                )
+            try:
+                adapter = super().from_catalog(data_source, node, **kwargs)
+            except _PASS_THROUGH:
+                raise
+            except Exception as err:  # noqa: BLE001 -- the library's verdict on the file
+                raise _coded(where, mimetype, err) from None
+            return _budgeted(adapter, inspection, where, mimetype)
+
+    Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
+    return Guarded
+
+
+def _budgeted(adapter: Any, inspection: Inspection, where: str, mimetype: str) -> Any:
+    """``adapter`` with its read methods checked against the memory budget (TA-E912) before
+    they run, and their library errors coded (TA-E601). A container's children (HDF5 groups
+    and datasets, Zarr group members) are budgeted as they are looked up."""
+    if adapter is None or getattr(adapter, "_tiled_archive_budgeted", False):
+        return adapter  # a missing child, or one a base class looked up through us
+    adapter._tiled_archive_budgeted = True
+    family = str(getattr(adapter, "structure_family", "")).rsplit(".", 1)[-1]
+    if family == "array":
+        _array_reads(adapter, inspection.unit, where, mimetype)
+    elif family == "table":
+        _table_reads(adapter, inspection.partitions, where, mimetype)
+    elif family == "ragged":
+        _ragged_reads(adapter, inspection.unit, where, mimetype)
+    elif family == "container":
+        adapter.__class__ = _children_budgeted(type(adapter))
+        adapter._tiled_archive_guard = (inspection, where, mimetype)
+    return adapter
+
+
+def _checked(method: Callable, cost: Callable[..., int], where: str, mimetype: str) -> Callable:
+    @functools.wraps(method)
+    def read(*args: Any, **kwargs: Any) -> Any:
+        ensure_within(cost(*args, **kwargs), where, f"reading {mimetype}")
+        try:
+            return method(*args, **kwargs)
+        except _PASS_THROUGH:
+            raise
+        except Exception as err:  # noqa: BLE001 -- the library's verdict on the file
+            raise _coded(where, mimetype, err) from None
+
+    return read
+
+
+def _array_reads(adapter: Any, unit: int | None, where: str, mimetype: str) -> None:
+    """``unit``: what any read decodes besides the result (a chunk, a whole file); None when
+    the array decodes by the chunks its structure gives (Zarr)."""
+    structure = adapter.structure()
+    shape = tuple(structure.shape)
+    itemsize = structure.data_type.to_numpy_dtype().itemsize
+    chunks = structure.chunks
+    if unit is None:
+        unit = nbytes(largest_chunk(chunks), itemsize)
+
+    def read_cost(slice: Any = None) -> int:  # noqa: A002 -- Tiled's name
+        return nbytes(selection_shape(shape, slice), itemsize) + unit
+
+    def block_cost(block: Any, slice: Any = None) -> int:  # noqa: A002 -- Tiled's name
+        try:
+            block_shape = tuple(chunks[d][i] for d, i in enumerate(block))
+        except (IndexError, TypeError):
+            block_shape = largest_chunk(chunks)
+        return nbytes(selection_shape(block_shape, slice), itemsize) + unit
+
+    adapter.read = _checked(adapter.read, read_cost, where, mimetype)
+    if hasattr(adapter, "read_block"):
+        adapter.read_block = _checked(adapter.read_block, block_cost, where, mimetype)
+
+
+def _table_reads(adapter: Any, partitions: list[int] | None, where: str, mimetype: str) -> None:
+    sizes = partitions or []
+
+    def read_cost(*args: Any, **kwargs: Any) -> int:
+        return sum(sizes)
+
+    def partition_cost(*args: Any, **kwargs: Any) -> int:
+        index = args[0] if args else next(iter(kwargs.values()), 0)
+        return sizes[index] if isinstance(index, int) and 0 <= index < len(sizes) else 0
+
+    adapter.read = _checked(adapter.read, read_cost, where, mimetype)
+    if hasattr(adapter, "read_partition"):
+        adapter.read_partition = _checked(adapter.read_partition, partition_cost, where, mimetype)
+    if hasattr(adapter, "get"):  # a column, read from the whole table
+        adapter.get = _checked(adapter.get, read_cost, where, mimetype)
+
+
+def _ragged_reads(adapter: Any, loaded: int | None, where: str, mimetype: str) -> None:
+    """Any read loads the table's values whole, and the file's blocks holding them (DuckDB
+    does for a read of any row): every read costs that, whatever chunks the slice touches
+    (Tiled reads every chunk when it touches none)."""
+    adapter.read = _checked(adapter.read, lambda *_, **__: loaded or 0, where, mimetype)
+
+
+@functools.cache
+def _children_budgeted(cls: type) -> type:
+    """A container adapter class whose children are budgeted too: an HDF5 dataset by the
+    storage chunk the file walk found for it, a Zarr array by its chunks."""
+
+    class Budgeted(cls):  # type: ignore[misc, valid-type]
+        def __getitem__(self, key: str) -> Any:
+            return self._tiled_archive_child(key, super().__getitem__)
+
+        def get(self, key: str, *args: Any) -> Any:
+            return self._tiled_archive_child(key, lambda k: super(Budgeted, self).get(k, *args))
+
+        def _tiled_archive_child(self, key: str, look_up: Callable[[str], Any]) -> Any:
+            inspection, where, mimetype = self._tiled_archive_guard
+            try:
+                child = look_up(key)
+            except _PASS_THROUGH:
+                raise
+            except Exception as err:  # noqa: BLE001 -- the library's verdict on the file
+                raise _coded(where, mimetype, err) from None
+            unit = None
+            if inspection.datasets is not None:  # HDF5: chunk as stored, 0 when contiguous
+                path = "/" + f"{getattr(self, 'dataset', None) or ''}/{key}".strip("/")
+                dataset = inspection.datasets.get(path)
+                unit = (dataset.chunk_bytes or 0) if dataset is not None else 0
+            child_inspection = Inspection(unit=unit, datasets=inspection.datasets)
+            return _budgeted(child, child_inspection, where, mimetype)
+
+    Budgeted.__name__ = Budgeted.__qualname__ = cls.__name__
+    return Budgeted

@@ -1,0 +1,203 @@
+"""Tiled's own app over an archive or any Tiled catalog, read-only.
+
+The app is Tiled's (``tiled.server.app.build_app``) over Tiled's SQL catalog adapter, opened
+read-only, with adapters from :mod:`tiled_archive.serve.adapters`. An archive's asset URIs are
+all checked before the app starts; a live catalog's (:func:`.client.from_catalog`) as each
+data source is first read. An access policy grants read scopes only, so every write endpoint
+refuses (401 anonymous, 403 with a key) and no byte of the catalog or its files changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from starlette.routing import Route
+
+from ..reader import Archive
+from ..rules.names import DATA_DIR
+from ..rules.problems import ArchiveError
+from .adapters import ArchiveAdapters
+
+if TYPE_CHECKING:
+    from .asset_routes import AssetFiles
+from .middleware import API, PathGuard, RawBytesEncodings, ResponseCache, _archive_error_response
+
+
+def _bundled_ui_route(ui_root: Path) -> Route:
+    """Tiled's ``/ui/{path}`` route, confined to Tiled's bundled UI folder.
+
+    Tiled 0.2.20's own route joins the request path onto the folder, so ``/ui//etc/passwd``
+    serves any file of the machine (docs/upstream.md). Here a path that resolves outside the
+    folder is not found; one inside it that is not a file is the UI's index page, as in Tiled
+    (the UI routes such paths itself).
+    """
+    from starlette.responses import FileResponse, JSONResponse
+
+    root = ui_root.resolve()
+
+    async def bundled_ui(request: Any) -> Any:
+        relative = request.path_params["path"].lstrip("/") or "index.html"
+        target = (root / relative).resolve()
+        if "\x00" in relative or not target.is_relative_to(root):
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        if not target.is_file():
+            target = root / "index.html"
+        return FileResponse(target)
+
+    return Route("/ui/{path:path}", bundled_ui, methods=["GET", "HEAD"])
+
+
+def _confine_file_routes(app: Any) -> None:
+    """Replace each route of Tiled's app that reads files named by the request with one that
+    stays inside its folder. (Tiled's ``/static`` mount is Starlette's StaticFiles, which
+    already refuses paths outside its directory.)"""
+    from tiled.utils import SHARE_TILED_PATH
+
+    routes = app.router.routes
+    for index, route in enumerate(routes):
+        if getattr(route, "path", None) == "/ui/{path:path}":
+            routes[index] = _bundled_ui_route(Path(SHARE_TILED_PATH, "ui"))
+
+
+def _read_only_policy() -> Any:
+    from tiled.access_control.access_policies import DummyAccessPolicy
+    from tiled.access_control.scopes import PUBLIC_SCOPES
+
+    class ReadOnlyPolicy(DummyAccessPolicy):
+        """Whoever asks, only ``read:metadata`` and ``read:data``: an archive is immutable."""
+
+        async def allowed_scopes(self, node, principal, authn_access_tags, authn_scopes):
+            return PUBLIC_SCOPES
+
+    return ReadOnlyPolicy()
+
+
+class _NoOverrides(dict):
+    """``app.dependency_overrides`` that FastAPI sees as empty.
+
+    With any override present FastAPI rebuilds every dependency's signature analysis on every
+    request (about half of a request's time, by profile). Tiled's only override returns the
+    cached settings object it has already configured, so once it has been called the override
+    changes nothing, and lookups through ``[]`` keep working.
+    """
+
+    def __bool__(self) -> bool:
+        return False
+
+
+def _read_only_app(tree: Any, files: AssetFiles, *, api_key: str | None, public: bool) -> Any:
+    """Tiled's app over ``tree`` with read scopes only, raw assets from ``files``, file routes
+    confined, archive errors as clean HTTP answers, and no per-request dependency rebuild."""
+    from tiled.config import Authentication
+    from tiled.server.app import build_app
+    from tiled.server.settings import get_settings
+
+    from .asset_routes import asset_router
+
+    app = build_app(
+        tree,
+        authentication=Authentication(allow_anonymous_access=public, single_user_api_key=api_key),
+        access_policy=_read_only_policy(),
+    )
+    # Raw assets from confined files only: these routes go in front of Tiled's, which read
+    # the filesystem and can be walked out of (docs/upstream.md).
+    routes = app.router.routes
+    mounted = len(routes)
+    app.include_router(asset_router(files), prefix=API)
+    routes[0:0] = [routes.pop(mounted) for _ in range(len(routes) - mounted)]
+    _confine_file_routes(app)
+    app.add_exception_handler(ArchiveError, _archive_error_response)
+    app.dependency_overrides[get_settings]()
+    app.dependency_overrides = _NoOverrides(app.dependency_overrides)
+    return app
+
+
+class ArchiveServer:
+    """Tiled's app over one open archive. Close it to release the archive."""
+
+    def __init__(
+        self,
+        archive: Archive,
+        *,
+        api_key: str | None = None,
+        public: bool = True,
+    ):
+        from tiled.catalog import from_uri
+
+        from .asset_routes import ArchiveFiles
+
+        self.archive = archive
+        self.adapters = ArchiveAdapters(archive)
+        catalog = archive.catalog_path()
+        # Refuse the archive before any byte of data is read if an asset points elsewhere or
+        # a data source carries what Tiled's adapters would act on blindly.
+        archive.data_sources()
+        root = archive.manifest.extra.get("root") or {}
+        tree = from_uri(
+            f"sqlite+aiosqlite:///file:{quote(str(catalog.absolute()))}"
+            "?mode=ro&immutable=1&uri=true",
+            adapters_by_mimetype=self.adapters.mapping(),
+            # Tiled keeps a root's metadata outside the catalog; the manifest carries it (§4).
+            metadata=root.get("metadata"),
+            specs=root.get("specs"),
+            # Tiled checks absolute file URIs (a relocated directory archive) against these.
+            readable_storage=[archive.location.resolve() / DATA_DIR]
+            if archive.is_directory
+            else [],
+        )
+        files = ArchiveFiles(archive)
+        self.tiled_app = _read_only_app(tree, files, api_key=api_key, public=public)
+        self.app = ResponseCache(PathGuard(RawBytesEncodings(self.tiled_app)))
+
+    def close(self) -> None:
+        self.adapters.close()
+        self.archive.close()
+
+
+class CatalogServer:
+    """Tiled's app over a Tiled catalog in a database (SQLite, PostgreSQL), read-only, its
+    files read only inside ``readable_storage``. No response cache: a live catalog changes."""
+
+    def __init__(
+        self,
+        uri: str | Path,
+        readable_storage: Iterable[str | Path],
+        *,
+        api_key: str | None = None,
+        public: bool = True,
+    ):
+        from tiled.catalog import from_uri
+
+        from ..catalog.database import TiledCatalog
+        from ..sources.storage import ReadableStorage
+        from .adapters.storage import StorageAdapters
+        from .asset_routes import StorageAssetFiles
+
+        catalog = TiledCatalog(uri)
+        if catalog.is_sqlite:  # read-only: a missing file is not created, none is written
+            path = catalog.sqlite_path().absolute()
+            if not path.is_file():
+                raise catalog.error(f"no such catalog file: {path}")
+            catalog = TiledCatalog(f"sqlite+aiosqlite:///file:{quote(str(path))}?mode=ro&uri=true")
+        catalog.check_revision()
+        storage = ReadableStorage(readable_storage)
+        self.adapters = StorageAdapters(storage)
+        tree = from_uri(
+            catalog.uri,
+            adapters_by_mimetype=self.adapters.mapping(),
+            # Tiled's own check compares URIs' text and fails with a bare 500; the adapters
+            # check every URI first, links resolved (TA-E923), so Tiled's is given the root.
+            readable_storage=[Path("/")],
+        )
+        files = StorageAssetFiles(storage)
+        self.tiled_app = _read_only_app(tree, files, api_key=api_key, public=public)
+        self.app = PathGuard(RawBytesEncodings(self.tiled_app))
+
+    def close(self) -> None:
+        self.adapters.close()
+
+
+_CLOSABLE: dict[type, type] = {}

@@ -1,0 +1,182 @@
+"""Streamed archives from a stock Tiled server: ``GET /api/v1/archive/{path}``.
+
+Enabled by one line in a Tiled configuration::
+
+    routers:
+      - tiled_archive.serve.router:router
+
+The answer is a conforming tiled-archive ZIP of the node at ``path`` with its subtree (and
+its parent containers, as ``download`` writes them), streamed from the server's own files as
+it is written: no staging file, memory flat. Only nodes the caller may read (``read:data``
+under the deployment's own authentication and access policy) are in it; Tiled's search
+parameters (``filter[...][condition][...]``, as ``/search`` takes them) narrow the node's
+children. Each payload file is read twice (hashed, then sent: its CRC-32 comes before its
+bytes), and the tag files come last (TA-W103), since the manifest needs every digest.
+
+Only nodes of a Tiled catalog (``tiled serve catalog``, or a configuration's catalog tree)
+can be archived; other trees answer 405.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Security
+from starlette.concurrency import iterate_in_threadpool
+from starlette.responses import StreamingResponse
+from tiled.server.authentication import (
+    check_scopes,
+    get_current_access_tags,
+    get_current_principal,
+    get_current_scopes,
+    get_session_state,
+)
+from tiled.server.dependencies import get_entry, get_root_tree
+from tiled.server.utils import filter_for_access
+
+from ..rules.names import CATALOG_NAME
+from ..rules.problems import ArchiveError
+
+router = APIRouter()
+
+_FILTER = re.compile(r"filter\[(?P<name>[^\]]+)\]\[condition\]\[(?P<field>[^\]]+)\]")
+
+
+@router.get("/archive/{path:path}")
+async def get_archive(
+    request: Request,
+    path: str,
+    principal: Annotated[Any, Depends(get_current_principal)],
+    root_tree: Annotated[Any, Depends(get_root_tree)],
+    session_state: Annotated[dict, Depends(get_session_state)],
+    authn_access_tags: Annotated[Any, Depends(get_current_access_tags)],
+    authn_scopes: Annotated[Any, Depends(get_current_scopes)],
+    _: Annotated[Any, Security(check_scopes, scopes=["read:data"])],
+) -> StreamingResponse:
+    """The node at ``path`` and what the caller may read below it, as a tiled-archive ZIP."""
+    access_policy = getattr(request.app.state, "access_policy", None)
+    entry = await get_entry(
+        path,
+        ["read:data"],
+        principal,
+        authn_access_tags,
+        authn_scopes,
+        root_tree,
+        session_state,
+        request.state.metrics,
+        None,
+        access_policy,
+    )
+    if not hasattr(entry, "context") or not hasattr(entry, "node"):
+        raise HTTPException(405, "Only nodes of a Tiled catalog can be archived.")
+
+    async def readable(node: Any) -> Any:
+        return await filter_for_access(
+            node,
+            access_policy,
+            principal,
+            authn_access_tags,
+            authn_scopes,
+            ["read:data"],
+            request.state.metrics,
+        )
+
+    searched = await _searched(entry, request)
+    ids = await _subtree_ids(searched, readable)
+    segments = [segment for segment in path.split("/") if segment]
+    url = entry.context.engine.url.render_as_string(hide_password=False)
+    work = Path(tempfile.mkdtemp(prefix="tiled-archive-stream-"))
+    try:
+        payload, finish = await asyncio.to_thread(_prepare, url, segments, ids, work)
+    except ArchiveError as err:
+        shutil.rmtree(work, ignore_errors=True)
+        raise HTTPException(400, str(err)) from None
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    name = segments[-1] if segments else "archive"
+    headers = {"Content-Disposition": _attachment(f"{name}.zip")}
+    return StreamingResponse(
+        iterate_in_threadpool(_streamed(payload, finish, work)),
+        media_type="application/zip",
+        headers=headers,
+    )
+
+
+async def _searched(entry: Any, request: Request) -> Any:
+    """The node narrowed by the request's search parameters (none: the node itself)."""
+    from tiled.query_registration import default_query_registry
+    from tiled.server.core import apply_search
+
+    filters: dict[str, list[str]] = {}
+    for key, value in request.query_params.multi_items():
+        match = _FILTER.fullmatch(key)
+        if match is not None:
+            filters.setdefault(f"filter___{match['name']}___{match['field']}", []).append(value)
+    if not filters:
+        return entry
+    return await apply_search(entry, filters, default_query_registry)
+
+
+async def _subtree_ids(top: Any, readable: Any) -> set[int]:
+    """Ids of the node and of every node below it the caller may read (containers that are
+    files, such as an HDF5 file's groups, are their own data source: not walked)."""
+    ids = {top.node.id}
+    stack = [top]
+    while stack:
+        node = stack.pop()
+        if node.node.data_sources or not hasattr(node, "items_range"):
+            continue
+        for _, child in await (await readable(node)).items_range(0, None):
+            ids.add(child.node.id)
+            stack.append(child)
+    return ids
+
+
+def _prepare(url: str, segments: list[str], ids: set[int], work: Path) -> tuple[list, Any]:
+    """The subtree's catalog (readable nodes only) in ``work``, its files as payload, and
+    the step that finishes the catalog once the payload's digests are known."""
+    from ..catalog import db_file as catalog_db
+    from ..catalog.database import TiledCatalog
+    from ..writer import catalog_payload
+
+    source = TiledCatalog(url)
+    db = work / CATALOG_NAME
+    source.export(segments, db, readable=ids)
+    payload, member_for_uri = catalog_payload(db, source.display)
+
+    def finish(entries: Any) -> Path:
+        catalog_db.finalize(db, member_for_uri, entries, timestamp=None)
+        return db
+
+    return payload, finish
+
+
+def _streamed(payload: list, finish: Any, work: Path) -> Iterator[bytes]:
+    """The ZIP's bytes; the work folder goes when the answer ends (or is abandoned)."""
+    from ..writer import streamed_zip_chunks
+
+    try:
+        yield from streamed_zip_chunks(payload, finish, created=time.time())
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(work)
+
+
+def _attachment(filename: str) -> str:
+    """A Content-Disposition that names the file honestly for every browser (RFC 6266: an
+    ASCII fallback, and the UTF-8 name)."""
+    fallback = re.sub(r"[^A-Za-z0-9._-]", "_", filename) or "archive.zip"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"
+
+
+__all__ = ["router"]
