@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench conformance clean
+.PHONY: demo test test-fast lint bench conformance clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,16 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
+# Every tier, on both cores (pytest-xdist; tests/conftest.py's session fixtures run once per
+# worker). The slowest 25 tests are listed at the end.
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --durations=25
+
+# The inner loop: unit and integration tests, no servers of their own, no PostgreSQL.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 tests/unit tests/integration -m "not postgres"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pack.py

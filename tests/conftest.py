@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +22,59 @@ settings.register_profile("tiled-archive", deadline=None)
 settings.load_profile("tiled-archive")
 
 warnings.filterwarnings("ignore", message=".*httpx2.*")
+
+#: The marker of each folder of tests (pyproject.toml lists the markers).
+_TIERS = {
+    "unit": "unit",
+    "integration": "integration",
+    "e2e": "e2e",
+    "hostile": "slow",
+    "fuzz": "slow",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its folder, and those that take the PostgreSQL server."""
+    here = Path(__file__).parent
+    for item in items:
+        folder = item.path.relative_to(here).parts[0]
+        if folder in _TIERS:
+            item.add_marker(_TIERS[folder])
+        if any(name.startswith("postgres") for name in getattr(item, "fixturenames", ())):
+            item.add_marker("postgres")
+
+
+def cli(*args: str | os.PathLike[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``tiled-archive ARGS`` run in this process through ``main(argv)``, its output captured as
+    a pipe would take it, its exit status kept: the same result as the command in a process
+    of its own, without a new interpreter importing Tiled. (tests/e2e/test_cli_process.py runs
+    the real entry point: terminals, signals, the fresh interpreter's own output.)"""
+    import contextlib
+    import io
+
+    from tiled_archive.cli import main, output
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    shown = warnings.showwarning
+    output.err_console.cache_clear()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(contextlib.redirect_stdout(stdout))
+        stack.enter_context(contextlib.redirect_stderr(stderr))
+        if cwd is not None:
+            stack.callback(os.chdir, os.getcwd())
+            os.chdir(cwd)
+        try:
+            main([os.fspath(arg) for arg in args])
+            status = 0
+        except SystemExit as exit:
+            if isinstance(exit.code, str):
+                stderr.write(exit.code + "\n")
+            status = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+        finally:
+            warnings.showwarning = shown
+            output.err_console.cache_clear()
+    command = ["tiled-archive", *map(os.fspath, args)]
+    return subprocess.CompletedProcess(command, status, stdout.getvalue(), stderr.getvalue())
 
 
 def write_sample_tree(root: Path) -> Path:
@@ -59,6 +114,9 @@ def write_sample_tree(root: Path) -> Path:
 def sample_tree(tmp_path_factory) -> Path:
     return write_sample_tree(tmp_path_factory.mktemp("sources"))
 
+
+#: The conformance suite's fixture archives.
+FIXTURES = Path(__file__).resolve().parent.parent / "conformance" / "fixtures"
 
 #: What a third party reads: the published report schema, not the package's (they must agree).
 PUBLISHED_REPORT_SCHEMA = json.loads(
@@ -128,3 +186,48 @@ def _database(server: str, options: str):
         yield f"{server}/{name}"
     finally:
         postgres_admin(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# -- Archives shared by the whole session (read, never changed) -------------------------------
+
+
+@pytest.fixture(scope="session")
+def sample_archives(sample_tree, tmp_path_factory) -> dict[str, Path]:
+    """The sample tree archived every way, once a session: ``dir`` (create), ``zip`` (that
+    directory packed), ``extracted`` (that ZIP extracted: relocated), ``direct`` (create
+    straight to a ZIP). Tests read them; one that changes an archive copies it first."""
+    from tiled_archive.writer import convert, create
+
+    out = tmp_path_factory.mktemp("sample-archives")
+    directory = create(out / "dir-archive", [sample_tree])
+    packed = convert(directory, out / "packed.zip")
+    extracted = convert(packed, out / "extracted")
+    direct = create(out / "direct.zip", [sample_tree])
+    return {"dir": directory, "zip": packed, "extracted": extracted, "direct": direct}
+
+
+@pytest.fixture(scope="session")
+def family_archives(sample_tree, tmp_path_factory) -> dict[str, Path]:
+    """Archives of every structure family: files Tiled registers (NPY, TIFF sequence, CSV,
+    Parquet, Zarr) as a directory, and what stock `tiled serve pyobject` holds in memory
+    (arrays of every dtype, sparse, awkward, ragged, table), downloaded, as a ZIP."""
+    from tiled.client import from_uri
+
+    import tiled_archive
+    from tiled_archive.writer import create
+
+    from .servers import serve_pyobject
+
+    root = tmp_path_factory.mktemp("load")
+    create(root / "files", [sample_tree], quiet=True)
+    with serve_pyobject("tests.trees:in_memory", root / "server.log") as url:
+        tiled_archive.download(from_uri(url), root / "memory.zip", cache_dir=root / "cache")
+    return {"files": root / "files", "memory": root / "memory.zip"}
+
+
+def catalog_uri(backend: str, tmp_path: Path, request: Any) -> str:
+    """A catalog URI for ``backend``: a SQLite file in ``tmp_path``, or a fresh PostgreSQL
+    database."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.db'}"
+    return request.getfixturevalue("postgres_catalog")

@@ -46,6 +46,44 @@ def tiled_archive_serve(archive: Arg, port: int, *options: Arg) -> list[str]:
     return [str(part) for part in [*command, *options]]
 
 
+def stock_tiled_app(*arguments: Arg) -> Any:
+    """The ASGI app stock ``tiled serve ARGUMENTS`` builds, captured instead of served: Tiled's
+    own command-line code parses the arguments and builds it (``uvicorn.run`` is what is
+    replaced), so it is what the CLI would serve, without a process or a socket."""
+    import uvicorn
+    from tiled.commandline.main import cli_app
+
+    built: list[Any] = []
+    run = uvicorn.run
+    uvicorn.run = lambda app, **_: built.append(app)  # type: ignore[assignment]
+    try:
+        cli_app(args=["serve", *map(str, arguments)], standalone_mode=False)
+    finally:
+        uvicorn.run = run  # type: ignore[assignment]
+    if not built:
+        raise RuntimeError(f"tiled serve {' '.join(map(str, arguments))} built no app")
+    return built[0]
+
+
+_IN_PROCESS_HOSTS = iter(range(1, 1 << 30))
+
+
+@contextlib.contextmanager
+def stock_tiled_client(*arguments: Arg, **client_kwargs: Any) -> Iterator[Any]:
+    """A Tiled client of :func:`stock_tiled_app` (``tiled serve ARGUMENTS``), in-process
+    through Tiled's own ``Context.from_app``; each at a host of its own (Tiled's dask reads
+    name their graphs by URL). Closed at the end of the block."""
+    from tiled.client import from_context
+    from tiled.client.context import Context
+
+    uri = f"http://stock-{next(_IN_PROCESS_HOSTS)}.tiled.invalid/api/v1"
+    context = Context.from_app(stock_tiled_app(*arguments), uri=uri)
+    try:
+        yield from_context(context, **client_kwargs)
+    finally:
+        context.close()
+
+
 @dataclass(frozen=True)
 class LoopbackServer:
     """A server process listening on ``HOST:port``."""

@@ -30,8 +30,8 @@ import tiled_archive  # noqa: E402
 from tiled_archive.rules.problems import ArchiveError  # noqa: E402
 from tiled_archive.testing import HOST, free_port, listening, stop  # noqa: E402
 
-from .hostile import generate as gen  # noqa: E402
-from .hostile.harness import (  # noqa: E402
+from . import generate as gen  # noqa: E402
+from .harness import (  # noqa: E402
     CODE,
     RAW_EXCEPTION,
     CanaryWatch,
@@ -42,7 +42,7 @@ from .hostile.harness import (  # noqa: E402
     walk,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 GIB = 1 << 30
 

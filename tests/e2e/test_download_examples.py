@@ -8,10 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import awkward as ak
 import numpy as np
@@ -22,65 +19,13 @@ import tiled
 
 import tiled_archive
 from tiled_archive.reader import open_archive
-from tiled_archive.testing import free_port, serving, tiled_archive_serve
+from tiled_archive.testing import free_port, serving, stock_tiled_client, tiled_archive_serve
 from tiled_archive.validator import validate
 from tiled_archive.writer import stock_serve_command
 
-from .trees import ARRAYS
-
-TILED = str(Path(sys.executable).parent / "tiled")
-
-
-def listing(node):
-    """A container's children as Tiled stores them: a composite client lists its tables'
-    columns, its ``base`` the table nodes themselves."""
-    return getattr(node, "base", node)
-
-
-def assert_exact(expected, actual, where: str = "/") -> None:
-    """``actual`` (an archive's node) equals ``expected`` (the server's), node by node."""
-    assert actual.structure_family == expected.structure_family, where
-    assert dict(actual.metadata) == dict(expected.metadata), where
-    assert list(actual.specs) == list(expected.specs), where
-    family = expected.structure_family
-    if family == "container":
-        keys = list(listing(expected))
-        assert list(listing(actual)) == keys, where
-        for key in keys:
-            assert_exact(listing(expected)[key], listing(actual)[key], f"{where}{key}/")
-    elif family == "array":
-        assert actual.structure().shape == expected.structure().shape, where
-        value, copy = expected.read(), actual.read()
-        assert copy.dtype == value.dtype, where
-        np.testing.assert_array_equal(copy, value, err_msg=where)
-    elif family == "table":
-        pd.testing.assert_frame_equal(actual.read(), expected.read(), obj=where)
-    elif family == "sparse":
-        value, copy = expected.read(), actual.read()
-        assert copy.dtype == value.dtype and copy.shape == value.shape, where
-        np.testing.assert_array_equal(copy.todense(), value.todense(), err_msg=where)
-    elif family == "awkward":
-        assert ak.to_list(actual.read()) == ak.to_list(expected.read()), where
-        assert str(actual.read().type) == str(expected.read().type), where
-    elif family == "ragged":
-        assert actual.structure() == expected.structure(), where
-        value, copy = expected.read(), actual.read()
-        assert copy.dtype == value.dtype and copy.tolist() == value.tolist(), where
-        assert actual[1:].tolist() == expected[1:].tolist(), where
-    elif family == "bytes":
-        assert raw_files(actual) == raw_files(expected), where
-    else:
-        raise AssertionError(f"{where}: no comparison for {family} yet")
-
-
-def raw_files(node) -> list[tuple[str, bytes]]:
-    """What Tiled's client's ``raw_export()`` gets of a node, in the order of its assets: each
-    file's name and bytes. (Several assets are keyed ``<asset id>/<name>``; asset ids are the
-    catalog's own numbering, which an archive's catalog does not keep.)"""
-    exported: dict = {}
-    keys = node.raw_export(destination=exported)
-    multiple = len(node.include_data_sources().data_sources()[0].assets) > 1
-    return [(key.split("/", 1)[1] if multiple else key, exported[key].getvalue()) for key in keys]
+from ..nodes import assert_exact, below, listing
+from ..servers import TILED, serve_pyobject
+from ..trees import ARRAYS
 
 
 def register_bytes(parent, key: str, files: list[Path]):
@@ -109,23 +54,6 @@ def register_bytes(parent, key: str, files: list[Path]):
     return parent.new(structure_family=StructureFamily.bytes, data_sources=[source], key=key)
 
 
-REPOSITORY = Path(__file__).resolve().parent.parent
-
-
-@contextlib.contextmanager
-def serve_pyobject(tree: str, log: Path, **environment: str) -> Iterator[str]:
-    """Stock `tiled serve pyobject --public TREE` on loopback (this repository importable by
-    it, ``environment`` set for it and for this process): its URL."""
-    port = free_port()
-    command = [TILED, "serve", "pyobject", "--public", "--port", port, tree]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PYTHONPATH", str(REPOSITORY))
-        for name, value in environment.items():
-            patch.setenv(name, value)
-        with serving(command, port, log=log) as server:
-            yield server.url
-
-
 def assert_valid(dest: Path) -> None:
     report = validate(dest)
     assert report.errors == [], report.errors
@@ -145,30 +73,17 @@ def assert_downloads_exactly(source, dest: Path, *within: str) -> Path:
     return dest
 
 
-def below(root, keys):
-    node = root
-    for key in keys:
-        assert list(node) == [key]
-        node = node[key]
-    return node
-
-
-@contextlib.contextmanager
-def stock_tiled_client(dest: Path, log: Path) -> Iterator[Any]:
-    """Stock `tiled serve catalog DEST/catalog.db -r DEST/data ... --public`, the command the
-    CLI prints for a directory download, on loopback: a client of it."""
-    from tiled.client import from_uri
-
-    port = free_port()
-    command = [TILED, *stock_serve_command(dest)[1:], "--port", port]
-    with serving(command, port, log=log) as server:
-        yield from_uri(server.url)
+def stock_client(dest: Path) -> contextlib.AbstractContextManager:
+    """What stock `tiled serve catalog DEST/catalog.db -r DEST/data ... --public` serves (the
+    command the CLI prints for a directory download; Tiled's own CLI code builds the app),
+    in-process: a client of it. (tests/e2e/test_stock_tiled_cli.py runs the real command.)"""
+    return stock_tiled_client(*stock_serve_command(dest)[2:])
 
 
 def assert_stock_serves_exactly(source, dest: Path, *within: str) -> None:
     """Stock `tiled serve catalog` on ``dest`` serves ``source`` exactly. (Tiled does not serve
     a root's metadata from a catalog, so a root with metadata is compared below it.)"""
-    with stock_tiled_client(dest, dest.parent / f"stock-{dest.name}.log") as client:
+    with stock_client(dest) as client:
         copy = below(client, within)
         if not within and dict(source.metadata):
             assert list(listing(copy)) == list(listing(source))
@@ -280,7 +195,7 @@ def test_one_chunk_arrays_over_the_response_limit_come_in_slabs(one_chunk_arrays
     with contextlib.ExitStack() as stack:
         copies = [stack.enter_context(tiled_archive.open(dest))]
         if not suffix:
-            copies.append(stack.enter_context(stock_tiled_client(dest, tmp_path / "stock.log")))
+            copies.append(stack.enter_context(stock_client(dest)))
         for copy in copies:
             for key in ("tall", "wide", "scalar"):
                 assert copy[key].structure() == client[key].structure(), key
@@ -300,12 +215,18 @@ def _in_pieces(array_client):
 # -- Families with no files on the server: Tiled's own storage layouts, written here ---------
 
 
+@pytest.fixture(scope="module")
+def in_memory(tmp_path_factory):
+    log = tmp_path_factory.mktemp("in-memory") / "server.log"
+    with serve_pyobject("tests.trees:in_memory", log) as url:
+        yield url
+
+
 @pytest.mark.parametrize("suffix", [".zip", ""])
-def test_in_memory_nodes_are_written_as_tiled_stores_them(tmp_path, suffix):
+def test_in_memory_nodes_are_written_as_tiled_stores_them(in_memory, tmp_path, suffix):
     from tiled.client import from_uri
 
-    with serve_pyobject("tests.trees:in_memory", tmp_path / "server.log") as url:
-        dest = assert_downloads_exactly(from_uri(url), tmp_path / f"memory{suffix}")
+    dest = assert_downloads_exactly(from_uri(in_memory), tmp_path / f"memory{suffix}")
     with open_archive(dest) as opened:
         written = {f["node"]: f["mimetype"] for f in opened.manifest.extra["fallbacks"]}
     assert written == {

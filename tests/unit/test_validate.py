@@ -8,8 +8,6 @@ import os
 import shutil
 import sqlite3
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -25,10 +23,9 @@ from tiled_archive.rules.names import FORMAT_VERSION
 from tiled_archive.validator import Report, validate
 from tiled_archive.writer import convert, create, reseal
 
-from .conftest import PUBLISHED_REPORT_SCHEMA
+from ..conftest import PUBLISHED_REPORT_SCHEMA, cli
 from .test_zip_layer import central_records
 
-CLI = [sys.executable, "-m", "tiled_archive.cli"]
 H5 = "data/scan/primary.h5"
 
 
@@ -190,18 +187,14 @@ def test_not_an_archive(tmp_path):
 # -- The command -------------------------------------------------------------------------------
 
 
-def run(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=300)
-
-
 def test_cli_json_follows_its_schema_and_exit_codes(copy):
     directory = copy("directory")
-    valid = run("validate", "--json", directory)
+    valid = cli("validate", "--json", directory)
     assert valid.returncode == 0, valid.stderr
     jsonschema.validate(json.loads(valid.stdout), PUBLISHED_REPORT_SCHEMA)
     flip(directory / H5, 7)
     (directory / "notes.txt").write_text("a warning too")
-    invalid = run("validate", "--json", directory)
+    invalid = cli("validate", "--json", directory)
     assert invalid.returncode == 1
     document = json.loads(invalid.stdout)
     jsonschema.validate(document, PUBLISHED_REPORT_SCHEMA)

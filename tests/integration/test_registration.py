@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from tiled_archive.catalog.db_file.db_file import init_catalog
-from tiled_archive.catalog.db_file.registration import build_catalog, resolve_prefix
+
+from tiled_archive.catalog.db_file import init_catalog
+from tiled_archive.catalog.registration import build_catalog, resolve_prefix
 
 
 def through_tiled_server(db: Path, sources: dict[str, Path]) -> None:

@@ -1,27 +1,20 @@
-"""The `tiled-archive` command, run as a user runs it: a real subprocess."""
+"""The `tiled-archive` command, run through `main(argv)` in this process: its output as a pipe
+takes it, its exit status. (tests/e2e/test_cli_process.py runs it in processes of its own.)"""
 
 from __future__ import annotations
 
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tiled_archive.reader import open_archive
 
-CLI = [sys.executable, "-m", "tiled_archive.cli"]
-
-
-def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
-    )
+from ..conftest import FIXTURES, cli
 
 
 def asset_uris(db: Path) -> list[str]:
@@ -30,11 +23,11 @@ def asset_uris(db: Path) -> list[str]:
 
 
 def test_create_pack_extract_relocate(sample_tree, tmp_path):
-    made = run("create", "--quiet", tmp_path / "a", sample_tree)
+    made = cli("create", "--quiet", tmp_path / "a", sample_tree)
     assert made.returncode == 0, made.stderr
-    packed = run("pack", "-q", tmp_path / "a", tmp_path / "a.zip")
+    packed = cli("pack", "-q", tmp_path / "a", tmp_path / "a.zip")
     assert packed.returncode == 0, packed.stderr
-    extracted = run("extract", "-q", tmp_path / "a.zip", tmp_path / "x")
+    extracted = cli("extract", "-q", tmp_path / "a.zip", tmp_path / "x")
     assert extracted.returncode == 0, extracted.stderr
     assert "tiled serve catalog" in extracted.stderr
     assert all(
@@ -45,7 +38,7 @@ def test_create_pack_extract_relocate(sample_tree, tmp_path):
     moved = tmp_path / "elsewhere" / "moved"
     moved.parent.mkdir()
     shutil.move(tmp_path / "x", moved)
-    relocated = run("relocate", moved)
+    relocated = cli("relocate", moved)
     assert relocated.returncode == 0, relocated.stderr
     assert all(
         u.startswith(f"file://localhost{moved.resolve()}/data/")
@@ -68,7 +61,7 @@ def test_create_pack_extract_relocate(sample_tree, tmp_path):
 )
 def test_errors_are_coded_lines_not_tracebacks(tmp_path, args, code):
     (tmp_path / "garbage.zip").write_bytes(b"PK\x03\x04 this is not really a zip")
-    result = run(*[a.format(tmp=tmp_path) for a in args])
+    result = cli(*[a.format(tmp=tmp_path) for a in args])
     assert result.returncode == 1
     assert code in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -77,75 +70,32 @@ def test_errors_are_coded_lines_not_tracebacks(tmp_path, args, code):
 
 # -- First use: version, help, module entry point, exit statuses, output that is piped -------
 
-FIXTURES = Path(__file__).resolve().parent.parent / "conformance" / "fixtures"
-
-
-def under_a_terminal(
-    *args: str | Path,
-    columns: int = 60,
-    on_output: Callable[[str, subprocess.Popen], None] | None = None,
-) -> tuple[int, str]:
-    """Run the command with its output on a pseudo-terminal ``columns`` wide, as a user at a
-    shell sees it: (exit status, what the terminal showed). ``on_output(shown, process)`` is
-    called as output arrives (to press Ctrl-C at some point, say)."""
-    import os
-    import pty
-
-    leader, follower = pty.openpty()
-    environment = {**os.environ, "COLUMNS": str(columns), "TERM": "xterm"}
-    process = subprocess.Popen(
-        [*CLI, *map(str, args)], stdout=follower, stderr=follower, stdin=follower, env=environment
-    )
-    os.close(follower)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the terminal closed with the process
-            break
-        if not chunk:
-            break
-        shown += chunk
-        if on_output is not None:
-            on_output(shown.decode(errors="replace"), process)
-    os.close(leader)
-    return process.wait(timeout=300), shown.decode(errors="replace")
-
 
 @pytest.mark.parametrize("flag", ["--version", "-V"])
 def test_version_names_the_package_and_the_format(flag):
     from tiled_archive.rules.names import FORMAT_VERSION, __version__
 
-    result = run(flag)
+    result = cli(flag)
     assert result.returncode == 0
     assert result.stdout == f"tiled-archive {__version__} (format {FORMAT_VERSION})\n"
 
 
-def test_python_dash_m_and_short_help():
-    result = subprocess.run(
-        [sys.executable, "-m", "tiled_archive", "-h"], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0
-    assert "validate" in result.stdout and "--version" in result.stdout
-    assert "--install-completion" in result.stdout
-
-
 def test_validate_of_nothing_could_not_check_it(tmp_path):
-    result = run("validate", tmp_path / "nonexist.zip")
+    result = cli("validate", tmp_path / "nonexist.zip")
     assert result.returncode == 2
     assert result.stderr.startswith("could not check ")
     assert "no such file or directory" in result.stderr and "INVALID" not in result.stdout
 
 
 def test_verdicts_count_in_the_singular_and_plural():
-    valid = run("validate", FIXTURES / "valid" / "ragged-duckdb" / "archive")
+    valid = cli("validate", FIXTURES / "valid" / "ragged-duckdb" / "archive")
     assert valid.returncode == 0 and "0 errors, 0 warnings" in valid.stdout
-    one = run("validate", FIXTURES / "invalid" / "E601-ragged-null-values" / "archive")
+    one = cli("validate", FIXTURES / "invalid" / "E601-ragged-null-values" / "archive")
     assert one.returncode == 1 and ": 1 error, 0 warnings" in one.stdout
 
 
 def test_serve_of_nothing_announces_nothing(tmp_path):
-    result = run("serve", tmp_path / "nonexist.zip", "--port", "1")
+    result = cli("serve", tmp_path / "nonexist.zip", "--port", "1")
     assert result.returncode == 1
     assert "TA-E001" in result.stderr
     assert "serving" not in result.stderr and "from_uri" not in result.stderr
@@ -154,74 +104,22 @@ def test_serve_of_nothing_announces_nothing(tmp_path):
 def test_piped_output_is_not_wrapped(tmp_path):
     """The stock serve command is one line however long, and a table row is too."""
     dest = tmp_path / ("a-long-folder-name-" * 4) / "extracted"
-    result = run("extract", FIXTURES / "valid" / "ragged-duckdb" / "archive.zip", dest)
+    result = cli("extract", FIXTURES / "valid" / "ragged-duckdb" / "archive.zip", dest)
     assert result.returncode == 0, result.stderr
     (command,) = [line for line in result.stderr.splitlines() if "tiled serve catalog" in line]
     assert command.endswith("--public") and str(dest / "catalog.db") in command
-    report = run("validate", FIXTURES / "invalid" / "E601-ragged-null-values" / "archive")
+    report = cli("validate", FIXTURES / "invalid" / "E601-ragged-null-values" / "archive")
     (row,) = [line for line in report.stdout.splitlines() if "│ TA-E601" in line]
     assert "holds NULL values (Tiled writes none)" in row
 
 
-def test_at_a_terminal_output_fits_its_width():
-    status, shown = under_a_terminal(
-        "validate", FIXTURES / "invalid" / "E601-ragged-null-values" / "archive", columns=60
-    )
-    assert status == 1
-    import re
-
-    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown).replace("\r", "")
-    assert "INVALID" in plain and "1 error" in plain
-    assert max(len(line) for line in plain.splitlines()) <= 60
-
-
 def test_an_archive_warning_is_one_line_of_output(tmp_path):
     source = FIXTURES / "warning" / "W102-unaligned-member" / "archive.zip"
-    result = run("extract", source, tmp_path / "out")
+    result = cli("extract", source, tmp_path / "out")
     assert result.returncode == 0, result.stderr
     warned = [line for line in result.stderr.splitlines() if "TA-W102" in line]
     assert len(warned) == 1 and warned[0].startswith("warning TA-W102 data/sample/table.csv: ")
     assert "ArchiveWarning" not in result.stderr and ".py:" not in result.stderr
-
-
-def test_opening_and_creating_say_nothing_of_tileds_server(tmp_path):
-    """No "Tiled version ..." banner and no Starlette deprecation warning: neither is ours."""
-    opened = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import tiled_archive, sys\n"
-            "with tiled_archive.open(sys.argv[1]) as root: print(list(root))",
-            FIXTURES / "valid" / "ragged-duckdb" / "archive.zip",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert opened.returncode == 0 and opened.stdout == "['sample', 'ragged']\n"
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "notes.csv").write_text("a,b\n1,2\n")
-    created = run("create", "--quiet", tmp_path / "out.zip", tmp_path / "in")
-    assert created.returncode == 0
-    for result in (opened, created):
-        assert "Tiled version" not in result.stderr, result.stderr
-        assert "Warning" not in result.stderr, result.stderr
-
-
-def test_a_download_without_the_servers_key_says_so(tmp_path):
-    """Stock `tiled serve catalog` wanting an API key: none, or a wrong one, is TA-E914 (not a
-    traceback, not "cannot reach the server")."""
-    from tiled_archive.testing import free_port, serving
-
-    port = free_port()
-    tiled = str(Path(sys.executable).parent / "tiled")
-    command = [tiled, "serve", "catalog", "--temp", "--api-key", "secret", "--port", port]
-    with serving(command, port, log=tmp_path / "server.log") as server:
-        for key in ([], ["--api-key", "wrong"]):
-            result = run("download", server.url, "-o", tmp_path / "out.zip", *key)
-            assert result.returncode == 1, result.stderr
-            assert "TA-E914" in result.stderr and "--api-key" in result.stderr
-            assert "Traceback" not in result.stderr and not (tmp_path / "out.zip").exists()
 
 
 @pytest.mark.parametrize("command", ["download", "create"])
@@ -236,7 +134,7 @@ def test_an_existing_destination_is_refused_before_any_work(tmp_path, command):
         "download": ["download", "http://127.0.0.1:9/api/v1", "-o", tmp_path / "existing"],
         "create": ["create", tmp_path / "existing", tmp_path / "in"],
     }[command]
-    result = run(*args)
+    result = cli(*args)
     assert result.returncode == 1
     assert "TA-E903" in result.stderr, result.stderr
     assert (tmp_path / "existing" / "mine.txt").read_text() == "not an archive"
@@ -246,7 +144,7 @@ def zipped_by_info_zip(tmp_path: Path) -> Path:
     """The minimal fixture extracted (so relocated), then zipped by Info-ZIP as a user might
     (``mimetype`` first, all STORED): every member unaligned, every URI relocated."""
     folder = tmp_path / "folder"
-    extracted = run("extract", "-q", FIXTURES / "valid" / "minimal" / "archive.zip", folder)
+    extracted = cli("extract", "-q", FIXTURES / "valid" / "minimal" / "archive.zip", folder)
     assert extracted.returncode == 0, extracted.stderr
     zipped = tmp_path / "zipped.zip"
     subprocess.run(["zip", "-q", "-0", "-X", zipped, "mimetype"], cwd=folder, check=True)
@@ -262,10 +160,10 @@ def test_a_report_counts_repeats_and_says_how_to_fix_each_code(tmp_path):
     from tiled_archive.cli.views import ROWS_PER_CODE
 
     rezipped = zipped_by_info_zip(tmp_path)
-    result = run("validate", rezipped)
+    result = cli("validate", rezipped)
     lines = result.stdout.splitlines()
     unaligned = [line for line in lines if "TA-W102" in line and "│" in line]
-    members = len(run("validate", "--json", rezipped).stdout.split('"TA-W102"')) - 1
+    members = len(cli("validate", "--json", rezipped).stdout.split('"TA-W102"')) - 1
     assert members > ROWS_PER_CODE + 1
     assert len(unaligned) == ROWS_PER_CODE + 1
     assert f"… and {members - ROWS_PER_CODE} more" in unaligned[-1]
@@ -280,7 +178,7 @@ def test_a_report_counts_repeats_and_says_how_to_fix_each_code(tmp_path):
     ],
 )
 def test_a_hint_fits_the_case(tmp_path, args, code, hint):
-    result = run(*[str(a).format(tmp=tmp_path) for a in args])
+    result = cli(*[str(a).format(tmp=tmp_path) for a in args])
     assert result.returncode == 1
     assert code in result.stderr and hint in result.stderr
     assert "free space" not in result.stderr and "permissions" not in result.stderr
@@ -290,7 +188,7 @@ def test_a_zipped_relocated_directory_is_told_to_pack(tmp_path):
     import json
 
     zipped = zipped_by_info_zip(tmp_path)
-    report = json.loads(run("validate", "--json", zipped).stdout)
+    report = json.loads(cli("validate", "--json", zipped).stdout)
     hints = {p["hint"] for p in report["problems"] if p["code"] == "TA-E503"}
     assert hints and all(
         "tiled-archive pack" in h and "run `tiled-archive relocate`" not in h for h in hints
@@ -308,10 +206,10 @@ def test_conformance_ends_with_a_summary_and_speaks_json(tmp_path):
     document = json.loads(expected.read_text())
     document["expected"]["directory"] = ["TA-E601"]
     expected.write_text(json.dumps(document))
-    table = run("conformance", tmp_path / "tree")
+    table = cli("conformance", tmp_path / "tree")
     assert table.returncode == 1
     assert table.stdout.splitlines()[-1] == "FAIL 1 of 2 fixture forms give exactly their codes"
-    as_json = run("conformance", "--json", tmp_path / "tree")
+    as_json = cli("conformance", "--json", tmp_path / "tree")
     assert as_json.returncode == 1
     report = json.loads(as_json.stdout)
     assert (report["passed"], report["failed"]) == (1, 1)
@@ -319,70 +217,6 @@ def test_conformance_ends_with_a_summary_and_speaks_json(tmp_path):
         ("invalid/E601-ragged-null-values", True),
         ("invalid/E602-ragged-offsets-past-data", False),
     }
-
-
-def sparse_tiff(path: Path, size: int) -> Path:
-    """A valid BigTIFF of about ``size`` bytes of zeros that takes no disk space (a sparse
-    file: tifffile writes the header and leaves the image data a hole). Not an .npy: Tiled's
-    NPY adapter reads a whole array into memory to register it (docs/upstream.md)."""
-    import tifffile
-
-    rows = size // 65536
-    image = tifffile.memmap(path, shape=(rows, 65536), dtype="uint8", bigtiff=True)
-    del image
-    return path
-
-
-def test_create_shows_each_step_at_once_and_ctrl_c_leaves_nothing(tmp_path):
-    big = sparse_tiff(tmp_path / "big.tif", 40 << 30)  # 40 GiB: a minute or more to copy
-    dest = tmp_path / "out"
-    pressed = []
-
-    def ctrl_c_once_copying(shown: str, process: subprocess.Popen) -> None:
-        if not pressed and "copying" in shown and "/s" in shown:  # a rate on the bar
-            pressed.append(shown)
-            process.send_signal(signal.SIGINT)
-
-    status, shown = under_a_terminal(
-        "create", dest, big, columns=120, on_output=ctrl_c_once_copying
-    )
-    assert pressed, shown
-    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)  # colours and cursor moves
-    assert shown.index("loading Tiled") < shown.index("registering 1 source with Tiled")
-    assert shown.index("registering") < shown.index("copying")
-    assert status == 130 and "interrupted: nothing was written" in shown
-    assert "Traceback" not in shown and "Aborted" not in shown
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tif"]  # no partial output
-
-
-def test_download_progress_counts_nodes_and_leaves_cached_bytes_out(tmp_path):
-    """At a terminal: the node listing gets a total (``4/4``, not ``4/?``), no empty bar for
-    the data API when nothing needs it, and a re-run's files from the cache are named as such
-    and not counted as transferred (its rate would be the disk's)."""
-    from tiled_archive.testing import free_port, serving, tiled_archive_serve
-
-    port = free_port()
-    fixture = FIXTURES / "valid" / "real-data" / "archive.zip"
-    with serving(tiled_archive_serve(fixture, port, "--public"), port) as server:
-        shown = []
-        for name in ("first", "again"):
-            status, output = under_a_terminal(
-                "download",
-                server.url,
-                "-o",
-                tmp_path / name,
-                "--cache-dir",
-                tmp_path / "cache",
-                columns=120,
-            )
-            assert status == 0, output
-            shown.append(re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output))
-    for output in shown:
-        listed = re.findall(r"listing nodes\W*(\d+)/(\d+|\?)", output)
-        assert listed and listed[-1][0] == listed[-1][1] == "4", listed
-        assert "data API" not in output
-    assert "already cached" not in shown[0]
-    assert re.search(r"fetching \([\d.]+ kB already cached\)", shown[1]), shown[1]
 
 
 @pytest.mark.parametrize(
@@ -400,8 +234,8 @@ def test_validate_without_typer_says_what_the_typer_command_says(args):
     """`validate` with plain arguments runs without Typer; after `--` Typer parses them and
     calls the same check. Output and exit status are the same (the JSON's timing aside)."""
     *flags, path = args
-    plain = run("validate", *flags, path)
-    through_typer = run("validate", *flags, "--", path)
+    plain = cli("validate", *flags, path)
+    through_typer = cli("validate", *flags, "--", path)
 
     def shown(result: subprocess.CompletedProcess) -> tuple:
         text = re.sub(r'"seconds": [0-9.e-]+', '"seconds": 0', result.stdout)
@@ -413,9 +247,9 @@ def test_validate_without_typer_says_what_the_typer_command_says(args):
 
 def test_validate_with_arguments_typer_must_explain_gets_its_help():
     """Anything but a plain `validate` goes to Typer: -h, an unknown option, two paths."""
-    helped = run("validate", "-h")
+    helped = cli("validate", "-h")
     assert helped.returncode == 0 and "--fast" in helped.stdout
-    wrong = run("validate", "--quick", "x")
+    wrong = cli("validate", "--quick", "x")
     assert wrong.returncode == 2 and "No such option" in wrong.stderr
-    two = run("validate", "a", "b")
+    two = cli("validate", "a", "b")
     assert two.returncode == 2 and "Got unexpected extra argument" in two.stderr

@@ -27,7 +27,7 @@ from tiled_archive.rules.problems import ArchiveError
 from tiled_archive.testing import free_port, serving, tiled_serve_catalog
 from tiled_archive.validator import validate
 
-from .conftest import sha256_of
+from ..conftest import cli, sha256_of
 
 BYTES = "/api/v1/asset/bytes/"
 
@@ -367,33 +367,27 @@ def test_cli_download_from_stock_tiled_server(server_root, sample_tree, tmp_path
 
     port = free_port()
     with tiled_serve(server_root, sample_tree, port, tmp_path / "server.log") as (url, _):
-        command = [sys.executable, "-m", "tiled_archive.cli", "download", url, "written"]
+        command = ["download", url, "written"]
         command += ["--search", "color=red", "--api-key", "secret", "-o", tmp_path / "red.zip"]
         command += ["--cache-dir", tmp_path / "cache", "-q"]
-        done = subprocess.run(list(map(str, command)), capture_output=True, text=True)
+        done = cli(*command)
         assert done.returncode == 0, done.stderr
         client = from_uri(url, api_key="secret")
         with tiled_archive.open(tmp_path / "red.zip") as archive:
             assert_same_tree(client["written"].search(Key("color") == "red"), archive["written"])
 
-        missing = subprocess.run(
-            list(map(str, [*command[:5], "nope", "--api-key", "secret", "-o", tmp_path / "x"])),
-            capture_output=True,
-            text=True,
-        )
+        missing = cli(*command[:2], "nope", "--api-key", "secret", "-o", tmp_path / "x")
         assert missing.returncode == 1 and "TA-E900" in missing.stderr
         assert not (tmp_path / "x").exists()
 
         # Nothing matched: a clear refusal, then --allow-empty; a directory is servable at once.
-        empty = [*command[:5], "written", "--search", "color=ultraviolet", "--api-key", "secret"]
+        empty = [*command[:2], "written", "--search", "color=ultraviolet", "--api-key", "secret"]
         empty += ["-o", tmp_path / "none", "--cache-dir", tmp_path / "cache"]
-        refused = subprocess.run(list(map(str, empty)), capture_output=True, text=True)
+        refused = cli(*empty)
         assert refused.returncode == 1 and "TA-E913" in refused.stderr, refused.stderr
         assert "the search matched no node" in " ".join(refused.stderr.split())
         assert not (tmp_path / "none").exists()
-        allowed = subprocess.run(
-            list(map(str, [*empty, "--allow-empty"])), capture_output=True, text=True
-        )
+        allowed = cli(*empty, "--allow-empty")
         assert allowed.returncode == 0, allowed.stderr
         none = tmp_path / "none"
         assert f"wrote {none} (1 node)\n" in allowed.stderr  # the parent `written` alone

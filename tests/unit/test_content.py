@@ -18,7 +18,7 @@ from tiled_archive.rules.formats import parameter_problems, parameters_table
 from tiled_archive.rules.problems import ArchiveError
 from tiled_archive.rules.schemas import MAX_JSON_DEPTH, JSONTooDeep, json_depth, load_json
 
-SPEC = Path(__file__).parent.parent / "spec" / "FORMAT.md"
+SPEC = Path(__file__).resolve().parents[2] / "spec" / "FORMAT.md"
 
 shapes = st.lists(st.integers(0, 6), min_size=0, max_size=4).map(tuple)
 index = st.one_of(
@@ -153,7 +153,7 @@ def test_spec_asset_forms_table_is_the_code():
 
 # -- Catalog rows Tiled can load (spec §3) ------------------------------------------------------
 
-MINIMAL = Path(__file__).resolve().parent.parent / "conformance/fixtures/valid/minimal/archive"
+MINIMAL = Path(__file__).resolve().parents[2] / "conformance/fixtures/valid/minimal/archive"
 
 
 def catalog_copy(tmp_path: Path, *statements: str) -> sqlite3.Connection:

@@ -1,4 +1,4 @@
-"""`tiled-archive info`: what an archive holds, as a user runs it (a real subprocess, piped and
+"""`tiled-archive info`: what an archive holds, as a user runs it (through `main(argv)`, piped, and
 under a pseudo-terminal), checked against what Tiled's own client serves from the archive."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import pytest
 import tiled_archive
 from tiled_archive.writer import convert, create, reseal
 
-from .test_cli import FIXTURES, run, under_a_terminal
+from ..conftest import FIXTURES, cli
+from ..terminal import under_a_terminal
 
 MANY = 25  # children of one folder: more than info shows by default
 LETTERS = "abcdefghijklmnopqrstuvwxy"  # names without numbers: Tiled groups numbered files
@@ -50,7 +51,7 @@ def tiled_nodes(client, prefix: str = "") -> dict[str, tuple[str, list | None]]:
 
 @pytest.mark.parametrize("form", ["directory", "zip"])
 def test_json_lists_what_tiled_serves(archives, form):
-    result = run("info", "--json", archives[form])
+    result = cli("info", "--json", archives[form])
     assert result.returncode == 0, result.stderr
     described = json.loads(result.stdout)
     assert described["form"] == form and described["format_version"] == "1.1"
@@ -71,12 +72,12 @@ def test_json_lists_what_tiled_serves(archives, form):
 
 
 def test_the_tree_is_cut_at_twenty_children_unless_all(archives):
-    shown = run("info", archives["zip"])
+    shown = cli("info", archives["zip"])
     assert shown.returncode == 0, shown.stderr
     assert "item_t" in shown.stdout and "item_u" not in shown.stdout
     assert f"… and {MANY - 20} more (--all lists them)" in shown.stdout
     assert "CRC-32 of every member" in shown.stdout
-    every = run("info", "--all", archives["zip"])
+    every = cli("info", "--all", archives["zip"])
     assert "item_y" in every.stdout and "more (--all" not in every.stdout
     # Piped: one line per fact, the validate command to copy on one line.
     assert f"tiled-archive validate {archives['zip']}" in shown.stdout.splitlines()[-1]
@@ -103,19 +104,19 @@ def test_hostile_catalog_text_is_shown_escaped_and_cycles_are_not_followed(tmp_p
         )
     conn.close()
     reseal(archive)
-    result = run("info", archive)
+    result = cli("info", archive)
     assert result.returncode == 0, result.stderr
     assert "\x1b" not in result.stdout and "\\x1b]0;pwned\\x07[bold red]x" in result.stdout
     assert "2 nodes not below the root" in result.stdout
-    described = json.loads(run("info", "--json", archive).stdout)
+    described = json.loads(cli("info", "--json", archive).stdout)
     assert described["unreachable_nodes"] == 2
     assert "\x1b]0;pwned\x07[bold red]x/" not in {n["path"] for n in described["nodes"]}
 
 
 def test_warnings_are_listed_once_and_errors_are_coded(tmp_path):
-    unaligned = run("info", FIXTURES / "warning" / "W102-unaligned-member" / "archive.zip")
+    unaligned = cli("info", FIXTURES / "warning" / "W102-unaligned-member" / "archive.zip")
     assert unaligned.returncode == 0
     assert unaligned.stdout.count("warning TA-W102") == 1 and not unaligned.stderr
-    missing = run("info", tmp_path / "nothing.zip")
+    missing = cli("info", tmp_path / "nothing.zip")
     assert missing.returncode == 1 and "TA-E001" in missing.stderr
     assert "Traceback" not in missing.stderr + missing.stdout

@@ -28,7 +28,7 @@ from tiled_archive.testing import free_port, static_files_app
 from tiled_archive.validator import validate
 from tiled_archive.writer import convert, create
 
-CLI = [sys.executable, "-m", "tiled_archive.cli"]
+from ..conftest import cli
 
 
 class StaticServer:
@@ -187,15 +187,15 @@ def test_missing_remote_archive_and_cli_over_a_url(published, tmp_path, cache):
         open_archive(missing)
     assert raised.value.code == "TA-E930" and "404" in str(raised.value)
     url = published["server"].url("archive.zip")
-    checked = subprocess.run([*CLI, "validate", url], capture_output=True, text=True, timeout=300)
+    checked = cli("validate", url)
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.startswith(f"VALID {url}: 0 errors")
-    shown = subprocess.run([*CLI, "info", url], capture_output=True, text=True, timeout=300)
+    shown = cli("info", url)
     assert shown.returncode == 0 and url in shown.stdout and "block_" in shown.stdout
-    absent = subprocess.run([*CLI, "validate", missing], capture_output=True, text=True)
+    absent = cli("validate", missing)
     assert absent.returncode == 1 and "TA-E930" in absent.stdout
     extracted = tmp_path / "extracted"
-    done = subprocess.run([*CLI, "extract", url, extracted], capture_output=True, text=True)
+    done = cli("extract", url, extracted)
     assert done.returncode == 0, done.stderr
     assert validate(extracted).problems == []
 
@@ -243,7 +243,7 @@ def test_an_archive_in_an_s3_bucket_reads_as_the_local_one(published, bucket, ca
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", bucket["key"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", bucket["secret"])
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    checked = subprocess.run([*CLI, "validate", url], capture_output=True, text=True, timeout=300)
+    checked = cli("validate", url)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     with pytest.raises(ArchiveError) as raised:
         open_archive("s3://facility/scans/nothing.zip")

@@ -19,11 +19,8 @@ from tiled_archive.testing import postgres_admin
 from tiled_archive.writer import relocate
 from tiled_archive.writer.load import load
 
-from . import test_load
-from .test_download_examples import assert_exact, listing
-from .test_load import catalog_uri
-
-family_archives = test_load.family_archives  # the fixture, shared with the load tests
+from ..conftest import catalog_uri
+from ..nodes import assert_exact, listing
 
 pytestmark = pytest.mark.filterwarnings("ignore::tiled_archive.reader.ArchiveWarning")
 

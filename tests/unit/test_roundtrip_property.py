@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tiled_archive.catalog.db_file import db_file as catalog_db
+from tiled_archive.catalog import db_file as catalog_db
 from tiled_archive.reader import open_archive
 from tiled_archive.writer import PayloadFile, convert, write_archive
 

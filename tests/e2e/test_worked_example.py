@@ -18,7 +18,7 @@ import pytest
 
 from tiled_archive.validator import validate
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "spec" / "FORMAT.md"
 SCHEMA = ROOT / "spec" / "catalog-schema-917dbbcfc4b1.sql"
 #: The SQLite the spec's digests were made with (appendix B.3).

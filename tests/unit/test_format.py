@@ -17,9 +17,9 @@ from tiled_archive.rules.paths import check_path, path_problems
 from tiled_archive.rules.problems import ArchiveError, clip
 from tiled_archive.rules.schemas import manifest_schema
 
-from .fuzz.mutators import json_positions
+from ..fuzz.mutators import json_positions
 
-SPEC = Path(__file__).parent.parent / "spec" / "FORMAT.md"
+SPEC = Path(__file__).resolve().parents[2] / "spec" / "FORMAT.md"
 
 
 def spec_text() -> str:

@@ -11,24 +11,24 @@ import contextlib
 import itertools
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tiled_archive.catalog.db_file.db_file import read_assets
 
 import tiled_archive
 from conformance import generate as fixtures
+from tiled_archive.catalog.db_file import read_assets
 from tiled_archive.inspectors.ragged import connect
 from tiled_archive.reader import open_archive
-from tiled_archive.testing import free_port, serving
+from tiled_archive.testing import stock_tiled_client
 from tiled_archive.validator import validate
 from tiled_archive.writer import convert, relocate, stock_serve_command
 
-ROOT = Path(__file__).resolve().parent.parent
+from ..conftest import cli
+
+ROOT = Path(__file__).resolve().parents[2]
 VALID = ROOT / "conformance" / "fixtures" / "valid" / "ragged-duckdb"
 SLICE = VALID.parent / "ragged-written-from-a-slice"
 INVALID = ROOT / "conformance" / "fixtures" / "invalid"
@@ -48,17 +48,14 @@ def test_a_zip_archive_reads_in_process():
 
 
 def test_extracted_it_is_relocated_with_duckdb_uris_and_stock_tiled_serves_it(tmp_path):
-    from tiled.client import from_uri
 
     directory = convert(VALID / "archive.zip", tmp_path / "extracted")
     assert codes(directory) == []
     command = stock_serve_command(directory)
     database = directory / fixtures.RAGGED
     assert command[command.index("-w") + 1] == f"duckdb://localhost/{database}"
-    port = free_port()
-    argv = [str(Path(sys.executable).parent / "tiled"), *command[1:], "--port", port]
-    with serving(argv, port, log=tmp_path / "stock.log") as server:
-        assert from_uri(server.url)["ragged"].read().tolist() == VALUES
+    with stock_tiled_client(*command[2:]) as stock:  # Tiled's own CLI code, in-process
+        assert stock["ragged"].read().tolist() == VALUES
     assert codes(directory) == []  # stock Tiled read the database without changing it
 
     # Moved, it no longer validates; relocated again, it does (and stock Tiled's -w follows).
@@ -81,12 +78,7 @@ def test_extracted_it_is_relocated_with_duckdb_uris_and_stock_tiled_serves_it(tm
 
 def test_the_cli_prints_the_stock_command_with_the_database(tmp_path):
     dest = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "tiled_archive.cli", "extract", VALID / "archive.zip", dest],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = cli("extract", VALID / "archive.zip", dest)
     assert result.returncode == 0, result.stderr
     expected = f"-w duckdb://localhost/{dest / fixtures.RAGGED} --public"
     assert expected in result.stderr.replace("\n", " ")
@@ -191,12 +183,14 @@ def test_any_read_costs_the_tables_values_and_its_file(tmp_path, monkeypatch):
     assert codes(tmp_path / "two-chunks") == []
 
 
-def test_a_table_storing_more_than_the_budget_is_not_loaded_to_check_it(tmp_path):
-    """100 million zeros in a small file (DuckDB compresses constants): nothing is loaded
-    (DuckDB would run out of memory), validate warns of the ratio, reads are refused."""
+def test_a_table_storing_more_than_the_budget_is_not_loaded_to_check_it(tmp_path, monkeypatch):
+    """30 million zeros (240 MB of doubles) in a small file (DuckDB compresses constants),
+    over a 100 MB budget: nothing is loaded (at 100 million DuckDB would run out of memory),
+    validate warns of the ratio, reads are refused."""
     from tiled.client.utils import ClientError
 
-    count = 100_000_000
+    monkeypatch.setenv("TILED_ARCHIVE_READ_BUDGET", "100000000")
+    count = 30_000_000
     database = fixtures.tiled_ragged_table(
         row=f"(1, 0, [0, 0, 0, {count}], (SELECT list(0::DOUBLE) FROM range({count})), 0)"
     )

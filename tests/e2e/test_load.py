@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,46 +15,24 @@ import pytest
 import tiled_archive
 from tiled_archive.reader import open_archive
 from tiled_archive.rules.problems import ArchiveError
-from tiled_archive.testing import free_port, serving
+from tiled_archive.testing import free_port, serving, stock_tiled_client
 from tiled_archive.validator import validate
 from tiled_archive.writer import convert, create, create_from_catalog
 from tiled_archive.writer.load import load
 
-from .conftest import tree_digests
-from .test_download_examples import assert_exact, listing, serve_pyobject
+from ..conftest import catalog_uri, cli, tree_digests
+from ..nodes import assert_exact, listing
+from ..servers import serve_pyobject
 
 TILED = Path(sys.executable).parent / "tiled"
 
 
-@pytest.fixture(scope="module")
-def family_archives(sample_tree, tmp_path_factory) -> dict[str, Path]:
-    """Archives of every structure family: files Tiled registers (NPY, TIFF sequence, CSV,
-    Parquet, Zarr) as a directory, and what stock `tiled serve pyobject` holds in memory
-    (arrays of every dtype, sparse, awkward, ragged, table), downloaded, as a ZIP."""
-    from tiled.client import from_uri
-
-    root = tmp_path_factory.mktemp("load")
-    create(root / "files", [sample_tree], quiet=True)
-    with serve_pyobject("tests.trees:in_memory", root / "server.log") as url:
-        tiled_archive.download(from_uri(url), root / "memory.zip", cache_dir=root / "cache")
-    return {"files": root / "files", "memory": root / "memory.zip"}
-
-
-def catalog_uri(backend: str, tmp_path: Path, request: Any) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'catalog.db'}"
-    return request.getfixturevalue("postgres_catalog")
-
-
-@contextlib.contextmanager
-def stock_server(uri: str, data: Path, loaded: Any, log: Path):
-    from tiled.client import from_uri
-
-    port = free_port()
-    command = [TILED, *loaded.serve_command()[1:], "--public", "--port", port]
-    command[3] = uri  # the password the displayed URI hides
-    with serving(command, port, log=log) as server:
-        yield from_uri(server.url)
+def stock_server(uri: str, loaded: Any) -> contextlib.AbstractContextManager:
+    """What stock `tiled serve catalog` serves with the command the load printed (Tiled's own
+    CLI code builds the app; in-process), the password the displayed URI hides put back."""
+    arguments = [*loaded.serve_command()[2:], "--public"]
+    arguments[1] = uri
+    return stock_tiled_client(*arguments)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -68,7 +45,7 @@ def test_stock_tiled_serves_a_loaded_archive_as_the_archive(
     loaded = load(family_archives[tree], uri, data, at=f"archives/{tree}")
     with tiled_archive.open(family_archives[tree]) as archive:
         assert loaded.nodes >= len(list(archive))
-        with stock_server(uri, data, loaded, tmp_path / "stock.log") as client:
+        with stock_server(uri, loaded) as client:
             copy = client["archives"][tree]
             assert dict(copy.metadata) == dict(archive.metadata)  # the archive's root's
             assert list(listing(copy)) == list(listing(archive))
@@ -149,17 +126,13 @@ def test_an_unusable_catalog_is_a_coded_error(family_archives, tmp_path, uri, ex
 
 def test_the_command_prints_what_it_loaded_and_the_stock_command(family_archives, tmp_path):
     db, data = tmp_path / "catalog.db", tmp_path / "data"
-    command = [sys.executable, "-m", "tiled_archive", "load", str(family_archives["memory"])]
-    done = subprocess.run(
-        [*command, str(db), "--data", str(data), "--at", "m"], capture_output=True, text=True
-    )
+    command = ["load", family_archives["memory"], db, "--data", data, "--at", "m"]
+    done = cli(*command)
     assert done.returncode == 0, done.stderr
     assert "loaded " in done.stderr and "under /m" in done.stderr
     assert "serve it with: tiled serve catalog sqlite+aiosqlite:///" in done.stderr
     assert " -w duckdb://" in done.stderr  # the ragged array's storage
-    again = subprocess.run(
-        [*command, str(db), "--data", str(data), "--at", "m"], capture_output=True, text=True
-    )
+    again = cli(*command)
     assert again.returncode == 1 and "TA-E920" in again.stderr and "Traceback" not in again.stderr
 
 
@@ -238,12 +211,9 @@ def test_download_goes_straight_into_a_postgresql_catalog(postgres_catalog, tmp_
         )
         assert returned == data.absolute()
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tiled-archive-")]
-        done = subprocess.run(
-            [sys.executable, "-m", "tiled_archive", "download", url, "--catalog",
-             str(tmp_path / "cli.db"), "--data", str(tmp_path / "cli"), "--at", "m",
-             "--cache-dir", str(tmp_path / "c")],
-            capture_output=True,
-            text=True,
+        done = cli(
+            "download", url, "--catalog", tmp_path / "cli.db", "--data", tmp_path / "cli",
+            "--at", "m", "--cache-dir", tmp_path / "c",
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert "under /m" in done.stderr and "serve it with: tiled serve catalog" in done.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import sys
 from pathlib import Path
 
 import httpx
@@ -16,19 +15,14 @@ import pytest
 import tiled_archive
 from tiled_archive.reader import open_archive
 from tiled_archive.rules.problems import ArchiveError
-from tiled_archive.testing import free_port, serving, tiled_serve_catalog
 from tiled_archive.writer import convert, create, reseal
 
-from .conftest import sha256_of, tree_digests
+from ..conftest import sha256_of, tree_digests
 
 
 @pytest.fixture(scope="module")
-def served(sample_tree, tmp_path_factory):
-    out = tmp_path_factory.mktemp("served")
-    directory = create(out / "dir", [sample_tree])
-    packed = convert(directory, out / "packed.zip")
-    extracted = convert(packed, out / "extracted")
-    return {"zip": packed, "dir": directory, "extracted": extracted}
+def served(sample_archives):
+    return sample_archives
 
 
 def expected_values(source: Path) -> dict[str, object]:
@@ -138,54 +132,6 @@ def _digests(path: Path) -> dict[str, str]:
     return tree_digests(path) if path.is_dir() else {path.name: sha256_of(path)}
 
 
-def test_tiled_archive_serve_over_http(served, sample_tree):
-    from tiled.client import from_uri
-
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "tiled_archive.cli",
-        "serve",
-        str(served["zip"]),
-        "--port",
-        str(port),
-        "--api-key",
-        "secret123",
-    ]
-    log = served["zip"].parent / f"serve-{port}.log"
-    with serving(command, port, log=log) as server:
-        client = from_uri(server.url, api_key="secret123")
-        assert_same(read_values(client), sample_tree)
-        with pytest.raises(Exception):  # noqa: B017 -- any refusal; no key means no access
-            from_uri(server.url)["scan"]
-        browser = httpx.get(f"{server.url}/?api_key=secret123", follow_redirects=True)
-        assert browser.status_code == 200 and "<html" in browser.text.lower()
-    lines = log.read_text().splitlines()
-    # The banner: where to point a browser and a client, as stock `tiled serve` says it.
-    assert f"navigate a web browser to: {server.url}/?api_key=secret123" in lines
-    assert f"connect with: from_uri('{server.url}/api/v1', api_key='secret123')" in lines
-    # Every request is a line in Tiled's access format, the key in a URL masked; no colours
-    # and no start-up chatter when the output is not a terminal.
-    access = [line for line in lines if '" 200 ' in line or '" 401 ' in line]
-    assert any('"GET /?api_key=*** HTTP/1.1" 200' in line for line in access)
-    assert any("(singleuser)" in line and "/api/v1/" in line for line in access)
-    assert not [line for line in access if "secret123" in line]
-    assert "\x1b[" not in log.read_text() and "Tiled version" not in log.read_text()
-
-
-def test_stock_tiled_serve_catalog_on_extracted_copy(served, sample_tree):
-    from tiled.client import from_uri
-
-    port = free_port()
-    extracted = served["extracted"]
-    before = tree_digests(extracted)
-    command = tiled_serve_catalog(extracted / "catalog.db", extracted / "data", port, "--public")
-    with serving(command, port) as server:
-        assert_same(read_values(from_uri(server.url)), sample_tree)
-    assert tree_digests(extracted) == before
-
-
 # -- Untrusted archives: refused before any byte of data is read -------------------------------
 
 
@@ -223,7 +169,6 @@ def test_symlink_inside_directory_archive_is_refused(served, tmp_path):
 
 def test_response_cache_answers_repeats_without_the_app(served):
     """Repeated identical GETs are answered from the cache; refusals and new requests are not."""
-    import httpx
     from asgi_lifespan import LifespanManager
 
     from tiled_archive.reader import open_archive
@@ -267,16 +212,6 @@ def test_response_cache_answers_repeats_without_the_app(served):
     assert [r.status_code for r in denied] == [401, 401]
     # Two passes for three good requests, one per refused request (refusals are not kept).
     assert reached.count("/api/v1/metadata/scan/primary") == 4
-
-
-def test_a_server_that_exits_before_listening_is_reported_with_its_output(tmp_path):
-    log = tmp_path / "server.log"
-    command = [sys.executable, "-c", "print('no such catalog'); raise SystemExit(3)"]
-    with (
-        pytest.raises(RuntimeError, match="no such catalog"),
-        serving(command, free_port(), log=log),
-    ):
-        pass  # never reached
 
 
 def test_a_workbook_over_the_budget_is_refused_before_it_is_parsed(tmp_path, monkeypatch):

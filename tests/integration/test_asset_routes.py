@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 
-import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,17 +17,14 @@ from starlette.testclient import TestClient
 
 import tiled_archive
 from tiled_archive.reader import open_archive
-from tiled_archive.testing import HOST, free_port, serving, tiled_archive_serve
 from tiled_archive.writer import convert, create
 
 API = "http://tiled-archive.invalid/api/v1"
 
 
 @pytest.fixture(scope="module")
-def served(sample_tree, tmp_path_factory):
-    out = tmp_path_factory.mktemp("assets")
-    directory = create(out / "dir", [sample_tree])
-    return {"dir": directory, "zip": convert(directory, out / "packed.zip")}
+def served(sample_archives):
+    return sample_archives
 
 
 def leaves(node, path=""):
@@ -125,16 +121,6 @@ def test_a_node_serves_only_its_own_assets(served):
         (folder,) = client["scan/v2array"].include_data_sources().data_sources()[0].assets
         no_path = http.get(f"{API}/asset/bytes/scan/v2array", params={"id": folder.id})
         assert no_path.status_code == 400 and "relative_path" in no_path.text
-
-
-def test_anonymous_requests_are_refused_when_the_server_takes_a_key(served, tmp_path):
-    port = free_port()
-    command = tiled_archive_serve(served["zip"], port, "--api-key", "secret")
-    with serving(command, port, log=tmp_path / "log"):
-        url = f"http://{HOST}:{port}/api/v1/asset/bytes/scan/baseline?id=1"
-        assert httpx.get(url).status_code == 401
-        assert httpx.head(url).status_code == 401
-        assert httpx.get(url, headers={"Authorization": "Apikey secret"}).status_code == 200
 
 
 # -- HTTP ranges: answered as Starlette's FileResponse answers them for the same file ---------
