@@ -44,9 +44,9 @@ import numpy as np
 from pack import Timing
 from rich.console import Console
 from rich.table import Table
-from tiled_archive.catalog.registration import build_catalog
 
 import tiled_archive
+from tiled_archive.catalog.registration import build_catalog
 from tiled_archive.testing import free_port, serving, tiled_serve_catalog
 
 MIB = 1 << 20
