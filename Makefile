@@ -20,10 +20,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
 
-# Every tier, on both cores (pytest-xdist; tests/conftest.py's session fixtures run once per
-# worker). The slowest 25 tests are listed at the end.
+# Every tier, on both cores (pytest-xdist, a file per worker at a time: module fixtures run once;
+# tests/conftest.py's session fixtures once per worker). The slowest 25 are listed at the end.
 test: lint
-	$(BIN)/python -m pytest -q -n 2 --durations=25
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
 
 # The inner loop: unit and integration tests, no servers of their own, no PostgreSQL.
 test-fast: $(STAMP)

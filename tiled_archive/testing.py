@@ -65,23 +65,18 @@ def stock_tiled_app(*arguments: Arg) -> Any:
     return built[0]
 
 
-_IN_PROCESS_HOSTS = iter(range(1, 1 << 30))
-
-
 @contextlib.contextmanager
 def stock_tiled_client(*arguments: Arg, **client_kwargs: Any) -> Iterator[Any]:
     """A Tiled client of :func:`stock_tiled_app` (``tiled serve ARGUMENTS``), in-process
-    through Tiled's own ``Context.from_app``; each at a host of its own (Tiled's dask reads
-    name their graphs by URL). Closed at the end of the block."""
+    through the transport :func:`tiled_archive.open` uses (no socket; Tiled's own
+    ``Context.from_app`` gave raw exports, fetched on several threads, without their files
+    in our tests). Closed at the end of the block."""
     from tiled.client import from_context
-    from tiled.client.context import Context
 
-    uri = f"http://stock-{next(_IN_PROCESS_HOSTS)}.tiled.invalid/api/v1"
-    context = Context.from_app(stock_tiled_app(*arguments), uri=uri)
-    try:
+    from .serve.transport import in_process_context
+
+    with in_process_context(stock_tiled_app(*arguments), None) as context:
         yield from_context(context, **client_kwargs)
-    finally:
-        context.close()
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import tiled
 
 import tiled_archive
 from tiled_archive.reader import open_archive
-from tiled_archive.testing import free_port, serving, stock_tiled_client, tiled_archive_serve
+from tiled_archive.testing import free_port, serving, stock_tiled_client
 from tiled_archive.validator import validate
 from tiled_archive.writer import stock_serve_command
 
@@ -314,17 +314,13 @@ def test_an_empty_container_alone_gives_a_valid_archive(written, tmp_path):
 def test_an_archive_downloaded_from_tiled_archive_serve_has_the_same_files(
     written, tmp_path, suffix
 ):
-    """archive -> `tiled-archive serve` -> download: every data file byte for byte (the
-    served files come through its own `/asset/bytes`), and the tree exactly."""
-    from tiled.client import from_uri
-
+    """archive -> the app `tiled-archive serve` runs (here in-process: `tiled_archive.open`;
+    tests/e2e/test_serve_http.py runs the command) -> download: every data file byte for byte
+    (the served files come through its own `/asset/bytes`), and the tree exactly."""
     first = tiled_archive.download(
         written, tmp_path / f"first{suffix}", cache_dir=tmp_path / "cache"
     )
-    port, key = free_port(), secrets.token_hex(16)
-    command = tiled_archive_serve(first, port, "--api-key", key)
-    with serving(command, port, log=tmp_path / "serve.log") as server:
-        served = from_uri(server.url, api_key=key)
+    with tiled_archive.open(first) as served:
         second = assert_downloads_exactly(served, tmp_path / f"second{suffix}")
     with open_archive(first) as a, open_archive(second) as b:
         files = {e.path: e.sha256 for e in a.manifest.files}

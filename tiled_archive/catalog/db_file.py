@@ -194,7 +194,7 @@ def absolute_uri(path: Path, is_sql_storage: bool) -> str:
     return ensure_uri(path)
 
 
-def relocate(db: Path, root: Path) -> None:
+def relocate_uris(db: Path, root: Path) -> None:
     """Rewrite archive-form URIs as absolute URIs under ``root`` (in place)."""
     root = root.resolve()
     _rewrite_uris(db, lambda uri, sql: relocated_uri(root, uri, sql))

@@ -223,7 +223,7 @@ def serve(
     """Serve an archive over HTTP to Tiled clients and browsers, read-only (Tiled's own app)."""
     import secrets
 
-    from ..serve.http import serve as serve_archive
+    from ..serve.http_server import serve as serve_archive
 
     if not public and api_key is None:
         api_key = secrets.token_hex(16)

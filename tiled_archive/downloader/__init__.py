@@ -19,7 +19,7 @@ in order (:func:`_fetch`), each step reading and adding to one :class:`~.state.R
 imports only those above it in this list:
 
 - :mod:`.cache`: the content-addressed cache (``Blob``, ``BlobCache``, ``default_cache_dir``);
-- :mod:`.state`: the run's shared state (``Run``), the node model (``Node``, ``RemoteFile``) and
+- :mod:`.state`: the run's shared state (``Run``), the node model (``Node``, ``ServerFile``) and
   the asset helpers every step uses;
 - :mod:`.transfer`: HTTP (status checks, retries with backoff, the exceptions that steer them),
   the parallel runner and its cancellation, fetching raw files into the cache, the progress

@@ -10,7 +10,7 @@ from typing import Any
 from ..rules.manifest import Severity
 from ..rules.names import DATA_DIR
 from ..rules.paths import path_problems
-from .state import URI_SCHEME, Node, RemoteFile, Run, children, node_path, server_path
+from .state import URI_SCHEME, Node, Run, ServerFile, children, node_path, server_path
 from .transfer import NotServed, check, parallel, retrying
 
 # -- 1. Plan: walk the server's tree ------------------------------------------------------------
@@ -93,7 +93,7 @@ def _plan_assets(run: Run, node: Node, sources: list[dict[str, Any]]) -> None:
                     else f"its asset URI {asset['data_uri']} is not a plain relative path",
                 )
             elif not asset["is_directory"]:
-                node.files.append(RemoteFile(node, asset, None, path))
+                node.files.append(ServerFile(node, asset, None, path))
 
 
 # -- 2. Directory assets: their file lists ------------------------------------------------
@@ -146,7 +146,7 @@ def _list_directory(run: Run, node: Node, asset: dict[str, Any]) -> None:
             run.refuse(node, f"its directory listing names {entry}, outside the asset")
             return
         relative = path.relative_to(root) if path.is_absolute() else path
-        node.files.append(RemoteFile(node, asset, relative.as_posix(), root / relative))
+        node.files.append(ServerFile(node, asset, relative.as_posix(), root / relative))
 
 
 # -- 3. Archive paths -------------------------------------------------------------------

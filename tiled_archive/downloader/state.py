@@ -1,5 +1,5 @@
 """What one download knows, shared by every step: the nodes to archive (:class:`Node`, with
-their :class:`RemoteFile` s), the payload files ready so far, and the run's settings, client and
+their :class:`ServerFile` s), the payload files ready so far, and the run's settings, client and
 progress display (:class:`Run`)."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Node:
     reason: str | None = None
     #: Set when the node could not be fetched at all.
     error: str | None = None
-    files: list[RemoteFile] = field(default_factory=list)
+    files: list[ServerFile] = field(default_factory=list)
     #: The node's data sources in the archive (JSON), asset URIs pointing into the staging folder.
     archived: list[dict[str, Any]] = field(default_factory=list)
 
@@ -53,7 +53,7 @@ class Node:
 
 
 @dataclass(eq=False)
-class RemoteFile:
+class ServerFile:
     """One file of a raw node: a file asset, or one file inside a directory asset."""
 
     node: Node

@@ -16,11 +16,11 @@ from typing import Any
 
 import httpx
 
+from ..files.hashing import CHUNK
 from ..rules.problems import ArchiveError
 
 #: Answers that mean "this server cannot stream this node": take the per-asset path.
 NOT_STREAMED = (400, 404, 405)
-CHUNK = 1 << 20
 
 
 def route_url(source: Any) -> str:

@@ -27,7 +27,7 @@ from rich.progress import TaskID
 from ..files.hashing import CHUNK
 from ..rules.problems import ArchiveError
 from .cache import Blob
-from .state import RemoteFile, Run
+from .state import Run, ServerFile
 
 T = TypeVar("T")
 
@@ -165,7 +165,7 @@ def retrying(run: Run, attempt: Callable[[], T], what: str) -> T:
 
 def fetch_raw(run: Run) -> None:
     """Fetch every raw file not already in the cache (one request per file)."""
-    unique: dict[str, RemoteFile] = {}
+    unique: dict[str, ServerFile] = {}
     for node in run.nodes:
         if node.method == "raw":
             for remote in node.files:
@@ -175,7 +175,7 @@ def fetch_raw(run: Run) -> None:
     parallel(run, unique.values(), functools.partial(_fetch_file, run, bar))
 
 
-def _fetch_file(run: Run, bar: TaskID, remote: RemoteFile) -> None:
+def _fetch_file(run: Run, bar: TaskID, remote: ServerFile) -> None:
     if remote.node.method != "raw":
         return
     if run.raw_refused is not None:
@@ -232,7 +232,7 @@ def _expect(run: Run, bar: TaskID, size: int, *, cached: int = 0) -> None:
 def _get(
     run: Run,
     bar: TaskID,
-    remote: RemoteFile,
+    remote: ServerFile,
     key: str,
     url: str,
     partial: Path,

@@ -111,7 +111,8 @@ def _entry_json(entry: FileEntry) -> dict[str, Any]:
 
 
 def version_problem(version: str) -> Problem | None:
-    """What a 1.0 reader says of an archive of ``version`` (TA-E302 or TA-W300, else None)."""
+    """What a reader of this format version says of an archive of ``version`` (TA-E302 or
+    TA-W300, else None)."""
     major, minor = (int(part) for part in version.split("."))
     ours_major, ours_minor = (int(part) for part in FORMAT_VERSION.split("."))
     if major != ours_major:

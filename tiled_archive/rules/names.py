@@ -26,7 +26,7 @@ REQUIRED_FILES = (*TAG_FILES, TAG_MANIFEST_NAME, CATALOG_NAME)
 
 # Member data of STORED ZIP members starts on this boundary so it can be memory-mapped.
 ALIGNMENT = 4096
-# Tiled catalog schema revisions (alembic) that format 1.0 allows in catalog.db.
+# Tiled catalog schema revisions (alembic) that the format allows in catalog.db.
 TILED_SCHEMA_REVISIONS = ("917dbbcfc4b1",)
 MAX_SEGMENT_BYTES = 255
 

@@ -40,12 +40,12 @@ from tiled.server.authentication import (
 from tiled.server.core import json_or_msgpack
 from tiled.server.dependencies import get_entry, get_root_tree
 
+from ..files.hashing import CHUNK
 from ..reader import Archive
 from ..rules.paths import escapes_folder
 from ..rules.problems import ArchiveError
 from ..sources.storage import ReadableStorage
 
-_CHUNK = 1 << 20
 #: One byte range; positions of over 30 digits are not ranges anyone can mean (and Python
 #: refuses to convert integers of over 4,300 digits).
 _SINGLE_RANGE = re.compile(r"bytes=(\d{0,30})-(\d{0,30})", re.IGNORECASE)
@@ -277,7 +277,7 @@ def file_bytes(served: ServedFile, start: int, end: int) -> Iterator[bytes]:
     with served.open() as file:
         file.seek(start)
         while start < end:
-            chunk = file.read(min(_CHUNK, end - start))
+            chunk = file.read(min(CHUNK, end - start))
             if not chunk:
                 raise ArchiveError("TA-E307", served.path, "the file is shorter than listed")
             start += len(chunk)

@@ -13,7 +13,7 @@ from typing import Any
 from ..reader import open_archive
 from .app import _CLOSABLE, ArchiveServer, CatalogServer
 from .quiet import quiet_tiled
-from .transport import _in_process_context
+from .transport import in_process_context
 
 
 def open(  # noqa: A001 -- the public name
@@ -51,7 +51,7 @@ def _in_process_client(make_server: Callable[[], Any], client_kwargs: dict[str, 
         with quiet_tiled():
             server = make_server()
             stack.callback(server.close)
-            context = stack.enter_context(_in_process_context(server.app, None))
+            context = stack.enter_context(in_process_context(server.app, None))
             client = from_context(context, **client_kwargs)
     except BaseException:
         stack.close()

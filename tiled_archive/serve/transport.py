@@ -147,7 +147,7 @@ _CONTEXT_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _in_process_context(app: Any, api_key: str | None) -> Iterator[Any]:
+def in_process_context(app: Any, api_key: str | None) -> Iterator[Any]:
     """A ``tiled.client.Context`` whose requests call ``app`` in this process, no socket."""
     from anyio.from_thread import start_blocking_portal
     from asgi_lifespan import LifespanManager

@@ -1,7 +1,7 @@
 """A ZIP file as a byte source: the archive's members, read in place.
 
 The ZIP is parsed by :class:`~tiled_archive.zip.parser.ZipDirectory` and its members judged by
-the format's rules (:func:`~tiled_archive.zip.layout.member_problems`); every problem found is
+the format's rules (:func:`~tiled_archive.zip.member_rules.member_problems`); every problem found is
 in :attr:`ZipSource.problems`. STORED members are read by position at their data offset;
 Deflate and Deflate64 members are decompressed by ``zipfile`` (with ``zipfile_deflate64`` for
 method 9), sequentially.
@@ -26,7 +26,7 @@ import zipfile_deflate64  # noqa: F401 -- patches zipfile to decompress method 9
 
 from ..rules.problems import ArchiveError
 from ..zip import records as zf
-from ..zip.layout import TAG_NAMES, member_problems
+from ..zip.member_rules import TAG_NAMES, member_problems
 from ..zip.parser import ZipDirectory, ZipRecord
 from . import ByteSource, Member, PositionalRawIO, Span
 from .ranges import LocalFile, RangeFile

@@ -1,4 +1,4 @@
-"""Check an archive against every rule of format 1.0 and report every problem found.
+"""Check an archive against every rule of the format and report every problem found.
 
 ``validate(path)`` never stops at the first problem and never raises because an archive is bad:
 each finding becomes a :class:`~tiled_archive.rules.Problem` (code, member, message) in the

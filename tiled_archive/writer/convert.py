@@ -68,7 +68,7 @@ def convert(
             if archive.is_directory:
                 catalog_db.canonicalize(db, archive.location)
             if dest.suffix.lower() != ".zip":
-                catalog_db.relocate(db, dest.absolute())
+                catalog_db.relocate_uris(db, dest.absolute())
             return db
 
         return write_archive(
@@ -114,7 +114,7 @@ def relocate(directory: str | Path) -> Path:
             old_root = catalog_db.relocated_root(staged, holds)
             if old_root is not None:
                 catalog_db.canonicalize(staged, old_root)
-            catalog_db.relocate(staged, directory)
+            catalog_db.relocate_uris(staged, directory)
             os.replace(staged, directory / CATALOG_NAME)
         finally:
             staged.unlink(missing_ok=True)

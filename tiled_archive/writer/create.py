@@ -105,7 +105,7 @@ def write_new(
         catalog_db.finalize(db, member_for_uri, entries, timestamp=stamp)
         if relocated and Path(dest).suffix.lower() != ".zip":
             # So stock `tiled serve catalog DEST/catalog.db -r DEST/data` serves it as it is.
-            catalog_db.relocate(db, Path(dest).absolute())
+            catalog_db.relocate_uris(db, Path(dest).absolute())
         return db
 
     created = epoch if epoch is not None else datetime.now(timezone.utc).timestamp()

@@ -4,7 +4,7 @@ Python's ``zipfile`` papers over what the validator must report (it silently shi
 when bytes were prepended, ignores gaps, overlaps and trailing data), so the structure is parsed
 here with ``struct``, and every deviation from the ZIP rules of the format (spec 6: TA-E100,
 TA-E106 to TA-E109, TA-E112) becomes a ``Problem``. What the members may be, and where the
-archive's own files must sit, is :mod:`.layout`'s.
+archive's own files must sit, is :mod:`.member_rules`'s.
 
 The bytes come from any :class:`Readable` (a local file, mapped, or a remote one read by range).
 A local file's local headers are all read and checked on opening; a remote one's only when the

@@ -46,7 +46,7 @@ def member_problems(
             readable[record.name] = record
             problems.extend(alignment_problems(record, index))
     problems.extend(case_collisions(seen))
-    problems.extend(order_problems(entries))
+    problems.extend(head_order_problems(entries))
     return problems, readable
 
 
@@ -88,7 +88,7 @@ def alignment_problems(record: ZipRecord, index: int) -> Iterator[Problem]:
         )
 
 
-def order_problems(entries: list[ZipRecord]) -> Iterator[Problem]:
+def head_order_problems(entries: list[ZipRecord]) -> Iterator[Problem]:
     """TA-W103: the tag files and catalog.db before every payload member (one request
     fetches them from a web server)."""
     head = TAG_NAMES | {CATALOG_NAME}
