@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +111,30 @@ def write_sample_tree(root: Path) -> Path:
     return scan
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """A folder ``build`` fills once for the whole run, however many pytest-xdist workers ask
+    for it: the first takes a lock and builds, the others wait and reuse it (the run's base
+    temporary folder is shared by its workers)."""
+    import fcntl
+    import shutil
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder = root / f"built-{name}"
+    with open(root / f"built-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def sample_tree(tmp_path_factory) -> Path:
-    return write_sample_tree(tmp_path_factory.mktemp("sources"))
+    return built_once(tmp_path_factory, "sources", write_sample_tree) / "scan"
 
 
 #: The conformance suite's fixture archives.
@@ -193,35 +215,46 @@ def _database(server: str, options: str):
 
 @pytest.fixture(scope="session")
 def sample_archives(sample_tree, tmp_path_factory) -> dict[str, Path]:
-    """The sample tree archived every way, once a session: ``dir`` (create), ``zip`` (that
+    """The sample tree archived every way, once a run: ``dir`` (create), ``zip`` (that
     directory packed), ``extracted`` (that ZIP extracted: relocated), ``direct`` (create
     straight to a ZIP). Tests read them; one that changes an archive copies it first."""
     from tiled_archive.writer import convert, create
 
-    out = tmp_path_factory.mktemp("sample-archives")
-    directory = create(out / "dir-archive", [sample_tree])
-    packed = convert(directory, out / "packed.zip")
-    extracted = convert(packed, out / "extracted")
-    direct = create(out / "direct.zip", [sample_tree])
-    return {"dir": directory, "zip": packed, "extracted": extracted, "direct": direct}
+    def build(out: Path) -> None:
+        convert(
+            convert(create(out / "dir-archive", [sample_tree]), out / "packed.zip"),
+            out / "extracted",
+        )
+        create(out / "direct.zip", [sample_tree])
+
+    out = built_once(tmp_path_factory, "sample-archives", build)
+    return {
+        "dir": out / "dir-archive",
+        "zip": out / "packed.zip",
+        "extracted": out / "extracted",
+        "direct": out / "direct.zip",
+    }
 
 
 @pytest.fixture(scope="session")
 def family_archives(sample_tree, tmp_path_factory) -> dict[str, Path]:
-    """Archives of every structure family: files Tiled registers (NPY, TIFF sequence, CSV,
-    Parquet, Zarr) as a directory, and what stock `tiled serve pyobject` holds in memory
-    (arrays of every dtype, sparse, awkward, ragged, table), downloaded, as a ZIP."""
-    from tiled.client import from_uri
+    """Archives of every structure family, once a run: files Tiled registers (NPY, TIFF
+    sequence, CSV, Parquet, Zarr) as a directory, and what stock `tiled serve pyobject` holds in
+    memory (arrays of every dtype, sparse, awkward, ragged, table), downloaded, as a ZIP."""
 
-    import tiled_archive
-    from tiled_archive.writer import create
+    def build(root: Path) -> None:
+        from tiled.client import from_uri
 
-    from .servers import serve_pyobject
+        import tiled_archive
+        from tiled_archive.writer import create
 
-    root = tmp_path_factory.mktemp("load")
-    create(root / "files", [sample_tree], quiet=True)
-    with serve_pyobject("tests.trees:in_memory", root / "server.log") as url:
-        tiled_archive.download(from_uri(url), root / "memory.zip", cache_dir=root / "cache")
+        from .servers import serve_pyobject
+
+        create(root / "files", [sample_tree], quiet=True)
+        with serve_pyobject("tests.trees:in_memory", root / "server.log") as url:
+            tiled_archive.download(from_uri(url), root / "memory.zip", cache_dir=root / "cache")
+
+    root = built_once(tmp_path_factory, "family-archives", build)
     return {"files": root / "files", "memory": root / "memory.zip"}
 
 

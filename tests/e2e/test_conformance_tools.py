@@ -1,6 +1,5 @@
-"""The conformance tools in processes of their own: the fixture generator reproduces the committed
-fixtures, and the independent producer (standard library only, `python -S -I`) writes archives that
-validate and that Tiled reads."""
+"""The conformance suite's independent producer in a process of its own (standard library only,
+`python -S -I`): the archives it writes validate, and Tiled reads them."""
 
 from __future__ import annotations
 
@@ -11,27 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance.generate import tree_size
 from tiled_archive.reader import open_archive
 from tiled_archive.validator import validate
 
-from ..integration.test_conformance import FIXTURES, PRODUCER, ROOT, assert_same_tree
-
-
-def test_generate_reproduces_the_fixtures(tmp_path):
-    out = tmp_path / "fixtures"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "conformance" / "generate.py"), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    assert_same_tree(FIXTURES, out)
-    # One fixture per rule, ~80 kB on average (Tiled's schema alone is 57 kB of 512-byte
-    # pages; a ragged array's DuckDB file, 45 kB): the suite grows by rules, not by bytes.
-    fixtures = [path for path in FIXTURES.glob("*/*") if path.is_dir()]
-    assert tree_size(FIXTURES) < 90_000 * len(fixtures)
+from ..integration.test_conformance import PRODUCER
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conformance import catalog_schema, tiled_rules
+from conformance.generate import tree_size
 from tiled_archive.cli import commands
 from tiled_archive.reader import open_archive
 from tiled_archive.rules import codes
@@ -219,3 +220,19 @@ def test_a_zip_as_info_zip_writes_it_is_read_by_its_utf8_names():
         assert "data/sample/gr\u00f6\u00dfe.csv" in archive.payload()
     with tiled_archive.open(fixture) as client:
         assert list(client["sample"]["table"].read()["y"]) == [2.5, 3.5, 4.5]
+
+
+def test_generate_reproduces_the_fixtures(tmp_path, monkeypatch):
+    """conformance/generate.py (its generate(), as its command runs it) writes the committed
+    fixtures byte for byte."""
+    from conformance import generate
+    from tiled_archive.writer import DOS_EPOCH
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(DOS_EPOCH))  # as generate.main pins it
+    out = tmp_path / "fixtures"
+    generate.generate(out)
+    assert_same_tree(FIXTURES, out)
+    # One fixture per rule, ~80 kB on average (Tiled's schema alone is 57 kB of 512-byte
+    # pages; a ragged array's DuckDB file, 45 kB): the suite grows by rules, not by bytes.
+    fixtures = [path for path in FIXTURES.glob("*/*") if path.is_dir()]
+    assert tree_size(FIXTURES) < 90_000 * len(fixtures)
