@@ -42,13 +42,16 @@ conformance: $(STAMP)
 clean:
 	rm -rf $(VENV) demo-output
 
-# >= 10,000 Hypothesis-mutated archives (tests/fuzz/README.md); `make test` runs a small sample.
+# >= 10,000 Hypothesis-mutated archives (tests/fuzz/README.md), and the ragged property tests at
+# 200 examples; `make test` runs a small sample of both.
 .PHONY: fuzz
 fuzz: $(STAMP)
 	TILED_ARCHIVE_FUZZ_EXAMPLES=$${TILED_ARCHIVE_FUZZ_EXAMPLES:-2300} \
 	TILED_ARCHIVE_FUZZ_OPEN_EXAMPLES=$${TILED_ARCHIVE_FUZZ_OPEN_EXAMPLES:-250} \
 	TILED_ARCHIVE_FUZZ_RANDOM=$${TILED_ARCHIVE_FUZZ_RANDOM:-1} \
 	$(BIN)/python -m pytest -q tests/fuzz
+	TILED_ARCHIVE_RAGGED_EXAMPLES=$${TILED_ARCHIVE_RAGGED_EXAMPLES:-200} \
+	$(BIN)/python -m pytest -q tests/integration/test_ragged.py
 
 # 10,000 nodes into PostgreSQL (started by .ci/postgres when TILED_ARCHIVE_TEST_POSTGRES is
 # unset) vs `tiled register` through stock serve: ~15 minutes, the anchor most of it.

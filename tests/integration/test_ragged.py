@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -29,6 +30,9 @@ from tiled_archive.writer import convert, relocate, stock_serve_command
 from ..conftest import cli
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Examples of the property tests here: each builds, validates and serves an archive (~1 s);
+#: `make fuzz` runs 200.
+EXAMPLES = int(os.environ.get("TILED_ARCHIVE_RAGGED_EXAMPLES", "15"))
 VALID = ROOT / "conformance" / "fixtures" / "valid" / "ragged-duckdb"
 SLICE = VALID.parent / "ragged-written-from-a-slice"
 INVALID = ROOT / "conformance" / "fixtures" / "invalid"
@@ -252,7 +256,7 @@ def archive_with(database: bytes, rows: int, size: int, folder: Path) -> Path:
     return folder
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=max(EXAMPLES // 2, 6), deadline=None)
 @given(
     rows=st.lists(st.lists(st.floats(-1e6, 1e6), max_size=3), min_size=2, max_size=5),
     start=st.integers(0, 4),
@@ -312,7 +316,7 @@ def stored_chunks(draw) -> tuple[list | None, list | None]:
     return offsets, draw(st.lists(quarters, min_size=count, max_size=count))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(chunk=stored_chunks())
 def test_stored_offsets_and_values_are_refused_or_read_as_awkward_reads_them(
     tmp_path_factory, chunk
