@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench conformance clean
+.PHONY: demo test test-fast test-slow lint bench conformance clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
 
-# Every tier, on both cores (pytest-xdist, a file per worker at a time: module fixtures run once;
-# tests/conftest.py's session fixtures once per worker). The slowest 25 are listed at the end.
+# Every tier, on both cores (pytest-xdist, a file per worker at a time: module fixtures run once,
+# tests/conftest.py's session fixtures once a run), but the hostile corpus in processes of its
+# own (`test-slow`, ~1.5 CPU-minutes: CI runs it after this). The slowest 25 are listed.
 test: lint
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25 -m "not slow"
+
+# The hostile corpus read, extracted and served in processes of their own (memory-guarded).
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q tests/hostile -m slow
 
 # The inner loop: unit and integration tests, no servers of their own, no PostgreSQL.
 test-fast: $(STAMP)

@@ -40,7 +40,8 @@ _ORDER = ("hostile", "e2e", "fuzz", "integration", "unit")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test by its folder, and those that take the PostgreSQL server; order the
+    """Mark each test by its folder, ``slow`` the hostile corpus's tests in processes of their
+    own (``test_slow_*``), ``postgres`` those that take the PostgreSQL server; order the
     folders longest first."""
     here = Path(__file__).parent
 
@@ -53,6 +54,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         folder = item.path.relative_to(here).parts[0]
         if folder in _TIERS:
             item.add_marker(_TIERS[folder])
+        if folder == "hostile" and item.name.startswith("test_slow_"):
+            item.add_marker("slow")
         if any(name.startswith("postgres") for name in getattr(item, "fixturenames", ())):
             item.add_marker("postgres")
 
