@@ -29,8 +29,8 @@ _TIERS = {
     "unit": "unit",
     "integration": "integration",
     "e2e": "e2e",
-    "hostile": "slow",
-    "fuzz": "slow",
+    "hostile": "hostile",
+    "fuzz": "fuzz",
 }
 
 
