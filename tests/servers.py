@@ -27,3 +27,16 @@ def serve_pyobject(tree: str, log: Path, **environment: str) -> Iterator[str]:
             patch.setenv(name, value)
         with serving(command, port, log=log) as server:
             yield server.url
+
+
+def pyobject_fixture(tree: str, **environment: str):
+    """A module-scoped fixture: the URL of stock `tiled serve pyobject --public TREE` (with
+    ``environment`` set for it and for this process), for the module's tests."""
+
+    @pytest.fixture(scope="module")
+    def served(tmp_path_factory) -> Iterator[str]:
+        log = tmp_path_factory.mktemp("pyobject") / "server.log"
+        with serve_pyobject(tree, log, **environment) as url:
+            yield url
+
+    return served

@@ -24,7 +24,7 @@ from tiled_archive.validator import validate
 from tiled_archive.writer import stock_serve_command
 
 from ..nodes import assert_exact, below, listing
-from ..servers import TILED, serve_pyobject
+from ..servers import TILED, pyobject_fixture
 from ..trees import ARRAYS
 
 
@@ -96,11 +96,7 @@ def assert_stock_serves_exactly(source, dest: Path, *within: str) -> None:
 # -- tiled serve pyobject tiled.examples.generated_minimal:tree -------------------------------
 
 
-@pytest.fixture(scope="module")
-def minimal_example(tmp_path_factory):
-    log = tmp_path_factory.mktemp("minimal-example") / "server.log"
-    with serve_pyobject("tiled.examples.generated_minimal:tree", log) as url:
-        yield url
+minimal_example = pyobject_fixture("tiled.examples.generated_minimal:tree")
 
 
 @pytest.mark.parametrize("suffix", [".zip", ""])
@@ -136,11 +132,7 @@ def test_provenance_names_the_search_and_no_credentials(written, tmp_path):
 # -- tiled serve pyobject tiled.examples.generated:tree ----------------------------------------
 
 
-@pytest.fixture(scope="module")
-def generated_example(tmp_path_factory):
-    log = tmp_path_factory.mktemp("generated-example") / "server.log"
-    with serve_pyobject("tiled.examples.generated:tree", log) as url:
-        yield url
+generated_example = pyobject_fixture("tiled.examples.generated:tree")
 
 
 # Its other node, `dynamic`, changes at every read by design; of `nested`, the families other
@@ -171,14 +163,11 @@ def test_tileds_generated_example_nodes_download_exactly(generated_example, tmp_
 # -- Arrays stored as one chunk bigger than the server's response limit ----------------------
 
 
-@pytest.fixture(scope="module")
-def one_chunk_arrays(tmp_path_factory):
-    """`tests.trees:one_chunk` served with a 1 MB response limit (Tiled's setting, from the
-    environment): every array is one block the server refuses to send whole."""
-    log = tmp_path_factory.mktemp("one-chunk") / "server.log"
-    limit = {"TILED_RESPONSE_BYTESIZE_LIMIT": "1000000"}
-    with serve_pyobject("tests.trees:one_chunk", log, **limit) as url:
-        yield url
+#: `tests.trees:one_chunk` served with a 1 MB response limit (Tiled's setting, from the
+#: environment): every array is one block the server refuses to send whole.
+one_chunk_arrays = pyobject_fixture(
+    "tests.trees:one_chunk", TILED_RESPONSE_BYTESIZE_LIMIT="1000000"
+)
 
 
 @pytest.mark.parametrize("suffix", [".zip", ""])
@@ -215,11 +204,7 @@ def _in_pieces(array_client):
 # -- Families with no files on the server: Tiled's own storage layouts, written here ---------
 
 
-@pytest.fixture(scope="module")
-def in_memory(tmp_path_factory):
-    log = tmp_path_factory.mktemp("in-memory") / "server.log"
-    with serve_pyobject("tests.trees:in_memory", log) as url:
-        yield url
+in_memory = pyobject_fixture("tests.trees:in_memory")
 
 
 @pytest.mark.parametrize("suffix", [".zip", ""])
