@@ -836,6 +836,64 @@ def e602_tiff_chunks(bases: Bases) -> Forms:
     return {"directory": with_catalog(bases.real, sql)}
 
 
+def padded_zarr(stored: int) -> Tree:
+    """An archive of one Zarr v3 array of 10 int64 (``arange(10)``) as Tiled stores what a
+    client writes in dask chunks of 3, 3, 3, 1: zarr chunks of 3 in a store of ``stored``
+    elements (Tiled pads to whole chunks: 12), the catalog's structure shape 10 in those four
+    chunks. Built in a folder of its own (the bases hold no Zarr)."""
+    import zarr
+
+    def write(folder: Path) -> None:
+        store = zarr.open_array(
+            folder / "padded.zarr", mode="w", shape=(stored,), chunks=(3,), dtype="int64",
+            zarr_format=3, fill_value=0,
+        )  # fmt: skip
+        store[:10] = np.arange(10)
+
+    from tiled.catalog.utils import compute_structure_id
+
+    with tempfile.TemporaryDirectory() as work:
+        tree = dict(build_base(Path(work), "sample", write))
+    with catalog(tree) as conn:
+        (old, text) = conn.execute(
+            "SELECT id, structure FROM structures WHERE id ="
+            " (SELECT structure_id FROM data_sources WHERE mimetype = 'application/x-zarr')"
+        ).fetchone()
+        structure = {**json.loads(text), "shape": [10], "chunks": [[3, 3, 3, 1]]}
+        new = compute_structure_id(structure)  # as Tiled names it
+        conn.execute(
+            "INSERT INTO structures (id, structure) VALUES (?, ?)", (new, json.dumps(structure))
+        )
+        conn.execute("UPDATE data_sources SET structure_id = ? WHERE structure_id = ?", (new, old))
+        conn.execute("DELETE FROM structures WHERE id = ?", (old,))
+    seal(tree)
+    return tree
+
+
+@fixture(
+    "valid",
+    "zarr-padded-as-tiled-writes",
+    "A Zarr array of 10 elements in uneven chunks (3, 3, 3, 1), stored as Tiled's client "
+    "writes it: zarr chunks of 3 in a store padded to 12 (spec 3.3); reads give 10.",
+    directory=[],
+    zip=[],
+)
+def valid_zarr_padded(bases: Bases) -> Forms:
+    tree = padded_zarr(12)
+    return {"directory": tree, "zip": tree_zip(tree)}
+
+
+@fixture(
+    "invalid",
+    "E602-zarr-padded-past-a-chunk",
+    "The same array's store holds 15 elements: more than the catalog's 10, and more than the "
+    "12 Tiled pads it to.",
+    directory=["TA-E602"],
+)
+def e602_zarr_padded(bases: Bases) -> Forms:
+    return {"directory": padded_zarr(15)}
+
+
 # -- Invalid fixtures: data files ---------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ import secrets
 from pathlib import Path
 
 import awkward as ak
+import dask.array
 import numpy as np
 import pandas as pd
 import pytest
@@ -250,6 +251,9 @@ def written(tmp_path_factory):
         composite.write_dataframe(pd.DataFrame({"x": [1.5, 2.5], "y": ["a", "b"]}), key="tbl")
         client.create_container("empty", metadata={"why": "nothing yet"})
         client.write_array(np.eye(3), key="eye", specs=["xdi"], metadata={"units": "m"})
+        # Uneven dask chunks: Tiled pads the Zarr store to whole chunks (10 -> 12; spec 3.3).
+        client.write_array(dask.array.arange(10, chunks=3), key="uneven")
+        client.write_array(dask.array.ones((7, 5), chunks=((4, 3), (2, 2, 1))), key="uneven_2d")
         client.write_sparse(
             coords=np.array([[0, 2, 4], [1, 3, 0]]),
             data=np.array([1.5, 2.5, 3.5]),

@@ -88,5 +88,6 @@ def _inspector(name: str) -> Inspector:
     return getattr(importlib.import_module(f"{__name__}.{module}"), function)
 
 
-def add(result: Inspection, code: str, path: str, message: str) -> None:
-    result.problems.append(Problem(code, path, message))
+def add(result: Inspection, code: str, path: str, message: str, hint: str | None = None) -> None:
+    """A finding on ``result`` (``hint``: for this case, when the code's own would not fit)."""
+    result.problems.append(Problem(code, path, message, hint))

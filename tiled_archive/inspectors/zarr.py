@@ -54,7 +54,7 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
         expected_dtype = declared_dtype(structure)
         # Byte order aside: a Zarr v3 data type has none (the bytes codec decides it, and
         # zarr reads into native order); Tiled serves the values in the catalog's order.
-        if tuple(array.shape) != tuple(structure.shape) or (
+        if not shape_agrees(array, structure) or (
             expected_dtype is not None
             and array.dtype.newbyteorder("<") != expected_dtype.newbyteorder("<")
         ):
@@ -62,9 +62,48 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
                 result,
                 "TA-E602",
                 folder,
-                f"zarr metadata says {tuple(array.shape)} {array.dtype}, the catalog "
-                f"{tuple(structure.shape)} {expected_dtype}",
+                f"zarr metadata says {tuple(array.shape)} {array.dtype} (chunks "
+                f"{tuple(array.chunks)}), the catalog {tuple(structure.shape)} {expected_dtype}"
+                f"{padded_text(structure)}",
+                "Re-register the store with Tiled (or write the array again through Tiled's "
+                "client) so the catalog describes what the store holds.",
             )
+
+
+def padded_shape(structure: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The store Tiled writes for an array of this structure (its Zarr adapter's
+    ``init_storage``): zarr chunks of each dimension's first chunk length, and that length
+    times the number of chunks, so a dimension of uneven chunks is padded to whole ones
+    (``[[3, 3, 3, 1]]``: shape 12, chunks 3). Reads take the catalog's shape."""
+    chunks = tuple(dimension[0] if dimension else 0 for dimension in structure.chunks)
+    shape = tuple(
+        dimension[0] * len(dimension) if dimension else 0 for dimension in structure.chunks
+    )
+    return shape, chunks
+
+
+def shape_agrees(array: Any, structure: Any) -> bool:
+    """The store holds the catalog's array (spec 3.3): its shape is the catalog's, or, along
+    each dimension, the padded one Tiled writes (with the chunk it writes), never less than the
+    catalog's."""
+    padded, padded_chunks = padded_shape(structure)
+    wanted = tuple(structure.shape)
+    if len(array.shape) != len(wanted) or len(padded) != len(wanted):
+        return False
+    return all(
+        stored == length or (stored == padded_length >= length and chunk == padded_chunk)
+        for stored, chunk, length, padded_length, padded_chunk in zip(
+            array.shape, array.chunks, wanted, padded, padded_chunks, strict=True
+        )
+    )
+
+
+def padded_text(structure: Any) -> str:
+    """How the catalog's array may also be stored, for a message."""
+    padded, chunks = padded_shape(structure)
+    if padded == tuple(structure.shape):
+        return ""
+    return f" (or, padded as Tiled writes it, {padded} in chunks {chunks})"
 
 
 def _metadata(
