@@ -253,3 +253,22 @@ def test_validate_with_arguments_typer_must_explain_gets_its_help():
     assert wrong.returncode == 2 and "No such option" in wrong.stderr
     two = cli("validate", "a", "b")
     assert two.returncode == 2 and "Got unexpected extra argument" in two.stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:{port}/api/v1", "http://no-such-host.invalid:8000/api/v1"]
+)
+def test_an_unreachable_server_fails_at_once(tmp_path, url):
+    """Connection refused, or a name that does not resolve: TA-E911 naming the URL within
+    seconds, not after Tiled's client's retries (~25 s), and no bare "Retrying…" line."""
+    import time
+
+    from tiled_archive.testing import free_port
+
+    url = url.format(port=free_port())
+    started = time.monotonic()
+    result = cli("download", url, "-o", tmp_path / "out.zip")
+    assert time.monotonic() - started < 3
+    assert result.returncode == 1
+    assert "TA-E911" in result.stderr and url in result.stderr
+    assert "Retrying" not in result.stderr and not (tmp_path / "out.zip").exists()

@@ -276,6 +276,7 @@ def open_node(
     from tiled.client import from_uri
     from tiled.queries import FullText, Key
 
+    _connectable(uri)
     try:
         node = from_uri(uri, api_key=api_key)
         if path and path.strip("/"):
@@ -303,3 +304,22 @@ def open_node(
     for query in queries:
         node = node.search(query)
     return node
+
+
+#: How long a first connection may take before Tiled's client, with its retries, is left to it.
+CONNECT_SECONDS = 2.0
+
+
+def _connectable(uri: str) -> None:
+    """TA-E911 at once when nothing can be connected to at ``uri``: a refused connection or a
+    host name that does not resolve is not retried (Tiled's client retries both for ~25 s).
+    Anything else (a slow answer, a 5xx) is left to the client and its retries."""
+    try:
+        with httpx.Client(timeout=httpx.Timeout(CONNECT_SECONDS)) as client:
+            client.head(uri)
+    except httpx.ConnectError as err:
+        raise ArchiveError(
+            "TA-E911", uri, f"cannot connect: {err}", "Check the URL and that the server is up."
+        ) from None
+    except httpx.HTTPError:
+        pass
