@@ -265,8 +265,12 @@ def test_extract_refuses_non_empty_dir_and_force_replaces_only_archives(archives
     with pytest.raises(ArchiveError) as err:
         convert(archives["zip"], target)
     assert err.value.code == "TA-E903"
-    with pytest.raises(ArchiveError):
+    assert "`force=True` from Python" in err.value.problem.fix  # not only the CLI's flag
+    with pytest.raises(ArchiveError) as err:
         convert(archives["zip"], target, force=True)
+    assert err.value.code == "TA-E903" and "force replaces an existing archive, nothing else" in (
+        err.value.problem.fix
+    )  # force was given: the hint does not suggest it again
     assert (target / "mine.txt").read_text() == "keep"
     again = convert(archives["zip"], archives["extracted"].parent / "again")
     convert(archives["zip"], again, force=True)

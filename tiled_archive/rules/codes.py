@@ -363,7 +363,8 @@ _TABLE = [
     Code(
         "TA-E903",
         "The destination already exists (or is a non-empty directory).",
-        "Choose a new destination, or pass --force to replace an existing archive.",
+        "Choose a new destination, or replace an existing archive: `--force` on the command "
+        "line, `force=True` from Python.",
     ),
     Code("TA-E904", "The destination cannot be written.", "Check the folder and free space."),
     Code(

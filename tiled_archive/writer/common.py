@@ -117,9 +117,14 @@ def check_destination(dest: Path, *, force: bool) -> None:
         return
     if force and _is_archive(dest):
         return
-    raise ArchiveError(
-        "TA-E903", str(dest), "exists" + (" and is not a tiled-archive" if force else "")
-    )
+    if force:  # replacing is not what it needs: force replaces archives only
+        raise ArchiveError(
+            "TA-E903",
+            str(dest),
+            "exists and is not a tiled-archive",
+            "Choose a new destination: force replaces an existing archive, nothing else.",
+        )
+    raise ArchiveError("TA-E903", str(dest), "exists")
 
 
 def _is_archive(path: Path) -> bool:
