@@ -132,6 +132,8 @@ def parameter_problems(row: Any) -> Iterator[Problem]:
     """TA-E508 for every key of the row's parameters its mimetype may not carry, and for an
     asset given to the adapter as anything but ``data_uri``/``data_uris``, or in another form
     than its mimetype's adapter takes (:attr:`Format.asset_form`)."""
+    row_format = format_of(row.mimetype)
+    form = row_format.asset_form
     for asset in row.assets:
         if asset.parameter not in ASSET_PARAMETERS:
             yield Problem(
@@ -141,7 +143,6 @@ def parameter_problems(row: Any) -> Iterator[Problem]:
                 f"{asset.parameter!r}, not data_uri or data_uris",
             )
             continue
-        form = format_of(row.mimetype).asset_form
         if form == "data_uri" and (asset.parameter != form or asset.num is not None):
             yield Problem(
                 "TA-E508",
@@ -157,7 +158,7 @@ def parameter_problems(row: Any) -> Iterator[Problem]:
                 f"data source {row.id} (node {row.node!r}, {row.mimetype}) gives this asset to "
                 f"its adapter as {asset.parameter!r}; Tiled's adapter takes a list, data_uris",
             )
-    allowed = format_of(row.mimetype).parameters
+    allowed = row_format.parameters
     for key, value in sorted(row.parameters.items()):
         rule = allowed.get(key)
         if rule is None:

@@ -17,13 +17,14 @@ from urllib.parse import quote
 from starlette.routing import Route
 
 from ..reader import Archive
+from ..rules.budget import BUDGET_CODE
 from ..rules.names import DATA_DIR
 from ..rules.problems import ArchiveError
 from .adapters import ArchiveAdapters
 
 if TYPE_CHECKING:
     from .asset_routes import AssetFiles
-from .middleware import API, PathGuard, RawBytesEncodings, ResponseCache, _archive_error_response
+from .middleware import API, PathGuard, RawBytesEncodings, ResponseCache
 
 
 def _bundled_ui_route(ui_root: Path) -> Route:
@@ -60,6 +61,17 @@ def _confine_file_routes(app: Any) -> None:
     for index, route in enumerate(routes):
         if getattr(route, "path", None) == "/ui/{path:path}":
             routes[index] = _bundled_ui_route(Path(SHARE_TILED_PATH, "ui"))
+
+
+def _archive_error_response(request: Any, error: Exception) -> Any:
+    """An archive problem met while answering a request: a clean HTTP error naming its code
+    (400 for a read over the memory budget, as Tiled answers a response over its limit; 422
+    for a rule of the format the archive breaks)."""
+    from starlette.responses import JSONResponse
+
+    assert isinstance(error, ArchiveError)
+    status = 400 if error.code == BUDGET_CODE else 422
+    return JSONResponse({"detail": str(error.problem)}, status_code=status)
 
 
 def _read_only_policy() -> Any:
@@ -198,6 +210,3 @@ class CatalogServer:
 
     def close(self) -> None:
         self.adapters.close()
-
-
-_CLOSABLE: dict[type, type] = {}

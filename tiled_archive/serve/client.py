@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..reader import open_archive
-from .app import _CLOSABLE, ArchiveServer, CatalogServer
+from .app import ArchiveServer, CatalogServer
 from .quiet import quiet_tiled
 from .transport import in_process_context
 
@@ -63,6 +63,10 @@ def _in_process_client(make_server: Callable[[], Any], client_kwargs: dict[str, 
     # nobody closed does not hang the exit.
     threading._register_atexit(stack.close)
     return client
+
+
+#: Each Tiled client class, with ``close()`` and context management added (made once).
+_CLOSABLE: dict[type, type] = {}
 
 
 def _closable(cls: type) -> type:

@@ -1,5 +1,5 @@
 """ASGI middleware around Tiled's app: file routes confined to Tiled's bundled UI, no blosc2
-for raw bytes, archive errors as coded JSON, and a small cache of immutable responses.
+for raw bytes, and a small cache of immutable responses.
 """
 
 from __future__ import annotations
@@ -7,9 +7,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from typing import Any
-
-from ..rules.budget import BUDGET_CODE
-from ..rules.problems import ArchiveError
 
 #: Where Tiled's app mounts its API.
 API = "/api/v1"
@@ -58,17 +55,6 @@ class RawBytesEncodings:
                 headers.append((name, value))
             scope = {**scope, "headers": headers}
         await self.app(scope, receive, send)
-
-
-def _archive_error_response(request: Any, error: Exception) -> Any:
-    """An archive problem met while answering a request: a clean HTTP error naming its code
-    (400 for a read over the memory budget, as Tiled answers a response over its limit; 422
-    for a rule of the format the archive breaks)."""
-    from starlette.responses import JSONResponse
-
-    assert isinstance(error, ArchiveError)
-    status = 400 if error.code == BUDGET_CODE else 422
-    return JSONResponse({"detail": str(error.problem)}, status_code=status)
 
 
 class ResponseCache:
