@@ -19,7 +19,7 @@ def served(sample_archives):
     return sample_archives
 
 
-def test_tiled_archive_serve_over_http(served, sample_tree):
+def test_tiled_archive_serve_over_http(served, sample_tree, tmp_path):
     from tiled.client import from_uri
 
     port = free_port()
@@ -34,7 +34,7 @@ def test_tiled_archive_serve_over_http(served, sample_tree):
         "--api-key",
         "secret123",
     ]
-    log = served["zip"].parent / f"serve-{port}.log"
+    log = tmp_path / "serve.log"
     with serving(command, port, log=log) as server:
         client = from_uri(server.url, api_key="secret123")
         assert_same(read_values(client), sample_tree)

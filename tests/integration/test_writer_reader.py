@@ -272,7 +272,7 @@ def test_extract_refuses_non_empty_dir_and_force_replaces_only_archives(archives
         err.value.problem.fix
     )  # force was given: the hint does not suggest it again
     assert (target / "mine.txt").read_text() == "keep"
-    again = convert(archives["zip"], archives["extracted"].parent / "again")
+    again = convert(archives["zip"], tmp_path / "again")
     convert(archives["zip"], again, force=True)
     assert (again / "mimetype").exists()
 
