@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 
 import tiled_archive
 from tiled_archive.downloader import BlobCache
+from tiled_archive.downloader.cache import Validators
 from tiled_archive.reader import open_archive
 from tiled_archive.rules.problems import ArchiveError
 from tiled_archive.testing import free_port, serving, tiled_serve_catalog
@@ -107,8 +109,17 @@ def in_process(server_root: Path, sample_tree: Path, **settings) -> Iterator[tup
             yield from_context(context), log
 
 
+#: The Range of a cached file's revalidation: its first byte, with its validators.
+REVALIDATION = "bytes=0-0"
+
+
 def asset_requests(log) -> list[str]:
-    return [path for path, _ in log if path.startswith(BYTES)]
+    """The raw-asset requests that fetch bytes (revalidations of cached files not counted)."""
+    return [path for path, rng in log if path.startswith(BYTES) and rng != REVALIDATION]
+
+
+def revalidations(log) -> list[str]:
+    return [path for path, rng in log if path.startswith(BYTES) and rng == REVALIDATION]
 
 
 def assert_same_tree(expected, actual, where: str = "") -> None:
@@ -244,11 +255,14 @@ def test_interrupted_download_resumes_and_the_cache_serves_repeats(
             tiled_archive.download(reg, tmp_path / "a.zip", cache_dir=cache)
         assert err.value.code == "TA-E903" and log == []
 
-        # Another archive of the same data (another form, another node) fetches nothing.
+        # Another archive of the same data (another form, another node) fetches nothing: each
+        # cached file costs one revalidation (a one-byte range with its validators).
         log.clear()
         tiled_archive.download(reg["primary"], tmp_path / "b", cache_dir=cache)
         tiled_archive.download(reg, tmp_path / "c", cache_dir=cache)
         assert asset_requests(log) == []
+        files = len(manifest(tmp_path / "b")["files"]) + len(manifest(tmp_path / "c")["files"])
+        assert len(revalidations(log)) == files
 
         # A damaged blob is fetched again; a half-fetched file is finished with a range request.
         blobs = BlobCache(cache)
@@ -258,16 +272,18 @@ def test_interrupted_download_resumes_and_the_cache_serves_repeats(
         content = h5.read_bytes()
         h5.unlink()
         with sqlite3.connect(cache / "index.sqlite") as index:
-            (key,) = index.execute(
-                "SELECT key FROM remote WHERE key LIKE '%primary.h5%'"
+            key, etag, modified = index.execute(
+                "SELECT key, etag, last_modified FROM remote_file WHERE key LIKE '%primary.h5%'"
             ).fetchone()
         with blobs.partial(key) as partial:
             partial.write_bytes(content[:1000])
+            blobs.start_partial(key, Validators(etag, modified))
         blobs.close()
         log.clear()
         tiled_archive.download(reg, tmp_path / "d.zip", cache_dir=cache)
         requests = [(path.rsplit("/", 1)[-1], rng) for path, rng in log if path.startswith(BYTES)]
-        assert sorted(requests) == [("baseline", None), ("primary", "bytes=1000-")]
+        fetched = [request for request in requests if request[1] != REVALIDATION]
+        assert sorted(fetched) == [("baseline", None), ("primary", "bytes=1000-")]
         with tiled_archive.open(tmp_path / "d.zip") as archive:
             assert_same_tree(reg, archive["reg"])
 
@@ -280,7 +296,8 @@ def test_cache_evicts_least_recently_used_blobs(tmp_path):
         digests.append(hashlib.sha256(content).hexdigest())
         with cache.partial(f"key{number}") as partial:
             partial.write_bytes(content)
-            cache.add(f"key{number}", partial, 100, digests[-1], zlib.crc32(content), 0)
+            crc = zlib.crc32(content)
+            cache.add(f"key{number}", partial, 100, digests[-1], crc, 0, Validators('"e"', None))
         time.sleep(0.01)
     assert cache.lookup("key0") is not None  # used again: key1 is now the least recent
     cache.evict()
@@ -390,7 +407,7 @@ def test_cli_download_from_stock_tiled_server(server_root, sample_tree, tmp_path
         allowed = cli(*empty, "--allow-empty")
         assert allowed.returncode == 0, allowed.stderr
         none = tmp_path / "none"
-        assert f"wrote {none} (1 node)\n" in allowed.stderr  # the parent `written` alone
+        assert f"wrote {none} (1 node, 0 bytes fetched)\n" in allowed.stderr  # `written` alone
         serve_line = f"tiled serve catalog {none / 'catalog.db'} -r {none / 'data'} --public\n"
         assert serve_line in allowed.stderr  # on one line, to copy
 
@@ -425,8 +442,50 @@ def test_server_stopped_mid_download_is_a_clear_error_then_resumes(
 
     with tiled_serve(server_root, sample_tree, port, log) as (url, _):
         client = from_uri(url, api_key="secret")
-        tiled_archive.download(client["reg"], dest, cache_dir=tmp_path / "cache")
+        done = tiled_archive.download(client["reg"], dest, cache_dir=tmp_path / "cache")
         with tiled_archive.open(dest) as archive:
             assert_same_tree(client["reg"], archive["reg"])
+    # The file fetched before the stop is only revalidated (a one-byte request).
     resumed = log.read_text().count("GET /api/v1/asset/bytes/") - first
-    assert resumed == len(manifest(dest)["files"]) - 1
+    assert resumed == len(manifest(dest)["files"]) and done.revalidated == 1
+    assert done.reused_bytes > 0
+
+
+# -- Freshness: what the server sends decides whether cached bytes are still the file ---------
+
+
+def test_a_file_changed_in_place_is_fetched_again_and_another_host_name_reuses_the_cache(
+    tmp_path,
+):
+    """A registered file rewritten in place with the same size (new mtime, hence a new ETag)
+    is fetched again, never archived stale; an unchanged one costs one revalidation, also
+    when the same server is reached by another host name."""
+    from tiled.client import from_uri
+
+    served = tmp_path / "served"
+    served.mkdir()
+    table = served / "table.csv"
+    table.write_text("x,y\n1,2\n3,4\n")
+    cache = tmp_path / "cache"
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "tiled"), "serve", "directory", "--public"]
+    with serving([*command, "--port", port, served], port, log=tmp_path / "log") as server:
+        deadline = time.monotonic() + 30
+        while "table" not in from_uri(server.url) and time.monotonic() < deadline:
+            time.sleep(0.2)  # `serve directory` registers the files once it is up
+        first = tiled_archive.download(from_uri(server.url), tmp_path / "1.zip", cache_dir=cache)
+        assert first.fetched_bytes == table.stat().st_size and first.reused_bytes == 0
+
+        again = from_uri(server.url.replace("127.0.0.1", "localhost"))
+        second = tiled_archive.download(again, tmp_path / "2.zip", cache_dir=cache)
+        assert (second.fetched_bytes, second.reused_bytes) == (0, table.stat().st_size)
+        assert second.revalidated == 1
+
+        table.write_text("x,y\n5,6\n7,8\n")  # the same size, other bytes
+        os.utime(table, (time.time() + 5, time.time() + 5))  # as a later write would
+        third = tiled_archive.download(from_uri(server.url), tmp_path / "3.zip", cache_dir=cache)
+        assert (third.fetched_bytes, third.reused_bytes) == (table.stat().st_size, 0)
+        with tiled_archive.open(third) as archive:
+            assert archive["table"].read()["x"].tolist() == [5, 7]
+    assert "serve catalog" in third.serve_command and "extract" in third.serve_command
+    assert str(third.path) in str(third)

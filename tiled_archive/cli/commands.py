@@ -394,9 +394,10 @@ def download(
     import json
 
     with _loading(quiet):
+        from rich.filesize import decimal
+
         from ..downloader import download as download_archive
         from ..downloader import open_node
-        from ..reader import open_archive
         from ..writer import check_destination
 
     pairs = []
@@ -420,7 +421,8 @@ def download(
 
         _loaded(download_into(source, catalog, data, at=at, allow_empty=allow_empty, **options))
         return
-    download_archive(source, output, force=force, allow_empty=allow_empty, **options)
-    with open_archive(output) as archive:
-        nodes = archive.node_count()
-    _wrote(output, plural(nodes, "node"))
+    done = download_archive(source, output, force=force, allow_empty=allow_empty, **options)
+    what = f"{plural(done.nodes, 'node')}, {decimal(done.fetched_bytes)} fetched"
+    if done.reused_bytes:
+        what += f", {decimal(done.reused_bytes)} from the cache"
+    say(f"wrote {output} ({what})\nserve it with stock Tiled: {done.serve_command}", soft_wrap=True)

@@ -28,12 +28,15 @@ imports only those above it in this list:
 - :mod:`.fallback`: what is read through the data API (Zarr, Parquet) and where it goes;
 - :mod:`.rebuild`: the archive's data sources, the catalog rebuilt through Tiled, the manifest's
   ``fallbacks``;
-- :mod:`.streamed`: the whole archive in one request, from a server with the archive route.
+- :mod:`.streamed`: the whole archive in one request, from a server with the archive route;
+- :mod:`.result`: what a download did (``DownloadResult``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import shlex
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -44,7 +47,7 @@ import httpx
 from ..progress import progress_display
 from ..rules.names import CATALOG_NAME
 from ..rules.problems import ArchiveError
-from ..writer import PayloadFile, check_destination, convert, write_new
+from ..writer import PayloadFile, check_destination, convert, serve_command_for, write_new
 from .cache import DEFAULT_CACHE_MAX_BYTES, Blob, BlobCache, default_cache_dir
 from .fallback import SLAB_BYTES, fetch_fallbacks
 from .plan import assign_members, list_directories, plan
@@ -55,6 +58,7 @@ from .rebuild import (
     rebuild_catalog,
     source_fields,
 )
+from .result import DownloadResult
 from .state import FileHook, Run, node_path
 from .streamed import fetch_streamed
 from .transfer import fetch_raw
@@ -69,6 +73,7 @@ __all__ = [
     "SLAB_BYTES",
     "Blob",
     "BlobCache",
+    "DownloadResult",
     "default_cache_dir",
     "download",
     "open_node",
@@ -135,13 +140,23 @@ def download_into(
     path ``at``, its files into ``data_dir``; ``options`` as :func:`download` takes them. The
     archive is staged in a temporary folder beside ``data_dir`` (removed after), then loaded
     by :func:`tiled_archive.writer.load.load`: its checks, codes and all-or-nothing rule apply."""
+    return _download_into(source, catalog, data_dir, at=at, **options)[1]
+
+
+def _download_into(
+    source: Any, catalog: str, data_dir: str | Path, *, at: str, **options: Any
+) -> tuple[DownloadResult, LoadResult]:
     from ..writer.load import load
 
     data_dir = Path(data_dir).absolute()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tiled-archive-", dir=data_dir.parent) as work:
         staged = download(source, Path(work, "archive"), **options)
-        return load(staged, catalog, data_dir, at=at)
+        loaded = load(staged, catalog, data_dir, at=at)
+    result = dataclasses.replace(
+        staged, path=data_dir, nodes=loaded.nodes, serve_command=shlex.join(loaded.serve_command())
+    )
+    return result, loaded
 
 
 def download(
@@ -160,9 +175,11 @@ def download(
     on_file: FileHook | None = None,
     allow_empty: bool = False,
     streamed: bool = True,
-) -> Path:
+) -> DownloadResult:
     """Download a node of a live Tiled server into an archive at ``dest`` (``*.zip`` for a ZIP,
-    else a directory) and return ``dest``.
+    else a directory) and say what was done: a :class:`DownloadResult` (a path: ``open()``
+    takes it) with the node count, the bytes fetched and those the cache already held, and the
+    shell command that serves the archive with stock Tiled.
 
     ``source`` is a Tiled client node: a container, a search result (``client.search(...)``:
     its matching children) or a single array or table. The archive holds it in full, below its
@@ -190,7 +207,7 @@ def download(
 
     With ``catalog`` (``postgresql://…`` or an SQLite catalog) and ``data_dir`` instead of
     ``dest``, the download goes straight into that Tiled catalog under node path ``at``, its
-    files into ``data_dir``, and ``data_dir`` is returned: the archive is staged in a temporary
+    files into ``data_dir`` (the result's ``path``): the archive is staged in a temporary
     folder beside ``data_dir``, then loaded (:func:`tiled_archive.writer.load.load`, whose rules and
     codes apply: one transaction, nothing left behind on failure).
 
@@ -205,8 +222,7 @@ def download(
         options = {"workers": workers, "quiet": quiet, "cache_dir": cache_dir}
         options |= {"retries": retries, "cache_max_bytes": cache_max_bytes}
         options |= {"on_file": on_file, "allow_empty": allow_empty}
-        download_into(source, catalog, data_dir, at=at, **options)  # type: ignore[arg-type]
-        return Path(data_dir).absolute()  # type: ignore[arg-type]
+        return _download_into(source, catalog, data_dir, at=at, **options)[0]  # type: ignore[arg-type]
     dest = Path(dest)  # type: ignore[arg-type]
     check_destination(dest.absolute(), force=force)
     cache = BlobCache(Path(cache_dir) if cache_dir else default_cache_dir(), cache_max_bytes)
@@ -220,9 +236,9 @@ def download(
                     fetched_whole = fetch_streamed(source, whole, progress)
                 if fetched_whole:
                     fields = source_fields(source)
-                    result = convert(whole, dest, force=force, quiet=quiet, extra=fields)
+                    convert(whole, dest, force=force, quiet=quiet, extra=fields)
                     finished = True
-                    return result
+                    return _result(dest, whole.stat().st_size, 0, 0, streamed=True)
             with progress_display(quiet) as progress:
                 run = Run(
                     source,
@@ -238,7 +254,7 @@ def download(
                 rebuild_catalog(run, db)
             # Outside the display above: the writer shows its own, and rich allows one at once.
             fields = manifest_fields(run)
-            result = write_new(
+            write_new(
                 dest,
                 _payload(run),
                 db,
@@ -250,12 +266,24 @@ def download(
                 relocated=True,
             )
         finished = True
-        return result
+        return _result(dest, run.fetched_bytes, run.cached_bytes, run.revalidated, streamed=False)
     finally:
         # A failed run keeps what it fetched, whatever the limit, so a re-run can resume.
         fetched = {blob.sha256 for blob in run.ready.values()} if run else set()
         cache.evict(keep=() if finished else fetched)
         cache.close()
+
+
+def _result(
+    dest: Path, fetched: int, reused: int, revalidated: int, *, streamed: bool
+) -> DownloadResult:
+    from ..reader import open_archive
+
+    with open_archive(dest) as archive:
+        nodes = archive.node_count()
+    return DownloadResult(
+        dest, nodes, fetched, reused, revalidated, streamed, serve_command_for(dest)
+    )
 
 
 def open_node(

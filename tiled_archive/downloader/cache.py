@@ -1,16 +1,18 @@
 """The local cache of downloaded files: :class:`BlobCache`, by content, with an index from what
-names a remote file to its digest, and least-recently-used eviction."""
+names a remote file to its digest and to the validators the server sent with it
+(:class:`Validators`), and least-recently-used eviction."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,32 @@ from ..files.hashing import copy_hashing
 
 #: The cache is trimmed to this size (least recently used first) after every download.
 DEFAULT_CACHE_MAX_BYTES = 20 << 30
+
+
+@dataclass(frozen=True)
+class Validators:
+    """What a server said identifies the content it sent: its ``ETag`` and ``Last-Modified``
+    headers, as sent (None: not sent)."""
+
+    etag: str | None
+    last_modified: str | None
+
+    @classmethod
+    def of(cls, headers: Mapping[str, str]) -> Validators:
+        return cls(headers.get("etag"), headers.get("last-modified"))
+
+    def matches(self, now: Validators) -> bool:
+        """Whether ``now`` (the server's answer today) names the same content: the ETags are
+        equal when both were sent, else the Last-Modified dates; never when neither was."""
+        if self.etag and now.etag:
+            return self.etag == now.etag
+        return bool(self.last_modified) and self.last_modified == now.last_modified
+
+    def if_range(self) -> str | None:
+        """What ``If-Range`` may carry (RFC 9110 §13.1.5: a strong ETag, or a date)."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
 
 
 @dataclass(frozen=True)
@@ -36,11 +64,13 @@ class BlobCache:
     """Downloaded files by content (``<root>/<sha256[:2]>/<sha256>``), an index from what names a
     remote file to its digest, and least-recently-used eviction down to ``max_bytes``.
 
-    The index (``index.sqlite``) maps a remote file's identity (the server's API URL, the asset's
-    id and data URI, the path inside a directory asset, and the size and hash the server reports)
-    to a digest. Every blob is hashed again before its first use by a download, so a damaged or
-    altered cache file is fetched again, never archived. A half-fetched file waits in
-    ``partial/`` until a range request completes it.
+    The index (``index.sqlite``) maps a remote file's identity (:meth:`ServerFile.key
+    <tiled_archive.downloader.state.ServerFile.key>`: no host name in it) to a digest and to the
+    validators the server sent with the bytes; a download uses the blob only when the server's
+    validators still match (:mod:`.transfer`). Every blob is hashed again before its first use
+    by a download, so a damaged or altered cache file is fetched again, never archived. A
+    half-fetched file waits in ``partial/``, with the validators of its first bytes, until a
+    range request for the same content (``If-Range``) completes it.
     """
 
     def __init__(self, root: Path, max_bytes: int | None = DEFAULT_CACHE_MAX_BYTES):
@@ -55,8 +85,13 @@ class BlobCache:
             root / "index.sqlite", timeout=60, check_same_thread=False, isolation_level=None
         )
         self._db.executescript(
-            "CREATE TABLE IF NOT EXISTS remote "
-            "(key TEXT PRIMARY KEY, sha256 TEXT NOT NULL, mtime INTEGER NOT NULL);"
+            # An earlier version's index kept no validators: its entries cannot be revalidated,
+            # so they go (their blobs stay, found again by digest or fetched and deduplicated).
+            "DROP TABLE IF EXISTS remote;"
+            "CREATE TABLE IF NOT EXISTS remote_file (key TEXT PRIMARY KEY, sha256 TEXT NOT NULL, "
+            "mtime INTEGER NOT NULL, etag TEXT, last_modified TEXT);"
+            "CREATE TABLE IF NOT EXISTS partial_file (key TEXT PRIMARY KEY, etag TEXT, "
+            "last_modified TEXT);"
             "CREATE TABLE IF NOT EXISTS blob (sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, "
             "crc32 INTEGER NOT NULL, used REAL NOT NULL);"
         )
@@ -68,28 +103,40 @@ class BlobCache:
     def blob_path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
 
-    def lookup(self, key: str) -> Blob | None:
-        """The verified blob the index holds for ``key``, or None (a damaged blob is dropped)."""
+    def lookup(self, key: str) -> tuple[Blob, Validators] | None:
+        """The verified blob the index holds for ``key`` and the validators the server sent
+        with it, or None (a damaged blob is dropped)."""
         rows = self._sql(
-            "SELECT sha256, mtime, size, crc32 FROM remote JOIN blob USING (sha256) WHERE key = ?",
-            key,
+            "SELECT sha256, mtime, etag, last_modified FROM remote_file WHERE key = ?", key
         )
         if not rows:
             return None
-        sha, mtime, size, crc = rows[0]
-        blob = Blob(self.blob_path(sha), size, sha, crc, mtime)
-        if sha not in self._verified:
+        sha, mtime, etag, last_modified = rows[0]
+        blob = self.by_digest(sha)
+        if blob is None:
+            return None
+        # The remote file's own modification time: one blob may back files of several dates.
+        return dataclasses.replace(blob, mtime=mtime), Validators(etag, last_modified)
+
+    def by_digest(self, sha256: str) -> Blob | None:
+        """The verified blob with this SHA-256, or None (a damaged blob is dropped)."""
+        rows = self._sql("SELECT size, crc32 FROM blob WHERE sha256 = ?", sha256)
+        if not rows:
+            return None
+        size, crc = rows[0]
+        path = self.blob_path(sha256)
+        if sha256 not in self._verified:
             try:
-                with open(blob.path, "rb") as handle:
+                with open(path, "rb") as handle:
                     actual = copy_hashing(handle, None, with_crc32=True)
             except FileNotFoundError:
                 actual = None
-            if actual != (size, sha, crc):
-                self._forget(sha)
+            if actual != (size, sha256, crc):
+                self._forget(sha256)
                 return None
-            self._verified.add(sha)
-        self._sql("UPDATE blob SET used = ? WHERE sha256 = ?", time.time(), sha)
-        return blob
+            self._verified.add(sha256)
+        self._sql("UPDATE blob SET used = ? WHERE sha256 = ?", time.time(), sha256)
+        return Blob(path, size, sha256, crc, int(path.stat().st_mtime))
 
     @contextlib.contextmanager
     def partial(self, key: str) -> Iterator[Path]:
@@ -108,22 +155,57 @@ class BlobCache:
                 with contextlib.suppress(FileNotFoundError):
                     if path.stat().st_size == 0:
                         path.unlink()
+                if not path.exists():
+                    self._sql("DELETE FROM partial_file WHERE key = ?", key)
 
-    def add(self, key: str, partial: Path, size: int, sha256: str, crc32: int, mtime: int) -> Blob:
-        """Move a completely fetched ``partial`` file into the cache and index it under ``key``."""
+    def partial_validators(self, key: str) -> Validators | None:
+        """The validators sent with the first bytes of ``key``'s partial file, if known."""
+        rows = self._sql("SELECT etag, last_modified FROM partial_file WHERE key = ?", key)
+        return Validators(*rows[0]) if rows else None
+
+    def start_partial(self, key: str, validators: Validators) -> None:
+        """Record the validators of the content ``key``'s partial file is being filled with."""
+        self._sql(
+            "INSERT OR REPLACE INTO partial_file VALUES (?, ?, ?)",
+            key,
+            validators.etag,
+            validators.last_modified,
+        )
+
+    def add(
+        self,
+        key: str,
+        partial: Path,
+        size: int,
+        sha256: str,
+        crc32: int,
+        mtime: int,
+        validators: Validators,
+    ) -> Blob:
+        """Move a completely fetched ``partial`` file into the cache and index it under ``key``
+        with the ``validators`` the server sent with it."""
         path = self.blob_path(sha256)
         path.parent.mkdir(exist_ok=True)
         os.replace(partial, path)
+        os.utime(path, (mtime, mtime))
         self._sql(
             "INSERT OR REPLACE INTO blob VALUES (?, ?, ?, ?)", sha256, size, crc32, time.time()
         )
-        self._sql("INSERT OR REPLACE INTO remote VALUES (?, ?, ?)", key, sha256, mtime)
+        self._sql(
+            "INSERT OR REPLACE INTO remote_file VALUES (?, ?, ?, ?, ?)",
+            key,
+            sha256,
+            mtime,
+            validators.etag,
+            validators.last_modified,
+        )
+        self._sql("DELETE FROM partial_file WHERE key = ?", key)
         self._verified.add(sha256)
         return Blob(path, size, sha256, crc32, mtime)
 
     def _forget(self, sha256: str) -> None:
         self.blob_path(sha256).unlink(missing_ok=True)
-        self._sql("DELETE FROM remote WHERE sha256 = ?", sha256)
+        self._sql("DELETE FROM remote_file WHERE sha256 = ?", sha256)
         self._sql("DELETE FROM blob WHERE sha256 = ?", sha256)
         self._verified.discard(sha256)
 

@@ -72,17 +72,14 @@ class ServerFile:
             return self.asset.get("hash_content")
         return None
 
-    def key(self, base_url: str) -> str:
-        """What identifies this file in the cache index."""
+    def key(self) -> str:
+        """What identifies this file in the cache index: where it lives on the server (the
+        asset's data URI and the path inside a directory asset) and the size and hash the
+        server reports. Not the server's host name, nor its id for the asset: the same file
+        reached under another name is the same file, and the validators the server sends
+        (:mod:`.transfer`) decide whether the cached bytes are still its content."""
         return json.dumps(
-            [
-                base_url,
-                self.asset["id"],
-                self.asset["data_uri"],
-                self.relative_path,
-                self.size,
-                self.server_sha256,
-            ]
+            [self.asset["data_uri"], self.relative_path, self.size, self.server_sha256]
         )
 
     def params(self) -> dict[str, Any]:
@@ -124,6 +121,10 @@ class Run:
     unlisted: int = 0
     #: Bytes of raw files found in the cache (or left by an earlier run), not fetched again.
     cached_bytes: int = 0
+    #: Bytes of raw files fetched by this run.
+    fetched_bytes: int = 0
+    #: Cached files whose freshness was asked of the server.
+    revalidated: int = 0
 
     def __post_init__(self) -> None:
         self.http = self.source.context.http_client

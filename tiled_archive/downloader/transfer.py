@@ -26,7 +26,7 @@ from rich.progress import TaskID
 
 from ..files.hashing import CHUNK
 from ..rules.problems import ArchiveError
-from .cache import Blob
+from .cache import Blob, Validators
 from .state import Run, ServerFile
 
 T = TypeVar("T")
@@ -181,15 +181,17 @@ def _fetch_file(run: Run, bar: TaskID, remote: ServerFile) -> None:
     if run.raw_refused is not None:
         run.refuse(remote.node, run.raw_refused)
         return
-    key = remote.key(run.base_url)
+    key = remote.key()
     url = remote.node.asset_url("bytes")
     shown = _Shown()
     try:
         with run.cache.partial(key) as partial:
-            blob = run.cache.lookup(key)
+            blob = _cached(run, remote, key, url)
             if blob is not None:
                 if remote.size is not None:
                     _expect(run, bar, -blob.size, cached=blob.size)  # not this run's transfer
+                else:
+                    _expect(run, bar, 0, cached=blob.size)
             else:
                 blob = retrying(
                     run, functools.partial(_get, run, bar, remote, key, url, partial, shown), url
@@ -201,6 +203,48 @@ def _fetch_file(run: Run, bar: TaskID, remote: ServerFile) -> None:
         remote.node.error = str(err)
         return
     run.file_ready(remote.member, blob)
+
+
+def _cached(run: Run, remote: ServerFile, key: str, url: str) -> Blob | None:
+    """The cached blob that is ``remote``'s content today, or None. A SHA-256 the server
+    reports names the content itself: no request. Otherwise the blob is used only when the
+    server's validators (ETag, else Last-Modified) still match those it sent with the bytes,
+    asked with a one-byte conditional request (a 304, or a 206 of one byte); a server that
+    sends neither has its files fetched again."""
+    if remote.server_sha256 is not None:
+        blob = run.cache.by_digest(remote.server_sha256)
+        if blob is not None and remote.size in (None, blob.size):
+            return blob
+    found = run.cache.lookup(key)
+    if found is None or not (found[1].etag or found[1].last_modified):
+        return None
+    blob, validators = found
+    fresh = retrying(run, functools.partial(_still_fresh, run, remote, url, blob, validators), url)
+    return blob if fresh else None
+
+
+def _still_fresh(run: Run, remote: ServerFile, url: str, blob: Blob, kept: Validators) -> bool:
+    """Whether the server's copy of ``remote`` is still the content of ``blob``: its
+    validators match ``kept``, and its size ``blob``'s."""
+    headers = {"Accept-Encoding": "identity"}
+    if kept.etag:
+        headers["If-None-Match"] = kept.etag
+    elif kept.last_modified:
+        headers["If-Modified-Since"] = kept.last_modified
+    if blob.size:  # an empty file has no first byte to ask for (a 416)
+        headers["Range"] = "bytes=0-0"
+    # Streamed: a server that ignores Range is not read past its headers.
+    with run.http.stream("GET", url, params=remote.params(), headers=headers) as response:
+        with run.lock:
+            run.revalidated += 1
+        if response.status_code == 304:
+            return True
+        check(response)
+        if response.status_code == 206:
+            total = response.headers.get("content-range", "").rpartition("/")[2]
+        else:
+            total = response.headers.get("content-length", "")
+        return kept.matches(Validators.of(response.headers)) and total == str(blob.size)
 
 
 @dataclasses.dataclass
@@ -243,8 +287,13 @@ def _get(
     offset = partial.stat().st_size if partial.exists() else 0
     # Identity: the exact bytes, a Content-Length and range support.
     headers = {"Accept-Encoding": "identity"}
-    if offset:
+    earlier = run.cache.partial_validators(key) if offset else None
+    if earlier is not None and earlier.if_range():
+        # If-Range: the rest of the same content, or (changed since) the whole of the new one.
         headers["Range"] = f"bytes={offset}-"
+        headers["If-Range"] = earlier.if_range()  # type: ignore[assignment]
+    else:
+        offset = 0  # nothing proves the partial bytes are of today's content
     with run.http.stream("GET", url, params=remote.params(), headers=headers) as response:
         if response.status_code == 416:  # the partial file is longer than the file now
             partial.unlink()
@@ -254,6 +303,9 @@ def _get(
             f"bytes {offset}-"
         ):
             offset = 0
+        validators = Validators.of(response.headers)
+        if not offset:
+            run.cache.start_partial(key, validators)
         if remote.size is None and not shown.expected:
             _expect(run, bar, offset + int(response.headers.get("content-length", 0)))
             shown.expected = True
@@ -280,7 +332,9 @@ def _get(
             f"the server sent {size} bytes (sha256 {digest[:12]}…) for {remote.member}, but "
             f"reports {remote.size} bytes" + (f" (sha256 {expected[:12]}…)" if expected else "")
         )
-    return run.cache.add(key, partial, size, digest, crc, mtime)
+    with run.lock:
+        run.fetched_bytes += size - offset
+    return run.cache.add(key, partial, size, digest, crc, mtime, validators)
 
 
 def _show_resumed(run: Run, bar: TaskID, shown: _Shown, offset: int) -> None:

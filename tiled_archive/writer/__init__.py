@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..files.hashing import CHUNK, copy_hashing
 from .common import DOS_EPOCH, PayloadFile, check_destination
-from .convert import convert, relocate, reseal, stock_serve_command
+from .convert import convert, relocate, reseal, serve_command_for, stock_serve_command
 from .create import catalog_payload, create, create_from_catalog, write_new
 from .forms import streamed_zip_chunks, write_archive
 
@@ -29,6 +29,7 @@ __all__ = [
     "create_from_catalog",
     "relocate",
     "reseal",
+    "serve_command_for",
     "stock_serve_command",
     "streamed_zip_chunks",
     "write_archive",

@@ -122,16 +122,41 @@ def relocate(directory: str | Path) -> Path:
     return directory
 
 
-def stock_serve_command(directory: str | Path) -> list[str]:
+def stock_serve_command(directory: str | Path, catalog: Path | None = None) -> list[str]:
     """The stock ``tiled serve catalog`` command line that serves a relocated directory
     archive as it is: its catalog, its ``data/`` as readable storage, and each ragged array's
-    DuckDB file as SQL storage (``-w``; Tiled finds a ragged array's rows nowhere else)."""
+    DuckDB file as SQL storage (``-w``; Tiled finds a ragged array's rows nowhere else).
+    ``catalog``: an archive-form catalog (a ZIP's) to be extracted at ``directory``."""
     directory = Path(directory).absolute()
     command = ["tiled", "serve", "catalog", str(directory / CATALOG_NAME)]
     command += ["-r", str(directory / DATA_DIR)]
-    for uri in catalog_db.sql_storages(directory / CATALOG_NAME):
+    if catalog is None:
+        storages = catalog_db.sql_storages(directory / CATALOG_NAME)
+    else:  # where extracting puts them: relocate a copy
+        with tempfile.TemporaryDirectory(prefix="tiled-archive-") as work:
+            copy = Path(shutil.copy(catalog, Path(work, CATALOG_NAME)))
+            catalog_db.relocate_uris(copy, directory)
+            storages = catalog_db.sql_storages(copy)
+    for uri in storages:
         command += ["-w", uri]
     return [*command, "--public"]
+
+
+def serve_command_for(archive: str | Path) -> str:
+    """The shell command that serves ``archive`` with stock ``tiled serve catalog``: as it is
+    for a relocated directory; a ZIP extracted first, beside it (``tiled-archive extract``)."""
+    import shlex
+
+    from ..reader import open_archive
+
+    archive = Path(archive).absolute()
+    if archive.suffix.lower() != ".zip":
+        return shlex.join(stock_serve_command(archive))
+    directory = archive.with_suffix("")
+    with open_archive(archive) as opened:
+        serve = stock_serve_command(directory, opened.catalog_path())
+    extract = shlex.join(["tiled-archive", "extract", str(archive), str(directory)])
+    return f"{extract} && {shlex.join(serve)}"
 
 
 def reseal(directory: str | Path, manifest: Manifest | None = None) -> None:
