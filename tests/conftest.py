@@ -147,6 +147,13 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> 
     return folder
 
 
+@pytest.fixture(autouse=True)
+def _own_download_cache(tmp_path_factory, monkeypatch):
+    """Each test its own download cache (TILED_ARCHIVE_CACHE): what one test fetched never
+    makes another's byte counts, nor the user's cache, hold."""
+    monkeypatch.setenv("TILED_ARCHIVE_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture(scope="session")
 def sample_tree(tmp_path_factory) -> Path:
     return built_once(tmp_path_factory, "sources", write_sample_tree) / "scan"

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -183,3 +184,77 @@ def postgres_admin(server: str, *statements: str) -> None:
             await conn.close()
 
     asyncio.run(run())
+
+
+class CountingProxy:
+    """A TCP proxy on loopback to the server on ``HOST:port``: it counts the bytes it passes
+    to clients (``received``), and with ``cut_after`` it breaks every connection once that
+    many have passed and refuses connections from then on (a network that fails halfway).
+    A context manager: listening inside the block, at ``url``."""
+
+    def __init__(self, port: int, *, cut_after: int | None = None):
+        self.target = port
+        self.cut_after = cut_after
+        self.received = 0
+        self.cut = False
+        self._lock = threading.Lock()
+        self._listener = socket.create_server((HOST, 0))
+        self.port = self._listener.getsockname()[1]
+        self._open: set[socket.socket] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def __enter__(self) -> CountingProxy:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._listener.close()
+        self._break()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            if self.cut:
+                client.close()
+                continue
+            upstream = socket.create_connection((HOST, self.target))
+            with self._lock:
+                self._open |= {client, upstream}
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, counted: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if counted:
+                    with self._lock:
+                        allowed = len(data)
+                        if self.cut_after is not None:
+                            allowed = min(allowed, max(self.cut_after - self.received, 0))
+                        self.received += allowed
+                    sink.sendall(data[:allowed])
+                    if allowed < len(data):
+                        self.cut = True
+                        self._break()
+                        return
+                else:
+                    sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+    def _break(self) -> None:
+        with self._lock:
+            sockets, self._open = self._open, set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()

@@ -21,7 +21,8 @@ import pytest
 
 import tiled_archive
 from tiled_archive.reader import open_archive
-from tiled_archive.testing import free_port, serving
+from tiled_archive.rules.problems import ArchiveError
+from tiled_archive.testing import CountingProxy, free_port, serving
 from tiled_archive.validator import validate
 from tiled_archive.writer import create
 from tiled_archive.writer.load import load
@@ -174,9 +175,10 @@ def test_the_deployments_authentication_applies(deployment, tmp_path):
     assert missing.status_code == 404 and not (tmp_path / "x.zip").exists()
 
 
-def test_download_takes_the_archive_route_in_one_request(deployment, tmp_path):
-    """With the route, download() is one archive request (no raw-asset requests); without
-    it (streamed=False) the per-asset path; both give the same files and values."""
+def test_download_takes_the_archive_route_and_no_raw_asset(deployment, tmp_path):
+    """With the route, download() asks only the route (its tail, then the members, by
+    range); without it (streamed=False) the per-asset path; both give the same files and
+    values."""
     node = deployment["client"]["files"]
     client = node.context.http_client
     seen: list[str] = []
@@ -188,7 +190,8 @@ def test_download_takes_the_archive_route_in_one_request(deployment, tmp_path):
         per_asset = tiled_archive.download(node, tmp_path / "assets.zip", streamed=False)
     finally:
         client.event_hooks["request"].pop()
-    assert [p for p in route_requests if "/archive/" in p] == ["/api/v1/archive/files"]
+    assert via_route.streamed and not per_asset.streamed
+    assert {p for p in route_requests if "/archive/" in p} == {"/api/v1/archive/files"}
     assert not [p for p in route_requests if "/asset/" in p]
     assert [p for p in seen if "/asset/" in p]
     assert payload_digests(via_route) == payload_digests(per_asset)
@@ -198,3 +201,90 @@ def test_download_takes_the_archive_route_in_one_request(deployment, tmp_path):
         assert values(mine) == values(theirs)
     with open_archive(via_route) as archive:
         assert archive.manifest.extra["provenance"]["node"] == "/files"
+
+
+# -- No byte twice: the route's stream is deterministic, ranged, and read against the cache ------
+
+
+@pytest.fixture(scope="module")
+def bulk(deployment):
+    """A node with 32 MB of client-written data, so that what a download moves besides the
+    payload (the archive's tail: its first 1 MiB read, which holds the catalog; Tiled's
+    metadata) is small beside it."""
+    client = deployment["client"]
+    if "bulk" not in client:
+        bulk = client.create_container("bulk", metadata={"kind": "bulk"})
+        rng = np.random.default_rng(5)
+        for index in range(4):
+            bulk.write_array(rng.random((1000, 1000)), key=f"frame{index}")
+    return "bulk"
+
+
+def test_the_route_answers_ranges_of_one_deterministic_stream(deployment, bulk):
+    url = f"{deployment['url']}/api/v1/archive/{bulk}"
+    params = {"api_key": KEY}
+    head = httpx.head(url, params=params)
+    whole = httpx.get(url, params=params, timeout=120)
+    assert head.status_code == whole.status_code == 200
+    assert int(head.headers["content-length"]) == len(whole.content)
+    assert head.headers["etag"] == whole.headers["etag"]
+    etag, size = whole.headers["etag"], len(whole.content)
+    for start in (0, 1, 29, 4096, size // 2, size - 1):
+        ranged = httpx.get(
+            url, params=params, headers={"Range": f"bytes={start}-", "If-Range": etag}
+        )
+        assert ranged.status_code == 206, (dict(ranged.headers), etag)
+        assert ranged.content == whole.content[start:]
+    stale = httpx.get(url, params=params, headers={"Range": "bytes=5-", "If-Range": '"old"'})
+    assert stale.status_code == 200 and stale.content == whole.content
+    assert httpx.get(url, params=params, headers={"If-None-Match": etag}).status_code == 304
+
+
+def _download_through(proxy: CountingProxy, node: str, dest: Path, **options):
+    from tiled.client import from_uri
+
+    client = from_uri(proxy.url, api_key=KEY)[node]
+    before = proxy.received  # Tiled's client asked for the node's metadata
+    result = tiled_archive.download(client, dest, **options)
+    return result, proxy.received - before
+
+
+def test_a_second_download_through_the_route_moves_almost_nothing(deployment, bulk, tmp_path):
+    port = int(deployment["url"].rsplit(":", 1)[1])
+    cache = tmp_path / "cache"
+    with CountingProxy(port) as proxy:
+        first, first_bytes = _download_through(proxy, bulk, tmp_path / "1.zip", cache_dir=cache)
+        second, second_bytes = _download_through(proxy, bulk, tmp_path / "2", cache_dir=cache)
+    assert first.streamed and second.streamed
+    assert first.fetched_bytes > 30_000_000 and second.fetched_bytes == 0
+    assert second.reused_bytes == first.fetched_bytes
+    assert second_bytes <= 0.05 * first_bytes, (first_bytes, second_bytes)
+    assert payload_digests(first) == sorted(entry["sha256"] for entry in _manifest(second)["files"])
+
+
+def test_a_route_download_cut_halfway_resumes_where_it_stopped(deployment, bulk, tmp_path):
+    port = int(deployment["url"].rsplit(":", 1)[1])
+    with CountingProxy(port) as proxy:
+        whole, whole_bytes = _download_through(
+            proxy, bulk, tmp_path / "whole.zip", cache_dir=tmp_path / "other"
+        )
+    cache = tmp_path / "cache"
+    cutting = CountingProxy(port, cut_after=whole_bytes // 2)
+    with cutting as proxy, pytest.raises(ArchiveError) as cut:
+        _download_through(proxy, bulk, tmp_path / "cut.zip", cache_dir=cache, retries=1)
+    assert cut.value.code == "TA-E911" and proxy.cut
+    assert not (tmp_path / "cut.zip").exists()
+    with CountingProxy(port) as proxy:
+        resumed, resumed_bytes = _download_through(
+            proxy, bulk, tmp_path / "cut.zip", cache_dir=cache
+        )
+    # What came before the cut is not fetched again (the members, and the half-fetched one).
+    assert resumed_bytes < 0.6 * whole_bytes, (whole_bytes, resumed_bytes)
+    assert resumed.reused_bytes + resumed.fetched_bytes == whole.fetched_bytes
+    assert payload_digests(resumed) == payload_digests(whole)
+    assert validate(resumed).errors == []
+
+
+def _manifest(archive) -> dict:
+    with open_archive(archive) as opened:
+        return {"files": [{"sha256": entry.sha256} for entry in opened.manifest.files]}

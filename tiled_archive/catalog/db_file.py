@@ -214,6 +214,19 @@ def sql_storages(db: Path) -> list[str]:
     return [row.data_uri for row in read_assets(db) if row.data_uri.startswith(scheme)]
 
 
+def settle_initial_rows(db: Path, when: float) -> None:
+    """Give the rows a new catalog's init made (the root node, the access tags), stamped with
+    the time of the init, the time ``when`` (seconds since the epoch) instead: an export of an
+    unchanged subtree is then the same bytes every time (the archive route's ETag)."""
+    stamp = datetime.fromtimestamp(when, timezone.utc).replace(tzinfo=None)
+    with _engine(db) as engine, engine.begin() as conn:
+        for statement in (
+            "UPDATE nodes SET time_created = :t, time_updated = :t WHERE parent IS NULL",
+            "UPDATE access_tags SET time_created = :t, time_updated = :t",
+        ):
+            conn.execute(text(statement), {"t": stamp})
+
+
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 

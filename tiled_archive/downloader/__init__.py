@@ -28,7 +28,7 @@ imports only those above it in this list:
 - :mod:`.fallback`: what is read through the data API (Zarr, Parquet) and where it goes;
 - :mod:`.rebuild`: the archive's data sources, the catalog rebuilt through Tiled, the manifest's
   ``fallbacks``;
-- :mod:`.streamed`: the whole archive in one request, from a server with the archive route;
+- :mod:`.streamed`: through a server's archive route, only the members the cache lacks;
 - :mod:`.result`: what a download did (``DownloadResult``).
 """
 
@@ -47,23 +47,24 @@ import httpx
 from ..progress import progress_display
 from ..rules.names import CATALOG_NAME
 from ..rules.problems import ArchiveError
-from ..writer import PayloadFile, check_destination, convert, serve_command_for, write_new
+from ..writer import PayloadFile, check_destination, serve_command_for, write_new
 from .cache import DEFAULT_CACHE_MAX_BYTES, Blob, BlobCache, default_cache_dir
 from .fallback import SLAB_BYTES, fetch_fallbacks
 from .plan import assign_members, list_directories, plan
 from .rebuild import (
     archive_raw_sources,
     manifest_fields,
-    member_for_uri,
     rebuild_catalog,
     source_fields,
 )
+from .rebuild import member_for_uri as member_for_uri_of
 from .result import DownloadResult
 from .state import FileHook, Run, node_path
-from .streamed import fetch_streamed
+from .streamed import fetch_routed
 from .transfer import fetch_raw
 
 if TYPE_CHECKING:
+    from ..catalog.db_file import AssetRow
     from ..writer.load import LoadResult
 
 __all__ = [
@@ -198,9 +199,9 @@ def download(
     refused unless ``allow_empty``; then the archive holds the parents alone, and validates.
 
     When the server has the archive route (``tiled_archive.serve.router:router``) and ``streamed``
-    (the default; not with ``on_file``), the whole archive comes in one request instead, is
-    checked (every digest) and rewritten at ``dest`` (:mod:`.streamed`); an interrupted
-    streamed download starts over.
+    (the default), the archive the route makes is used instead (its access rules and search
+    apply): its tail is read first, and only the members the cache lacks are fetched, with
+    range requests (:mod:`.streamed`), each checked against the manifest's digest.
 
     A directory archive is written relocated (its asset URIs point at its own ``data/``), so
     stock ``tiled serve catalog DEST/catalog.db -r DEST/data`` serves it as it is.
@@ -230,15 +231,6 @@ def download(
     finished = False
     try:
         with tempfile.TemporaryDirectory(prefix="tiled-archive-") as work:
-            if streamed and on_file is None:
-                whole = Path(work, "streamed.zip")
-                with progress_display(quiet) as progress:
-                    fetched_whole = fetch_streamed(source, whole, progress)
-                if fetched_whole:
-                    fields = source_fields(source)
-                    convert(whole, dest, force=force, quiet=quiet, extra=fields)
-                    finished = True
-                    return _result(dest, whole.stat().st_size, 0, 0, streamed=True)
             with progress_display(quiet) as progress:
                 run = Run(
                     source,
@@ -249,16 +241,22 @@ def download(
                     retries=retries,
                     on_file=on_file,
                 )
-                _fetch(run, allow_empty=allow_empty)
-                db = Path(work, CATALOG_NAME)
-                rebuild_catalog(run, db)
+                db = fetch_routed(run) if streamed else None
+                routed = db is not None
+                if db is not None:
+                    fields, member_for_uri = source_fields(source), _archive_form
+                else:
+                    _fetch(run, allow_empty=allow_empty)
+                    db = Path(work, CATALOG_NAME)
+                    rebuild_catalog(run, db)
+                    fields = manifest_fields(run)
+                    member_for_uri = functools.partial(member_for_uri_of, run.staging)
             # Outside the display above: the writer shows its own, and rich allows one at once.
-            fields = manifest_fields(run)
             write_new(
                 dest,
                 _payload(run),
                 db,
-                functools.partial(member_for_uri, run.staging),
+                member_for_uri,
                 epoch=None,
                 force=force,
                 quiet=quiet,
@@ -266,7 +264,7 @@ def download(
                 relocated=True,
             )
         finished = True
-        return _result(dest, run.fetched_bytes, run.cached_bytes, run.revalidated, streamed=False)
+        return _result(dest, run, streamed=routed)
     finally:
         # A failed run keeps what it fetched, whatever the limit, so a re-run can resume.
         fetched = {blob.sha256 for blob in run.ready.values()} if run else set()
@@ -274,15 +272,24 @@ def download(
         cache.close()
 
 
-def _result(
-    dest: Path, fetched: int, reused: int, revalidated: int, *, streamed: bool
-) -> DownloadResult:
+def _archive_form(row: AssetRow) -> str:
+    """The member of an asset of a catalog in archive form (the archive route's)."""
+    return row.data_uri
+
+
+def _result(dest: Path, run: Run, *, streamed: bool) -> DownloadResult:
     from ..reader import open_archive
 
     with open_archive(dest) as archive:
         nodes = archive.node_count()
     return DownloadResult(
-        dest, nodes, fetched, reused, revalidated, streamed, serve_command_for(dest)
+        dest,
+        nodes,
+        run.fetched_bytes,
+        run.cached_bytes,
+        run.revalidated,
+        streamed,
+        serve_command_for(dest),
     )
 
 

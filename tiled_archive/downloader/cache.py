@@ -142,7 +142,7 @@ class BlobCache:
     def partial(self, key: str) -> Iterator[Path]:
         """The file a fetch of ``key`` writes into, kept when the fetch fails so that a later
         one can resume it; locked against another process fetching the same file meanwhile."""
-        path = self.root / "partial" / hashlib.sha256(key.encode()).hexdigest()
+        path = self._partial_path(key)
         with open(path, "ab") as handle:
             with contextlib.suppress(ImportError):  # no fcntl on Windows: no cross-process lock
                 import fcntl
@@ -157,6 +157,16 @@ class BlobCache:
                         path.unlink()
                 if not path.exists():
                     self._sql("DELETE FROM partial_file WHERE key = ?", key)
+
+    def _partial_path(self, key: str) -> Path:
+        return self.root / "partial" / hashlib.sha256(key.encode()).hexdigest()
+
+    def partial_size(self, key: str) -> int:
+        """How many bytes of ``key`` its partial file holds (0: none)."""
+        try:
+            return self._partial_path(key).stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def partial_validators(self, key: str) -> Validators | None:
         """The validators sent with the first bytes of ``key``'s partial file, if known."""

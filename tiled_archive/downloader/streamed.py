@@ -1,68 +1,245 @@
-"""A download in one request, from a server with the archive route (``tiled_archive.serve.router``).
+"""A download through a server's archive route (``tiled_archive.serve.router``), fetching only
+what the cache lacks.
 
-``GET {api}/archive/{path}`` (the source's search as its ``filter[...]`` parameters) gives the
-whole archive as one stream. It is saved beside the destination, checked as any archive from
-elsewhere is (``validate``, every digest), then written at the destination by ``convert``: the
-reference member order (the stream has its tag files last), relocated when a directory, with
-this download's ``provenance``. A server without the route answers 404 (405: not a catalog
-tree; 400: nothing the route can archive), and the download takes the per-asset path instead.
-Unlike that path, an interrupted streamed download starts over: it uses no cache.
+``GET {api}/archive/{path}`` (the source's search as its ``filter[...]`` parameters) is the
+whole archive as one deterministic ZIP with an exact length and an ETag, answering ranges
+(``If-Range``). A ``HEAD`` asks whether the server has the route (404, 405 or 400: it cannot
+stream this node, and the download takes the per-asset path). Then the archive's tail is read
+as any remote ZIP is (:func:`tiled_archive.reader.open_archive` over the Tiled client's own
+HTTP client: the central directory, the manifest, ``catalog.db``): every payload file whose
+SHA-256 the cache holds is taken from it, and the rest is fetched with one range request per
+run of adjacent missing members, each member's bytes checked against the manifest's digest
+on the way into the cache. An interrupted download resumes: members fetched whole are in the
+cache, a half-fetched one waits in its partial file (keyed by its digest) for the rest.
 """
 
 from __future__ import annotations
 
+import calendar
+import functools
+import json
+import time
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from ..files.hashing import CHUNK
+from ..reader import ArchiveWarning, open_archive
+from ..rules.manifest import FileEntry
+from ..rules.names import CATALOG_NAME
 from ..rules.problems import ArchiveError
+from ..zip import records as zf
+from .cache import Validators
+from .state import Run
+from .transfer import Hashing, Transient, check, retrying
+
+T = TypeVar("T")
 
 #: Answers that mean "this server cannot stream this node": take the per-asset path.
 NOT_STREAMED = (400, 404, 405)
 
 
 def route_url(source: Any) -> str:
-    """The archive route's URL for ``source`` (a Tiled client node)."""
+    """The archive route's URL for ``source`` (a Tiled client node), with its search."""
     path = "/".join(part for part in source.path_parts if part)
-    return f"{str(source.context.api_uri).rstrip('/')}/archive/{path}"
-
-
-def fetch_streamed(source: Any, into: Path, progress: Any) -> bool:
-    """Save the server's streamed archive of ``source`` at ``into``; False (nothing saved)
-    when the server does not stream it. Raises ArchiveError TA-E911 when the stream breaks
-    off, and the archive's own first error when what came is not a valid archive."""
-    from ..validator import validate
-
     params = dict(getattr(source, "_queries_as_params", {}) or {})
-    client: httpx.Client = source.context.http_client
-    task = progress.add_task("fetching the archive", total=None, bytes=True)
+    url = f"{str(source.context.api_uri).rstrip('/')}/archive/{path}"
+    return str(httpx.URL(url, params=params))
+
+
+def fetch_routed(run: Run) -> Path | None:
+    """Every payload file of the route's archive of ``run.source`` ready (``run.ready``:
+    from the cache, or fetched into it) and its catalog in ``run.staging``: the catalog's
+    path; None when the server has no archive route for it. Raises ArchiveError TA-E911
+    when the server keeps failing or the archive changes while it is fetched."""
+    url = route_url(run.source)
+    head = retrying(run, functools.partial(_head, run, url), url)
+    if head is None:
+        return None
+    etag = head.headers.get("etag")
+    archive = retrying(
+        run, functools.partial(_remote, open_archive, url, {"client": run.http}), url
+    )
+    with archive:
+        records = sorted(archive.source.entries, key=lambda record: record.header_offset)
+        entries = archive.manifest.files
+        missing = {}
+        for entry in entries:
+            blob = run.cache.by_digest(entry.sha256)
+            if blob is not None and blob.size == entry.size:
+                run.cached_bytes += entry.size
+                run.file_ready(entry.path, blob)
+            else:
+                missing[entry.path] = entry
+        total = sum(entry.size for entry in missing.values())
+        bar = run.progress.add_task("fetching", total=total or None, bytes=True)
+        directory = archive.source.directory
+        for group, end in _runs(records, missing, directory.cd_start):
+            fetch = functools.partial(_fetch_run, run, url, etag, group, end, bar, directory)
+            retrying(run, fetch, url)
+        run.staging.mkdir(parents=True, exist_ok=True)
+        catalog = run.staging / CATALOG_NAME
+        catalog.write_bytes(archive.read(CATALOG_NAME))
+    return catalog
+
+
+def _head(run: Run, url: str) -> httpx.Response | None:
+    response = run.http.head(url)
+    if response.status_code in NOT_STREAMED:
+        return None
+    check(response)
+    if "etag" not in response.headers:
+        raise ArchiveError("TA-E911", url, "the archive route sent no ETag")
+    return response
+
+
+def _remote(read: Callable[..., T], *args: Any) -> T:
+    """``read(*args)``, a read of the route's archive by the remote reader: its failures to
+    reach the server (TA-E930, TA-E931) are retried as any other transfer's."""
     try:
-        with client.stream("GET", route_url(source), params=params, timeout=None) as response:
-            if response.status_code in NOT_STREAMED:
-                return False
-            if response.status_code != 200:
-                raise ArchiveError(
-                    "TA-E911",
-                    route_url(source),
-                    f"the archive route answered {response.status_code}",
-                )
-            with open(into, "xb") as sink:
-                for chunk in response.iter_bytes(CHUNK):
-                    sink.write(chunk)
-                    progress.advance(task, len(chunk))
-    except httpx.HTTPError as err:
-        into.unlink(missing_ok=True)
-        raise ArchiveError(
-            "TA-E911", route_url(source), f"the archive stream broke off: {err}"
-        ) from None
-    finally:
-        progress.remove_task(task)
-    report = validate(into)
-    if report.errors:
-        first = report.errors[0]
-        raise ArchiveError(
-            first.code, first.path, f"in the server's streamed archive: {first.message}"
-        )
-    return True
+        with warnings.catch_warnings():
+            # The route's stream has its tag files last (TA-W103): rewritten here anyway.
+            warnings.simplefilter("ignore", ArchiveWarning)
+            return read(*args)
+    except ArchiveError as err:
+        if err.code in ("TA-E930", "TA-E931"):
+            raise Transient(str(err)) from None
+        raise
+
+
+#: A run of adjacent members to fetch (in archive order), with their manifest entries and
+#: central directory records.
+Group = list[tuple[FileEntry, Any]]
+
+
+def _runs(records: list, missing: dict[str, FileEntry], cd_start: int) -> Iterator[tuple]:
+    """Runs of adjacent missing members, each with the offset where it ends (the next
+    member's local header, or the central directory)."""
+    group: Group = []
+    for record in records:
+        if record.name in missing:
+            group.append((missing[record.name], record))
+            continue
+        if group:
+            yield group, record.header_offset
+            group = []
+    if group:
+        yield group, cd_start
+
+
+def _fetch_run(
+    run: Run, url: str, etag: str, group: Group, end: int, bar: Any, directory: Any
+) -> None:
+    """One range request for a run of members, each into the cache as it completes. An
+    attempt (or a run) after a failure starts at the first member not fetched yet, where its
+    partial file ends."""
+    group = [(entry, record) for entry, record in group if entry.path not in run.ready]
+    if not group:
+        return
+    first, record = group[0]
+    kept = run.cache.partial_size(_member_key(first))
+    if 0 < kept < first.size:
+        # The rest of a half-fetched member: where its data starts takes its local header.
+        start = _remote(directory.resolve, record).data_offset + kept
+    else:
+        start, kept = record.header_offset, 0
+    headers = {"Range": f"bytes={start}-{end - 1}", "If-Range": etag}
+    headers["Accept-Encoding"] = "identity"
+    with run.http.stream("GET", url, headers=headers) as response:
+        check(response)
+        if response.status_code != 206 or response.headers.get("etag") != etag:
+            raise ArchiveError(
+                "TA-E911",
+                url,
+                "the archive changed on the server while it was fetched (ETag "
+                f"{response.headers.get('etag')}, was {etag}; HTTP {response.status_code})",
+                "Re-run the download: what was fetched is in the cache.",
+            )
+        stream = _Reader(response.iter_bytes(CHUNK))
+        for entry, _ in group:
+            _fetch_member(run, stream, entry, etag, bar, kept)
+            kept = 0
+
+
+def _member_key(entry: FileEntry) -> str:
+    """A member's key in the cache index: its content (the same bytes from any server)."""
+    return json.dumps(["archive member", entry.sha256, entry.size])
+
+
+def _fetch_member(
+    run: Run, stream: _Reader, entry: FileEntry, etag: str, bar: Any, kept: int
+) -> None:
+    """One member from ``stream`` into the cache, checked against the manifest's size and
+    SHA-256: from its local header on, or (``kept`` bytes of it in its partial file) from
+    there on."""
+    mtime = int(time.time())
+    if not kept:
+        fields = zf.LOCAL_HEADER.unpack(stream.read(zf.LOCAL_HEADER.size))
+        if fields[0] != 0x04034B50:
+            raise Transient(f"no local header where {entry.path} starts")
+        stream.read(fields[-2] + fields[-1])  # name, extra field
+        mtime = _dos_time(fields[4], fields[5])
+    key = _member_key(entry)
+    with run.cache.partial(key) as partial:
+        with open(partial, "r+b" if kept else "wb") as sink, Hashing() as hashing:
+            done = 0
+            while done < kept and (chunk := sink.read(min(CHUNK, kept - done))):
+                hashing.update(chunk)
+                done += len(chunk)
+            left = entry.size - kept
+            while left:
+                chunk = stream.read(min(CHUNK, left), at_most=True)
+                sink.write(chunk)
+                hashing.update(chunk)
+                left -= len(chunk)
+                run.progress.advance(bar, len(chunk))
+        if hashing.sha256.hexdigest() != entry.sha256:
+            partial.unlink()
+            raise ArchiveError(
+                "TA-E304", entry.path, "the server's archive sent other bytes than its manifest"
+            )
+        with run.lock:
+            run.fetched_bytes += entry.size - kept
+            run.cached_bytes += kept  # an earlier run's
+        size, sha, crc = entry.size, entry.sha256, hashing.crc32
+        blob = run.cache.add(key, partial, size, sha, crc, mtime, Validators(etag, None))
+    run.file_ready(entry.path, blob)
+
+
+class _Reader:
+    """Exact reads from an iterator of chunks."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = chunks
+        self._buffer = b""
+
+    def read(self, size: int, *, at_most: bool = False) -> bytes:
+        while len(self._buffer) < size and not (at_most and self._buffer):
+            chunk = next(self._chunks, b"")
+            if not chunk:
+                raise Transient("the archive stream ended early")
+            self._buffer += chunk
+        taken, self._buffer = self._buffer[:size], self._buffer[size:]
+        return taken
+
+
+def _dos_time(dos_time: int, dos_date: int) -> int:
+    """A local header's modification time, as seconds since the epoch (UTC)."""
+    moment = (
+        (dos_date >> 9) + 1980,
+        (dos_date >> 5) & 0xF,
+        dos_date & 0x1F,
+        dos_time >> 11,
+        (dos_time >> 5) & 0x3F,
+        (dos_time & 0x1F) * 2,
+    )
+    try:
+        return calendar.timegm((*moment, 0, 0, 0))
+    except (ValueError, OverflowError):
+        return 0
+
+
+__all__ = ["NOT_STREAMED", "fetch_routed", "route_url"]

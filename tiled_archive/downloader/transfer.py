@@ -77,7 +77,7 @@ def _http_date(value: str | None) -> int:
     return int(time.time())
 
 
-class _Hashing:
+class Hashing:
     """SHA-256 and CRC-32 of the chunks passed to ``update``, computed in a thread of its own
     while the caller receives the next chunk (both release the GIL): a fetch then runs at the
     pace of the slower of the two, not of their sum. The digests are final once the ``with``
@@ -98,7 +98,7 @@ class _Hashing:
     def update(self, chunk: bytes) -> None:
         self._chunks.put(chunk)
 
-    def __enter__(self) -> _Hashing:
+    def __enter__(self) -> Hashing:
         self._thread.start()
         return self
 
@@ -311,7 +311,7 @@ def _get(
             shown.expected = True
         _show_resumed(run, bar, shown, offset)
         size = 0
-        with open(partial, "r+b" if offset else "wb") as sink, _Hashing() as hashing:
+        with open(partial, "r+b" if offset else "wb") as sink, Hashing() as hashing:
             while size < offset and (chunk := sink.read(min(CHUNK, offset - size))):
                 hashing.update(chunk)
                 size += len(chunk)

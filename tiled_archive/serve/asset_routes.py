@@ -22,7 +22,7 @@ digest per file, and hashing 200 GB for one frame would defeat ranges); HEAD rea
 import mimetypes
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Protocol
@@ -218,29 +218,54 @@ def asset_router(files: AssetFiles) -> APIRouter:
 def file_response(served: ServedFile, request: Request) -> Response:
     """One file as an HTTP answer: whole (200) or the one range asked for (206)."""
     name = served.path.rsplit("/", 1)[-1]
-    headers = {
-        "Accept-Ranges": "bytes",
-        "ETag": served.etag,
-        "Content-Disposition": content_disposition(name),
-    }
-    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+    def body(start: int, end: int) -> Iterator[bytes]:
+        if (start, end) == (0, served.size):
+            served.check()  # before the first byte, so a damaged file is a clean 422
+        return file_bytes(served, start, end)
+
+    return ranged_response(
+        request,
+        served.size,
+        served.etag,
+        body,
+        media_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+        headers={"Content-Disposition": content_disposition(name)},
+    )
+
+
+def ranged_response(
+    request: Request,
+    size: int,
+    etag: str,
+    body: Callable[[int, int], Iterable[bytes]],
+    *,
+    media_type: str,
+    headers: dict[str, str],
+) -> Response:
+    """``size`` bytes whose version ``etag`` names as an HTTP answer: whole (200), the one
+    range asked for (206; with ``If-Range``, only while ``etag`` still matches), 304 to an
+    ``If-None-Match`` that names ``etag``, 416 for a range past the end; HEAD gets the
+    headers alone. ``body(start, end)`` gives the bytes ``[start, end)``."""
+    headers = {**headers, "Accept-Ranges": "bytes", "ETag": etag}
+    if etag in [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers={"ETag": etag})
     if_range = request.headers.get("if-range")
-    wanted = requested_range(request.headers.get("range"), served.size)
-    if if_range is not None and if_range != served.etag:
+    wanted = requested_range(request.headers.get("range"), size)
+    if if_range is not None and if_range != etag:
         wanted = None  # the client's copy is of other bytes: send them all
     if wanted == "unsatisfiable":
-        headers["Content-Range"] = f"bytes */{served.size}"
+        headers["Content-Range"] = f"bytes */{size}"
         return Response(status_code=416, headers=headers)
-    status, (start, end) = (200, (0, served.size)) if wanted is None else (206, wanted)
+    status, (start, end) = (200, (0, size)) if wanted is None else (206, wanted)
     if status == 206:
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{served.size}"
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=media_type)
-    if (start, end) == (0, served.size):
-        served.check()  # before the first byte, so a damaged file is a clean 422
-    body = file_bytes(served, start, end)
-    return StreamingResponse(body, status_code=status, headers=headers, media_type=media_type)
+    return StreamingResponse(
+        body(start, end), status_code=status, headers=headers, media_type=media_type
+    )
 
 
 def content_disposition(name: str) -> str:

@@ -10,8 +10,15 @@ its parent containers, as ``download`` writes them), streamed from the server's 
 it is written: no staging file, memory flat. Only nodes the caller may read (``read:data``
 under the deployment's own authentication and access policy) are in it; Tiled's search
 parameters (``filter[...][condition][...]``, as ``/search`` takes them) narrow the node's
-children. Each payload file is read twice (hashed, then sent: its CRC-32 comes before its
-bytes), and the tag files come last (TA-W103), since the manifest needs every digest.
+children. The tag files come last (TA-W103), since the manifest needs every digest.
+
+The stream is deterministic for a given state of the node and its files: every payload file
+is hashed before the first byte (the digests are kept, by file, inode, modification time and
+size, so a file is hashed once while it is unchanged), and the manifest's creation time is the
+newest payload file's. So the answer has an exact ``Content-Length`` and an ``ETag``, answers
+``HEAD``, a ``Range`` (with ``If-Range``: a 206 from that offset while the ETag matches) and
+``If-None-Match`` (304): a broken download resumes, and ``tiled_archive.download`` reads the
+archive's tail first and fetches only the members its cache lacks.
 
 Only nodes of a Tiled catalog (``tiled serve catalog``, or a configuration's catalog tree)
 can be archived; other trees answer 405.
@@ -21,10 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import shutil
 import tempfile
-import time
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,7 +41,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Security
 from starlette.concurrency import iterate_in_threadpool
-from starlette.responses import StreamingResponse
+from starlette.responses import Response
 from tiled.server.authentication import (
     check_scopes,
     get_current_access_tags,
@@ -43,15 +52,18 @@ from tiled.server.authentication import (
 from tiled.server.dependencies import get_entry, get_root_tree
 from tiled.server.utils import filter_for_access
 
+from ..files.hashing import copy_hashing
 from ..rules.names import CATALOG_NAME
 from ..rules.problems import ArchiveError
+from ..writer import StreamedArchive
+from .asset_routes import ranged_response
 
 router = APIRouter()
 
 _FILTER = re.compile(r"filter\[(?P<name>[^\]]+)\]\[condition\]\[(?P<field>[^\]]+)\]")
 
 
-@router.get("/archive/{path:path}")
+@router.api_route("/archive/{path:path}", methods=["GET", "HEAD"])
 async def get_archive(
     request: Request,
     path: str,
@@ -61,7 +73,7 @@ async def get_archive(
     authn_access_tags: Annotated[Any, Depends(get_current_access_tags)],
     authn_scopes: Annotated[Any, Depends(get_current_scopes)],
     _: Annotated[Any, Security(check_scopes, scopes=["read:data"])],
-) -> StreamingResponse:
+) -> Response:
     """The node at ``path`` and what the caller may read below it, as a tiled-archive ZIP."""
     access_policy = getattr(request.app.state, "access_policy", None)
     entry = await get_entry(
@@ -96,7 +108,7 @@ async def get_archive(
     url = entry.context.engine.url.render_as_string(hide_password=False)
     work = Path(tempfile.mkdtemp(prefix="tiled-archive-stream-"))
     try:
-        payload, finish = await asyncio.to_thread(_prepare, url, segments, ids, work)
+        streamed = await asyncio.to_thread(_prepare, url, segments, ids, work)
     except ArchiveError as err:
         shutil.rmtree(work, ignore_errors=True)
         raise HTTPException(400, str(err)) from None
@@ -104,12 +116,25 @@ async def get_archive(
         shutil.rmtree(work, ignore_errors=True)
         raise
     name = segments[-1] if segments else "archive"
-    headers = {"Content-Disposition": _attachment(f"{name}.zip")}
-    return StreamingResponse(
-        iterate_in_threadpool(_streamed(payload, finish, work)),
-        media_type="application/zip",
-        headers=headers,
-    )
+    sent = False
+
+    def body(start: int, end: int) -> Any:
+        nonlocal sent
+        sent = True
+        return iterate_in_threadpool(_streamed(streamed, start, end, work))
+
+    try:
+        return ranged_response(
+            request,
+            streamed.length,
+            streamed.etag,
+            body,
+            media_type="application/zip",
+            headers={"Content-Disposition": _attachment(f"{name}.zip")},
+        )
+    finally:
+        if not sent:  # HEAD, 304, 416: nothing streams, nothing will clean up after it
+            shutil.rmtree(work, ignore_errors=True)
 
 
 async def _searched(entry: Any, request: Request) -> Any:
@@ -142,31 +167,66 @@ async def _subtree_ids(top: Any, readable: Any) -> set[int]:
     return ids
 
 
-def _prepare(url: str, segments: list[str], ids: set[int], work: Path) -> tuple[list, Any]:
-    """The subtree's catalog (readable nodes only) in ``work``, its files as payload, and
-    the step that finishes the catalog once the payload's digests are known."""
+def _prepare(url: str, segments: list[str], ids: set[int], work: Path) -> StreamedArchive:
+    """The subtree's archive (readable nodes only), its catalog in ``work``."""
     from ..catalog import db_file as catalog_db
     from ..catalog.database import TiledCatalog
-    from ..writer import catalog_payload
+    from ..writer import DOS_EPOCH, catalog_payload, streamed_archive
 
     source = TiledCatalog(url)
     db = work / CATALOG_NAME
     source.export(segments, db, readable=ids)
     payload, member_for_uri = catalog_payload(db, source.display)
+    # Deterministic: the same files and catalog give the same bytes, hence the same ETag.
+    created = max((file.mtime for file in payload), default=DOS_EPOCH)
+    catalog_db.settle_initial_rows(db, created)
 
     def finish(entries: Any) -> Path:
         catalog_db.finalize(db, member_for_uri, entries, timestamp=None)
         return db
 
-    return payload, finish
+    return streamed_archive(payload, finish, _DIGESTS, created=created)
 
 
-def _streamed(payload: list, finish: Any, work: Path) -> Iterator[bytes]:
-    """The ZIP's bytes; the work folder goes when the answer ends (or is abandoned)."""
-    from ..writer import streamed_zip_chunks
+class _DigestCache:
+    """(size, SHA-256, CRC-32) of the files the route hashed, by path, inode, modification
+    time and size (a file written again gets new ones), the least recently used dropped past
+    ``limit`` entries."""
 
+    def __init__(self, limit: int = 200_000):
+        self.limit = limit
+        self._known: OrderedDict[tuple, tuple[int, str, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, file: Any) -> tuple[int, str, int]:
+        stat = os.stat(file.local_path)
+        key = (str(file.local_path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            if key in self._known:
+                self._known.move_to_end(key)
+                return self._known[key]
+        with file.open() as handle:
+            digests = copy_hashing(handle, None, with_crc32=True)
+        with self._lock:
+            self._known[key] = digests
+            while len(self._known) > self.limit:
+                self._known.popitem(last=False)
+        return digests
+
+
+_DIGESTS = _DigestCache()
+
+
+def _streamed(streamed: StreamedArchive, start: int, end: int, work: Path) -> Iterator[bytes]:
+    """The ZIP's bytes ``[start, end)``; the work folder goes when the answer ends (or is
+    abandoned)."""
     try:
-        yield from streamed_zip_chunks(payload, finish, created=time.time())
+        left = end - start
+        for chunk in streamed.chunks(start):
+            yield chunk[:left]
+            left -= len(chunk)
+            if left <= 0:
+                break
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(work)

@@ -15,9 +15,10 @@ from ..files.hashing import CHUNK, copy_hashing
 from .common import DOS_EPOCH, PayloadFile, check_destination
 from .convert import convert, relocate, reseal, serve_command_for, stock_serve_command
 from .create import catalog_payload, create, create_from_catalog, write_new
-from .forms import streamed_zip_chunks, write_archive
+from .forms import StreamedArchive, streamed_archive, write_archive
 
 __all__ = [
+    "StreamedArchive",
     "CHUNK",
     "DOS_EPOCH",
     "PayloadFile",
@@ -31,7 +32,7 @@ __all__ = [
     "reseal",
     "serve_command_for",
     "stock_serve_command",
-    "streamed_zip_chunks",
+    "streamed_archive",
     "write_archive",
     "write_new",
 ]

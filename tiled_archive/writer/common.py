@@ -50,8 +50,9 @@ class PayloadFile:
     #: With ``expected_sha256``, for a file already verified (a download's cache): its CRC-32,
     #: so ZIP output skips its hashing pass.
     crc32: int | None = None
-    #: With ``expected_sha256``: a local file holding exactly these bytes, which a directory
-    #: archive hard-links instead of copying (it copies when linking fails, across filesystems).
+    #: The local file holding these bytes (the archive route keys its digests by it). With
+    #: ``expected_sha256`` (verified bytes), a directory archive hard-links it instead of
+    #: copying (it copies when linking fails, across filesystems).
     local_path: Path | None = None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -239,4 +240,5 @@ def catalog_payload(
 
 def _payload_file(member_path: str, file: Path) -> PayloadFile:
     stat = file.stat()
-    return PayloadFile(member_path, stat.st_size, lambda: open(file, "rb"), int(stat.st_mtime))
+    opener = functools.partial(open, file, "rb")
+    return PayloadFile(member_path, stat.st_size, opener, int(stat.st_mtime), local_path=file)

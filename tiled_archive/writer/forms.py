@@ -3,10 +3,13 @@ and a catalog."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import shutil
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.progress import Progress
@@ -22,7 +25,7 @@ from ..rules.names import (
     TAG_FILES,
     TAG_MANIFEST_NAME,
 )
-from ..zip.stream import ZipEntry, zip_stream
+from ..zip.stream import ZipEntry, zip_layout_digest, zip_length, zip_stream
 from .common import (
     Hashed,
     PayloadFile,
@@ -137,38 +140,55 @@ def zip_chunks(
     yield from zip_stream(entries)
 
 
-def streamed_zip_chunks(
-    payload: Iterable[PayloadFile], finish_catalog: CatalogStep, *, created: float
-) -> Iterator[bytes]:
-    """The archive as ZIP bytes for an answer that starts at once (the server's streamed
-    archives): ``mimetype`` first, then each payload file, read twice (hashed just before it
-    is sent, since its local header carries its CRC-32: spec 6, no data descriptors), then
-    ``catalog.db`` (``finish_catalog`` gets the payload's entries) and the tag files last,
-    which need every digest (so such an archive has TA-W103). Nothing is staged: memory
-    holds one chunk, the catalog and the tag files."""
+#: A payload file's (size, SHA-256, CRC-32): hashed, or known from an earlier hashing.
+Digests = Callable[[PayloadFile], tuple[int, str, int]]
+
+
+@dataclass(frozen=True)
+class StreamedArchive:
+    """An archive as one deterministic ZIP stream (the server's archive route): its members,
+    digests known, in the order sent (``mimetype``, the payload, ``catalog.db``, the tag files
+    last: TA-W103), its exact ``length`` and an ``etag`` that changes whenever one of its bytes
+    would. ``chunks(start)`` sends it from byte ``start`` on; each member sent is checked
+    against its CRC-32 (TA-E905: the file changed since it was hashed)."""
+
+    members: list[ZipEntry]
+    length: int
+    etag: str
+
+    def chunks(self, start: int = 0) -> Iterator[bytes]:
+        return zip_stream(self.members, start=start)
+
+
+def streamed_archive(
+    payload: Iterable[PayloadFile], finish_catalog: CatalogStep, digests: Digests, *, created: float
+) -> StreamedArchive:
+    """The :class:`StreamedArchive` of ``payload`` (``digests`` hashes each file, or knows its
+    digests already) and the catalog ``finish_catalog`` writes once the digests are known;
+    ``created`` is the manifest's creation time and the tag files' member time."""
     entries: dict[str, FileEntry] = {}
     mtime = int(created)
 
     def from_bytes(name: str, content: bytes, align: bool = True) -> ZipEntry:
         return ZipEntry(name, len(content), zlib.crc32(content), lambda: [content], mtime, align)
 
-    def members() -> Iterator[ZipEntry]:
-        yield from_bytes(MIMETYPE_NAME, MIMETYPE.encode(), align=False)
-        for file in payload:
-            with file.open() as source:
-                size, sha, crc = copy_hashing(source, None, with_crc32=True)
-            entries[file.path] = checked_entry(file, size, sha)
-            yield ZipEntry(file.path, size, crc, lambda file=file: chunks_of(file), file.mtime)
-        if not entries:  # an empty payload is the directory entry data/ (spec 1)
-            yield ZipEntry(f"{DATA_DIR}/", 0, 0, lambda: [], mtime, is_directory=True)
-        catalog = finish_catalog(entries)
-        manifest = build_manifest(entries.values(), catalog, created, None)
-        tags = tag_files(manifest, manifest.catalog.sha256)
-        yield from_bytes(CATALOG_NAME, catalog.read_bytes())
-        for name in (*TAG_FILES[1:], TAG_MANIFEST_NAME):
-            yield from_bytes(name, tags[name])
-
-    yield from zip_stream(members())
+    members = [from_bytes(MIMETYPE_NAME, MIMETYPE.encode(), align=False)]
+    for file in payload:
+        size, sha, crc = digests(file)
+        entries[file.path] = checked_entry(file, size, sha)
+        chunks = functools.partial(chunks_of, file)
+        members.append(ZipEntry(file.path, size, crc, chunks, file.mtime))
+    if not entries:  # an empty payload is the directory entry data/ (spec 1)
+        members.append(ZipEntry(f"{DATA_DIR}/", 0, 0, lambda: [], mtime, is_directory=True))
+    catalog = finish_catalog(entries)
+    manifest = build_manifest(entries.values(), catalog, created, None)
+    tags = tag_files(manifest, manifest.catalog.sha256)
+    members.append(from_bytes(CATALOG_NAME, catalog.read_bytes()))
+    members += [from_bytes(name, tags[name]) for name in (*TAG_FILES[1:], TAG_MANIFEST_NAME)]
+    # The layout (names, sizes, CRC-32s, times, offsets) and the tag manifest, which holds the
+    # digest of the manifest, which holds every payload file's and the catalog's.
+    etag = hashlib.sha256(zip_layout_digest(members).encode() + tags[TAG_MANIFEST_NAME]).hexdigest()
+    return StreamedArchive(members, zip_length(members), f'"{etag[:40]}"')
 
 
 def write_zip(

@@ -12,6 +12,7 @@ commons-compress), so STORED members can be memory-mapped straight from the ZIP.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import time
 import zlib
@@ -50,14 +51,56 @@ class ZipEntry:
     is_directory: bool = False
 
 
-def zip_stream(entries: Iterable[ZipEntry], *, force_zip64: bool = False) -> Iterator[bytes]:
-    """Yield the bytes of a ZIP file holding ``entries``, in order, every member STORED.
+def zip_stream(
+    entries: Iterable[ZipEntry], *, force_zip64: bool = False, start: int = 0
+) -> Iterator[bytes]:
+    """Yield the bytes of a ZIP file holding ``entries``, in order, every member STORED; from
+    byte ``start`` on (an HTTP range: members wholly before it are not read, the one it falls
+    in is read from its start and the bytes before ``start`` dropped).
 
     Raises ``ArchiveError("TA-E905")`` when a member's bytes do not match its declared size and
     CRC-32 (the file changed while being written). ``force_zip64`` writes ZIP64 fields even where
     32 bits would do: in every central directory entry, the end records and the local headers of
     aligned members (an unaligned ``mimetype`` member keeps a local header without extra field).
     """
+    position = 0
+    for piece in _pieces(entries, force_zip64):
+        length = len(piece) if isinstance(piece, bytes) else piece.size
+        skip = start - position
+        position += length
+        if skip >= length:
+            continue  # wholly before start: not read
+        if isinstance(piece, bytes):
+            yield piece[max(skip, 0) :]
+            continue
+        for chunk in _checked_chunks(piece):
+            if skip > 0:
+                chunk, skip = chunk[skip:], skip - len(chunk)
+            if chunk:
+                yield chunk
+
+
+def zip_length(entries: Iterable[ZipEntry], *, force_zip64: bool = False) -> int:
+    """The length of :func:`zip_stream`'s output, computed without reading any member."""
+    return sum(
+        len(piece) if isinstance(piece, bytes) else piece.size
+        for piece in _pieces(entries, force_zip64)
+    )
+
+
+def zip_layout_digest(entries: Iterable[ZipEntry], *, force_zip64: bool = False) -> str:
+    """SHA-256 of every byte of :func:`zip_stream`'s output that is not member data: local
+    headers (names, sizes, CRC-32s, times, offsets), the central directory and end records.
+    Equal layouts of members with equal content give equal streams."""
+    digest = hashlib.sha256()
+    for piece in _pieces(entries, force_zip64):
+        if isinstance(piece, bytes):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def _pieces(entries: Iterable[ZipEntry], force_zip64: bool) -> Iterator[bytes | ZipEntry]:
+    """The ZIP in order: header and trailer bytes, and each entry where its data goes."""
     offset = 0
     central = bytearray()
     count = 0
@@ -66,7 +109,10 @@ def zip_stream(entries: Iterable[ZipEntry], *, force_zip64: bool = False) -> Ite
         dos_date, dos_time = _dos_datetime(entry.mtime)
         header = _local_header(entry, name, offset, dos_date, dos_time, force_zip64)
         yield header
-        yield from _checked_chunks(entry)
+        if entry.size:
+            yield entry
+        else:
+            yield from _checked_chunks(entry)  # nothing to read; still checked
         central += _central_header(entry, name, offset, dos_date, dos_time, force_zip64)
         count += 1
         offset += len(header) + entry.size
