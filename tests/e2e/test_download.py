@@ -487,5 +487,14 @@ def test_a_file_changed_in_place_is_fetched_again_and_another_host_name_reuses_t
         assert (third.fetched_bytes, third.reused_bytes) == (table.stat().st_size, 0)
         with tiled_archive.open(third) as archive:
             assert archive["table"].read()["x"].tolist() == [5, 7]
+
+        # Not kept: the ZIP is the only copy of today's bytes left on disk (the old blob stays).
+        fourth = tiled_archive.download(
+            from_uri(server.url), tmp_path / "4.zip", cache_dir=cache, keep_cache=False
+        )
+        assert fourth.reused_bytes == table.stat().st_size
+        today = sha256_of(table)
+        assert [blob.name for blob in cache.glob("??/*") if blob.name == today] == []
+        assert len(list(cache.glob("??/*"))) == 1 and validate(fourth).errors == []
     assert "serve catalog" in third.serve_command and "extract" in third.serve_command
     assert str(third.path) in str(third)

@@ -46,6 +46,10 @@ def test_tiled_archive_serve_over_http(served, sample_tree, tmp_path):
     # The banner: where to point a browser and a client, as stock `tiled serve` says it.
     assert f"navigate a web browser to: {server.url}/?api_key=secret123" in lines
     assert f"connect with: from_uri('{server.url}/api/v1', api_key='secret123')" in lines
+    # What stock Tiled needs instead (not the seed's `tiled serve catalog DIR/`).
+    stock = [line for line in lines if line.startswith("with stock Tiled instead: ")]
+    assert len(stock) == 1 and "tiled-archive extract" in stock[0]
+    assert f"tiled serve catalog {served['zip'].with_suffix('')}/catalog.db -r" in stock[0]
     # Every request is a line in Tiled's access format, the key in a URL masked; no colours
     # and no start-up chatter when the output is not a terminal.
     access = [line for line in lines if '" 200 ' in line or '" 401 ' in line]

@@ -265,3 +265,29 @@ def test_formats_without_an_in_place_reader_come_from_a_verified_copy(tmp_path, 
         assert sha256_of(archive.local_copy("data/source/photo.jpg")) == sha256_of(
             source / "photo.jpg"
         )
+
+
+@pytest.mark.parametrize("suffix", [".zip", ""])
+def test_a_large_chunk_the_origin_wrote_reads_in_slices_a_bomb_does_not(
+    tmp_path, monkeypatch, suffix
+):
+    """One chunk larger than the read budget: a slice of it reads when the chunk's stored
+    bytes back it (random values, as Tiled's client writes a user's big dask chunk), and the
+    whole is still refused; the same chunk of zeros (a thousandth of it stored) is refused
+    for any slice (TA-E912)."""
+    import zarr
+    from tiled.client.utils import ClientError
+
+    source = tmp_path / "source"
+    source.mkdir()
+    values = np.random.default_rng(3).random(3_000_000)  # 24 MB, one chunk
+    zarr.create_array(source / "big.zarr", data=values, chunks=values.shape)
+    zarr.create_array(source / "zeros.zarr", data=np.zeros_like(values), chunks=values.shape)
+    archive = create(tmp_path / f"x{suffix}", [source])
+    monkeypatch.setenv("TILED_ARCHIVE_READ_BUDGET", str(10_000_000))
+    with tiled_archive.open(archive) as client:
+        np.testing.assert_array_equal(client["source"]["big"][10:20], values[10:20])
+        for read in (lambda: client["source"]["big"][:], lambda: client["source"]["zeros"][:3]):
+            with pytest.raises(ClientError) as refused:
+                read()
+            assert "TA-E912" in str(refused.value)

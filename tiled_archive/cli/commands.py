@@ -235,7 +235,8 @@ def serve(
             f"serving {path} read-only at {where}\n"
             f"navigate a web browser to: {base}/"
             + ("" if public else f"?api_key={api_key}")
-            + ("" if public else f"\nconnect with: from_uri('{where}', api_key='{api_key}')"),
+            + ("" if public else f"\nconnect with: from_uri('{where}', api_key='{api_key}')")
+            + _stock_instead(path),
             soft_wrap=True,
         )
 
@@ -250,6 +251,19 @@ def serve(
         access_log=access_log,
         ready=ready,
     )
+
+
+def _stock_instead(path: str) -> str:
+    """For a local archive: the stock Tiled command that serves it (not `tiled serve catalog
+    DIR/`, which stock Tiled takes for the database file itself)."""
+    from ..writer import serve_command_for
+
+    if "://" in path:
+        return ""
+    try:
+        return f"\nwith stock Tiled instead: {serve_command_for(path)}"
+    except ArchiveError:
+        return ""
 
 
 @app.command()
@@ -368,6 +382,10 @@ def download(
             "--allow-empty", help="Write an archive even when nothing matched (parents only)."
         ),
     ] = False,
+    keep_cache: Annotated[
+        bool,
+        typer.Option(help="Keep the downloaded files in the cache (a ZIP then costs twice)."),
+    ] = True,
     catalog: Annotated[
         str | None,
         typer.Option(
@@ -416,6 +434,7 @@ def download(
     with _loading(quiet, f"connecting to {uri}"):
         source = open_node(uri, path, api_key=api_key, search=pairs, fulltext=fulltext)
     options = {"workers": workers, "cache_dir": cache_dir, "quiet": quiet}
+    options["keep_cache"] = keep_cache
     if catalog is not None:
         from ..downloader import download_into
 

@@ -176,6 +176,7 @@ def download(
     on_file: FileHook | None = None,
     allow_empty: bool = False,
     streamed: bool = True,
+    keep_cache: bool = True,
 ) -> DownloadResult:
     """Download a node of a live Tiled server into an archive at ``dest`` (``*.zip`` for a ZIP,
     else a directory) and say what was done: a :class:`DownloadResult` (a path: ``open()``
@@ -192,7 +193,8 @@ def download(
     Fetched files are kept in a content-addressed cache (``cache_dir``, default
     :func:`default_cache_dir`; trimmed to ``cache_max_bytes``, least recently used first, after
     the run; None: no limit), so a re-run after an interruption fetches only what is missing or
-    damaged, and data fetched for another archive is not fetched again. Connection errors and
+    damaged, and data fetched for another archive is not fetched again; with ``keep_cache``
+    False, this download's files leave the cache once the archive is written. Connection errors and
     5xx answers are retried ``retries`` times with backoff. ``on_file(path, size)`` is called
     as each payload file is ready; an exception it raises stops the download. A source with
     no node to download (an empty container at the root, a search that matched nothing) is
@@ -222,7 +224,7 @@ def download(
     if catalog is not None:
         options = {"workers": workers, "quiet": quiet, "cache_dir": cache_dir}
         options |= {"retries": retries, "cache_max_bytes": cache_max_bytes}
-        options |= {"on_file": on_file, "allow_empty": allow_empty}
+        options |= {"on_file": on_file, "allow_empty": allow_empty, "keep_cache": keep_cache}
         return _download_into(source, catalog, data_dir, at=at, **options)[0]  # type: ignore[arg-type]
     dest = Path(dest)  # type: ignore[arg-type]
     check_destination(dest.absolute(), force=force)
@@ -268,6 +270,9 @@ def download(
     finally:
         # A failed run keeps what it fetched, whatever the limit, so a re-run can resume.
         fetched = {blob.sha256 for blob in run.ready.values()} if run else set()
+        if finished and not keep_cache:
+            for sha256 in fetched:
+                cache.forget(sha256)
         cache.evict(keep=() if finished else fetched)
         cache.close()
 

@@ -132,7 +132,7 @@ class BlobCache:
             except FileNotFoundError:
                 actual = None
             if actual != (size, sha256, crc):
-                self._forget(sha256)
+                self.forget(sha256)
                 return None
             self._verified.add(sha256)
         self._sql("UPDATE blob SET used = ? WHERE sha256 = ?", time.time(), sha256)
@@ -213,7 +213,8 @@ class BlobCache:
         self._verified.add(sha256)
         return Blob(path, size, sha256, crc32, mtime)
 
-    def _forget(self, sha256: str) -> None:
+    def forget(self, sha256: str) -> None:
+        """Remove the blob with this SHA-256 and every index entry naming it."""
         self.blob_path(sha256).unlink(missing_ok=True)
         self._sql("DELETE FROM remote_file WHERE sha256 = ?", sha256)
         self._sql("DELETE FROM blob WHERE sha256 = ?", sha256)
@@ -227,7 +228,7 @@ class BlobCache:
         blobs = self._sql("SELECT sha256, size, used FROM blob")
         total = sum(size for sha, size, _ in blobs if sha in keep)
         candidates = [
-            (used, size, functools.partial(self._forget, sha))
+            (used, size, functools.partial(self.forget, sha))
             for sha, size, used in blobs
             if sha not in keep
         ]

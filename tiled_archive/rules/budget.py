@@ -22,6 +22,10 @@ DEFAULT_BUDGET = 300_000_000
 #: once it decodes to BOMB_MIN_BYTES or more.
 BOMB_RATIO = 1000
 BOMB_MIN_BYTES = 64 << 20
+#: The most one chunk may decode to serve a read when the data source is no compression bomb:
+#: ten times the largest chunk Tiled's client writes by itself (100 MB, its upload limit), so
+#: the chunks a user's own dask chunking gave, which the live server decoded, read here too.
+CHUNK_ALLOWANCE = 1 << 30
 #: Bytes of memory a CSV's parsed table takes per byte of text (numbers and short strings).
 CSV_EXPANSION = 4
 
@@ -50,6 +54,17 @@ def ensure_within(nbytes: int, where: str, what: str, hint: str | None = None) -
             f"{what} would decode {nbytes} bytes, over the read budget of {budget}",
             hint,
         )
+
+
+def chunk_allowance(decoded: int | None, stored: int | None) -> int:
+    """The most one chunk may decode besides what a read returns (which the budget bounds):
+    up to CHUNK_ALLOWANCE when the data source stores at least 1/BOMB_RATIO of what it
+    decodes to (large chunks as the origin wrote them); else the budget (a declared size the
+    stored bytes do not back, or sizes unknown)."""
+    budget = read_budget()
+    if decoded is None or not stored or decoded > stored * BOMB_RATIO:
+        return budget
+    return max(budget, CHUNK_ALLOWANCE)
 
 
 def selection_shape(shape: Sequence[int], selection: Any) -> tuple[int, ...]:

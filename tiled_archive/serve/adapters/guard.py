@@ -13,7 +13,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...inspectors import Inspection
-from ...rules.budget import ensure_within, largest_chunk, nbytes, selection_shape
+from ...rules.budget import (
+    chunk_allowance,
+    ensure_within,
+    largest_chunk,
+    nbytes,
+    selection_shape,
+)
 from ...rules.formats import format_of
 from ...rules.problems import ArchiveError
 from ...rules.problems import reason as _reason
@@ -75,7 +81,7 @@ def _budgeted(adapter: Any, inspection: Inspection, where: str, mimetype: str) -
     adapter._tiled_archive_budgeted = True
     family = str(getattr(adapter, "structure_family", "")).rsplit(".", 1)[-1]
     if family == "array":
-        _array_reads(adapter, inspection.unit, where, mimetype)
+        _array_reads(adapter, inspection, where, mimetype)
     elif family == "table":
         _table_reads(adapter, inspection.partitions, where, mimetype)
     elif family == "ragged":
@@ -100,15 +106,20 @@ def _checked(method: Callable, cost: Callable[..., int], where: str, mimetype: s
     return read
 
 
-def _array_reads(adapter: Any, unit: int | None, where: str, mimetype: str) -> None:
-    """``unit``: what any read decodes besides the result (a chunk, a whole file); None when
-    the array decodes by the chunks its structure gives (Zarr)."""
+def _array_reads(adapter: Any, inspection: Inspection, where: str, mimetype: str) -> None:
+    """A read costs what it returns, plus what it decodes besides (``inspection.unit``: a
+    chunk, a whole file; None when the array decodes by the chunks its structure gives, as
+    Zarr) unless that stays within the chunk allowance (a data source its stored bytes back:
+    a large chunk the origin wrote reads in slices)."""
     structure = adapter.structure()
     shape = tuple(structure.shape)
     itemsize = structure.data_type.to_numpy_dtype().itemsize
     chunks = structure.chunks
+    unit = inspection.unit
     if unit is None:
         unit = nbytes(largest_chunk(chunks), itemsize)
+    if unit <= chunk_allowance(inspection.decoded, inspection.stored):
+        unit = 0
 
     def read_cost(slice: Any = None) -> int:  # noqa: A002 -- Tiled's name
         return nbytes(selection_shape(shape, slice), itemsize) + unit
@@ -174,7 +185,12 @@ def _children_budgeted(cls: type) -> type:
                 path = "/" + f"{getattr(self, 'dataset', None) or ''}/{key}".strip("/")
                 dataset = inspection.datasets.get(path)
                 unit = (dataset.chunk_bytes or 0) if dataset is not None else 0
-            child_inspection = Inspection(unit=unit, datasets=inspection.datasets)
+            child_inspection = Inspection(
+                decoded=inspection.decoded,
+                stored=inspection.stored,
+                unit=unit,
+                datasets=inspection.datasets,
+            )
             return _budgeted(child, child_inspection, where, mimetype)
 
     Budgeted.__name__ = Budgeted.__qualname__ = cls.__name__
