@@ -750,9 +750,14 @@ for _kind, _name, _description, _codes, _sql in (
     ("invalid", "E502-optional-table-lacks-column", "catalog.db's `access_tags` table (not "
      "required, but read by Tiled) has a column renamed.", ["TA-E502"],
      "ALTER TABLE access_tags RENAME COLUMN time_created TO created"),
-    ("invalid", "E503-relocated-elsewhere", "Asset URIs relocated into another folder's data/ "
-     "(a relocated archive that was moved).", ["TA-E503", "TA-W500"],
+    ("warning", "W503-relocated-archive-moved", "Asset URIs relocated into another folder's "
+     "data/ (a relocated archive that was moved or copied): read as the archive's own files.",
+     ["TA-W503"],
      "UPDATE assets SET data_uri = 'file://localhost/nonexistent/archive/' || data_uri"),
+    ("invalid", "E503-relocated-outside-the-archive", "An asset URI names a file in another "
+     "folder's data/ that the archive does not hold.", ["TA-E503", "TA-W500"],
+     "UPDATE assets SET data_uri = 'file://localhost/nonexistent/archive/data/sample/other.csv'"
+     f" WHERE data_uri = '{TABLE}'"),
     ("invalid", "E505-asset-size", "An asset's size is one byte off.", ["TA-E505"],
      f"UPDATE assets SET size = size + 1 WHERE data_uri = '{TABLE}'"),
     ("invalid", "E506-invalid-structure", "An array structure's shape is a string.", ["TA-E506"],

@@ -86,12 +86,37 @@ def test_writer_output_is_valid(archives, form, fast):
     assert sorted(p.name for p in archives[form].parent.iterdir()) == before
 
 
-def test_relocated_extract_is_valid_until_moved(archives, tmp_path):
+def test_a_relocated_extract_moved_is_valid_with_its_own_warning(archives, tmp_path):
+    """Moved, a relocated directory's URIs name the folder it left: each is read as the
+    archive's own file (TA-W503 once, naming that folder, with `relocate` as its hint)."""
     extracted = convert(archives["zip"], tmp_path / "extracted")
     assert validate(extracted).problems == []
     moved = tmp_path / "moved"
     extracted.rename(moved)
     report = validate(moved)
+    assert report.valid and [p.code for p in report.problems] == ["TA-W503"]
+    (warning,) = report.problems
+    assert f"{extracted.resolve()}/data/" in warning.message
+    assert warning.fix == (
+        f"Run `tiled-archive relocate {moved}` before serving it with stock `tiled serve catalog`."
+    )
+
+
+def test_a_moved_uri_naming_a_file_the_archive_does_not_hold_is_an_error(archives, tmp_path):
+    """One URI of a moved archive names a file beside the old folder's data/ that the archive
+    does not hold: no folder fits every URI, so those outside the archive are TA-E503 and the
+    files they were to name unreferenced (TA-W500); no TA-W503, no data read."""
+    extracted = convert(archives["zip"], tmp_path / "extracted")
+    moved = tmp_path / "moved"
+    extracted.rename(moved)
+    with contextlib.closing(sqlite3.connect(moved / "catalog.db")) as conn, conn:
+        conn.execute(
+            "UPDATE assets SET data_uri = ? WHERE data_uri LIKE '%/primary.h5'",
+            (f"file://localhost{extracted.resolve()}/data/scan/not-in-the-archive.h5",),
+        )
+    reseal(moved)
+    report = validate(moved)
+    assert not report.valid
     assert {p.code for p in report.problems} == {"TA-E503", "TA-W500"}
     assert ("TA-W500", H5) in found(report)
 

@@ -13,14 +13,19 @@ import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from sqlalchemy import create_engine, select, text, update
-from tiled.utils import ensure_uri, path_from_uri
+from tiled.utils import ensure_uri
 
 from ..rules.manifest import FileEntry
-from ..rules.names import DATA_DIR, RELOCATED_SCHEMES, SQL_STORAGE_ASSETS
-from ..rules.paths import is_relocated, member_from_data_uri, member_from_relocated
+from ..rules.names import RELOCATED_SCHEMES, SQL_STORAGE_ASSETS
+from ..rules.paths import (
+    member_from_data_uri,
+    member_from_relocated,
+    moved_folder,
+    relocated_path,
+)
 from ..rules.problems import ArchiveError
 from ..rules.schemas import catalog_schema_sql
 
@@ -200,10 +205,13 @@ def relocate_uris(db: Path, root: Path) -> None:
     _rewrite_uris(db, lambda uri, sql: relocated_uri(root, uri, sql))
 
 
-def canonicalize(db: Path, root: Path) -> None:
-    """Rewrite URIs relocated under ``root`` back into archive form (in place)."""
-    resolved = root.resolve()
-    _rewrite_uris(db, lambda uri, sql: member_from_relocated(uri, resolved))
+def canonicalize(db: Path, root: PurePath) -> None:
+    """Rewrite URIs relocated under ``root`` back into archive form (in place).
+
+    ``root`` is taken as the URIs name it, not resolved: after a move it is where the archive
+    was relocated, which may no longer exist or may now be something else.
+    """
+    _rewrite_uris(db, lambda uri, sql: member_from_relocated(uri, root))
 
 
 def sql_storages(db: Path) -> list[str]:
@@ -284,20 +292,17 @@ def relocated_root(db: Path, holds: Callable[[str], bool]) -> Path | None:
     """The folder a relocated catalog was relocated to (None when it is in archive form).
 
     Found from the URIs alone, so an archive that was moved since can be relocated again: the
-    root is the one prefix under which every asset URI names something the archive ``holds``.
+    root is the one prefix under which every asset URI names something the archive ``holds``
+    (:func:`~tiled_archive.rules.paths.moved_folder`, the rule readers read a moved archive by).
     """
     paths = [
-        path_from_uri(row.data_uri).as_posix()
-        for row in read_assets(db)
-        if is_relocated(row.data_uri)
+        path
+        for path in (relocated_path(row.data_uri) for row in read_assets(db))
+        if path is not None
     ]
     if not paths:
         return None
-    first = paths[0]
-    marker = "/" + DATA_DIR + "/"
-    starts = [i for i in range(len(first)) if first.startswith(marker, i)]
-    for start in starts:
-        root = first[:start]
-        if all(p.startswith(root + marker) and holds(p[len(root) + 1 :]) for p in paths):
-            return Path(root or "/")
-    raise ArchiveError("TA-E503", paths[0], "asset URIs do not point into one archive's data/")
+    root = moved_folder(paths, holds)
+    if root is None:
+        raise ArchiveError("TA-E503", paths[0], "asset URIs do not point into one archive's data/")
+    return Path(root)

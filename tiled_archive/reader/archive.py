@@ -14,8 +14,9 @@ import sqlite3
 import tempfile
 import threading
 import warnings
+from bisect import bisect_left
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import BinaryIO
 
 from ..files.cache_root import cache_root
@@ -39,7 +40,12 @@ from ..rules.names import (
     MIMETYPE_NAME,
     REQUIRED_FILES,
 )
-from ..rules.paths import member_from_relocated
+from ..rules.paths import (
+    is_relocated,
+    member_from_data_uri,
+    member_from_relocated,
+    relocation_folder,
+)
 from ..rules.problems import ArchiveError, Problem, reason
 from ..sources import ByteSource, Member, Span, open_source
 from ..sources.directory import DirectorySource
@@ -113,6 +119,8 @@ class Archive:
         self._verifying: dict[str, threading.Lock] = {}
         self._verifying_lock = threading.Lock()
         self._data_sources: dict[int, DataSourceRow] | None = None
+        #: relocation_folder's answer, found once from the catalog's URIs.
+        self._relocation_folder: PurePath | None = None
         self._inspections: dict[int, Inspection] = {}
 
     @property
@@ -185,19 +193,61 @@ class Archive:
 
     def asset_member(self, data_uri: str) -> str:
         """The member (file or folder) an asset URI of the catalog names: archive form, or
-        relocated form inside this directory archive; TA-E503/TA-E504 for anything else."""
+        relocated form inside this directory archive (or inside the folder it was relocated in
+        before it was moved, :meth:`relocation_folder`); TA-E503/TA-E504 for anything else."""
         members = self.source.members()
         if data_uri in self._entries and data_uri in members:
             return data_uri  # a payload file: its path was checked with the manifest
         # A remote archive has no place on this machine to be relocated to: archive form only.
-        member = (
-            data_uri
-            if self.is_remote
-            else member_from_relocated(data_uri, Path(self.location).resolve())
-        )
+        if self.is_remote:
+            member = data_uri
+        elif is_relocated(data_uri):
+            member = member_from_relocated(data_uri, self.relocation_folder())
+        else:
+            member = member_from_data_uri(data_uri)
         if member not in members and not any(m.startswith(member + "/") for m in members):
             raise ArchiveError("TA-E504", data_uri, "asset points at nothing in the archive")
         return member
+
+    def relocation_folder(self) -> PurePath | None:
+        """The folder the catalog's relocated asset URIs are read relative to (spec 3.1).
+
+        For a directory archive, its own resolved location, or, when it was moved or copied
+        after being relocated, the folder it was relocated in: the URIs then name
+        ``FOLDER/data/P`` and each is read as this archive's own member ``data/P`` (which the
+        manifest must list), never at the path it names. A local ZIP's own location (relocated
+        URIs are TA-E503 there); None for a remote archive, read in archive form only.
+        """
+        if self.is_remote:
+            return None
+        if self._relocation_folder is None:
+            own = Path(self.location).resolve()
+            if not self.is_directory:
+                self._relocation_folder = own
+            else:
+                listed = sorted(self._entries)
+
+                def holds(path: str) -> bool:  # a listed file, or a folder of listed files
+                    at = bisect_left(listed, path)
+                    if at < len(listed) and listed[at] == path:
+                        return True
+                    at = bisect_left(listed, path + "/")
+                    return at < len(listed) and listed[at].startswith(path + "/")
+
+                self._relocation_folder = relocation_folder(self._asset_uris(), own, holds)
+        return self._relocation_folder
+
+    def _asset_uris(self) -> list[str]:
+        """Every asset URI of the catalog (bytes that are not UTF-8 replaced: such a URI names
+        no member, and the row checks report it)."""
+        uri = f"{self.catalog_path().resolve().as_uri()}?mode=ro&immutable=1"
+        try:
+            with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+                conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
+                return [row[0] for row in conn.execute("SELECT data_uri FROM assets")]
+        except sqlite3.DatabaseError as err:
+            code = "TA-E502" if "no such" in str(err) else "TA-E500"
+            raise ArchiveError(code, CATALOG_NAME, f"SQLite: {reason(err)}") from None
 
     def data_sources(self) -> dict[int, DataSourceRow]:
         """The catalog's data sources by id, their assets as members. The first call checks

@@ -267,8 +267,10 @@ _TABLE = [
     Code(
         "TA-E503",
         "An asset's `data_uri` is not in archive form (`data/...`, or in a relocated "
-        "directory archive an absolute file URI inside its own `data/`).",
-        "Point assets inside data/; after moving a directory archive run `tiled-archive relocate`.",
+        "directory archive an absolute file URI inside its own `data/`, or inside the `data/` "
+        "of the one folder it was relocated in before it was moved, naming a file it holds).",
+        "Point each asset at a file the archive holds: `data/...`, or in a directory archive "
+        "the absolute URI `tiled-archive relocate DIR` writes.",
     ),
     Code(
         "TA-E504",
@@ -317,6 +319,13 @@ _TABLE = [
         "TA-W502",
         "A file asset has no `hash_type`/`hash_content` in the catalog.",
         "Fill them with `sha256` and the manifest digest.",
+    ),
+    Code(
+        "TA-W503",
+        "A relocated directory archive's asset URIs point into the `data/` of another folder, "
+        "where it was relocated before it was moved or copied: readers read its own files, but "
+        "stock `tiled serve catalog` would not find them.",
+        "Run `tiled-archive relocate DIR` before serving it with stock `tiled serve catalog`.",
     ),
     # -- Content of data files ----------------------------------------------------------
     Code(

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
-from pathlib import PurePath
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import PurePath, PurePosixPath
 
 from .codes import Severity
 from .names import (
@@ -110,7 +110,8 @@ def is_relocated(data_uri: str) -> bool:
 
 
 def member_from_relocated(data_uri: str, root: PurePath) -> str:
-    """The archive path an asset URI names in an archive whose resolved location is ``root``:
+    """The archive path an asset URI names in an archive whose relocated URIs are read
+    relative to ``root`` (its resolved location, or the folder :func:`relocation_folder` found):
     a relocated (absolute) URI must lie under it; raise TA-E503 otherwise."""
     if not is_relocated(data_uri):
         return member_from_data_uri(data_uri)
@@ -121,3 +122,58 @@ def member_from_relocated(data_uri: str, root: PurePath) -> str:
     except ValueError:
         raise ArchiveError("TA-E503", data_uri, f"asset URI is outside {root}") from None
     return member_from_data_uri(relative.as_posix())
+
+
+def relocated_path(data_uri: object) -> str | None:
+    """The absolute path a relocated asset URI names, as text (None: not a relocated URI, or
+    one no path can be read from; the per-asset checks report it)."""
+    if not isinstance(data_uri, str) or not is_relocated(data_uri):
+        return None
+    from tiled.utils import path_from_uri
+
+    try:
+        return path_from_uri(data_uri).as_posix()
+    except ValueError:  # urlparse refuses some malformed URIs
+        return None
+
+
+def relocation_folder(
+    data_uris: Iterable[object], own: PurePath, holds: Callable[[str], bool]
+) -> PurePath:
+    """The folder a directory archive's relocated asset URIs are read relative to (spec 3.1).
+
+    ``own`` (the archive's resolved location) when every relocated URI lies in its ``data/``:
+    relocated form. Otherwise the folder the archive was relocated in before it was moved or
+    copied, if there is one: the shortest folder F such that every relocated URI's path is
+    ``F/data/P`` and ``holds("data/P")`` (the archive holds that payload file, or payload files
+    below that folder). Failing both, ``own``: the URIs outside it are then TA-E503.
+
+    F is found from the URIs' text and the archive's own list alone: nothing at F is looked at,
+    let alone read, so a file that happens to exist there is never taken for the archive's own
+    (the archive's member ``data/P`` is read instead); a URI naming a path the archive does not
+    hold leaves no F at all.
+    """
+    paths = [path for path in map(relocated_path, data_uris) if path is not None]
+    inside = own.as_posix().rstrip("/") + "/" + DATA_DIR + "/"
+    if all(path.startswith(inside) for path in paths):
+        return own
+    moved = moved_folder(paths, holds)
+    return own if moved is None else moved
+
+
+def moved_folder(paths: list[str], holds: Callable[[str], bool]) -> PurePosixPath | None:
+    """The shortest folder F such that each of ``paths`` (absolute, POSIX) is ``F/data/P`` with
+    ``holds("data/P")``; None when no folder fits them all (or there are no paths).
+
+    The candidates are the prefixes of the first path before a ``/data/`` segment: every path
+    must share F, so the first one names every folder that could be it.
+    """
+    if not paths:
+        return None
+    marker = "/" + DATA_DIR + "/"
+    first = paths[0]
+    for start in (i for i in range(len(first)) if first.startswith(marker, i)):
+        root = first[:start]
+        if all(p.startswith(root + marker) and holds(p[len(root) + 1 :]) for p in paths):
+            return PurePosixPath(root or "/")
+    return None

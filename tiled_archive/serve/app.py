@@ -155,10 +155,9 @@ class ArchiveServer:
             # Tiled keeps a root's metadata outside the catalog; the manifest carries it (§4).
             metadata=root.get("metadata"),
             specs=root.get("specs"),
-            # Tiled checks absolute file URIs (a relocated directory archive) against these.
-            readable_storage=[archive.location.resolve() / DATA_DIR]
-            if archive.is_directory
-            else [],
+            # Tiled checks absolute file URIs (a relocated directory archive) against these,
+            # by their text, before an adapter maps them to members.
+            readable_storage=_relocated_storage(archive),
         )
         files = ArchiveFiles(archive)
         self.tiled_app = _read_only_app(tree, files, api_key=api_key, public=public)
@@ -167,6 +166,19 @@ class ArchiveServer:
     def close(self) -> None:
         self.adapters.close()
         self.archive.close()
+
+
+def _relocated_storage(archive: Archive) -> list[Path]:
+    """The folders a directory archive's relocated asset URIs may name, for Tiled's own check
+    of ``file:`` URIs: its ``data/``, and, when it was moved or copied after being relocated,
+    the ``data/`` of the folder it was relocated in. Only the URIs' text is checked against
+    that folder: every adapter reads the archive's own member the URI maps to
+    (:meth:`Archive.asset_member`), never the path it names."""
+    if not archive.is_directory:
+        return []
+    own = archive.location.resolve() / DATA_DIR
+    relocated = Path(archive.relocation_folder() or archive.location.resolve()) / DATA_DIR
+    return [own] if relocated == own else [own, relocated]
 
 
 class CatalogServer:

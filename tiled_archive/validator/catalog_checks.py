@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shlex
 import sqlite3
 from bisect import bisect_left
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from ..rules.catalog_rows import (
@@ -20,8 +21,20 @@ from ..rules.catalog_rows import (
 )
 from ..rules.codes import Severity
 from ..rules.manifest import FileEntry, Manifest
-from ..rules.names import CATALOG_NAME, MANIFEST_NAME, RELOCATED_SCHEMES, SQL_STORAGE_ASSETS
-from ..rules.paths import is_payload_path, is_relocated, member_from_relocated, path_problems
+from ..rules.names import (
+    CATALOG_NAME,
+    DATA_DIR,
+    MANIFEST_NAME,
+    RELOCATED_SCHEMES,
+    SQL_STORAGE_ASSETS,
+)
+from ..rules.paths import (
+    is_payload_path,
+    is_relocated,
+    member_from_relocated,
+    path_problems,
+    relocation_folder,
+)
 from ..rules.problems import ArchiveError
 from ..rules.schemas import tiled_rules
 from .layout import folders_of
@@ -136,6 +149,11 @@ class _CatalogRules:
         folder_assets: set[str] = set()
         sql_assets = {row[0] for row in self._rows(SQL_STORAGE_ASSETS, "data_sources")}
         rows = self._rows(_ASSETS_SQL, "assets")
+        self.folder = self._relocation_folder(
+            [row[1] for row in rows], sorted(listed) if self.manifest is not None else payload
+        )
+        #: Assets read through the folder a moved archive was relocated in (TA-W503).
+        self.moved_assets = 0
         for asset_id, uri, is_directory, size, hash_type, hash_content in rows:
             member = self._asset_member(uri, asset_id in sql_assets)
             if isinstance(uri, str):
@@ -159,6 +177,30 @@ class _CatalogRules:
                 folder in folder_assets for folder in folders_of(path)
             ):
                 self.add("TA-W500", path, "not referenced by any asset")
+        if self.moved_assets:
+            self.add(
+                "TA-W503",
+                CATALOG_NAME,
+                f"asset URIs point at {self.folder.as_posix().rstrip('/')}/{DATA_DIR}/ (relocated"
+                " there, then moved or copied): stock `tiled serve catalog` would not find the"
+                " files",
+                f"Run `tiled-archive relocate {shlex.quote(str(checker.path))}` before serving"
+                " it with stock `tiled serve catalog`.",
+            )
+
+    def _relocation_folder(self, uris: list[object], names: list[str]) -> PurePath | None:
+        """The folder a directory archive's relocated URIs are read relative to: its own, or
+        the one it was relocated in before a move (``names``: the sorted payload paths the
+        archive holds, by its manifest); None for a ZIP, where none is allowed."""
+        if self.checker.is_zip:
+            return None
+        self.own = Path(self.checker.path).resolve()
+
+        def holds(path: str) -> bool:
+            at = bisect_left(names, path)
+            return (at < len(names) and names[at] == path) or _holds_folder(names, path)
+
+        return relocation_folder(uris, self.own, holds)
 
     def _asset_member(self, uri: str, is_sql_storage: bool) -> str | None:
         """The archive path an asset URI names, or None after reporting why it names none."""
@@ -182,7 +224,9 @@ class _CatalogRules:
                 return None
 
             try:
-                return member_from_relocated(uri, self.checker.path.resolve())
+                member = member_from_relocated(uri, self.folder)
+                self.moved_assets += self.folder != self.own
+                return member
             except ArchiveError as err:
                 self.checker.problems.append(err.problem)
             except ValueError as err:  # urlparse refuses some malformed URIs

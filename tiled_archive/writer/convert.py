@@ -66,7 +66,9 @@ def convert(
             shutil.copyfile(archive.catalog_path(), db)
             os.chmod(db, 0o644)
             if archive.is_directory:
-                catalog_db.canonicalize(db, archive.location)
+                # Relative to where its URIs point: its own folder, or the one it was
+                # relocated in before it was moved (each URI names a member it holds).
+                catalog_db.canonicalize(db, archive.relocation_folder())
             if dest.suffix.lower() != ".zip":
                 catalog_db.relocate_uris(db, dest.absolute())
             return db
