@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import Iterator
 
 from rich.console import Console
+from rich.filesize import decimal
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -65,3 +66,9 @@ def step(quiet: bool, description: str) -> Iterator[None]:
     with progress_display(quiet) as progress:
         progress.add_task(description, total=None, step=True)
         yield
+
+
+def described(step: str, skipped: int, why: str) -> str:
+    """A bar's description naming the ``skipped`` bytes left out of its total (``why``: they
+    took no work, e.g. hard-linked), so that its rate counts only the bytes really handled."""
+    return f"{step} ({decimal(skipped)} {why})" if skipped else step
