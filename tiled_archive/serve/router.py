@@ -103,8 +103,7 @@ async def get_archive(
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    name = segments[-1] if segments else "archive"
-    headers = {"Content-Disposition": _attachment(f"{name}.zip")}
+    headers = {"Content-Disposition": _attachment(f"{_archive_name(request, segments)}.zip")}
     return StreamingResponse(
         iterate_in_threadpool(_streamed(payload, finish, work)),
         media_type="application/zip",
@@ -170,6 +169,16 @@ def _streamed(payload: list, finish: Any, work: Path) -> Iterator[bytes]:
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(work)
+
+
+def _archive_name(request: Request, segments: list[str]) -> str:
+    """The file name a browser saves the archive under: the node's key, or for the server's
+    root the host and port it was asked at (``localhost-8000``): a fixed name (``archive``)
+    told no server's archive from another's. An IPv6 address's colons become ``-``."""
+    if segments:
+        return segments[-1]
+    host = (request.url.hostname or "tiled").replace(":", "-")
+    return f"{host}-{request.url.port}" if request.url.port else host
 
 
 def _attachment(filename: str) -> str:
