@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import Iterator
 
 from rich.console import Console
+from rich.filesize import decimal
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -45,7 +46,13 @@ class _AmountColumn(ProgressColumn):
 
 
 def progress_display(quiet: bool, console: Console | None = None) -> Progress:
-    """A Progress to use as a context manager; nothing is drawn when ``quiet``."""
+    """A Progress to use as a context manager, drawn on ``console`` (default: stderr).
+
+    Nothing is drawn when ``quiet``, nor when the console is not a terminal (or a notebook):
+    on a pipe or in a log, rich prints no bar but ends every display with an empty line, and
+    rich's default console is stdout, where a command's result goes (a piped download printed
+    three empty lines there)."""
+    console = console or Console(stderr=True)
     return Progress(
         SpinnerColumn(finished_text=" "),
         TextColumn("[progress.description]{task.description}"),
@@ -53,7 +60,7 @@ def progress_display(quiet: bool, console: Console | None = None) -> Progress:
         _AmountColumn(),
         TimeRemainingColumn(),
         console=console,
-        disable=quiet,
+        disable=quiet or not (console.is_interactive or console.is_jupyter),
         transient=True,
     )
 
@@ -65,3 +72,9 @@ def step(quiet: bool, description: str) -> Iterator[None]:
     with progress_display(quiet) as progress:
         progress.add_task(description, total=None, step=True)
         yield
+
+
+def described(step: str, skipped: int, why: str) -> str:
+    """A bar's description naming the ``skipped`` bytes left out of its total (``why``: they
+    took no work, e.g. hard-linked), so that its rate counts only the bytes really handled."""
+    return f"{step} ({decimal(skipped)} {why})" if skipped else step

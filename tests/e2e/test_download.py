@@ -406,6 +406,7 @@ def test_cli_download_from_stock_tiled_server(server_root, sample_tree, tmp_path
         assert not (tmp_path / "none").exists()
         allowed = cli(*empty, "--allow-empty")
         assert allowed.returncode == 0, allowed.stderr
+        assert allowed.stdout == ""  # piped: no progress display, not even its empty lines
         none = tmp_path / "none"
         assert f"wrote {none} (1 node, 0 bytes fetched)\n" in allowed.stderr  # `written` alone
         serve_line = f"tiled serve catalog {none / 'catalog.db'} -r {none / 'data'} --public\n"

@@ -71,6 +71,47 @@ def test_several_archives_load_side_by_side_and_collisions_change_nothing(
     assert (tree_digests(data), node_keys(uri)) == before
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_node_of_the_archive_becomes_exactly_the_node_at(
+    family_archives, tmp_path, request, backend
+):
+    """With ``node``, that node of the archive is the node ``at`` itself, with its metadata,
+    and nothing else of the archive is loaded, rows or files: a download of the server's node
+    ``raw`` loaded at ``runs/raw`` was ``runs/raw/raw``, the archive's root being at
+    ``runs/raw``. A container and a Zarr store (a directory asset: a folder of files)."""
+    uri = catalog_uri(backend, tmp_path, request)
+    data, archive = tmp_path / "data", family_archives["files"]
+    loaded = load(archive, uri, data, at="runs/raw", node="scan/nested")
+    assert (loaded.at, loaded.node) == ("runs/raw", "scan/nested")
+    assert loaded.nodes == 4  # nested, nested/single, nested/deeper, nested/deeper/table_values
+    load(archive, uri, data, at="runs/v3", node="/scan/v3array/")
+    with tiled_archive.open(archive) as original, stock_server(uri, loaded) as client:
+        assert list(client) == ["runs"] and list(client["runs"]) == ["raw", "v3"]
+        assert_exact(original["scan"]["nested"], client["runs"]["raw"], "/runs/raw/")
+        assert_exact(original["scan"]["v3array"], client["runs"]["v3"], "/runs/v3/")
+    files = tree_digests(archive / "data")
+    assert tree_digests(data) == {
+        **{f"runs/raw/{p}": d for p, d in files.items() if p.startswith("scan/nested/")},
+        **{f"runs/v3/{p}": d for p, d in files.items() if p.startswith("scan/v3array.zarr/")},
+    }
+
+
+def test_the_command_loads_one_node_of_the_archive_as_the_node_at(family_archives, tmp_path):
+    db, data = tmp_path / "catalog.db", tmp_path / "data"
+    command = ["load", family_archives["files"], db, "--data", data, "--at", "runs/raw"]
+    done = cli(*command, "--node", "scan/nested")
+    assert done.returncode == 0, done.stderr
+    assert f"into sqlite+aiosqlite:///{db} as /runs/raw (the archive's scan/nested)" in done.stderr
+    keys = node_keys(f"sqlite:///{db}")
+    again = cli(*command, "--node", "scan/nested")
+    assert again.returncode == 1 and "TA-E920" in again.stderr and "'raw'" in again.stderr
+    missing = cli(*command, "--node", "scan/nothing")
+    assert missing.returncode == 1 and "TA-E900 scan/nothing" in missing.stderr
+    nowhere = cli(*command[:-2], "--node", "scan/nested")
+    assert nowhere.returncode == 2 and "Invalid value for --at" in nowhere.stderr
+    assert node_keys(f"sqlite:///{db}") == keys and "scan" not in keys and "raw" in keys
+
+
 def test_a_file_that_holds_other_bytes_is_not_overwritten(family_archives, tmp_path):
     uri, data = f"sqlite:///{tmp_path / 'catalog.db'}", tmp_path / "data"
     target = data / "x" / "scan" / "baseline.csv"

@@ -10,6 +10,7 @@ byte for byte, as ``download`` of the same node writes.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -87,7 +88,8 @@ routers:
         [tiled, "serve", "config", config, "--port", port],
         port,
         log=root / "serve.log",
-        env={"PYTHONPATH": str(root)},
+        # The policy's folder, before the package under test's (when PYTHONPATH names it).
+        env={"PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.getenv("PYTHONPATH")]))},
     ) as server:
         from tiled.client import from_uri
 
@@ -137,6 +139,21 @@ def test_a_streamed_archive_validates_and_holds_what_download_writes(deployment,
     with tiled_archive.open(streamed) as mine, tiled_archive.open(downloaded) as theirs:
         assert values(mine) == values(theirs)
         assert list(mine) == [node]
+
+
+def test_the_roots_archive_is_named_after_the_server(deployment, tmp_path):
+    """The root has no key to name its archive by: the host and port the server was asked at
+    name it (``archive.zip`` named every server's root the same)."""
+    streamed = tmp_path / "root.zip"
+    response = fetch(deployment, "", streamed)
+    assert response.status_code == 200, response.text
+    host, port = httpx.URL(deployment["url"]).host, httpx.URL(deployment["url"]).port
+    name = f"{host}-{port}.zip"
+    assert response.headers["content-disposition"] == (
+        f"attachment; filename=\"{name}\"; filename*=UTF-8''{name}"
+    )
+    with tiled_archive.open(streamed) as archive:
+        assert sorted(archive) == ["files", "written"]
 
 
 def test_search_parameters_narrow_the_children(deployment, tmp_path):

@@ -113,6 +113,23 @@ def test_piped_output_is_not_wrapped(tmp_path):
     assert "holds NULL values (Tiled writes none)" in row
 
 
+def test_piped_commands_print_no_empty_lines(sample_tree, tmp_path):
+    """Piped, stdout holds a command's result and nothing else: the progress display, drawn
+    on stderr at a terminal only, ended each of its displays with an empty line on stdout (a
+    download printed three)."""
+    written = [
+        cli("create", tmp_path / "a", sample_tree),
+        cli("pack", tmp_path / "a", tmp_path / "a.zip"),
+        cli("extract", tmp_path / "a.zip", tmp_path / "x"),
+    ]
+    for result in written:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "", result.args  # what they say goes to stderr
+    for result in (cli("validate", tmp_path / "a.zip"), cli("info", tmp_path / "a.zip")):
+        assert result.returncode == 0, result.stderr
+        assert result.stdout and all(line.strip() for line in result.stdout.splitlines())
+
+
 def test_an_archive_warning_is_one_line_of_output(tmp_path):
     source = FIXTURES / "warning" / "W102-unaligned-member" / "archive.zip"
     result = cli("extract", source, tmp_path / "out")

@@ -57,8 +57,18 @@ def test_json_lists_what_tiled_serves(archives, form):
     assert described["form"] == form and described["format_version"] == "1.1"
     with tiled_archive.open(archives[form], include_data_sources=True) as client:
         served = tiled_nodes(client)
+        backed_by = {  # each node's files, in archive form as the archive's catalog holds them
+            path: [
+                asset.data_uri + ("/" if asset.is_directory else "")
+                for source in client[path].data_sources() or []
+                for asset in source.assets
+            ]
+            for path in served
+        }
     listed = {n["path"]: (n["family"], n.get("shape")) for n in described["nodes"]}
     assert listed == served
+    assert {n["path"]: n["assets"] for n in described["nodes"]} == backed_by
+    assert backed_by["scan/v3array"] == ["data/scan/v3array.zarr/"]  # a folder of files
     manifest = json.loads((archives["directory"] / "tiled-archive.json").read_text())
     payload = sum(entry["size"] for entry in manifest["files"])
     assert described["payload"] == {"files": len(manifest["files"]), "bytes": payload}
@@ -81,6 +91,19 @@ def test_the_tree_is_cut_at_twenty_children_unless_all(archives):
     assert "item_y" in every.stdout and "more (--all" not in every.stdout
     # Piped: one line per fact, the validate command to copy on one line.
     assert f"tiled-archive validate {archives['zip']}" in shown.stdout.splitlines()[-1]
+
+
+def test_each_node_names_the_files_that_back_it(archives):
+    """The first of its assets' archive paths (a folder's ends in ``/``), and how many more."""
+    shown = cli("info", archives["directory"])
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    (single,) = [line for line in lines if "── single " in line]
+    assert single.endswith("  data/scan/nested/single.tiff")
+    (frames,) = [line for line in lines if "── frame_ " in line]
+    assert frames.endswith("  data/scan/frames/frame_000.tif and 3 more")
+    (store,) = [line for line in lines if "── v2array " in line]
+    assert store.endswith("  data/scan/v2array.zarr/")
 
 
 def test_at_a_terminal(archives):

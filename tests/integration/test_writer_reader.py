@@ -173,6 +173,42 @@ def test_zarr_from_inside_zip(archives, sample_tree, name):
     store.close()
 
 
+def test_zarr_data_types_without_a_v3_spec_raise_no_zarr_warning(tmp_path):
+    """zarr warns whoever turns the metadata of a v3 array of fixed-length strings, bytes or a
+    structured type into JSON (UnstableSpecificationWarning: its form may change). Tiled's
+    group adapter does that to register a group and to serve each subgroup: not the user's
+    concern when archiving, validating or reading a store zarr wrote."""
+    import warnings
+
+    import zarr
+    from zarr.errors import UnstableSpecificationWarning
+
+    import tiled_archive
+    from tiled_archive.validator import validate
+
+    store = tmp_path / "texts.zarr"
+    with warnings.catch_warnings():  # zarr's warnings to whoever writes a store
+        warnings.simplefilter("ignore")
+        group = zarr.open_group(store, mode="w", zarr_format=3)
+        names = group.create_group("sub").create_array("names", shape=(3,), dtype="<U3")
+        names[:] = ["a", "bb", "ccc"]
+        group.create_array("codes", shape=(2,), dtype="S2")[:] = [b"x", b"yz"]
+        group.create_array("points", shape=(2,), dtype=[("x", "<i4"), ("y", "<f8")])
+        zarr.consolidate_metadata(store)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for dest in (tmp_path / "a.zip", tmp_path / "a"):
+            create(dest, [store], quiet=True)
+            assert validate(dest).valid
+            with tiled_archive.open(dest) as root:
+                texts = root["texts"]
+                assert dict(texts["sub"].metadata)["node_type"] == "group"  # the adapter's
+                assert texts["sub"]["names"].read().tolist() == ["a", "bb", "ccc"]
+                assert texts["codes"].read().tolist() == [b"x", b"yz"]
+                assert texts["points"].read().dtype.names == ("x", "y")
+    assert [str(w.message) for w in caught if w.category is UnstableSpecificationWarning] == []
+
+
 def test_slice_of_large_member_reads_about_the_slice(tmp_path):
     """1 MiB out of a 64 MiB member inside the ZIP reads ~1 MiB of the ZIP (rchar counts)."""
     src = tmp_path / "big"

@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import anyio.from_thread
 
+from ..rules.formats import zarr_dtype_warnings_silenced
 from .db_file import init_catalog
 
 
@@ -175,7 +176,8 @@ def build_catalog(db: Path, sources: Mapping[str, Path]) -> RegistrationReport:
             await root.shutdown()
 
     try:
-        asyncio.run(register_all())
+        with zarr_dtype_warnings_silenced():  # Tiled's Zarr adapter reads a group's metadata
+            asyncio.run(register_all())
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous_level)

@@ -154,6 +154,12 @@ def load(
     at: Annotated[
         str, typer.Option("--at", help="The node path to load under (made when missing).")
     ] = "",
+    node: Annotated[
+        str,
+        typer.Option(
+            "--node", help="Only this node of the archive (a/b) and its subtree, as the node --at."
+        ),
+    ] = "",
     quiet: Quiet = False,
 ) -> None:
     """Load an archive's nodes into a Tiled catalog (SQLite or PostgreSQL) and its files into
@@ -163,7 +169,7 @@ def load(
 
     try:
         with _loading(quiet, "loading"):
-            _loaded(load_archive(archive, catalog, data, at=at))
+            _loaded(load_archive(archive, catalog, data, at=at, node=node))
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--at") from None
 
@@ -173,9 +179,12 @@ def _loaded(loaded: LoadResult) -> None:
     import shlex
 
     reused = f", {plural(loaded.reused_files, 'file')} already there" if loaded.reused_files else ""
+    where = f"under /{loaded.at}"
+    if loaded.node:  # one node of the archive, which became the node at
+        where = f"as /{loaded.at} (the archive's {loaded.node})"
     say(
         f"loaded {plural(loaded.nodes, 'node')} and {plural(loaded.files, 'file')}{reused}"
-        f" into {loaded.catalog} under /{loaded.at}\n"
+        f" into {loaded.catalog} {where}\n"
         f"serve it with: {shlex.join(loaded.serve_command())}",
         soft_wrap=True,
         markup=False,

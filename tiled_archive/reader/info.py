@@ -36,7 +36,8 @@ CHILDREN_SHOWN = 20  # `info --all`'s help names the number
 @dataclass
 class NodeInfo:
     """One node below the root: its path (keys joined by ``/``), family, and for a node with
-    data its data source's mimetype, a summary of its structure, and its assets' size."""
+    data its data source's mimetype, a summary of its structure, its assets' size, and the
+    archive paths of its assets (the files that back it)."""
 
     path: str
     family: str
@@ -44,6 +45,9 @@ class NodeInfo:
     structure: dict[str, Any] = field(default_factory=dict)
     files: int = 0
     bytes: int = 0
+    #: Archive paths of its data sources' assets, in their order: a file (``data/a.h5``), or
+    #: a folder of files ending in ``/`` (a directory asset: ``data/b.zarr/``).
+    assets: list[str] = field(default_factory=list)
     children: list[NodeInfo] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -54,6 +58,7 @@ class NodeInfo:
             **self.structure,
             "files": self.files,
             "bytes": self.bytes,
+            "assets": self.assets,
         }
 
     def walk(self) -> Iterator[NodeInfo]:
@@ -148,7 +153,7 @@ def _nodes(archive: Archive) -> tuple[list[NodeInfo], int]:
             assets = conn.execute(
                 "SELECT d.node_id, a.data_uri FROM data_sources d"
                 " JOIN data_source_asset_association x ON x.data_source_id = d.id"
-                " JOIN assets a ON a.id = x.asset_id"
+                " JOIN assets a ON a.id = x.asset_id ORDER BY d.id, x.parameter, x.num, a.id"
             ).fetchall()
     except sqlite3.DatabaseError as err:
         raise ArchiveError("TA-E500", "catalog.db", f"SQLite: {err}") from None
@@ -160,6 +165,7 @@ def _nodes(archive: Archive) -> tuple[list[NodeInfo], int]:
     for node_id, mimetype, structure in sources:
         source_of.setdefault(node_id, (mimetype, structure))  # Tiled serves the first
     files_of: dict[object, set[str]] = {}
+    assets_of: dict[object, list[str]] = {}
     paths = sorted(sizes)  # a folder's files are one run of it: found by bisection, not a scan
     for node_id, data_uri in assets:
         with contextlib.suppress(ArchiveError, TypeError):  # a bad URI: validate reports it
@@ -169,7 +175,9 @@ def _nodes(archive: Archive) -> tuple[list[NodeInfo], int]:
             else:
                 start = bisect.bisect_left(paths, member + "/")
                 below = paths[start : bisect.bisect_left(paths, member + "0", start)]
+                member += "/"
             files_of.setdefault(node_id, set()).update(below)
+            assets_of.setdefault(node_id, []).append(member)
 
     roots = [node_id for node_id, parent, _, _ in rows if parent is None]
     seen: set[object] = set(roots)
@@ -188,6 +196,7 @@ def _nodes(archive: Archive) -> tuple[list[NodeInfo], int]:
                 node.structure = _summary(family, structure)
             files = files_of.get(node_id, set())
             node.files, node.bytes = len(files), sum(sizes[p] for p in files)
+            node.assets = assets_of.get(node_id, [])
             siblings.append(node)
             stack.append((node_id, f"{node.path}/", node.children))
     return top, len(rows) - len(seen)
@@ -230,6 +239,9 @@ def _label(node: NodeInfo) -> str:
         parts.append(f"[dim]{escape(clip(node.mimetype, 80))}[/]")
     if node.files:
         parts.append(f"{decimal(node.bytes)} in {plural(node.files, 'file')}")
+    if node.assets:  # the first (a sequence's names its folder); --json lists every one
+        more = f" and {len(node.assets) - 1} more" if len(node.assets) > 1 else ""
+        parts.append(f"[dim]{escape(clip(node.assets[0], 200))}{more}[/]")
     return "  ".join(parts)
 
 

@@ -13,6 +13,8 @@ The spec's tables (section 3.2) are rendered from it (:func:`parameters_table`,
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +35,26 @@ SPARSE_MIMETYPE = "application/x-parquet;structure=sparse"
 ARROW_MIMETYPE = "application/vnd.apache.arrow.file"
 AWKWARD_MIMETYPE = "application/x-awkward-buffers"
 XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+@contextlib.contextmanager
+def zarr_dtype_warnings_silenced() -> Iterator[None]:
+    """Within the block, no ``UnstableSpecificationWarning`` from zarr (a FutureWarning).
+
+    zarr warns whenever it turns the metadata of a v3 array of a data type that has no Zarr v3
+    specification yet (fixed-length strings and bytes, structured) into JSON: whoever *writes*
+    such an array should know that its form may change and other libraries may not read it.
+    Tiled's Zarr group adapter turns its group's metadata into JSON to register it and to
+    serve each subgroup's, so the warning reached a user of ``create`` or ``open`` reading a
+    store someone else wrote, once per array and read. Matched by its message, so that zarr
+    is not imported for it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r"The data type .* does not have a Zarr V3 specification",
+            category=FutureWarning,
+        )
+        yield
 
 
 @dataclass(frozen=True)

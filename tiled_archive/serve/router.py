@@ -115,7 +115,6 @@ async def get_archive(
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    name = segments[-1] if segments else "archive"
     sent = False
 
     def body(start: int, end: int) -> Any:
@@ -130,7 +129,7 @@ async def get_archive(
             streamed.etag,
             body,
             media_type="application/zip",
-            headers={"Content-Disposition": _attachment(f"{name}.zip")},
+            headers={"Content-Disposition": _attachment(f"{_archive_name(request, segments)}.zip")},
         )
     finally:
         if not sent:  # HEAD, 304, 416: nothing streams, nothing will clean up after it
@@ -230,6 +229,16 @@ def _streamed(streamed: StreamedArchive, start: int, end: int, work: Path) -> It
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(work)
+
+
+def _archive_name(request: Request, segments: list[str]) -> str:
+    """The file name a browser saves the archive under: the node's key, or for the server's
+    root the host and port it was asked at (``localhost-8000``): a fixed name (``archive``)
+    told no server's archive from another's. An IPv6 address's colons become ``-``."""
+    if segments:
+        return segments[-1]
+    host = (request.url.hostname or "tiled").replace(":", "-")
+    return f"{host}-{request.url.port}" if request.url.port else host
 
 
 def _attachment(filename: str) -> str:

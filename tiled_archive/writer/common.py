@@ -83,9 +83,12 @@ def checked_entry(file: PayloadFile, size: int, sha256: str) -> FileEntry:
     return FileEntry(file.path, size, sha256)
 
 
-def chunks_of(file: PayloadFile) -> Iterator[bytes]:
+def chunks_of(file: PayloadFile, advance: Callable[[int], object] | None = None) -> Iterator[bytes]:
+    """The file's bytes in chunks; ``advance`` is told each chunk's length (a progress bar)."""
     with file.open() as handle:
         while chunk := handle.read(CHUNK):
+            if advance is not None:
+                advance(len(chunk))
             yield chunk
 
 

@@ -4,7 +4,8 @@
 ``data_dir/runs/r1/`` (each checked against the manifest's SHA-256 while it is copied) and its
 nodes, structures, data sources and assets into the catalog under the node ``runs/r1``, with
 every asset URI pointing at its copy. Then ``tiled serve catalog CATALOG_URI -r DATA_DIR``
-serves the archive's nodes next to whatever the catalog held before.
+serves the archive's nodes next to whatever the catalog held before. With ``node="raw"``,
+the archive's node ``raw`` alone (its subtree, its files) is loaded, as the node ``runs/r1``.
 
 All or nothing: key collisions and files that would overwrite other bytes are found before
 anything is written; the rows go in one transaction; and when anything fails, the files this
@@ -21,6 +22,7 @@ import contextlib
 import functools
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -40,8 +42,9 @@ from ..rules.problems import ArchiveError
 @dataclass(frozen=True)
 class LoadResult:
     """What a load wrote: ``catalog`` (its URI, password hidden), ``at`` (the node path the
-    archive's top-level nodes are under), nodes and files written, the payload bytes, and the
-    SQL storages (ragged arrays' DuckDB files) a stock server must be given with ``-w``."""
+    archive's top-level nodes are under, or with ``node`` the path of that node of the
+    archive), nodes and files written, the payload bytes, and the SQL storages (ragged
+    arrays' DuckDB files) a stock server must be given with ``-w``."""
 
     catalog: str
     at: str
@@ -51,6 +54,7 @@ class LoadResult:
     reused_files: int
     bytes: int
     sql_storages: tuple[str, ...]
+    node: str = ""
 
     def serve_command(self) -> list[str]:
         """The stock ``tiled serve catalog`` command line that serves what was loaded (the
@@ -62,25 +66,42 @@ class LoadResult:
 
 
 def load(
-    archive: str | Path, catalog_uri: str, data_dir: str | Path, *, at: str = ""
+    archive: str | Path,
+    catalog_uri: str,
+    data_dir: str | Path,
+    *,
+    at: str = "",
+    node: str = "",
 ) -> LoadResult:
     """Load ``archive`` into the Tiled catalog at ``catalog_uri`` under node path ``at``, its
     files into ``data_dir`` (below ``at`` too). A catalog that does not exist yet is created
     by Tiled's own init (SQLite: a path or ``sqlite:///…``; ``postgresql://…``: the database
-    must exist). Raises :class:`ArchiveError`: TA-E920 for a key the catalog already has,
-    TA-E921 for a file that would overwrite other bytes, TA-E922 when the catalog cannot be
-    opened or written; the archive's own codes when it breaks a rule. ValueError for an ``at``
-    with ``.`` or ``..`` segments."""
+    must exist).
+
+    With ``node`` (a path of keys in the archive, ``a/b``), only that node and its subtree
+    are loaded, with their files, and the node becomes the node ``at`` itself (its last key
+    the node's new key; the archive's parents of it and root metadata are left out): so a
+    download of the server's node ``raw`` loaded ``at="runs/raw"`` is ``runs/raw``, not
+    ``runs/raw/raw``.
+
+    Raises :class:`ArchiveError`: TA-E920 for a key the catalog already has, TA-E921 for a
+    file that would overwrite other bytes, TA-E922 when the catalog cannot be opened or
+    written, TA-E900 for a ``node`` the archive does not hold; the archive's own codes when it
+    breaks a rule. ValueError for an ``at`` with ``.`` or ``..`` segments, or a ``node``
+    without ``at``."""
     segments = [segment for segment in at.split("/") if segment]
     # The node path names the files' folder too, and both go into file URIs.
     if segments and (escapes_folder("/".join(segments)) or path_problems("/".join(segments))):
         raise ValueError(f"{at!r} is not a node path: no '.' or '..' segments, no #, ?, \\")
+    keys = [key for key in node.split("/") if key]
+    if keys and not segments:
+        raise ValueError(f"loading the archive's node {node!r} needs the node path it becomes")
     data_dir = Path(data_dir).absolute()
     if set(str(data_dir)) & set(_URI_UNSAFE):
         raise ValueError(f"{str(data_dir)!r}: a data folder whose path has none of {_URI_UNSAFE}")
     base = data_dir.joinpath(*segments)
     try:
-        return _load(archive, catalog_uri, data_dir, base, segments)
+        return _load(archive, catalog_uri, data_dir, base, segments, keys)
     except OSError as err:  # the data folder cannot be made or written
         where = str(err.filename or data_dir)
         raise ArchiveError("TA-E904", where, err.strerror or str(err)) from None
@@ -91,7 +112,12 @@ _URI_UNSAFE = "#?%"
 
 
 def _load(
-    archive: str | Path, catalog_uri: str, data_dir: Path, base: Path, segments: list[str]
+    archive: str | Path,
+    catalog_uri: str,
+    data_dir: Path,
+    base: Path,
+    segments: list[str],
+    node: list[str],
 ) -> LoadResult:
     with open_archive(archive) as source:
         target = _Catalog(catalog_uri)
@@ -99,15 +125,20 @@ def _load(
         # What stock Tiled will read must pass the checks that tiled-archive's reader makes.
         source.data_sources()
         source.check_data_files()
-        rows = _archive_rows(source)
-        files = _planned_files(source, base, data_dir)
+        if node:  # it is the path's last node: the archive root's metadata is not its
+            rows = _archive_rows(source, node, segments[-1])
+            parents, root = segments[:-1], {}
+        else:
+            rows = _archive_rows(source)
+            parents, root = segments, source.manifest.extra.get("root") or {}
+        files = _planned_files(source, base, data_dir, _files_of(source, rows) if node else None)
         made_catalog = target.ensure_exists()
         created: list[Path] = []
         try:
-            target.check(segments, rows.top_level_keys())
+            target.check(parents, rows.top_level_keys())
             uris, sql_storages = _uri_map(source, rows, base)
             reused = _copy_files(source, files, created)
-            target.write(segments, rows, uris, source.manifest.extra.get("root") or {})
+            target.write(parents, rows, uris, root)
         except BaseException:
             if not target.committed:  # after the commit, the rows need the files
                 _remove(created)
@@ -123,6 +154,7 @@ def _load(
         reused,
         sum(entry.size for entry, _ in files),
         tuple(sorted(sql_storages)),
+        "/".join(node),
     )
 
 
@@ -158,10 +190,12 @@ def _refuse_inside(source: Archive, catalog: TiledCatalog, data_dir: Path) -> No
             raise ValueError(f"{place} is inside the archive {source.location}: load elsewhere")
 
 
-def _archive_rows(source: Archive) -> _Rows:
+def _archive_rows(source: Archive, node: Sequence[str] = (), key: str = "") -> _Rows:
     """Every row to copy, decoded (JSON to values, times to datetimes) as Tiled's ORM takes
     them. Nodes are walked from the root, so a node is listed after its parent; a node the root
-    does not reach is not loaded (Tiled would not serve it either)."""
+    does not reach is not loaded (Tiled would not serve it either). With ``node`` (its keys
+    from the root), that node and its subtree only, the node a top-level one named ``key``;
+    TA-E900 when the archive has no such node."""
     uri = f"{source.catalog_path().resolve().as_uri()}?mode=ro&immutable=1"
     with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
         conn.row_factory = sqlite3.Row
@@ -170,9 +204,17 @@ def _archive_rows(source: Archive) -> _Rows:
             for name in SERVED_TABLES
         }
     children: dict[int | None, list[dict[str, Any]]] = {}
-    for node in tables["nodes"]:
-        children.setdefault(node["parent"], []).append(node)
-    ordered, frontier = [], [0]
+    for row in tables["nodes"]:
+        children.setdefault(row["parent"], []).append(row)
+    top = {"id": 0}  # the root, then each node on the way to ``node``
+    for depth, segment in enumerate(node):
+        below = children.get(top["id"], [])
+        top = next((row for row in below if row["key"] == segment), None)
+        if top is None:
+            where = "/".join(node[: depth + 1])
+            raise ArchiveError("TA-E900", where, "no such node in the archive")
+    ordered = [{**top, "parent": 0, "key": key}] if node else []
+    frontier = [top["id"]]
     while frontier:
         level = [child for parent in frontier for child in children.get(parent, [])]
         ordered.extend(level)
@@ -234,13 +276,29 @@ def _destination(base: Path, member: str) -> Path:
     return base.joinpath(*member.split("/")[1:])
 
 
-def _planned_files(source: Archive, base: Path, data_dir: Path) -> list[tuple[FileEntry, Path]]:
-    """Each payload file and its destination; TA-E921 for a destination that holds other bytes
-    (one holding the same bytes, from an earlier load, is kept), or that a symbolic link in
-    the data folder would send elsewhere."""
+def _files_of(source: Archive, rows: _Rows) -> set[str]:
+    """The payload files the assets of ``rows`` are: a file, or every file of a folder (a
+    directory asset such as a Zarr store)."""
+    members = {source.asset_member(asset["data_uri"]) for asset in rows.assets}
+    wanted = set()
+    for entry in source.manifest.files:
+        parts = entry.path.split("/")  # data/…: the file, or a folder above it, is an asset
+        if any("/".join(parts[:end]) in members for end in range(2, len(parts) + 1)):
+            wanted.add(entry.path)
+    return wanted
+
+
+def _planned_files(
+    source: Archive, base: Path, data_dir: Path, wanted: set[str] | None = None
+) -> list[tuple[FileEntry, Path]]:
+    """Each payload file (those in ``wanted``, when given) and its destination; TA-E921 for a
+    destination that holds other bytes (one holding the same bytes, from an earlier load, is
+    kept), or that a symbolic link in the data folder would send elsewhere."""
     planned, real_root = [], data_dir.resolve()
     inside = functools.cache(lambda folder: folder.resolve().is_relative_to(real_root))
     for entry in source.manifest.files:
+        if wanted is not None and entry.path not in wanted:
+            continue
         target = _destination(base, entry.path)
         if not inside(target.parent):
             raise _clash(target, entry, "lies beyond a symbolic link out of the data folder, not")

@@ -16,6 +16,7 @@ errors around every adapter).
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,7 @@ from tiled.utils import ensure_uri, path_from_uri
 from ...inspectors import Inspection, ragged
 from ...inspectors.zarr import confined_store
 from ...reader import Archive
-from ...rules.formats import ZARR_MIMETYPE
+from ...rules.formats import ZARR_MIMETYPE, zarr_dtype_warnings_silenced
 from ...rules.names import RAGGED_MIMETYPE
 from ...rules.problems import ArchiveError
 
@@ -81,7 +82,7 @@ class Adapters:
             @classmethod
             def from_catalog(cls, data_source, node, /, **kwargs):
                 import zarr
-                from tiled.adapters.zarr import ZarrArrayAdapter, ZarrGroupAdapter
+                from tiled.adapters.zarr import ZarrArrayAdapter
                 from tiled.structures.core import StructureFamily
 
                 store, path = open_store(data_source.assets[0].data_uri)
@@ -89,7 +90,7 @@ class Adapters:
                 store = confined_store(store)
                 if node.structure_family == StructureFamily.container:
                     group = zarr.open_group(store=store, path=path, mode="r")
-                    return ZarrGroupAdapter(group, **common)
+                    return _quiet_zarr_group_class()(group, **common)
                 array = zarr.open_array(store=store, path=path, mode="r")
                 return ZarrArrayAdapter(array, structure=data_source.structure, **common)
 
@@ -241,6 +242,27 @@ def _stock_adapters(to_uri: Callable[[str], str]) -> dict[str, AdapterFactory]:
         return type(f"Archive{base.__name__}", (base,), {"from_catalog": classmethod(from_catalog)})
 
     return {mimetype: (lambda m=mimetype: subclass(m)) for mimetype in DEFAULT_ADAPTERS_BY_MIMETYPE}
+
+
+@functools.cache
+def _quiet_zarr_group_class() -> type:
+    """Tiled's Zarr group adapter, whose metadata (and its subgroups') is read without zarr's
+    warning about data types that have no Zarr v3 specification
+    (:func:`~tiled_archive.rules.formats.zarr_dtype_warnings_silenced` says why)."""
+    from tiled.adapters.zarr import ZarrGroupAdapter
+
+    class QuietZarrGroupAdapter(ZarrGroupAdapter):
+        def metadata(self) -> dict[str, Any]:
+            with zarr_dtype_warnings_silenced():
+                return super().metadata()
+
+        def __getitem__(self, key: str) -> Any:
+            child = super().__getitem__(key)
+            if type(child) is ZarrGroupAdapter:  # Tiled makes a subgroup's of its own class
+                child.__class__ = QuietZarrGroupAdapter
+            return child
+
+    return QuietZarrGroupAdapter
 
 
 def _local_zarr_store(root: Any) -> Any:
