@@ -250,7 +250,16 @@ def test_download_goes_straight_into_a_postgresql_catalog(postgres_catalog, tmp_
         returned = tiled_archive.download(
             server, catalog=postgres_catalog, data_dir=data, at="lab", cache_dir=tmp_path / "c"
         )
-        assert returned == data.absolute()
+        assert returned.path == data.absolute() and returned.nodes > 1
+        # A node of the server becomes the node at `at` itself, not `at/<its key>`.
+        key = next(iter(listing(server)))
+        one = tmp_path / "one.db"
+        tiled_archive.download(
+            server[key], catalog=str(one), data_dir=tmp_path / "one", at="runs/first",
+            cache_dir=tmp_path / "c",
+        )  # fmt: skip
+        copy = tiled_archive.from_catalog(str(one), readable_storage=[tmp_path / "one"])
+        assert_exact(listing(server)[key], listing(copy["runs"])["first"], f"/{key}/")
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tiled-archive-")]
         done = cli(
             "download", url, "--catalog", tmp_path / "cli.db", "--data", tmp_path / "cli",

@@ -138,7 +138,8 @@ def download_into(
     source: Any, catalog: str, data_dir: str | Path, *, at: str = "", **options: Any
 ) -> LoadResult:
     """Download ``source`` into the Tiled catalog ``catalog`` (SQLite or PostgreSQL) under node
-    path ``at``, its files into ``data_dir``; ``options`` as :func:`download` takes them. The
+    path ``at`` (the node itself becomes the node at ``at``; a server root's children go
+    below it), its files into ``data_dir``; ``options`` as :func:`download` takes them. The
     archive is staged in a temporary folder beside ``data_dir`` (removed after), then loaded
     by :func:`tiled_archive.writer.load.load`: its checks, codes and all-or-nothing rule apply."""
     return _download_into(source, catalog, data_dir, at=at, **options)[1]
@@ -153,7 +154,9 @@ def _download_into(
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tiled-archive-", dir=data_dir.parent) as work:
         staged = download(source, Path(work, "archive"), **options)
-        loaded = load(staged, catalog, data_dir, at=at)
+        # With ``at``, the downloaded node itself lands there (not its server path below it).
+        node = "/".join(node_path(source)) if at else ""
+        loaded = load(staged, catalog, data_dir, at=at, node=node)
     result = dataclasses.replace(
         staged, path=data_dir, nodes=loaded.nodes, serve_command=shlex.join(loaded.serve_command())
     )
