@@ -21,6 +21,7 @@ from ..rules.formats import (
     PARQUET_MIMETYPE,
     SPARSE_MIMETYPE,
     ZARR_MIMETYPE,
+    zarr_dtype_warnings_silenced,
 )
 from ..rules.names import DATA_DIR, RAGGED_MIMETYPE
 from ..rules.paths import FORBIDDEN_CHARACTERS
@@ -73,7 +74,10 @@ def _fallback(run: Run, bar: TaskID, node: Node, folder_member: str) -> None:
     parameters: dict[str, Any] = {}
     try:
         if family == "array":
-            _write_zarr(run, node, folder)
+            # The layout Tiled itself writes for the array, which the user did not choose:
+            # zarr's warning about data types without a v3 spec is not theirs to act on.
+            with zarr_dtype_warnings_silenced():
+                _write_zarr(run, node, folder)
             assets = [staged_asset(folder, True, "data_uri", None)]
             mimetype = ZARR_MIMETYPE
         elif family == "table":
