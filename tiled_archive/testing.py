@@ -189,12 +189,14 @@ def postgres_admin(server: str, *statements: str) -> None:
 class CountingProxy:
     """A TCP proxy on loopback to the server on ``HOST:port``: it counts the bytes it passes
     to clients (``received``), and with ``cut_after`` it breaks every connection once that
-    many have passed and refuses connections from then on (a network that fails halfway).
+    many have passed and refuses connections from then on (a network that fails halfway);
+    ``flip_at`` (settable) inverts the byte passed at that count (a corrupting one).
     A context manager: listening inside the block, at ``url``."""
 
     def __init__(self, port: int, *, cut_after: int | None = None):
         self.target = port
         self.cut_after = cut_after
+        self.flip_at: int | None = None
         self.received = 0
         self.cut = False
         self._lock = threading.Lock()
@@ -237,6 +239,9 @@ class CountingProxy:
                         allowed = len(data)
                         if self.cut_after is not None:
                             allowed = min(allowed, max(self.cut_after - self.received, 0))
+                        at = (self.flip_at if self.flip_at is not None else -1) - self.received
+                        if 0 <= at < allowed:
+                            data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
                         self.received += allowed
                     sink.sendall(data[:allowed])
                     if allowed < len(data):

@@ -305,3 +305,23 @@ def test_a_route_download_cut_halfway_resumes_where_it_stopped(deployment, bulk,
 def _manifest(archive) -> dict:
     with open_archive(archive) as opened:
         return {"files": [{"sha256": entry.sha256} for entry in opened.manifest.files]}
+
+
+def test_a_member_corrupted_on_the_way_is_refused_and_nothing_is_written(
+    deployment, bulk, tmp_path
+):
+    """A byte of a member changed between the route and the download (a proxy flips it): the
+    member's digest is not the manifest's, TA-E304, nothing at the destination, nothing of
+    it in the cache."""
+    from tiled.client import from_uri
+
+    port = int(deployment["url"].rsplit(":", 1)[1])
+    cache = tmp_path / "cache"
+    with CountingProxy(port) as proxy:
+        node = from_uri(proxy.url, api_key=KEY)[bulk]
+        proxy.flip_at = proxy.received + 5_000_000  # inside the first frame's data
+        with pytest.raises(ArchiveError) as refused:
+            tiled_archive.download(node, tmp_path / "bad.zip", cache_dir=cache)
+    assert refused.value.code == "TA-E304" and "other bytes" in str(refused.value)
+    assert not (tmp_path / "bad.zip").exists()
+    assert not list((cache / "partial").iterdir())

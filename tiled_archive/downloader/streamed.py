@@ -18,6 +18,7 @@ from __future__ import annotations
 import calendar
 import functools
 import json
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -82,7 +83,16 @@ def fetch_routed(run: Run) -> Path | None:
             retrying(run, fetch, url)
         run.staging.mkdir(parents=True, exist_ok=True)
         catalog = run.staging / CATALOG_NAME
-        catalog.write_bytes(archive.read(CATALOG_NAME))
+        try:
+            # The checks open() makes of a catalog (rows Tiled loads, asset URIs naming this
+            # archive's members, parameters): the server's catalog is written as it came.
+            archive.data_sources()
+            shutil.copyfile(archive.catalog_path(), catalog)
+        except ArchiveError as err:
+            found = err.problem
+            raise ArchiveError(
+                found.code, found.path, f"in the server's archive ({url}): {found.message}"
+            ) from None
     return catalog
 
 
