@@ -81,7 +81,7 @@ def test_a_download_copied_with_cp_a_opens_validates_packs_and_relocates(sample_
     with tiled_archive.open(sample_archives["zip"]) as source:  # Tiled's client, in-process
         original = tiled_archive.download(
             source, tmp_path / "downloads" / "scans", cache_dir=tmp_path / "cache"
-        )
+        ).path
     assert report(original)["problems"] == []
     assert all(uri.startswith("file://localhost/") for uri in asset_uris(original / "catalog.db"))
     laptop = cp_a(original, tmp_path / "laptop" / "scans")
