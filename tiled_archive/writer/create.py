@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
@@ -213,6 +215,7 @@ def catalog_payload(
     ``data/`` relative to their deepest common folder, and each asset's member."""
     from tiled.utils import path_from_uri
 
+    _refuse_parameters(db)
     rows = catalog_db.read_assets(db)
     for row in rows:  # files, and ragged arrays' DuckDB files (SQL storage)
         if not is_relocated(row.data_uri):  # an absolute file: or duckdb: URI
@@ -236,6 +239,26 @@ def catalog_payload(
             files[member(file)] = file
     payload = [_payload_file(member_path, file) for member_path, file in sorted(files.items())]
     return payload, lambda row: member(paths[row.id])
+
+
+def _refuse_parameters(db: Path) -> None:
+    """TA-E508 for a data source whose parameters the format does not allow, before any file
+    is read: a table in a deployment's SQL storage (``dataset_id``, ``table_name``: rows of
+    one database every such table shares) has no form in an archive."""
+    from ..rules.catalog_rows import data_source_rows
+    from ..rules.formats import parameter_problems
+
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = data_source_rows(conn, lambda uri: uri)
+    for row in rows:
+        for problem in parameter_problems(row):
+            raise ArchiveError(
+                problem.code,
+                problem.path,
+                problem.message,
+                "Download the node from a server running on this catalog "
+                "(`tiled-archive download`): its data API gives such a table as Parquet.",
+            )
 
 
 def _payload_file(member_path: str, file: Path) -> PayloadFile:
