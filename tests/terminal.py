@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -27,6 +28,9 @@ def under_a_terminal(
         stderr=follower,
         stdin=follower,
         env=environment,
+        # Ctrl-C's signal acts as at a shell, also when this run was started where SIGINT is
+        # ignored (a background job of a script), which a child would inherit.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     os.close(follower)
     shown = b""
