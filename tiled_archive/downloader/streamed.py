@@ -39,8 +39,9 @@ from .transfer import Hashing, Transient, check, retrying
 
 T = TypeVar("T")
 
-#: Answers that mean "this server cannot stream this node": take the per-asset path.
-NOT_STREAMED = (400, 404, 405)
+#: Answers that mean "this server cannot stream this node": take the per-asset path (501: a
+#: server, or a proxy in front of it, that does not implement HEAD).
+NOT_STREAMED = (400, 404, 405, 501)
 
 
 def route_url(source: Any) -> str:
