@@ -22,13 +22,15 @@ lint: $(STAMP)
 
 # Every tier, on both cores (pytest-xdist, a file per worker at a time: module fixtures run once,
 # tests/conftest.py's session fixtures once a run), but the hostile corpus in processes of its
-# own (`test-slow`, ~1.5 CPU-minutes: CI runs it after this). The slowest 25 are listed.
+# own and the sweep of what Tiled's client writes (`test-slow`, ~2.5 CPU-minutes: CI runs it
+# after this). The slowest 25 are listed.
 test: lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25 -m "not slow"
 
-# The hostile corpus read, extracted and served in processes of their own (memory-guarded).
+# The hostile corpus read, extracted and served in processes of their own (memory-guarded),
+# and tests/e2e/test_client_write_sweep.py (every case through every path and reader).
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q tests/hostile -m slow
+	$(BIN)/python -m pytest -q -m slow tests/hostile tests/e2e/test_client_write_sweep.py
 
 # The inner loop: unit and integration tests, no servers of their own, no PostgreSQL.
 test-fast: $(STAMP)

@@ -54,6 +54,10 @@ from ..conftest import cli
 from ..nodes import assert_exact, listing
 from ..servers import REPOSITORY, TILED
 
+#: Every case through every path and reader takes a minute and a half of one core: run by
+#: `make test-slow` (CI runs it after `make test`).
+pytestmark = pytest.mark.slow
+
 KEY = secrets.token_hex(16)
 
 #: Each case of the sweep: its node's path on the server.
