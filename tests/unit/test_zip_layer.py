@@ -24,7 +24,14 @@ from tiled_archive.rules.paths import path_problems
 from tiled_archive.rules.problems import ArchiveError
 from tiled_archive.sources.directory import DirectorySource
 from tiled_archive.sources.zip import ZipSource
-from tiled_archive.zip.stream import ZipEntry, zip_stream
+from tiled_archive.zip.stream import (
+    ZipEntry,
+    _dos_datetime,
+    dos_to_epoch,
+    zip_layout_digest,
+    zip_length,
+    zip_stream,
+)
 
 MiB = 1024 * 1024
 MTIME = 1_700_000_000
@@ -506,3 +513,46 @@ def test_directory_source_keeps_undecodable_names(tree: Path) -> None:
         path = "data/caf\udce9"
         assert source.read(path) == b"bytes"
         assert [p.code for p in path_problems(path)] == ["TA-E200"]
+
+
+# -- A stream from any offset (the archive route's ranges) ------------------------------------
+
+
+def _members(sizes: list[int]) -> list[ZipEntry]:
+    contents = [bytes([index % 251]) * size for index, size in enumerate(sizes)]
+    return [
+        ZipEntry(f"data/f{index}", len(content), zlib.crc32(content), lambda c=content: [c], 0)
+        for index, content in enumerate(contents)
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 9000), min_size=1, max_size=5),
+    where=st.floats(0, 1),
+)
+def test_a_stream_from_any_offset_is_that_span_of_the_whole(sizes, where):
+    """zip_stream(start=N) is the whole stream's bytes from N on, wherever N falls (a
+    header, alignment padding, a member's data, the central directory), and zip_length is
+    the whole stream's length, computed without reading a member."""
+    members = _members(sizes)
+    whole = b"".join(zip_stream(members))
+    assert zip_length(members) == len(whole)
+    start = int(where * len(whole))
+    assert b"".join(zip_stream(members, start=start)) == whole[start:]
+    with zipfile.ZipFile(io.BytesIO(whole)) as zipped:
+        assert zipped.testzip() is None
+
+
+def test_the_layout_digest_changes_with_any_member_and_only_then():
+    members = _members([10, 20])
+    again = _members([10, 20])
+    other = _members([10, 21])
+    assert zip_layout_digest(members) == zip_layout_digest(again)
+    assert zip_layout_digest(members) != zip_layout_digest(other)
+
+
+@given(st.integers(315532800, 4354819198))
+def test_dos_times_decode_to_what_was_encoded_to_two_seconds(moment):
+    dos_date, dos_time = _dos_datetime(moment)
+    assert dos_to_epoch(dos_time, dos_date) == moment - moment % 2

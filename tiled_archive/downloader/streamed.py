@@ -15,7 +15,6 @@ cache, a half-fetched one waits in its partial file (keyed by its digest) for th
 
 from __future__ import annotations
 
-import calendar
 import functools
 import json
 import shutil
@@ -33,6 +32,7 @@ from ..rules.manifest import FileEntry
 from ..rules.names import CATALOG_NAME
 from ..rules.problems import ArchiveError
 from ..zip import records as zf
+from ..zip.stream import dos_to_epoch
 from .cache import Validators
 from .state import Run
 from .transfer import Hashing, Transient, check, retrying
@@ -192,7 +192,7 @@ def _fetch_member(
         if fields[0] != 0x04034B50:
             raise Transient(f"no local header where {entry.path} starts")
         stream.read(fields[-2] + fields[-1])  # name, extra field
-        mtime = _dos_time(fields[4], fields[5])
+        mtime = dos_to_epoch(fields[4], fields[5])
     key = _member_key(entry)
     with run.cache.partial(key) as partial:
         with open(partial, "r+b" if kept else "wb") as sink, Hashing() as hashing:
@@ -235,22 +235,6 @@ class _Reader:
             self._buffer += chunk
         taken, self._buffer = self._buffer[:size], self._buffer[size:]
         return taken
-
-
-def _dos_time(dos_time: int, dos_date: int) -> int:
-    """A local header's modification time, as seconds since the epoch (UTC)."""
-    moment = (
-        (dos_date >> 9) + 1980,
-        (dos_date >> 5) & 0xF,
-        dos_date & 0x1F,
-        dos_time >> 11,
-        (dos_time >> 5) & 0x3F,
-        (dos_time & 0x1F) * 2,
-    )
-    try:
-        return calendar.timegm((*moment, 0, 0, 0))
-    except (ValueError, OverflowError):
-        return 0
 
 
 __all__ = ["NOT_STREAMED", "fetch_routed", "route_url"]

@@ -12,6 +12,7 @@ commons-compress), so STORED members can be memory-mapped straight from the ZIP.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import struct
 import time
@@ -127,6 +128,23 @@ def _dos_datetime(mtime: int) -> tuple[int, int]:
     dos_date = (t.tm_year - 1980) << 9 | t.tm_mon << 5 | t.tm_mday
     dos_time = t.tm_hour << 11 | t.tm_min << 5 | t.tm_sec // 2
     return dos_date, dos_time
+
+
+def dos_to_epoch(dos_time: int, dos_date: int) -> int:
+    """A ZIP header's DOS time and date as seconds since the epoch (UTC, as written here);
+    0 for fields that name no date."""
+    moment = (
+        (dos_date >> 9) + 1980,
+        (dos_date >> 5) & 0xF,
+        dos_date & 0x1F,
+        dos_time >> 11,
+        (dos_time >> 5) & 0x3F,
+        (dos_time & 0x1F) * 2,
+    )
+    try:
+        return calendar.timegm((*moment, 0, 0, 0))
+    except (ValueError, OverflowError):
+        return 0
 
 
 def _local_header(
