@@ -325,3 +325,26 @@ def test_a_member_corrupted_on_the_way_is_refused_and_nothing_is_written(
     assert refused.value.code == "TA-E304" and "other bytes" in str(refused.value)
     assert not (tmp_path / "bad.zip").exists()
     assert not list((cache / "partial").iterdir())
+
+
+def test_a_node_without_read_data_is_left_out_even_where_listed(deployment, tmp_path):
+    """Below a container the policy's filters do not narrow (not kind "client"), a secret
+    node is listed but has no `read:data` for the caller (its scopes): Tiled's data route
+    refuses it, and the archive of its parent leaves it out (its data was in it)."""
+    client = deployment["client"]
+    if "open" not in client:
+        shelf = client.create_container("open", metadata={"kind": "plain"})
+        shelf.write_array(np.full(3, 1.0), key="public")
+        shelf.write_array(np.full(3, 42.0), key="classified", metadata={"secret": True})
+    listed = httpx.get(f"{deployment['url']}/api/v1/search/open", params={"api_key": KEY})
+    assert "classified" in listed.text  # listed: the filters do not apply here
+    raw = httpx.get(
+        f"{deployment['url']}/api/v1/array/full/open/classified", params={"api_key": KEY}
+    )
+    assert raw.status_code == 403
+    streamed = tmp_path / "open.zip"
+    assert fetch(deployment, "open", streamed).status_code == 200
+    with tiled_archive.open(streamed) as archive:
+        assert list(archive["open"]) == ["public"]
+    with zipfile.ZipFile(streamed) as zipped:
+        assert not [name for name in zipped.namelist() if "classified" in name]

@@ -103,8 +103,16 @@ async def get_archive(
             request.state.metrics,
         )
 
+    async def may_read_data(node: Any) -> bool:
+        if access_policy is None:
+            return True
+        scopes = await access_policy.allowed_scopes(
+            node, principal, authn_access_tags, authn_scopes
+        )
+        return "read:data" in scopes
+
     searched = await _searched(entry, request)
-    ids = await _subtree_ids(searched, readable)
+    ids = await _subtree_ids(searched, readable, may_read_data)
     segments = [segment for segment in path.split("/") if segment]
     url = entry.context.engine.url.render_as_string(hide_password=False)
     work = Path(tempfile.mkdtemp(prefix="tiled-archive-stream-"))
@@ -152,9 +160,11 @@ async def _searched(entry: Any, request: Request) -> Any:
     return await apply_search(entry, filters, default_query_registry)
 
 
-async def _subtree_ids(top: Any, readable: Any) -> set[int]:
-    """Ids of the node and of every node below it the caller may read (containers that are
-    files, such as an HDF5 file's groups, are their own data source: not walked)."""
+async def _subtree_ids(top: Any, readable: Any, may_read_data: Any) -> set[int]:
+    """Ids of the node and of every node below it the caller may read: listed for them (the
+    policy's filters) and holding ``read:data`` for them (its scopes, as Tiled's data routes
+    ask of each node); a node without is left out with its subtree. Containers that are
+    files, such as an HDF5 file's groups, are their own data source: not walked."""
     ids = {top.node.id}
     stack = [top]
     while stack:
@@ -162,8 +172,9 @@ async def _subtree_ids(top: Any, readable: Any) -> set[int]:
         if node.node.data_sources or not hasattr(node, "items_range"):
             continue
         for _, child in await (await readable(node)).items_range(0, None):
-            ids.add(child.node.id)
-            stack.append(child)
+            if await may_read_data(child):
+                ids.add(child.node.id)
+                stack.append(child)
     return ids
 
 
