@@ -102,8 +102,11 @@ def _head(run: Run, url: str) -> httpx.Response | None:
     if response.status_code in NOT_STREAMED:
         return None
     check(response)
-    if "etag" not in response.headers:
-        raise ArchiveError("TA-E911", url, "the archive route sent no ETag")
+    etag = response.headers.get("etag", "")
+    if not etag or etag.startswith("W/"):
+        # Ranges of one stream need a strong ETag to ask for with If-Range (RFC 9110
+        # §13.1.5): without one, the per-asset path.
+        return None
     return response
 
 
@@ -210,7 +213,11 @@ def _fetch_member(
         if hashing.sha256.hexdigest() != entry.sha256:
             partial.unlink()
             raise ArchiveError(
-                "TA-E304", entry.path, "the server's archive sent other bytes than its manifest"
+                "TA-E308",
+                entry.path,
+                "the server's archive sent other bytes than its manifest names",
+                "Re-run the download; if it recurs, the server's file changed while it was "
+                "sent, or something between rewrites it.",
             )
         with run.lock:
             run.fetched_bytes += entry.size - kept

@@ -248,7 +248,9 @@ def ranged_response(
     ``If-None-Match`` that names ``etag``, 416 for a range past the end; HEAD gets the
     headers alone. ``body(start, end)`` gives the bytes ``[start, end)``."""
     headers = {**headers, "Accept-Ranges": "bytes", "ETag": etag}
-    if etag in [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]:
+    # If-None-Match compares weakly (RFC 9110 §13.1.2): W/ aside; "*" matches any version.
+    listed = [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]
+    if "*" in listed or etag in [tag.removeprefix("W/") for tag in listed]:
         return Response(status_code=304, headers={"ETag": etag})
     if_range = request.headers.get("if-range")
     wanted = requested_range(request.headers.get("range"), size)

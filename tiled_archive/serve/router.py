@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
 import sqlite3
 import tempfile
 import threading
@@ -115,34 +114,22 @@ async def get_archive(
     ids = await _subtree_ids(searched, readable, may_read_data)
     segments = [segment for segment in path.split("/") if segment]
     url = entry.context.engine.url.render_as_string(hide_password=False)
-    work = Path(tempfile.mkdtemp(prefix="tiled-archive-stream-"))
     try:
-        streamed = await asyncio.to_thread(_prepare, url, segments, ids, work)
+        streamed, files = await asyncio.to_thread(_prepare, url, segments, ids)
     except ArchiveError as err:
-        shutil.rmtree(work, ignore_errors=True)
         raise HTTPException(400, str(err)) from None
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    sent = False
 
     def body(start: int, end: int) -> Any:
-        nonlocal sent
-        sent = True
-        return iterate_in_threadpool(_streamed(streamed, start, end, work))
+        return iterate_in_threadpool(_streamed(streamed, files, start, end))
 
-    try:
-        return ranged_response(
-            request,
-            streamed.length,
-            streamed.etag,
-            body,
-            media_type="application/zip",
-            headers={"Content-Disposition": _attachment(f"{_archive_name(request, segments)}.zip")},
-        )
-    finally:
-        if not sent:  # HEAD, 304, 416: nothing streams, nothing will clean up after it
-            shutil.rmtree(work, ignore_errors=True)
+    return ranged_response(
+        request,
+        streamed.length,
+        streamed.etag,
+        body,
+        media_type="application/zip",
+        headers={"Content-Disposition": _attachment(f"{_archive_name(request, segments)}.zip")},
+    )
 
 
 async def _searched(entry: Any, request: Request) -> Any:
@@ -178,26 +165,31 @@ async def _subtree_ids(top: Any, readable: Any, may_read_data: Any) -> set[int]:
     return ids
 
 
-def _prepare(url: str, segments: list[str], ids: set[int], work: Path) -> StreamedArchive:
-    """The subtree's archive (readable nodes only), its catalog in ``work``."""
+def _prepare(
+    url: str, segments: list[str], ids: set[int]
+) -> tuple[StreamedArchive, dict[str, str]]:
+    """The subtree's archive (readable nodes only; its catalog held in memory) and the
+    server file behind each payload member."""
     from ..catalog import db_file as catalog_db
     from ..catalog.database import TiledCatalog
     from ..writer import DOS_EPOCH, catalog_payload, streamed_archive
 
     source = TiledCatalog(url)
-    db = work / CATALOG_NAME
-    source.export(segments, db, readable=ids)
-    _refuse_sql_storage(db)
-    payload, member_for_uri = catalog_payload(db, source.display)
-    # Deterministic: the same files and catalog give the same bytes, hence the same ETag.
-    created = max((file.mtime for file in payload), default=DOS_EPOCH)
-    catalog_db.settle_initial_rows(db, created)
+    with tempfile.TemporaryDirectory(prefix="tiled-archive-stream-") as work:
+        db = Path(work, CATALOG_NAME)
+        source.export(segments, db, readable=ids)
+        _refuse_sql_storage(db)
+        payload, member_for_uri = catalog_payload(db, source.display)
+        # Deterministic: the same files and catalog give the same bytes, hence the same ETag.
+        created = max((file.mtime for file in payload), default=DOS_EPOCH)
+        catalog_db.settle_initial_rows(db, created)
 
-    def finish(entries: Any) -> Path:
-        catalog_db.finalize(db, member_for_uri, entries, timestamp=None)
-        return db
+        def finish(entries: Any) -> Path:
+            catalog_db.finalize(db, member_for_uri, entries, timestamp=None)
+            return db
 
-    return streamed_archive(payload, finish, _DIGESTS, created=created)
+        streamed = streamed_archive(payload, finish, _DIGESTS, created=created)
+    return streamed, {file.path: str(file.local_path) for file in payload}
 
 
 def _refuse_sql_storage(db: Path) -> None:
@@ -227,9 +219,17 @@ class _DigestCache:
         self._known: OrderedDict[tuple, tuple[int, str, int]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def forget(self, path: str) -> None:
+        """Drop what is kept for the file at ``path`` (its bytes no longer match)."""
+        with self._lock:
+            for key in [key for key in self._known if key[0] == path]:
+                del self._known[key]
+
     def __call__(self, file: Any) -> tuple[int, str, int]:
         stat = os.stat(file.local_path)
-        key = (str(file.local_path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        # ctime too: a file rewritten in place and given its old mtime back (cp -p, rsync
+        # --inplace -t) has a new ctime, which nothing can set back.
+        key = (str(file.local_path), stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
         with self._lock:
             if key in self._known:
                 self._known.move_to_end(key)
@@ -246,19 +246,23 @@ class _DigestCache:
 _DIGESTS = _DigestCache()
 
 
-def _streamed(streamed: StreamedArchive, start: int, end: int, work: Path) -> Iterator[bytes]:
-    """The ZIP's bytes ``[start, end)``; the work folder goes when the answer ends (or is
-    abandoned)."""
+def _streamed(
+    streamed: StreamedArchive, files: dict[str, str], start: int, end: int
+) -> Iterator[bytes]:
+    """The ZIP's bytes ``[start, end)``. A member whose bytes no longer match the digests
+    kept for its file (TA-E905: changed since) has them dropped, so the next request hashes
+    the file again."""
+    left = end - start
     try:
-        left = end - start
         for chunk in streamed.chunks(start):
             yield chunk[:left]
             left -= len(chunk)
             if left <= 0:
                 break
-    finally:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(work)
+    except ArchiveError as err:
+        if err.code == "TA-E905" and err.problem.path in files:
+            _DIGESTS.forget(files[err.problem.path])
+        raise
 
 
 def _archive_name(request: Request, segments: list[str]) -> str:
