@@ -35,7 +35,7 @@ from ..zip import records as zf
 from ..zip.stream import dos_to_epoch
 from .cache import Validators
 from .state import Run
-from .transfer import Hashing, Transient, check, retrying
+from .transfer import Transient, check, fill_partial, retrying
 
 T = TypeVar("T")
 
@@ -197,20 +197,19 @@ def _fetch_member(
         stream.read(fields[-2] + fields[-1])  # name, extra field
         mtime = dos_to_epoch(fields[4], fields[5])
     key = _member_key(entry)
+
+    def received() -> Iterator[bytes]:
+        left = entry.size - kept
+        while left:
+            chunk = stream.read(min(CHUNK, left), at_most=True)
+            left -= len(chunk)
+            yield chunk
+
     with run.cache.partial(key) as partial:
-        with open(partial, "r+b" if kept else "wb") as sink, Hashing() as hashing:
-            done = 0
-            while done < kept and (chunk := sink.read(min(CHUNK, kept - done))):
-                hashing.update(chunk)
-                done += len(chunk)
-            left = entry.size - kept
-            while left:
-                chunk = stream.read(min(CHUNK, left), at_most=True)
-                sink.write(chunk)
-                hashing.update(chunk)
-                left -= len(chunk)
-                run.progress.advance(bar, len(chunk))
-        if hashing.sha256.hexdigest() != entry.sha256:
+        _, sha, crc = fill_partial(
+            partial, kept, received(), functools.partial(run.progress.advance, bar)
+        )
+        if sha != entry.sha256:
             partial.unlink()
             raise ArchiveError(
                 "TA-E308",
@@ -222,8 +221,7 @@ def _fetch_member(
         with run.lock:
             run.fetched_bytes += entry.size - kept
             run.cached_bytes += kept  # an earlier run's
-        size, sha, crc = entry.size, entry.sha256, hashing.crc32
-        blob = run.cache.add(key, partial, size, sha, crc, mtime, Validators(etag, None))
+        blob = run.cache.add(key, partial, entry.size, sha, crc, mtime, Validators(etag, None))
     run.file_ready(entry.path, blob)
 
 

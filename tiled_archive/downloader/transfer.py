@@ -15,7 +15,7 @@ import random
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TypeVar
@@ -77,7 +77,7 @@ def _http_date(value: str | None) -> int:
     return int(time.time())
 
 
-class Hashing:
+class _Hashing:
     """SHA-256 and CRC-32 of the chunks passed to ``update``, computed in a thread of its own
     while the caller receives the next chunk (both release the GIL): a fetch then runs at the
     pace of the slower of the two, not of their sum. The digests are final once the ``with``
@@ -98,7 +98,7 @@ class Hashing:
     def update(self, chunk: bytes) -> None:
         self._chunks.put(chunk)
 
-    def __enter__(self) -> Hashing:
+    def __enter__(self) -> _Hashing:
         self._thread.start()
         return self
 
@@ -310,21 +310,19 @@ def _get(
             _expect(run, bar, offset + int(response.headers.get("content-length", 0)))
             shown.expected = True
         _show_resumed(run, bar, shown, offset)
-        size = 0
-        with open(partial, "r+b" if offset else "wb") as sink, Hashing() as hashing:
-            while size < offset and (chunk := sink.read(min(CHUNK, offset - size))):
-                hashing.update(chunk)
-                size += len(chunk)
+
+        def received() -> Iterator[bytes]:
             for chunk in response.iter_bytes(CHUNK):
                 if run.cancel.is_set():
                     raise Cancelled()
-                sink.write(chunk)
-                hashing.update(chunk)
-                size += len(chunk)
-                shown.advanced += len(chunk)
-                run.progress.advance(bar, len(chunk))
+                yield chunk
+
+        def advance(count: int) -> None:
+            shown.advanced += count
+            run.progress.advance(bar, count)
+
+        size, digest, crc = fill_partial(partial, offset, received(), advance)
         mtime = _http_date(response.headers.get("last-modified"))
-    digest, crc = hashing.sha256.hexdigest(), hashing.crc32
     expected = remote.server_sha256
     if (remote.size is not None and size != remote.size) or (expected and digest != expected):
         partial.unlink()
@@ -335,6 +333,25 @@ def _get(
     with run.lock:
         run.fetched_bytes += size - offset
     return run.cache.add(key, partial, size, digest, crc, mtime, validators)
+
+
+def fill_partial(
+    partial: Path, kept: int, chunks: Iterable[bytes], advance: Callable[[int], object]
+) -> tuple[int, str, int]:
+    """Keep the first ``kept`` bytes of the file ``partial`` (hashed again), append
+    ``chunks`` (``advance`` is told each one's length): the whole file's size, SHA-256 and
+    CRC-32, hashed in a thread beside the writes."""
+    size = 0
+    with open(partial, "r+b" if kept else "wb") as sink, _Hashing() as hashing:
+        while size < kept and (chunk := sink.read(min(CHUNK, kept - size))):
+            hashing.update(chunk)
+            size += len(chunk)
+        for chunk in chunks:
+            sink.write(chunk)
+            hashing.update(chunk)
+            size += len(chunk)
+            advance(len(chunk))
+    return size, hashing.sha256.hexdigest(), hashing.crc32
 
 
 def _show_resumed(run: Run, bar: TaskID, shown: _Shown, offset: int) -> None:

@@ -27,10 +27,8 @@ can be archived; other trees answer 405.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
-import sqlite3
 import tempfile
 import threading
 from collections import OrderedDict
@@ -53,7 +51,7 @@ from tiled.server.dependencies import get_entry, get_root_tree
 from tiled.server.utils import filter_for_access
 
 from ..files.hashing import copy_hashing
-from ..rules.names import CATALOG_NAME, RELOCATED_SCHEMES
+from ..rules.names import CATALOG_NAME
 from ..rules.problems import ArchiveError
 from ..writer import StreamedArchive
 from .asset_routes import ranged_response
@@ -178,8 +176,9 @@ def _prepare(
     with tempfile.TemporaryDirectory(prefix="tiled-archive-stream-") as work:
         db = Path(work, CATALOG_NAME)
         source.export(segments, db, readable=ids)
-        _refuse_sql_storage(db)
-        payload, member_for_uri = catalog_payload(db, source.display)
+        # A ragged array's DuckDB file here is the deployment's SQL storage: refused (the route
+        # answers 400; a download then takes the per-asset path, through the data API).
+        payload, member_for_uri = catalog_payload(db, source.display, sql_storage=False)
         # Deterministic: the same files and catalog give the same bytes, hence the same ETag.
         created = max((file.mtime for file in payload), default=DOS_EPOCH)
         catalog_db.settle_initial_rows(db, created)
@@ -190,23 +189,6 @@ def _prepare(
 
         streamed = streamed_archive(payload, finish, _DIGESTS, created=created)
     return streamed, {file.path: str(file.local_path) for file in payload}
-
-
-def _refuse_sql_storage(db: Path) -> None:
-    """ArchiveError (the route answers 400; a download then takes the per-asset path, which
-    reads such data through the data API) for a data source whose asset is the deployment's
-    SQL storage (a ragged array's rows): one database for every node's rows, so sending the
-    file would send what other nodes, and other callers, hold. (A table in that storage is
-    refused by :func:`~tiled_archive.writer.catalog_payload`: TA-E508.)"""
-    from ..rules.catalog_rows import data_source_rows
-
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        rows = data_source_rows(conn, lambda uri: uri)
-    for asset in (asset for row in rows for asset in row.assets):
-        if asset.member.startswith(f"{RELOCATED_SCHEMES[True]}:"):
-            raise ArchiveError(
-                "TA-E503", asset.member, "data in the server's SQL storage is not archived raw"
-            )
 
 
 class _DigestCache:

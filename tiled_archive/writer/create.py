@@ -16,7 +16,7 @@ from ..catalog import db_file as catalog_db
 from ..catalog.registration import RegistrationReport, build_catalog
 from ..progress import step
 from ..rules.manifest import FileEntry
-from ..rules.names import CATALOG_NAME, DATA_DIR
+from ..rules.names import CATALOG_NAME, DATA_DIR, RELOCATED_SCHEMES
 from ..rules.paths import check_path, is_relocated
 from ..rules.problems import ArchiveError, plural
 from .common import PayloadFile, check_destination, new_manifest, reproducible_epoch
@@ -209,13 +209,15 @@ def create_from_catalog(
 
 
 def catalog_payload(
-    db: Path, display: str
+    db: Path, display: str, *, sql_storage: bool = True
 ) -> tuple[list[PayloadFile], Callable[[catalog_db.AssetRow], str]]:
     """The files a catalog's assets name (``file:`` URIs, folders walked), as payload under
-    ``data/`` relative to their deepest common folder, and each asset's member."""
+    ``data/`` relative to their deepest common folder, and each asset's member. Without
+    ``sql_storage``, a data source whose asset is SQL storage (a ragged array's DuckDB file)
+    is refused: a live deployment's is one database of every node's rows."""
     from tiled.utils import path_from_uri
 
-    _refuse_parameters(db)
+    _refuse_unarchivable(db, sql_storage=sql_storage)
     rows = catalog_db.read_assets(db)
     for row in rows:  # files, and ragged arrays' DuckDB files (SQL storage)
         if not is_relocated(row.data_uri):  # an absolute file: or duckdb: URI
@@ -241,15 +243,23 @@ def catalog_payload(
     return payload, lambda row: member(paths[row.id])
 
 
-def _refuse_parameters(db: Path) -> None:
-    """TA-E508 for a data source whose parameters the format does not allow, before any file
-    is read: a table in a deployment's SQL storage (``dataset_id``, ``table_name``: rows of
-    one database every such table shares) has no form in an archive."""
+def _refuse_unarchivable(db: Path, *, sql_storage: bool) -> None:
+    """Before any file is read: without ``sql_storage``, TA-E503 for a data source whose
+    asset is SQL storage (sending a deployment's would send what other nodes, and other
+    callers, hold); TA-E508 for one whose parameters the format does not allow (a table in a
+    deployment's SQL storage, ``dataset_id`` and ``table_name`` naming rows of one database
+    every such table shares, has no form in an archive)."""
     from ..rules.catalog_rows import data_source_rows
     from ..rules.formats import parameter_problems
 
     with contextlib.closing(sqlite3.connect(db)) as conn:
         rows = data_source_rows(conn, lambda uri: uri)
+    if not sql_storage:
+        for asset in (asset for row in rows for asset in row.assets):
+            if asset.member.startswith(f"{RELOCATED_SCHEMES[True]}:"):
+                raise ArchiveError(
+                    "TA-E503", asset.member, "data in the server's SQL storage is not archived raw"
+                )
     for row in rows:
         for problem in parameter_problems(row):
             raise ArchiveError(
