@@ -23,7 +23,7 @@ import pytest
 
 import tiled_archive
 from tiled_archive.downloader import BlobCache
-from tiled_archive.downloader.cache import Validators
+from tiled_archive.files.blobs import Validators
 from tiled_archive.reader import open_archive
 from tiled_archive.rules.problems import ArchiveError
 from tiled_archive.testing import free_port, serving, tiled_serve_catalog

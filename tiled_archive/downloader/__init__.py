@@ -44,11 +44,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ..files.blobs import DEFAULT_CACHE_MAX_BYTES, Blob, BlobCache, default_cache_dir
 from ..progress import progress_display
+from ..reader.fetching import trust
+from ..rules.manifest import FileEntry
 from ..rules.names import CATALOG_NAME
 from ..rules.problems import ArchiveError
 from ..writer import PayloadFile, check_destination, serve_command_for, write_new
-from .cache import DEFAULT_CACHE_MAX_BYTES, Blob, BlobCache, default_cache_dir
 from .fallback import SLAB_BYTES, fetch_fallbacks
 from .plan import assign_members, list_directories, plan
 from .rebuild import (
@@ -61,7 +63,7 @@ from .rebuild import member_for_uri as member_for_uri_of
 from .result import DownloadResult
 from .state import FileHook, Run, node_path
 from .streamed import fetch_routed
-from .transfer import fetch_raw
+from .transfer import fetch_raw, probe_raw
 
 if TYPE_CHECKING:
     from ..catalog.db_file import AssetRow
@@ -87,10 +89,11 @@ DEFAULT_RETRIES = 5
 # -- One run -------------------------------------------------------------------------------------
 
 
-def _fetch(run: Run, *, allow_empty: bool) -> None:
+def _fetch(run: Run, *, allow_empty: bool, lazy: bool = False) -> None:
     """Everything the archive holds, into the cache and the staging folder; TA-E910 listing
     every node that could be fetched neither raw nor through the data API, TA-E913 when
-    there is no node to fetch (unless ``allow_empty``)."""
+    there is no node to fetch (unless ``allow_empty``). ``lazy``: raw files are not fetched,
+    only their sizes and validators asked for where the server did not list a size."""
     plan(run)
     if not run.matched and not allow_empty:
         where = "/".join(node_path(run.source)) or "/"
@@ -100,7 +103,10 @@ def _fetch(run: Run, *, allow_empty: bool) -> None:
         )
     list_directories(run)
     assign_members(run)
-    fetch_raw(run)
+    if lazy:
+        probe_raw(run)
+    else:
+        fetch_raw(run)
     fetch_fallbacks(run)
     failures = [f"{node.name}: {node.error}" for node in run.nodes if node.error]
     if failures:
@@ -180,6 +186,7 @@ def download(
     allow_empty: bool = False,
     streamed: bool = True,
     keep_cache: bool = True,
+    lazy: bool = False,
 ) -> DownloadResult:
     """Download a node of a live Tiled server into an archive at ``dest`` (``*.zip`` for a ZIP,
     else a directory) and say what was done: a :class:`DownloadResult` (a path: ``open()``
@@ -208,6 +215,12 @@ def download(
     apply): its tail is read first, and only the members the cache lacks are fetched, with
     range requests (:mod:`.streamed`), each checked against the manifest's digest.
 
+    With ``lazy``, ``dest`` is an incomplete directory archive (spec 4.1): its catalog,
+    manifest (sizes; digests where the server gives them) and tag files, and no payload bytes
+    (what only the data API can read is fetched now). Opening it (:func:`tiled_archive.open`)
+    fetches what each read needs from this server, checked and kept; ``tiled-archive fetch``
+    brings the rest. This user's own lazy archives fetch without being told to.
+
     A directory archive is written relocated (its asset URIs point at its own ``data/``), so
     stock ``tiled serve catalog DEST/catalog.db -r DEST/data`` serves it as it is.
 
@@ -224,6 +237,8 @@ def download(
     """
     if (catalog is None) == (dest is None) or (catalog is None) != (data_dir is None):
         raise TypeError("download() takes dest, or catalog and data_dir")
+    if lazy and (catalog is not None or str(dest).lower().endswith(".zip")):
+        raise ValueError("a lazy archive is a directory: give dest a name without .zip")
     if catalog is not None:
         options = {"workers": workers, "quiet": quiet, "cache_dir": cache_dir}
         options |= {"retries": retries, "cache_max_bytes": cache_max_bytes}
@@ -246,16 +261,19 @@ def download(
                     retries=retries,
                     on_file=on_file,
                 )
-                db = fetch_routed(run) if streamed else None
+                db = fetch_routed(run) if streamed and not lazy else None
                 routed = db is not None
+                absent: list[FileEntry] = []
                 if db is not None:
                     fields, member_for_uri = source_fields(source), _archive_form
                 else:
-                    _fetch(run, allow_empty=allow_empty)
+                    _fetch(run, allow_empty=allow_empty, lazy=lazy)
                     db = Path(work, CATALOG_NAME)
                     rebuild_catalog(run, db)
                     fields = manifest_fields(run)
                     member_for_uri = functools.partial(member_for_uri_of, run.staging)
+                    if lazy:
+                        absent, fields["fetch"] = _fetch_record(run)
             # Outside the display above: the writer shows its own, and rich allows one at once.
             write_new(
                 dest,
@@ -267,7 +285,10 @@ def download(
                 quiet=quiet,
                 extra=fields,
                 relocated=True,
+                absent=absent,
             )
+        if lazy:
+            trust(dest, fields["fetch"]["origin"])
         finished = True
         return _result(dest, run, streamed=routed)
     finally:
@@ -278,6 +299,36 @@ def download(
                 cache.forget(sha256)
         cache.evict(keep=() if finished else fetched)
         cache.close()
+
+
+def _fetch_record(run: Run) -> tuple[list[FileEntry], dict[str, Any]]:
+    """A lazy download's absent files and the manifest's ``fetch`` record (spec 4.1): each
+    raw file's URL relative to the server's API root, and the validators its probe saw."""
+    origin = str(run.source.context.api_uri).rstrip("/") + "/"
+    entries: dict[str, FileEntry] = {}
+    files: dict[str, dict[str, str]] = {}
+    for node in run.nodes:
+        if node.method != "raw":
+            continue
+        for remote in node.files:
+            url = remote.url()
+            if not url.startswith(origin) or remote.size is None:
+                raise ArchiveError(
+                    "TA-E910",
+                    node.name,
+                    f"cannot be fetched later: its file {remote.member} is at {url}, not "
+                    f"below {origin}, or has no size",
+                )
+            entries[remote.member] = FileEntry(remote.member, remote.size, remote.server_sha256)
+            item = {"url": url[len(origin) :]}
+            if remote.probed is not None:
+                validators = remote.probed[1]
+                if validators.etag:
+                    item["etag"] = validators.etag
+                if validators.last_modified:
+                    item["last_modified"] = validators.last_modified
+            files[remote.member] = item
+    return sorted(entries.values(), key=lambda e: e.path), {"origin": origin, "files": files}
 
 
 def _archive_form(row: AssetRow) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.progress import TaskID
 
+from ..files.blobs import Blob
 from ..files.hashing import copy_hashing
 from ..rules.formats import (
     ARROW_MIMETYPE,
@@ -25,7 +26,6 @@ from ..rules.formats import (
 )
 from ..rules.names import DATA_DIR, RAGGED_MIMETYPE
 from ..rules.paths import FORBIDDEN_CHARACTERS
-from .cache import Blob
 from .plan import walk
 from .state import Node, Run, children, staged_asset
 from .transfer import NotServed, check, parallel, retrying
@@ -59,7 +59,8 @@ def fetch_fallbacks(run: Run) -> None:
 
 
 def _fallback_prefix(run: Run) -> str:
-    taken = {member.split("/")[1] for member in run.ready}
+    raw = [remote.member for node in run.nodes if node.method == "raw" for remote in node.files]
+    taken = {member.split("/")[1] for member in [*run.ready, *raw]}
     name, number = FALLBACK_FOLDER, 1
     while name in taken:
         number += 1

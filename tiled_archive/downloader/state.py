@@ -11,11 +11,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from rich.progress import Progress, TaskID
 
-from .cache import Blob, BlobCache
+from ..files.blobs import Blob, BlobCache, Validators
 
 #: A URI's scheme (RFC 3986 §3.1); an archive-form asset URI has none.
 URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
@@ -61,9 +62,13 @@ class ServerFile:
     relative_path: str | None
     server_path: PurePosixPath
     member: str = ""
+    #: What a lazy download's probe learned: the size and the validators the server sent.
+    probed: tuple[int, Validators] | None = None
 
     @property
     def size(self) -> int | None:
+        if self.probed is not None:
+            return self.probed[0]
         return None if self.relative_path is not None else self.asset.get("size")
 
     @property
@@ -81,6 +86,10 @@ class ServerFile:
         return json.dumps(
             [self.asset["data_uri"], self.relative_path, self.size, self.server_sha256]
         )
+
+    def url(self) -> str:
+        """The absolute URL of the file's bytes (Tiled's ``/asset/bytes``, with its query)."""
+        return f"{self.node.asset_url('bytes')}?{urlencode(self.params())}"
 
     def params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"id": self.asset["id"]}

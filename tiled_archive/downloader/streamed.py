@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from ..files.blobs import Validators
 from ..files.hashing import CHUNK
 from ..reader import ArchiveWarning, open_archive
 from ..rules.manifest import FileEntry
@@ -33,7 +34,6 @@ from ..rules.names import CATALOG_NAME
 from ..rules.problems import ArchiveError
 from ..zip import records as zf
 from ..zip.stream import dos_to_epoch
-from .cache import Validators
 from .state import Run
 from .transfer import Transient, check, fill_partial, retrying
 

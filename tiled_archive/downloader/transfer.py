@@ -24,9 +24,9 @@ import httpx
 from rich.filesize import decimal
 from rich.progress import TaskID
 
+from ..files.blobs import Blob, Validators
 from ..files.hashing import CHUNK
 from ..rules.problems import ArchiveError
-from .cache import Blob, Validators
 from .state import Run, ServerFile
 
 T = TypeVar("T")
@@ -173,6 +173,50 @@ def fetch_raw(run: Run) -> None:
     total = sum(remote.size or 0 for remote in unique.values())
     bar = run.progress.add_task("fetching", total=total or None, bytes=True)
     parallel(run, unique.values(), functools.partial(_fetch_file, run, bar))
+
+
+def probe_raw(run: Run) -> None:
+    """For a lazy download: the size of every raw file the server lists none for, and its
+    validators, from a one-byte range request each (no payload is fetched)."""
+    unknown: dict[str, ServerFile] = {}
+    for node in run.nodes:
+        if node.method == "raw":
+            for remote in node.files:
+                if remote.size is None:
+                    unknown.setdefault(remote.member, remote)
+    bar = run.progress.add_task("sizes", total=len(unknown) or None)
+
+    def probe(remote: ServerFile) -> None:
+        if remote.node.method != "raw":
+            return
+        url = remote.node.asset_url("bytes")
+        try:
+            remote.probed = retrying(run, functools.partial(_probe, run, remote, url), url)
+        except NotServed as err:
+            run.refuse_raw(remote.node, err)
+        run.progress.advance(bar)
+
+    parallel(run, unknown.values(), probe)
+    for node in run.nodes:  # one file of a directory asset probed stands for its duplicates
+        for remote in node.files:
+            if remote.size is None and remote.member in unknown:
+                remote.probed = unknown[remote.member].probed
+
+
+def _probe(run: Run, remote: ServerFile, url: str) -> tuple[int, Validators]:
+    headers = {"Accept-Encoding": "identity", "Range": "bytes=0-0"}
+    with run.http.stream("GET", url, params=remote.params(), headers=headers) as response:
+        if response.status_code == 416:  # an empty file: "bytes */0"
+            total = response.headers.get("content-range", "").rpartition("/")[2]
+        else:
+            check(response)
+            if response.status_code == 206:
+                total = response.headers.get("content-range", "").rpartition("/")[2]
+            else:
+                total = response.headers.get("content-length", "")
+        if not total.isdigit():
+            raise NotServed(f"no size for {remote.member} (Content-Range {total!r})")
+        return int(total), Validators.of(response.headers)
 
 
 def _fetch_file(run: Run, bar: TaskID, remote: ServerFile) -> None:

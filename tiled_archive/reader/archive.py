@@ -8,6 +8,7 @@ digest; data members are never copied, only read by position.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import sqlite3
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePath, PurePosixPath
 from typing import BinaryIO
 
+from ..files.blobs import BlobCache, Validators, default_cache_dir, url_key
 from ..files.cache_root import cache_root
 from ..files.hashing import CHUNK, sha256_of
 from ..inspectors import Inspection
@@ -49,6 +51,8 @@ from ..rules.paths import (
 from ..rules.problems import ArchiveError, Problem, reason
 from ..sources import ByteSource, Member, Span, open_source
 from ..sources.directory import DirectorySource
+from ..sources.lazy import Absent, LazySource
+from .fetching import FetchOptions, fetch_policy
 
 
 class ArchiveWarning(UserWarning):
@@ -67,7 +71,7 @@ REMOTE_ONLY_WARNINGS = frozenset({"TA-W103"})
 class Archive:
     """An open archive. Use :func:`open_archive`; close it (or use ``with``) when done."""
 
-    def __init__(self, source: ByteSource):
+    def __init__(self, source: ByteSource, fetch: FetchOptions | None = None):
         self.source = source
         errors = [p for p in source.problems if p.severity == "error"]
         if errors:
@@ -108,6 +112,9 @@ class Archive:
             raise ArchiveError("TA-E003", MIMETYPE_NAME, "wrong format marker")
         self.manifest = Manifest.loads(source.read(MANIFEST_NAME))
         self._entries = {entry.path: entry for entry in self.manifest.files}
+        self._node_paths: dict[str, str] | None = None
+        if self.manifest.fetch is not None and isinstance(source, DirectorySource):
+            self.source = source = self._lazy_source(source, fetch or FetchOptions())
         newer = version_problem(self.manifest.format_version)
         if newer:
             warnings.warn(ArchiveWarning(newer), stacklevel=3)
@@ -122,6 +129,113 @@ class Archive:
         #: relocation_folder's answer, found once from the catalog's URIs.
         self._relocation_folder: PurePath | None = None
         self._inspections: dict[int, Inspection] = {}
+
+    def _lazy_source(self, directory: DirectorySource, options: FetchOptions) -> LazySource:
+        """The source of an incomplete archive (spec 4.1): absent files fetched when read,
+        as ``options`` and this user's trust allow."""
+        record = self.manifest.fetch
+        assert record is not None
+        directory.close()
+        policy = fetch_policy(
+            directory.location,
+            record.origin,
+            fetch=options.fetch,
+            offline=options.offline,
+            api_key=options.api_key,
+            max_bytes=options.max_bytes,
+        )
+        listed = [
+            Absent(
+                path,
+                self._entries[path].size,
+                self._entries[path].sha256,
+                source.url,
+                source.etag,
+                source.last_modified,
+            )
+            for path, source in record.files.items()
+            if path in self._entries
+        ]
+        return LazySource(
+            directory.location,
+            listed,
+            policy,
+            record.origin,
+            self.fetch_command,
+            functools.partial(_into_blob_cache, record.origin),
+        )
+
+    @property
+    def is_lazy(self) -> bool:
+        """Whether this is an incomplete-capable (lazy) directory archive (spec 4.1)."""
+        return isinstance(self.source, LazySource)
+
+    def absent(self) -> list[str]:
+        """Payload files the archive does not hold yet (an incomplete archive's; else none)."""
+        return sorted(self.source.absent()) if isinstance(self.source, LazySource) else []
+
+    def fetch_command(self, path: str | None = None) -> str:
+        """The ``tiled-archive fetch`` command that brings payload file ``path`` (its node's),
+        or every absent file."""
+        import shlex
+
+        command = ["tiled-archive", "fetch", str(self.location)]
+        node = self.node_of(path) if path is not None else None
+        if node:
+            command += ["--node", node]
+        return shlex.join(command)
+
+    def node_of(self, path: str) -> str | None:
+        """The path of the node whose data source holds payload file ``path`` (None: none)."""
+        if self._node_paths is None:
+            self._node_paths = self._member_nodes()
+        found = self._node_paths.get(path)
+        if found is None:  # a file inside a directory asset
+            for member, node in self._node_paths.items():
+                if path.startswith(member + "/"):
+                    return node
+        return found
+
+    def files_of_nodes(self, nodes: list[str]) -> set[str]:
+        """The payload files of the data sources of ``nodes`` and of every node below them
+        (node paths, ``/``-separated; ``""`` or ``/`` is the whole tree)."""
+        if self._node_paths is None:
+            self._node_paths = self._member_nodes()
+        prefixes = [node.strip("/") for node in nodes]
+        chosen = {
+            member
+            for member, node in self._node_paths.items()
+            if any(not p or node == p or node.startswith(p + "/") for p in prefixes)
+        }
+        return {
+            entry.path
+            for entry in self.manifest.files
+            if entry.path in chosen or any(entry.path.startswith(m + "/") for m in chosen)
+        }
+
+    def _member_nodes(self) -> dict[str, str]:
+        """Each asset's member (file or folder) -> the path of the node it belongs to."""
+        uri = f"{self.catalog_path().resolve().as_uri()}?mode=ro&immutable=1"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+            rows = conn.execute("SELECT id, parent, key FROM nodes").fetchall()
+            owners = dict(conn.execute("SELECT id, node_id FROM data_sources").fetchall())
+        parents = {node_id: (parent, str(key)) for node_id, parent, key in rows}
+
+        def path_of(node_id: int) -> str:
+            parts = []
+            while True:
+                parent, key = parents.get(node_id, (None, ""))
+                if parent is None:
+                    return "/".join(reversed(parts))
+                parts.append(key)
+                node_id = parent
+
+        return {
+            asset.member: path_of(owners[row.id])
+            for row in self.data_sources().values()
+            if row.id in owners
+            for asset in row.assets
+        }
 
     @property
     def location(self) -> Path | str:
@@ -325,6 +439,8 @@ class Archive:
         if path in self._copies:
             return self._copies[path]
         entries = self._folder(path)  # TA-E305 unless the manifest lists it
+        if isinstance(self.source, LazySource):
+            self.source.ensure_below(path)  # a library opens it by name: every file here
         if isinstance(self.source, DirectorySource):
             target = self.source.location / path
         else:
@@ -349,7 +465,10 @@ class Archive:
             lock = self._verifying.setdefault(entry.path, threading.Lock())
         with lock:  # concurrent first requests for one file wait for one hash, not hash it all
             if entry.path not in self._verified:
-                _verify(self.open(entry.path), entry, None, "TA-E308")
+                if isinstance(self.source, LazySource):
+                    self.source.ensure(entry.path)  # fetched whole and checked
+                if entry.sha256 is not None:
+                    _verify(self.open(entry.path), entry, None, "TA-E308")
                 self._verified.add(entry.path)
 
     def _folder(self, path: str) -> list[FileEntry]:
@@ -410,6 +529,25 @@ class Archive:
         return f"<Archive {self.location} format {self.manifest.format_version}>"
 
 
+def _into_blob_cache(
+    origin: str,
+    file: Absent,
+    path: Path,
+    sha256: str,
+    crc32: int,
+    validators: tuple[str | None, str | None],
+) -> None:
+    """A file a lazy archive fetched, indexed in the download cache by its URL: a later
+    download of it from the same server finds it there (after asking whether it changed)."""
+    cache = BlobCache(default_cache_dir(), max_bytes=None)
+    try:
+        cache.adopt(
+            url_key(origin + file.url), path, file.size, sha256, crc32, Validators(*validators)
+        )
+    finally:
+        cache.close()
+
+
 def _touch(path: Path) -> None:
     """Create an empty marker file; a cache that cannot be written only costs a re-check."""
     with contextlib.suppress(OSError):
@@ -435,10 +573,13 @@ def _verify(source: BinaryIO, entry: FileEntry, sink: BinaryIO | None, code: str
         raise ArchiveError(code, entry.path, "SHA-256 differs from the manifest")
 
 
-def open_archive(path: str | Path, storage_options: Mapping | None = None) -> Archive:
+def open_archive(
+    path: str | Path, storage_options: Mapping | None = None, fetch: FetchOptions | None = None
+) -> Archive:
     """Open a directory or ZIP archive, or a ZIP at an http(s) URL, read-only (raises
-    ArchiveError with the rule broken). ``storage_options``: for a URL (headers, timeout)."""
-    return Archive(open_source(path, storage_options))
+    ArchiveError with the rule broken). ``storage_options``: for a URL (headers, timeout).
+    ``fetch``: for an incomplete (lazy) archive, whether and how it fetches absent files."""
+    return Archive(open_source(path, storage_options), fetch)
 
 
-__all__ = ["Archive", "ArchiveWarning", "open_archive"]
+__all__ = ["Archive", "ArchiveWarning", "FetchOptions", "open_archive"]

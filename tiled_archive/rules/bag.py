@@ -55,7 +55,8 @@ def digest_lines(digests: Mapping[str, str]) -> bytes:
 
 
 def payload_manifest(manifest: Manifest) -> bytes:
-    return digest_lines({f.path: f.sha256 for f in manifest.files})
+    # An incomplete archive's files of unknown digest have no line (spec 5): not yet a bag.
+    return digest_lines({f.path: f.sha256 for f in manifest.files if f.sha256 is not None})
 
 
 def parse_digest_lines(raw: bytes, name: str, code: str) -> tuple[dict[str, str], list[Problem]]:
@@ -128,7 +129,7 @@ def check_bagit_txt(raw: bytes) -> list[Problem]:
 def check_payload_manifest(raw: bytes, manifest: Manifest) -> list[Problem]:
     """TA-E401 for every disagreement between manifest-sha256.txt and tiled-archive.json."""
     digests, problems = parse_digest_lines(raw, PAYLOAD_MANIFEST_NAME, "TA-E401")
-    expected = {f.path: f.sha256 for f in manifest.files}
+    expected = {f.path: f.sha256 for f in manifest.files if f.sha256 is not None}
     for path in sorted(expected.keys() | digests.keys()):
         if digests.get(path) != expected.get(path):
             problems.append(

@@ -200,6 +200,22 @@ _TABLE = [
         "The catalog is damaged or was changed; re-download, or `tiled-archive relocate`.",
     ),
     Code(
+        "TA-E310",
+        "The manifest's `fetch` record could make a reader contact something other than its "
+        "origin, or is incomplete: the origin is not an http(s) URL with a host and no "
+        "credentials, query or fragment ending in `/`; a file's URL is not a relative URL "
+        "below it; it names a file `files` does not list; or a file without `sha256` is not "
+        "in it.",
+        "Write fetch URLs relative to the origin (`asset/bytes/...`), keep credentials out of "
+        "the archive, and give every file outside the fetch record its digest.",
+    ),
+    Code(
+        "TA-W310",
+        "A payload file the `fetch` record lists is absent: the archive is incomplete (a lazy "
+        "archive); its readers fetch the file from the origin when asked to.",
+        "Run `tiled-archive fetch DIR` to bring every absent file (or `--node PATH` for part).",
+    ),
+    Code(
         "TA-W300",
         "The archive has a newer minor format version than this reader; features it "
         "does not know are ignored.",
@@ -428,6 +444,37 @@ _TABLE = [
         "`Last-Modified` than the first; nothing more is read from it.",
         "Open it again once it is no longer being replaced (a published archive should be "
         "written under a new name, not over the old one).",
+    ),
+    Code(
+        "TA-E940",
+        "The archive is incomplete (files its fetch record lists are absent) and this needs "
+        "every file: packing it, loading it into a catalog, serving it with stock Tiled, or "
+        "`validate --complete`.",
+        "Run `tiled-archive fetch DIR` first: it brings the absent files from the origin and "
+        "checks them.",
+    ),
+    Code(
+        "TA-E941",
+        "A read needs bytes of a file the incomplete archive does not hold, and fetching is "
+        "off: offline (`offline=True`, TILED_ARCHIVE_OFFLINE=1), or an archive this user's "
+        "download did not make (it contacts nothing until told to).",
+        "Run the `tiled-archive fetch` command the message names, or open with fetch=True "
+        "(online).",
+    ),
+    Code(
+        "TA-E942",
+        "The origin's bytes are not the file the archive lists: another size, SHA-256 or "
+        "validators (`ETag`, `Last-Modified`) than recorded; the file changed at the origin. "
+        "Nothing fetched was kept.",
+        "Download the node again (`tiled-archive download ... --lazy --force`) to follow the "
+        "origin's new state.",
+    ),
+    Code(
+        "TA-E943",
+        "The origin of an incomplete archive cannot be reached or will not hand out a file "
+        "(connection error, an error status, a redirect, a refused API key).",
+        "Check the network and the server; pass --api-key KEY or set TILED_API_KEY (from "
+        "Python: api_key=) when the server wants one. Work offline with what is present.",
     ),
     Code(
         "TA-E920",

@@ -7,8 +7,11 @@ Pure: nothing here touches an archive.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from .codes import Severity
 from .names import (
@@ -31,11 +34,56 @@ from .schemas import (
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One file of the archive: its path, size in bytes and SHA-256 (lowercase hex)."""
+    """One file of the archive: its path, size in bytes and SHA-256 (lowercase hex; None only
+    for a file of an incomplete archive whose digest is not known yet, spec 4.1)."""
 
     path: str
     size: int
-    sha256: str
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class FetchSource:
+    """Where one payload file of an incomplete archive comes from (spec 4.1): ``url``, relative
+    to the origin, and the validators the origin gave for it (None: not recorded)."""
+
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchRecord:
+    """The manifest's ``fetch``: the origin (an http(s) URL ending in ``/``) and, by archive
+    path, where each file that may be absent comes from."""
+
+    origin: str
+    files: Mapping[str, FetchSource]
+
+    def url(self, path: str) -> str:
+        """The absolute URL of payload file ``path`` (a relative URL checked to stay below the
+        origin, :func:`fetch_problems`)."""
+        return self.origin + self.files[path].url
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> FetchRecord:
+        """The record of a ``fetch`` object valid against the manifest schema."""
+        files = {
+            path: FetchSource(item["url"], item.get("etag"), item.get("last_modified"))
+            for path, item in document["files"].items()
+        }
+        return cls(document["origin"], files)
+
+    def to_json(self) -> dict[str, Any]:
+        files = {}
+        for path, source in self.files.items():
+            item = {"url": source.url}
+            if source.etag is not None:
+                item["etag"] = source.etag
+            if source.last_modified is not None:
+                item["last_modified"] = source.last_modified
+            files[path] = item
+        return {"origin": self.origin, "files": files}
 
 
 @dataclass(frozen=True)
@@ -49,6 +97,8 @@ class Manifest:
     producer: dict[str, str] = field(default_factory=lambda: {"name": FORMAT_NAME})
     format_version: str = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The incomplete-archive record (spec 4.1); None for an archive that holds every file.
+    fetch: FetchRecord | None = None
 
     @property
     def payload_oxum(self) -> str:
@@ -65,7 +115,7 @@ class Manifest:
             "tiled_schema_revision": self.tiled_schema_revision,
             "catalog": _entry_json(self.catalog),
             "files": [_entry_json(f) for f in sorted(self.files, key=lambda f: f.path)],
-        }
+        } | ({"fetch": self.fetch.to_json()} if self.fetch is not None else {})
 
     def dumps(self) -> bytes:
         """Canonical bytes: sorted keys, two-space indent, UTF-8, final newline."""
@@ -107,6 +157,8 @@ def canonical_problem(raw: bytes) -> Problem | None:
 
 
 def _entry_json(entry: FileEntry) -> dict[str, Any]:
+    if entry.sha256 is None:
+        return {"path": entry.path, "size": entry.size}
     return {"path": entry.path, "size": entry.size, "sha256": entry.sha256}
 
 
@@ -146,7 +198,9 @@ def parse_manifest(raw: bytes) -> tuple[list[Problem], Manifest | None]:
         problems.append(version)
         if version.severity is Severity.ERROR:
             return problems, None
-    files = tuple(FileEntry(**entry) for entry in document["files"])
+    files = tuple(
+        FileEntry(entry["path"], entry["size"], entry.get("sha256")) for entry in document["files"]
+    )
     seen: set[str] = set()
     for entry in files:
         if entry.path in seen:
@@ -163,7 +217,16 @@ def parse_manifest(raw: bytes) -> tuple[list[Problem], Manifest | None]:
         "tiled_schema_revision",
         "catalog",
         "files",
+        "fetch",
     }
+    fetch = FetchRecord.from_json(document["fetch"]) if "fetch" in document else None
+    if fetch is not None:
+        problems.extend(fetch_problems(fetch, seen))
+    problems.extend(
+        Problem("TA-E310", entry.path, "no sha256, and not a file the fetch record lists")
+        for entry in files
+        if entry.sha256 is None and (fetch is None or entry.path not in fetch.files)
+    )
     manifest = Manifest(
         catalog=FileEntry(**document["catalog"]),
         files=files,
@@ -172,5 +235,58 @@ def parse_manifest(raw: bytes) -> tuple[list[Problem], Manifest | None]:
         producer=document["producer"],
         format_version=document["format_version"],
         extra={k: v for k, v in document.items() if k not in known},
+        fetch=fetch,
     )
     return problems, manifest
+
+
+#: What a fetch URL may hold: RFC 3986's unreserved and sub-delimiter characters, ``:``, ``@``,
+#: ``/``, ``?`` and percent escapes; no fragment, no space, nothing a server could read as
+#: another request.
+_URL_CHARACTERS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]+")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def fetch_problems(fetch: FetchRecord, listed: set[str]) -> list[Problem]:
+    """TA-E310 for every way the fetch record could make a reader contact anything but its
+    origin, or name a file the manifest does not list (spec 4.1)."""
+    problems = []
+    origin = urlsplit(fetch.origin)
+    if (
+        origin.scheme not in ("http", "https")
+        or not origin.hostname
+        or origin.username is not None
+        or origin.password is not None
+        or origin.query
+        or origin.fragment
+        or not origin.path.endswith("/")
+        or not _URL_CHARACTERS.fullmatch(fetch.origin.split("://", 1)[-1])
+    ):
+        problems.append(
+            Problem(
+                "TA-E310",
+                MANIFEST_NAME,
+                f"fetch origin {fetch.origin!r} is not an http(s) URL with a host, no "
+                "credentials, query or fragment, ending in /",
+            )
+        )
+    for path, source in fetch.files.items():
+        if path not in listed:
+            problems.append(Problem("TA-E310", path, "in the fetch record, not in files"))
+        url = source.url
+        segments = url.split("?", 1)[0].split("/")
+        if (
+            not _URL_CHARACTERS.fullmatch(url)
+            or url.startswith("/")
+            or _SCHEME.match(url.split("/", 1)[0])
+            or "%2f" in url.split("?", 1)[0].lower()
+            or "%5c" in url.split("?", 1)[0].lower()
+            or {".", ".."} & set(segments)
+            or any(s.lower().replace("%2e", ".") in (".", "..") for s in segments)
+        ):
+            problems.append(
+                Problem(
+                    "TA-E310", path, f"fetch URL {url!r} is not a relative URL below the origin"
+                )
+            )
+    return problems

@@ -1,4 +1,4 @@
-"""Names and constants of the tiled-archive format (version 1.1): the format marker, the
+"""Names and constants of the tiled-archive format (version 1.2): the format marker, the
 top-level files in their order, the data folder, alignment, the Tiled schema revisions.
 
 Pure: nothing here touches an archive.
@@ -9,7 +9,7 @@ from __future__ import annotations
 #: This package's version (the producer version written into manifests).
 __version__ = "0.1.0"
 FORMAT_NAME = "tiled-archive"
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "1.2"
 MIMETYPE = "application/x-tiled-archive"
 
 # Top-level names, in the order the reference writer puts them in a ZIP.
@@ -21,6 +21,9 @@ PAYLOAD_MANIFEST_NAME = "manifest-sha256.txt"
 TAG_MANIFEST_NAME = "tagmanifest-sha256.txt"
 CATALOG_NAME = "catalog.db"
 DATA_DIR = "data"
+#: The folder where software fetching an incomplete archive's files keeps its work (spec
+#: 4.1): not part of the archive; readers and validators ignore it, packing leaves it out.
+FETCH_WORK_DIR = ".tiled-archive-fetch"
 TAG_FILES = (MIMETYPE_NAME, MANIFEST_NAME, BAGIT_NAME, BAG_INFO_NAME, PAYLOAD_MANIFEST_NAME)
 REQUIRED_FILES = (*TAG_FILES, TAG_MANIFEST_NAME, CATALOG_NAME)
 

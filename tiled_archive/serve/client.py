@@ -10,14 +10,21 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..reader import open_archive
+from ..reader import FetchOptions, open_archive
 from .app import ArchiveServer, CatalogServer
 from .quiet import quiet_tiled
 from .transport import in_process_context
 
 
 def open(  # noqa: A001 -- the public name
-    path: str | Path, *, storage_options: Mapping[str, Any] | None = None, **client_kwargs: Any
+    path: str | Path,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    fetch: bool | None = None,
+    offline: bool | None = None,
+    api_key: str | None = None,
+    max_bytes: int | None = None,
+    **client_kwargs: Any,
 ) -> Any:
     """Open an archive (directory or ZIP, or a ZIP at an http(s) URL, read by range requests)
     as a Tiled client, served in-process (no socket).
@@ -26,9 +33,18 @@ def open(  # noqa: A001 -- the public name
     and has ``close()``: both release the archive. Keyword arguments go to
     ``tiled.client.from_context`` (e.g. ``structure_clients="numpy"``). ``storage_options``
     for a URL: ``headers`` (e.g. ``Authorization``), ``timeout``, ``verify``.
+
+    An incomplete (lazy) archive (``download(..., lazy=True)``) serves what it holds and
+    fetches what a read needs from the server it came from (only the blocks of a large file a
+    read touches), checked and kept. It fetches only when this user's download made it, or
+    with ``fetch=True``; never with ``offline=True`` (or ``TILED_ARCHIVE_OFFLINE=1``), where a
+    read of absent bytes fails with TA-E941 naming the ``tiled-archive fetch`` command that
+    would bring them. ``api_key`` (default ``TILED_API_KEY``) goes to that server only;
+    ``max_bytes`` caps the fetched bytes kept, least recently used dropped first.
     """
+    options = FetchOptions(fetch, offline, api_key, max_bytes)
     return _in_process_client(
-        lambda: ArchiveServer(open_archive(path, storage_options)), client_kwargs
+        lambda: ArchiveServer(open_archive(path, storage_options, options)), client_kwargs
     )
 
 

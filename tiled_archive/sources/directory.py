@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO
 
+from ..rules.names import FETCH_WORK_DIR
 from ..rules.problems import ArchiveError, Problem
 from . import ByteSource, Member, Span
 
@@ -76,6 +77,8 @@ class DirectorySource(ByteSource):
             with os.scandir(directory) as entries:
                 for entry in entries:
                     relpath = prefix + entry.name
+                    if relpath == FETCH_WORK_DIR:
+                        continue  # a fetcher's work folder: not part of the archive (spec 4.1)
                     if entry.is_dir(follow_symlinks=False):
                         pending.append((entry.path, relpath + "/"))
                     elif entry.is_file(follow_symlinks=False):

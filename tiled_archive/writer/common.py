@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 from ..catalog import db_file as catalog_db
 from ..files.hashing import CHUNK, copy_hashing
 from ..rules import bag
-from ..rules.manifest import FileEntry, Manifest
+from ..rules.manifest import FetchRecord, FileEntry, Manifest
 from ..rules.names import (
     BAG_INFO_NAME,
     BAGIT_NAME,
@@ -187,11 +187,14 @@ def build_manifest(
 def new_manifest(created: float, extra: Mapping[str, Any] | None = None) -> Manifest:
     """The manifest of new content before it is written: creation time, this producer and
     optional ``extra`` top-level fields. The writer fills in the catalog and the files."""
+    extra = dict(extra or {})
+    fetch = extra.pop("fetch", None)
     return Manifest(
         catalog=FileEntry(CATALOG_NAME, 0, ""),
         files=(),
         created=_iso(created),
         tiled_schema_revision="",
         producer={"name": "tiled-archive", "version": __version__},
-        extra=dict(extra or {}),
+        extra=extra,
+        fetch=FetchRecord.from_json(fetch) if fetch is not None else None,
     )

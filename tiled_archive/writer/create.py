@@ -7,7 +7,7 @@ import functools
 import os
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -96,12 +96,15 @@ def write_new(
     quiet: bool,
     extra: Mapping[str, Any] | None = None,
     relocated: bool = False,
+    absent: Sequence[FileEntry] = (),
 ) -> Path:
     """Write new content: ``db`` (a catalog Tiled wrote, absolute asset URIs) is finalized
     with ``member_for_uri`` once the payload's digests are known; with ``relocated``, a
     directory ``dest`` gets relocated URIs (as :func:`convert` writes directories), else
     archive form (movable, but stock Tiled needs ``relocate`` first). ``epoch`` fixes every
-    timestamp (reproducible); ``extra`` adds top-level manifest fields."""
+    timestamp (reproducible); ``extra`` adds top-level manifest fields (``fetch``: the record
+    of an incomplete archive, whose ``absent`` files its manifest lists but it does not hold).
+    """
     stamp = datetime.fromtimestamp(epoch, timezone.utc) if epoch is not None else None
 
     def finish_catalog(entries: Mapping[str, FileEntry]) -> Path:
@@ -121,6 +124,7 @@ def write_new(
         template=new_manifest(created, extra) if extra else None,
         force=force,
         quiet=quiet,
+        absent=absent,
     )
 
 

@@ -47,11 +47,13 @@ def write_directory(
     created: float,
     template: Manifest | None,
     progress: Progress,
+    absent: Iterable[FileEntry] = (),
 ) -> Manifest:
     """Copy the payload into the directory ``staged`` hashing it once (verified local copies
     are hard-linked instead), then the catalog (``finish_catalog`` gets the payload's entries)
-    and the tag files."""
-    entries = {}
+    and the tag files. ``absent``: the files of an incomplete archive it does not hold (spec
+    4.1), listed in its manifest all the same."""
+    entries = {entry.path: entry for entry in absent}
     copies = []
     for file in payload:
         target = staged / file.path
@@ -253,6 +255,7 @@ def write_archive(
     template: Manifest | None = None,
     force: bool,
     quiet: bool,
+    absent: Iterable[FileEntry] = (),
 ) -> Path:
     """Write an archive at ``dest``: a ZIP when it ends in ``.zip``, else a directory.
 
@@ -260,6 +263,8 @@ def write_archive(
     time, producer and extra fields carry over.
     """
     as_zip = dest.suffix.lower() == ".zip"
+    if as_zip and absent:
+        raise ValueError("an incomplete archive is a directory (spec 4.1), not a ZIP")
     staging = staged_beside(dest, force=force, is_dir=not as_zip)
     with staging as staged, progress_display(quiet) as progress:
         if as_zip:
@@ -280,5 +285,6 @@ def write_archive(
                 created=created,
                 template=template,
                 progress=progress,
+                absent=absent,
             )
     return dest

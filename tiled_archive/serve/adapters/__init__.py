@@ -156,6 +156,8 @@ class ArchiveAdapters(Adapters):
         return self.archive.asset_member(data_uri)
 
     def _readers(self) -> dict[str, AdapterFactory]:
+        if self.archive.is_lazy:
+            return self._lazy_adapters()
         return self._directory_adapters() if self.archive.is_directory else self._zip_adapters()
 
     def inspection(self, data_source: Any, kwargs: dict[str, Any]) -> Inspection:
@@ -178,6 +180,26 @@ class ArchiveAdapters(Adapters):
             lambda uri: root / self.member(uri)
         )
         return adapters
+
+    # -- Incomplete (lazy) archives: absent files fetched as reads need them ---------------
+
+    def _lazy_adapters(self) -> dict[str, AdapterFactory]:
+        """What reads members in place in a ZIP reads a lazy archive's files through its
+        source (only the blocks a read touches are fetched); a Zarr store's keys are fetched
+        one by one; anything a library opens by name is fetched whole first."""
+        from .lazy import lazy_zarr_store
+        from .zip import in_place_adapters
+
+        archive, member = self.archive, self.member
+        in_place = in_place_adapters(archive, member)
+        in_place[ZARR_MIMETYPE] = lambda: self._zarr_adapter(
+            lambda uri: (lazy_zarr_store(archive), member(uri))
+        )
+        in_place[RAGGED_MIMETYPE] = lambda: self._ragged_adapter(
+            lambda uri: archive.local_copy(member(uri))
+        )
+        copies = _stock_adapters(lambda uri: ensure_uri(archive.local_copy(member(uri))))
+        return {**copies, **in_place}
 
     # -- ZIP archives: members read in place -------------------------------------------------
 

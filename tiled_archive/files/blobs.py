@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import json
 import os
 import sqlite3
 import threading
@@ -16,8 +17,8 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files.cache_root import cache_root as archive_cache_root
-from ..files.hashing import copy_hashing
+from .cache_root import cache_root as archive_cache_root
+from .hashing import copy_hashing
 
 #: The cache is trimmed to this size (least recently used first) after every download.
 DEFAULT_CACHE_MAX_BYTES = 20 << 30
@@ -213,6 +214,33 @@ class BlobCache:
         self._verified.add(sha256)
         return Blob(path, size, sha256, crc32, mtime)
 
+    def adopt(
+        self, key: str, file: Path, size: int, sha256: str, crc32: int, validators: Validators
+    ) -> None:
+        """Index a checked file kept elsewhere (a lazy archive's) under ``key``: hard-linked
+        into the cache (copied where a link cannot be made), so a later download finds it."""
+        path = self.blob_path(sha256)
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            try:
+                os.link(file, path)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                return  # across filesystems: not worth a second copy of the bytes
+        mtime = int(path.stat().st_mtime)
+        self._sql(
+            "INSERT OR REPLACE INTO blob VALUES (?, ?, ?, ?)", sha256, size, crc32, time.time()
+        )
+        self._sql(
+            "INSERT OR REPLACE INTO remote_file VALUES (?, ?, ?, ?, ?)",
+            key,
+            sha256,
+            mtime,
+            validators.etag,
+            validators.last_modified,
+        )
+
     def forget(self, sha256: str) -> None:
         """Remove the blob with this SHA-256 and every index entry naming it."""
         self.blob_path(sha256).unlink(missing_ok=True)
@@ -243,6 +271,12 @@ class BlobCache:
 
     def close(self) -> None:
         self._db.close()
+
+
+def url_key(url: str) -> str:
+    """The index key of a file known by its absolute URL only (a lazy archive's): a download
+    of the same file from the same server looks it up by this too."""
+    return json.dumps(["url", url])
 
 
 def default_cache_dir() -> Path:
