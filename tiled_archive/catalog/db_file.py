@@ -135,6 +135,28 @@ def finalize(
     _compact(db)
 
 
+def fill_hashes(
+    db: Path, entries: Mapping[str, FileEntry], member_of: Callable[[str], str]
+) -> None:
+    """Give every file asset without a digest its size and SHA-256 from ``entries`` (by the
+    member ``member_of`` names for its URI), in place: an incomplete archive's catalog once
+    its files were fetched (spec 4.1)."""
+    from tiled.catalog import orm
+
+    table = orm.Asset.__table__
+    with _engine(db) as engine, engine.begin() as conn:
+        for row in read_assets(db):
+            if row.is_directory or row.hash_content is not None:
+                continue
+            entry = entries.get(member_of(row.data_uri))
+            if entry is None or entry.sha256 is None:
+                continue
+            values = {"size": entry.size, "hash_type": "sha256", "hash_content": entry.sha256}
+            values["time_updated"] = table.c.time_updated  # not Tiled's onupdate=now()
+            conn.execute(update(table).where(table.c.id == row.id).values(**values))
+    _compact(db)
+
+
 def _rewrite_uris(db: Path, rewrite: Callable[[str, bool], str]) -> None:
     """Rewrite every asset URI as ``rewrite(uri, is_sql_storage)``."""
     from tiled.catalog import orm

@@ -286,6 +286,10 @@ def validate(
         bool, typer.Option("--json", help="Print the report as JSON (spec/report.schema.json).")
     ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings make it invalid.")] = False,
+    complete: Annotated[
+        bool,
+        typer.Option("--complete", help="A lazy archive's absent files make it invalid."),
+    ] = False,
 ) -> None:
     """Check an archive against every rule of the format and list every problem.
 
@@ -294,7 +298,8 @@ def validate(
     from .validate import archive_location
     from .validate import validate as run
 
-    raise typer.Exit(run(archive_location(path), fast=fast, as_json=as_json, strict=strict))
+    location = archive_location(path)
+    raise typer.Exit(run(location, fast=fast, as_json=as_json, strict=strict, complete=complete))
 
 
 @app.command()
@@ -408,6 +413,14 @@ def download(
     at: Annotated[
         str, typer.Option("--at", help="With --catalog: the node path to load under.")
     ] = "",
+    lazy: Annotated[
+        bool,
+        typer.Option(
+            "--lazy",
+            help="Write a lazy directory archive: catalog and manifest now, each file fetched "
+            "when first read (or by `tiled-archive fetch`).",
+        ),
+    ] = False,
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
@@ -438,6 +451,8 @@ def download(
             pairs.append((key, text))
     if (output is None) == (catalog is None) or (catalog is None) != (data is None):
         raise typer.BadParameter("give --output, or --catalog and --data")
+    if lazy and (output is None or output.suffix.lower() == ".zip"):
+        raise typer.BadParameter("a lazy archive is a directory: --output without .zip")
     if output is not None:
         check_destination(output.absolute(), force=force)  # before connecting: fail at once
     with _loading(quiet, f"connecting to {uri}"):
@@ -449,8 +464,57 @@ def download(
 
         _loaded(download_into(source, catalog, data, at=at, allow_empty=allow_empty, **options))
         return
-    done = download_archive(source, output, force=force, allow_empty=allow_empty, **options)
+    done = download_archive(
+        source, output, force=force, allow_empty=allow_empty, lazy=lazy, **options
+    )
     what = f"{plural(done.nodes, 'node')}, {decimal(done.fetched_bytes)} fetched"
     if done.reused_bytes:
         what += f", {decimal(done.reused_bytes)} from the cache"
     say(f"wrote {output} ({what})\nserve it with stock Tiled: {done.serve_command}", soft_wrap=True)
+
+
+Nodes = Annotated[
+    list[str] | None,
+    typer.Option("--node", help="Only this node (a/b) and the nodes below it; repeatable."),
+]
+
+
+@app.command()
+@reports_errors
+def fetch(
+    directory: Annotated[Path, typer.Argument(help="A lazy directory archive.")],
+    node: Nodes = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="API key for the origin (else TILED_API_KEY, or none).")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Parallel transfers.")] = 4,
+    quiet: Quiet = False,
+) -> None:
+    """Bring a lazy archive's absent files from the server it came from (all, or --node's),
+    each checked; resumable. Once none is absent, the archive is complete and sealed."""
+    from rich.filesize import decimal
+
+    from ..writer.lazy import fetch as fetch_files
+
+    done = fetch_files(directory, node or [], api_key=api_key, workers=workers, quiet=quiet)
+    state = (
+        f"{plural(done.absent, 'file')} still absent"
+        if done.absent
+        else "complete" + (", digests sealed" if done.sealed else "")
+    )
+    say(f"fetched {plural(done.files, 'file')} ({decimal(done.bytes)}) into {directory}: {state}")
+
+
+@app.command()
+@reports_errors
+def drop(
+    directory: Annotated[Path, typer.Argument(help="A lazy directory archive.")],
+    node: Nodes = None,
+) -> None:
+    """Free a lazy archive's fetched files again (all, or --node's): they are fetched when
+    next read. Files read through the data API at download stay."""
+    from rich.filesize import decimal
+
+    from ..writer.lazy import drop as drop_files
+
+    say(f"freed {decimal(drop_files(directory, node or []))} in {directory}")

@@ -2,8 +2,8 @@
 
 A fast check of a small archive takes ~0.01 s; Typer's import alone takes ~0.15 s (it imports
 pydantic), rich's ~0.05 s. So ``main`` hands a plain ``validate PATH [--fast] [--json]
-[--strict]`` straight to :func:`validate`, and anything else (``-h``, a typo, an option Typer must
-explain) to Typer, whose ``validate`` command calls :func:`validate` too.
+[--strict] [--complete]`` straight to :func:`validate`, and anything else (``-h``, a typo,
+an option Typer must explain) to Typer, whose ``validate`` command calls :func:`validate` too.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ..validator import Report
 
 #: The flags of ``validate``, as the Typer command declares them.
-FLAGS = {"--fast": "fast", "--json": "as_json", "--strict": "strict"}
+FLAGS = {"--fast": "fast", "--json": "as_json", "--strict": "strict", "--complete": "complete"}
 
 
 def plain_arguments(argv: list[str]) -> dict[str, object] | None:
@@ -43,7 +43,9 @@ def archive_location(text: str) -> Path | str:
 
 
 @output.reports_errors
-def validate(path: Path | str, *, fast: bool, as_json: bool, strict: bool) -> int:
+def validate(
+    path: Path | str, *, fast: bool, as_json: bool, strict: bool, complete: bool = False
+) -> int:
     """Validate, print the report (a table and a verdict, or JSON), return the exit status:
     0 valid, 1 invalid, 2 could not check."""
     from ..validator import validate as validate_archive
@@ -54,11 +56,13 @@ def validate(path: Path | str, *, fast: bool, as_json: bool, strict: bool) -> in
 
     def check() -> Report:
         if not at_terminal:
-            return validate_archive(path, fast=fast, strict=strict)
+            return validate_archive(path, fast=fast, strict=strict, complete=complete)
         from ..progress import progress_display
 
         with progress_display(False, output.err_console()) as progress:
-            return validate_archive(path, fast=fast, strict=strict, progress=progress)
+            return validate_archive(
+                path, fast=fast, strict=strict, complete=complete, progress=progress
+            )
 
     report = output.check_or_exit(path, check)
     if as_json:

@@ -78,6 +78,9 @@ class ArchiveInfo:
     nodes: list[NodeInfo]
     unreachable: int
     warnings: list[Problem]
+    #: An incomplete (lazy) archive's absent files (spec 4.1): their count and bytes.
+    absent_files: int = 0
+    absent_bytes: int = 0
 
     @property
     def payload_bytes(self) -> int:
@@ -97,7 +100,13 @@ class ArchiveInfo:
             "fallbacks": manifest.get("fallbacks", []),
             "archive_bytes": self.archive_bytes,
             "catalog": manifest["catalog"],
-            "payload": {"files": len(manifest["files"]), "bytes": self.payload_bytes},
+            "payload": {
+                "files": len(manifest["files"]),
+                "bytes": self.payload_bytes,
+                "absent_files": self.absent_files,
+                "absent_bytes": self.absent_bytes,
+            },
+            "origin": (manifest.get("fetch") or {}).get("origin"),
             "checks": {
                 "sha256": len(manifest["files"]) + 1,  # payload files and catalog.db
                 "bagit": True,
@@ -121,12 +130,16 @@ def describe(path: str | Path) -> ArchiveInfo:
     found = [w.message.problem for w in caught if isinstance(w.message, ArchiveWarning)]
     with archive:
         nodes, unreachable = _nodes(archive)
+        absent = set(archive.absent())
         archive_bytes = (
             archive.source.file.size
             if isinstance(archive.source, ZipSource)
-            else sum(member.size for member in archive.members().values())
+            else sum(m.size for name, m in archive.members().items() if name not in absent)
         )
+        members = archive.members()
         return ArchiveInfo(
+            absent_files=len(absent),
+            absent_bytes=sum(members[name].size for name in absent),
             path=str(path),
             form="directory" if archive.is_directory else "zip",
             manifest=archive.manifest.to_json(),
@@ -262,6 +275,16 @@ def print_info(info: ArchiveInfo, console: Console, *, every_node: bool = False)
         ),
         ("payload", f"{plural(len(manifest['files']), 'file')}, {decimal(info.payload_bytes)}"),
     ]
+    if manifest.get("fetch"):
+        present = len(manifest["files"]) - info.absent_files
+        facts.append(
+            (
+                "incomplete" if info.absent_files else "fetched",
+                f"{present} present ({decimal(info.payload_bytes - info.absent_bytes)}), "
+                f"{info.absent_files} absent ({decimal(info.absent_bytes)}), fetched from "
+                f"{clip(str(manifest['fetch'].get('origin')))}",
+            )
+        )
     provenance = manifest.get("provenance")
     if isinstance(provenance, dict):
         facts.append(

@@ -44,6 +44,7 @@ def validate(
     *,
     fast: bool = False,
     strict: bool = False,
+    complete: bool = False,
     progress: Progress | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> Report:
@@ -55,13 +56,20 @@ def validate(
     With ``strict`` the report counts warnings as errors (``report.valid`` is False when any
     rule's SHOULD is broken). ``progress`` (a started rich Progress) gets a task for the
     hashing when it is long. ``path`` may be the http(s) or s3 URL of a ZIP (read by range
-    requests; ``storage_options`` as :func:`tiled_archive.open` takes them).
+    requests; ``storage_options`` as :func:`tiled_archive.open` takes them). An incomplete (lazy)
+    archive's absent files are warnings (TA-W310), and with ``complete`` an error (TA-E940).
 
     Raises ``OSError`` only when the archive cannot be read at all (e.g. permissions).
     """
     start = time.perf_counter()
     location = path if is_remote(path) else Path(path)
-    checker = Checker(location, fast=fast, progress=progress, storage_options=storage_options)
+    checker = Checker(
+        location,
+        fast=fast,
+        progress=progress,
+        storage_options=storage_options,
+        complete=complete,
+    )
     checker.run()
     problems = sorted(
         dict.fromkeys(checker.problems), key=lambda p: (p.code, p.path or "", p.message)

@@ -144,7 +144,7 @@ class _CatalogRules:
         if self.manifest is not None:
             for entry in self.manifest.files:
                 listed.setdefault(entry.path, entry)
-        payload = checker.payload
+        payload = sorted({*checker.payload, *checker.absent})  # absent ones are named too
         file_assets: set[str] = set()
         folder_assets: set[str] = set()
         sql_assets = {row[0] for row in self._rows(SQL_STORAGE_ASSETS, "data_sources")}
@@ -164,7 +164,7 @@ class _CatalogRules:
                 if not _holds_folder(payload, member):
                     self.add("TA-E504", uri, "directory asset: no payload file below it")
                 folder_assets.add(member)
-            elif member not in checker.present:
+            elif member not in checker.present and member not in checker.absent:
                 what = "a folder" if _holds_folder(payload, member) else "absent"
                 self.add("TA-E504", uri, f"file asset, but {member} is {what}")
             else:
@@ -254,7 +254,8 @@ class _CatalogRules:
         if size != entry.size:
             self.add("TA-E505", uri, f"asset size {size}, the manifest says {entry.size}")
         if hash_type is None and hash_content is None:
-            self.add("TA-W502", uri, "no hash_type/hash_content")
+            if entry.sha256 is not None:  # else not known yet (an incomplete archive, §4.1)
+                self.add("TA-W502", uri, "no hash_type/hash_content")
         elif (hash_type, hash_content) != ("sha256", entry.sha256):
             self.add(
                 "TA-E505",

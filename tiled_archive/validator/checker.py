@@ -40,6 +40,10 @@ class Checker(LayoutChecks, ManifestChecks, CatalogChecks, DigestReading, DataFi
     digests: dict[str, str] = field(default_factory=dict)
     #: The catalog's data sources, found by the catalog checks, for the data file checks.
     data_sources: list[DataSourceRow] = field(default_factory=list)
+    #: An incomplete archive's absent files (spec 4.1), found by the listing check.
+    absent: set[str] = field(default_factory=set)
+    #: Whether an incomplete archive is an error (TA-E940), not only its absent files warned of.
+    complete: bool = False
 
     def __post_init__(self) -> None:
         self._thread = threading.local()

@@ -14,7 +14,7 @@ class DataFileChecks:
         damaged or missing (that is their one problem)."""
         damaged = {
             p.path for p in self.problems if p.code in ("TA-E111", "TA-E305", "TA-E307", "TA-E308")
-        }
+        } | self.absent  # an incomplete archive's absent files: checked once fetched
         for row in self.data_sources:
             folders = [a.member + "/" for a in row.assets if a.is_directory]
             if any(m in damaged for m in row.members()) or any(

@@ -7,7 +7,7 @@ import os
 import stat
 from collections.abc import Iterator
 
-from ..rules.names import DATA_DIR, MIMETYPE, MIMETYPE_NAME, REQUIRED_FILES
+from ..rules.names import DATA_DIR, FETCH_WORK_DIR, MIMETYPE, MIMETYPE_NAME, REQUIRED_FILES
 from ..rules.paths import case_collisions, is_payload_path, path_problems
 from ..rules.problems import ArchiveError, Problem
 from ..sources import ByteSource
@@ -101,7 +101,8 @@ class LayoutChecks:
             )
         else:
             self.present = {path: member.size for path, member in self.readable.items()}
-            self.top_level = set(os.listdir(self.path))
+            # A fetcher's work folder is not part of a directory archive (spec 4.1).
+            self.top_level = set(os.listdir(self.path)) - {FETCH_WORK_DIR}
             try:
                 self.has_data_dir = stat.S_ISDIR(os.lstat(self.path / DATA_DIR).st_mode)
             except FileNotFoundError:

@@ -63,15 +63,26 @@ class ManifestChecks:
         listed: dict[str, FileEntry] = {}
         for entry in manifest.files:
             listed.setdefault(entry.path, entry)
+        fetchable = manifest.fetch.files if manifest.fetch is not None and not self.is_zip else {}
         for path, entry in listed.items():
             size = self.present.get(path)
-            if size is None:
+            if size is None and path in fetchable:
+                self.absent.add(path)
+                self.add("TA-W310", path, "absent: the archive is incomplete (lazy)")
+            elif size is None:
                 self.add("TA-E305", path, "listed in the manifest but not in the archive")
             elif size != entry.size:
                 self.add("TA-E307", path, f"{size} bytes, the manifest says {entry.size}")
         for path in self.payload:
             if path not in listed:
                 self.add("TA-E306", path, "payload file not listed in the manifest")
+        if self.absent and self.complete:
+            self.add(
+                "TA-E940",
+                str(self.path),
+                f"{len(self.absent)} of its files are absent (it was asked to be complete)",
+                f"Run `tiled-archive fetch {self.path}` first.",
+            )
         size = self.present.get(CATALOG_NAME)
         if size is not None and size != manifest.catalog.size:
             self.add(
@@ -82,8 +93,8 @@ class ManifestChecks:
         """SHA-256 against the manifest, for every file whose size was right."""
         for entry in (*manifest.files, manifest.catalog):
             digest = self.digests.get(entry.path)
-            if digest is None or self.present.get(entry.path) != entry.size:
-                continue
+            if digest is None or entry.sha256 is None or self.present.get(entry.path) != entry.size:
+                continue  # (no sha256: an incomplete archive's file, checked by size, §4.1)
             if digest != entry.sha256:
                 code = "TA-E309" if entry is manifest.catalog else "TA-E308"
                 self.add(code, entry.path, f"SHA-256 is {digest}, the manifest says {entry.sha256}")

@@ -6,7 +6,8 @@ hashed once on the way; the manifest and BagIt files are written last, from thos
 
 Modules, in the order data flows: ``common`` (payload files, staging, manifest and tag files),
 ``forms`` (directory and ZIP output), ``create`` (from files or a catalog), ``convert`` (the
-other form, relocation, resealing).
+other form, relocation, resealing), ``lazy`` (fetching, dropping and sealing an incomplete
+archive's files; imported on its own: it needs the reader).
 """
 
 from __future__ import annotations

@@ -10,14 +10,24 @@ import tempfile
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..catalog import db_file as catalog_db
 from ..rules.manifest import FileEntry, Manifest
-from ..rules.names import CATALOG_NAME, DATA_DIR, MANIFEST_NAME, TAG_MANIFEST_NAME
+from ..rules.names import (
+    BAG_INFO_NAME,
+    CATALOG_NAME,
+    DATA_DIR,
+    MANIFEST_NAME,
+    PAYLOAD_MANIFEST_NAME,
+    TAG_MANIFEST_NAME,
+)
 from ..rules.problems import ArchiveError
 from .common import PayloadFile, build_manifest, tag_files
 from .forms import write_archive
+
+if TYPE_CHECKING:
+    from ..reader import Archive
 
 
 def convert(
@@ -45,6 +55,7 @@ def convert(
         open_archive(source) as archive,
         tempfile.TemporaryDirectory(prefix="tiled-archive-") as work,
     ):
+        refuse_incomplete(archive, "packed")
         archive.check_data_files()
         manifest = archive.manifest
         if extra:
@@ -82,6 +93,19 @@ def convert(
             template=manifest,
             force=force,
             quiet=quiet,
+        )
+
+
+def refuse_incomplete(archive: Archive, what: str) -> None:
+    """TA-E940 for an incomplete archive (spec 4.1): what needs every file cannot use it."""
+    absent = archive.absent()
+    if absent:
+        raise ArchiveError(
+            "TA-E940",
+            str(archive.location),
+            f"{len(absent)} of its files are not fetched yet (e.g. {absent[0]}): it cannot "
+            f"be {what}",
+            hint=f"Run `{archive.fetch_command()}` first.",
         )
 
 
@@ -153,7 +177,11 @@ def serve_command_for(archive: str | Path) -> str:
 
     archive = Path(archive).absolute()
     if archive.suffix.lower() != ".zip":
-        return shlex.join(stock_serve_command(archive))
+        serve = shlex.join(stock_serve_command(archive))
+        with open_archive(archive) as opened:
+            if opened.absent():  # stock Tiled would serve holes: every file first
+                return f"{opened.fetch_command()} && {serve}"
+        return serve
     directory = archive.with_suffix("")
     with open_archive(archive) as opened:
         serve = stock_serve_command(directory, opened.catalog_path())
@@ -172,7 +200,9 @@ def reseal(directory: str | Path, manifest: Manifest | None = None) -> None:
             manifest = archive.manifest
     updated = build_manifest(manifest.files, directory / CATALOG_NAME, 0, manifest)
     tags = tag_files(updated, updated.catalog.sha256)
-    for name in (MANIFEST_NAME, TAG_MANIFEST_NAME):
+    # The tag manifest last: until it is written, the others disagree with it (TA-E402), and
+    # re-running finishes the job.
+    for name in (PAYLOAD_MANIFEST_NAME, BAG_INFO_NAME, MANIFEST_NAME, TAG_MANIFEST_NAME):
         target = directory / name
         target.with_name(f".{name}.new").write_bytes(tags[name])
         os.replace(target.with_name(f".{name}.new"), target)

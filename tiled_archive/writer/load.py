@@ -37,6 +37,7 @@ from ..rules.manifest import FileEntry
 from ..rules.names import RAGGED_MIMETYPE
 from ..rules.paths import escapes_folder, path_problems
 from ..rules.problems import ArchiveError
+from .convert import refuse_incomplete
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ def _load(
         _refuse_inside(source, target, data_dir)
         # What stock Tiled will read must pass the checks that tiled-archive's reader makes.
         source.data_sources()
+        refuse_incomplete(source, "loaded")
         source.check_data_files()
         if node:  # it is the path's last node: the archive root's metadata is not its
             rows = _archive_rows(source, node, segments[-1])

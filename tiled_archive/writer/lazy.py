@@ -1,0 +1,137 @@
+"""Completing and emptying an incomplete (lazy) archive (spec 4.1): ``tiled-archive fetch``
+brings absent files from the origin (in parallel, resumable: a large file's blocks are kept
+as they land), then, once nothing is absent, seals it: every digest into the manifest, the
+BagIt manifest and the catalog. ``tiled-archive drop`` frees fetched files again."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..catalog import db_file as catalog_db
+from ..files.hashing import sha256_of
+from ..progress import progress_display
+from ..reader import Archive, FetchOptions, open_archive
+from ..rules.manifest import FileEntry
+from ..rules.names import CATALOG_NAME, FETCH_WORK_DIR
+from ..rules.problems import ArchiveError
+from ..sources.lazy import LazySource
+from .convert import reseal
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What ``fetch`` did: files and bytes brought, and what is still absent (0: the
+    archive is complete, and sealed)."""
+
+    files: int
+    bytes: int
+    absent: int
+    sealed: bool
+
+
+def _lazy(archive: Archive) -> LazySource:
+    if not isinstance(archive.source, LazySource):
+        raise ArchiveError(
+            "TA-E904",
+            str(archive.location),
+            "not a lazy archive: its manifest has no fetch record (spec 4.1)",
+            hint="Only directory archives made by `tiled-archive download --lazy` fetch.",
+        )
+    return archive.source
+
+
+def _chosen(archive: Archive, nodes: Sequence[str]) -> set[str]:
+    """The files of ``nodes`` (all files when none), TA-E900 for a node with no files."""
+    if not nodes:
+        return {entry.path for entry in archive.manifest.files}
+    chosen = set()
+    for node in nodes:
+        found = archive.files_of_nodes([node])
+        if not found:
+            raise ArchiveError("TA-E900", node, "no such node with files in the archive")
+        chosen |= found
+    return chosen
+
+
+def fetch(
+    directory: str | Path,
+    nodes: Sequence[str] = (),
+    *,
+    api_key: str | None = None,
+    workers: int = 4,
+    quiet: bool = True,
+) -> FetchResult:
+    """Bring the absent files of ``nodes`` (node paths; default: every file) of the lazy
+    archive ``directory`` from its origin, each checked (TA-E942) and renamed into ``data/``
+    whole; an interrupted run resumes (a large file's blocks are kept). When none is absent
+    any more the archive is sealed (:func:`seal`). Raises TA-E943 when the origin cannot be
+    reached."""
+    options = FetchOptions(fetch=True, offline=False, api_key=api_key)
+    with open_archive(directory, fetch=options) as archive:
+        source = _lazy(archive)
+        wanted = sorted(_chosen(archive, nodes) & set(source.absent()))
+        sizes = {path: archive.members()[path].size for path in wanted}
+        done = 0
+        with progress_display(quiet) as progress:
+            bar = progress.add_task("fetching", total=sum(sizes.values()), bytes=True)
+
+            def one(path: str) -> int:
+                fetched = source.ensure(path)
+                progress.advance(bar, sizes[path])
+                return fetched
+
+            with ThreadPoolExecutor(max(1, workers)) as pool:
+                done = sum(pool.map(one, wanted))
+        left = len(source.absent())
+    sealed = seal(directory) if not left else False
+    return FetchResult(len(wanted), done, left, sealed)
+
+
+def drop(directory: str | Path, nodes: Sequence[str] = ()) -> int:
+    """Remove the fetched files of ``nodes`` (default: every file the fetch record lists)
+    from the lazy archive ``directory``: absent again, fetched when next read. The bytes
+    freed. Files the fetch record does not list (read through the data API at download)
+    stay: nothing could bring them back."""
+    options = FetchOptions(fetch=False, offline=True)
+    with open_archive(directory, fetch=options) as archive:
+        source = _lazy(archive)
+        listed = set(source.listed())
+        freed = source.drop(sorted(_chosen(archive, nodes) & listed))
+        if not nodes:  # nothing partial is left either
+            shutil.rmtree(Path(directory, FETCH_WORK_DIR, "partial"), ignore_errors=True)
+    return freed
+
+
+def seal(directory: str | Path) -> bool:
+    """Write the digests of a lazy archive's files that the manifest lacks (all present)
+    into the manifest, the BagIt manifest and the catalog's file assets; False when it has
+    nothing to seal or some file is absent. Each file is hashed now, from ``data/``."""
+    directory = Path(directory)
+    with open_archive(directory, fetch=FetchOptions(fetch=False, offline=True)) as archive:
+        if archive.absent() or all(e.sha256 is not None for e in archive.manifest.files):
+            return False
+        files = []
+        for entry in archive.manifest.files:
+            if entry.sha256 is None:
+                path = directory / entry.path
+                if os.path.getsize(path) != entry.size:
+                    raise ArchiveError("TA-E307", entry.path, "size differs from the manifest")
+                entry = FileEntry(entry.path, entry.size, sha256_of(path))
+            files.append(entry)
+        by_path = {entry.path: entry for entry in files}
+        staged = directory / f".{CATALOG_NAME}.sealing"
+        shutil.copyfile(archive.catalog_path(), staged)
+        try:
+            catalog_db.fill_hashes(staged, by_path, archive.asset_member)
+            os.replace(staged, directory / CATALOG_NAME)
+        finally:
+            staged.unlink(missing_ok=True)
+        manifest = dataclasses.replace(archive.manifest, files=tuple(files))
+    reseal(directory, manifest)
+    return True
