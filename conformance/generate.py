@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from tiled_archive.rules import bag
-from tiled_archive.rules.manifest import FileEntry, Manifest
+from tiled_archive.rules.manifest import FetchRecord, FetchSource, FileEntry, Manifest
 from tiled_archive.rules.names import (
     BAG_INFO_NAME,
     BAGIT_NAME,
@@ -529,6 +529,65 @@ def e305(bases: Bases) -> Forms:
     tree = dict(bases.minimal)
     del tree[TABLE]
     return {"directory": tree}
+
+
+LAZY_ORIGIN = "https://tiled.example.org/api/v1/"
+
+
+def lazy(tree: Tree, url: str = "asset/bytes/sample/table?id=1", origin: str = LAZY_ORIGIN) -> Tree:
+    """``tree`` as an incomplete archive (spec 4.1): the table's file fetched from ``url``."""
+    record = FetchRecord(origin, {TABLE: FetchSource(url, '"5f1c9a0e"', None)})
+    return with_manifest(tree, fetch=record)
+
+
+@fixture(
+    "warning",
+    "W310-lazy-archive-file-absent",
+    "Format 1.2's incomplete (lazy) directory archive: a file its fetch record lists is absent.",
+    directory=["TA-W310"],
+)
+def w310(bases: Bases) -> Forms:
+    tree = lazy(bases.minimal)
+    del tree[TABLE]
+    return {"directory": tree}
+
+
+@fixture(
+    "invalid",
+    "E305-lazy-zip-file-absent",
+    "A ZIP must hold every file: one its fetch record lists is missing all the same.",
+    zip=["TA-E305", "TA-E504"],
+)
+def e305_lazy_zip(bases: Bases) -> Forms:
+    tree = lazy(bases.minimal)
+    del tree[TABLE]
+    return {"zip": tree_zip(tree)}
+
+
+@fixture(
+    "valid",
+    "lazy-archive-complete",
+    "An incomplete-capable archive whose every file is present: its fetch record only says "
+    "where the files came from.",
+    directory=[],
+    zip=[],
+)
+def valid_lazy_complete(bases: Bases) -> Forms:
+    tree = lazy(bases.minimal)
+    return {"directory": tree, "zip": tree_zip(tree)}
+
+
+for _name, _description, _changes in (
+    ("E310-fetch-url-leaves-origin", "A fetch URL climbs out of the origin (`../`).",
+     {"url": "asset/../../admin?id=1"}),
+    ("E310-fetch-url-absolute", "A fetch URL names another host.",
+     {"url": "//evil.example.org/x"}),
+    ("E310-fetch-origin-with-credentials", "The fetch origin carries a user name and password.",
+     {"origin": "https://user:secret@tiled.example.org/api/v1/"}),
+):  # fmt: skip
+    fixture("invalid", _name, _description, directory=["TA-E310"])(
+        lambda bases, changes=_changes: {"directory": lazy(bases.minimal, **changes)}
+    )
 
 
 @fixture(

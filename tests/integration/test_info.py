@@ -54,7 +54,7 @@ def test_json_lists_what_tiled_serves(archives, form):
     result = cli("info", "--json", archives[form])
     assert result.returncode == 0, result.stderr
     described = json.loads(result.stdout)
-    assert described["form"] == form and described["format_version"] == "1.1"
+    assert described["form"] == form and described["format_version"] == "1.2"
     with tiled_archive.open(archives[form], include_data_sources=True) as client:
         served = tiled_nodes(client)
         backed_by = {  # each node's files, in archive form as the archive's catalog holds them
@@ -71,7 +71,12 @@ def test_json_lists_what_tiled_serves(archives, form):
     assert backed_by["scan/v3array"] == ["data/scan/v3array.zarr/"]  # a folder of files
     manifest = json.loads((archives["directory"] / "tiled-archive.json").read_text())
     payload = sum(entry["size"] for entry in manifest["files"])
-    assert described["payload"] == {"files": len(manifest["files"]), "bytes": payload}
+    assert described["payload"] == {
+        "files": len(manifest["files"]),
+        "bytes": payload,
+        "absent_files": 0,
+        "absent_bytes": 0,
+    }
     assert sum(n["bytes"] for n in described["nodes"]) == payload  # every file in one node
     assert described["catalog"] == manifest["catalog"]
     if form == "zip":
@@ -109,7 +114,7 @@ def test_each_node_names_the_files_that_back_it(archives):
 def test_at_a_terminal(archives):
     status, shown = under_a_terminal("info", archives["directory"], columns=100)
     assert status == 0
-    assert "format" in shown and "tiled-archive 1.1" in shown and "└──" in shown
+    assert "format" in shown and "tiled-archive 1.2" in shown and "└──" in shown
     assert "Traceback" not in shown
 
 
