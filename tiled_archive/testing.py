@@ -189,7 +189,8 @@ def postgres_admin(server: str, *statements: str) -> None:
 class CountingProxy:
     """A TCP proxy on loopback to the server on ``HOST:port``: it counts the bytes it passes
     to clients (``received``), and with ``cut_after`` it breaks every connection once that
-    many have passed and refuses connections from then on (a network that fails halfway);
+    many have passed and refuses connections from then on (a network that fails halfway;
+    setting ``cut`` False and ``cut_after`` None mends it);
     ``flip_at`` (settable) inverts the byte passed at that count (a corrupting one).
     A context manager: listening inside the block, at ``url``."""
 
@@ -198,6 +199,8 @@ class CountingProxy:
         self.cut_after = cut_after
         self.flip_at: int | None = None
         self.received = 0
+        #: Connections accepted (refused ones too: a client that tried).
+        self.connections = 0
         self.cut = False
         self._lock = threading.Lock()
         self._listener = socket.create_server((HOST, 0))
@@ -222,6 +225,8 @@ class CountingProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return  # closed
+            with self._lock:
+                self.connections += 1
             if self.cut:
                 client.close()
                 continue

@@ -24,7 +24,7 @@ import httpx
 from rich.filesize import decimal
 from rich.progress import TaskID
 
-from ..files.blobs import Blob, Validators
+from ..files.blobs import Blob, Validators, url_key
 from ..files.hashing import CHUNK
 from ..rules.problems import ArchiveError
 from .state import Run, ServerFile
@@ -176,13 +176,15 @@ def fetch_raw(run: Run) -> None:
 
 
 def probe_raw(run: Run) -> None:
-    """For a lazy download: the size of every raw file the server lists none for, and its
-    validators, from a one-byte range request each (no payload is fetched)."""
+    """For a lazy download: the size and validators (ETag, Last-Modified) of every raw file
+    whose digest the server does not give, from a one-byte range request each (no payload is
+    fetched): what proves, when the file is fetched later, that it is still the file the
+    catalog describes (spec 4.1)."""
     unknown: dict[str, ServerFile] = {}
     for node in run.nodes:
         if node.method == "raw":
             for remote in node.files:
-                if remote.size is None:
+                if remote.server_sha256 is None or remote.size is None:
                     unknown.setdefault(remote.member, remote)
     bar = run.progress.add_task("sizes", total=len(unknown) or None)
 
@@ -197,9 +199,9 @@ def probe_raw(run: Run) -> None:
         run.progress.advance(bar)
 
     parallel(run, unknown.values(), probe)
-    for node in run.nodes:  # one file of a directory asset probed stands for its duplicates
+    for node in run.nodes:  # one file probed stands for every other naming it
         for remote in node.files:
-            if remote.size is None and remote.member in unknown:
+            if remote.probed is None and remote.member in unknown:
                 remote.probed = unknown[remote.member].probed
 
 
@@ -259,7 +261,8 @@ def _cached(run: Run, remote: ServerFile, key: str, url: str) -> Blob | None:
         blob = run.cache.by_digest(remote.server_sha256)
         if blob is not None and remote.size in (None, blob.size):
             return blob
-    found = run.cache.lookup(key)
+    # Else by its URL: a file a lazy archive fetched from this server (files/blobs.py).
+    found = run.cache.lookup(key) or run.cache.lookup(url_key(remote.url()))
     if found is None or not (found[1].etag or found[1].last_modified):
         return None
     blob, validators = found

@@ -1,0 +1,217 @@
+"""Lazy archives against stock `tiled serve catalog` (a subprocess), bytes counted on the wire
+by a proxy: a lazy download moves the catalog only; a read moves about what it touches, once;
+offline reads fail at once without a connection; `fetch` completes (resuming after a cut), the
+result validates and packs; an eager download afterwards moves almost nothing; an archive made
+elsewhere fetches only when told; a file changed at the origin, or a redirecting origin, is
+refused."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import shutil
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tiled_archive
+from tiled_archive.testing import CountingProxy, free_port, serving, tiled_serve_catalog
+from tiled_archive.validator import validate
+
+from ..conftest import cli
+
+MiB = 1 << 20
+#: The big HDF5 dataset: 32 frames of 1 MiB, one chunk each (as detectors write them).
+FRAMES = 32
+
+
+@pytest.fixture(scope="module")
+def origin(sample_tree, tmp_path_factory) -> Iterator[tuple[int, Path]]:
+    """Stock `tiled serve catalog` over registered files (the sample tree and a 32 MiB chunked
+    HDF5) and arrays written through Tiled's client (one with uneven chunks): its port and
+    its folder."""
+    import dask.array
+    import h5py
+    from tiled.catalog import from_uri
+    from tiled.client import Context, from_context
+    from tiled.client.register import register
+    from tiled.server.app import build_app
+
+    root = tmp_path_factory.mktemp("origin")
+    files, writable = root / "files", root / "writable"
+    shutil.copytree(sample_tree, files / "scan")
+    writable.mkdir()
+    frames = np.random.default_rng(1).random((FRAMES, 512, 256))
+    with h5py.File(files / "big.h5", "w") as f:
+        f.create_dataset("frames", data=frames, chunks=(1, 512, 256))
+    catalog = from_uri(
+        f"sqlite:///{root}/catalog.db",
+        init_if_not_exists=True,
+        writable_storage=[str(writable)],
+        readable_storage=[str(files)],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Context.from_app(build_app(catalog)) as context:
+            client = from_context(context)
+            asyncio.run(register(client, files))
+            written = client.create_container("written", metadata={"kind": "client"})
+            written.write_array(dask.array.arange(10.0, chunks=3), key="uneven")
+            written.write_dataframe(pd.DataFrame({"a": [1, 2, 3]}), key="table")
+    port = free_port()
+    command = tiled_serve_catalog(root / "catalog.db", files, port, "-w", writable, "--public")
+    with serving(command, port, log=root / "server.log"):
+        yield port, root
+
+
+@pytest.fixture
+def proxy(origin) -> Iterator[CountingProxy]:
+    with CountingProxy(origin[0]) as counting:
+        yield counting
+
+
+def _server(proxy: CountingProxy):
+    from tiled.client import from_uri
+
+    return from_uri(f"{proxy.url}/api/v1")
+
+
+def _lazy(proxy: CountingProxy, dest: Path):
+    return tiled_archive.download(_server(proxy), dest, lazy=True)
+
+
+def _payload_bytes(dest: Path) -> int:
+    manifest = json.loads((dest / "tiled-archive.json").read_text())
+    return sum(entry["size"] for entry in manifest["files"])
+
+
+def test_lazy_download_moves_the_catalog_and_reads_move_what_they_touch(proxy, tmp_path):
+    dest = tmp_path / "lazy"
+    before = proxy.received
+    _lazy(proxy, dest)
+    listing = proxy.received - before
+    payload = _payload_bytes(dest)
+    assert payload > FRAMES * MiB
+    assert listing < payload / 50, listing  # names, sizes and validators: no file's bytes
+    assert not [p for p in (dest / "data").rglob("*") if p.is_file()]
+    report = validate(dest)
+    assert report.valid and {p.code for p in report.problems} == {"TA-W310"}
+
+    server = _server(proxy)
+    expected = server["big"]["frames"][5]
+    with tiled_archive.open(dest) as archive:
+        before = proxy.received
+        assert np.array_equal(archive["big"]["frames"][5], expected)
+        moved = proxy.received - before
+        assert MiB <= moved <= 3 * MiB, moved  # the frame, HDF5's metadata, a block or two
+        before = proxy.received
+        assert np.array_equal(archive["big"]["frames"][5], expected)
+        assert proxy.received == before  # the same frame again: nothing
+        # Small files are fetched whole, checked, then read as any archive's.
+        for key in ("scan/baseline", "scan/v2array", "scan/v3array", "written/uneven"):
+            assert np.array_equal(np.asarray(archive[key].read()), np.asarray(server[key].read()))
+    assert not (dest / "data/files/big.h5").exists()  # partly fetched: never a whole file
+
+    connections = proxy.connections
+    with tiled_archive.open(dest, offline=True) as archive:
+        archive["big"]["frames"][5]  # its blocks are here: read offline
+        with pytest.raises(Exception, match="TA-E941") as caught:
+            archive["big"]["frames"][9]
+        assert f"tiled-archive fetch {dest} --node big" in str(caught.value)
+        assert archive["scan/baseline"].read().equals(server["scan/baseline"].read())
+        assert len(archive.search(tiled_archive_key_query("kind", "client"))) == 1
+    assert proxy.connections == connections  # offline: no socket opened
+
+
+def tiled_archive_key_query(key: str, value: str):
+    from tiled.queries import Key
+
+    return Key(key) == value
+
+
+def test_fetch_resumes_completes_and_an_eager_download_reuses_it(proxy, tmp_path):
+    dest = tmp_path / "lazy"
+    _lazy(proxy, dest)
+    payload = _payload_bytes(dest)
+    before = proxy.received
+    proxy.cut_after = proxy.received + payload // 2  # the network fails halfway
+    cut = cli("fetch", dest, "--workers", "1", "-q")
+    assert cut.returncode == 1 and "TA-E943" in cut.stderr, cut.stderr
+    proxy.cut, proxy.cut_after = False, None
+    done = cli("fetch", dest, "-q")
+    assert done.returncode == 0 and "complete, digests sealed" in done.stderr, done.stderr
+    moved = proxy.received - before
+    assert moved <= payload * 1.10 + MiB, (moved, payload)  # resumed, not begun again
+
+    report = validate(dest, complete=True)
+    assert report.valid and not report.problems, report.problems
+    packed = cli("pack", dest, tmp_path / "packed.zip", "-q")
+    assert packed.returncode == 0, packed.stderr
+    assert validate(tmp_path / "packed.zip").valid
+
+    before = proxy.received
+    eager = tiled_archive.download(_server(proxy), tmp_path / "eager.zip", streamed=False)
+    assert proxy.received - before <= payload * 0.05, proxy.received - before
+    assert eager.reused_bytes >= payload * 0.95
+
+
+def test_an_archive_made_elsewhere_fetches_only_when_told(proxy, tmp_path):
+    made = tmp_path / "made"
+    _lazy(proxy, made)
+    copied = tmp_path / "copied"
+    shutil.copytree(made, copied)
+    before = proxy.connections
+    refused = pytest.raises(Exception, match="TA-E941.*not made by your download")
+    with tiled_archive.open(copied) as archive, refused:
+        archive["scan/baseline"].read()
+    assert proxy.connections == before
+    with tiled_archive.open(copied, fetch=True) as archive:
+        assert len(archive["scan/baseline"].read()) == 5
+    assert proxy.connections > before
+
+
+def test_a_file_changed_at_the_origin_is_refused(proxy, origin, tmp_path):
+    dest = tmp_path / "lazy"
+    _lazy(proxy, dest)
+    csv = origin[1] / "files" / "scan" / "baseline.csv"
+    text = csv.read_bytes()
+    try:
+        csv.write_bytes(text.replace(b"abcde"[:1], b"z", 1))  # same size, other bytes
+        with tiled_archive.open(dest) as archive, pytest.raises(Exception, match="TA-E942"):
+            archive["scan/baseline"].read()
+    finally:
+        csv.write_bytes(text)
+    assert not (dest / "data/files/scan/baseline.csv").exists()
+
+
+class _Redirecting(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 -- the http.server API
+        self.send_response(302)
+        self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_redirecting_origin_is_not_followed(proxy, tmp_path):
+    dest = tmp_path / "lazy"
+    _lazy(proxy, dest)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        manifest_path = dest / "tiled-archive.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["fetch"]["origin"] = f"http://127.0.0.1:{server.server_port}/api/v1/"
+        manifest_path.write_text(json.dumps(manifest))
+        refused = pytest.raises(Exception, match="TA-E943.*redirects")
+        with tiled_archive.open(dest, fetch=True) as archive, refused:
+            archive["scan/baseline"].read()
+    finally:
+        server.shutdown()
