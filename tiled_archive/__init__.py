@@ -19,7 +19,7 @@ if _TYPE_CHECKING:
 
 from .rules.names import __version__
 
-__all__ = ["download", "from_catalog", "open", "validate", "__version__"]
+__all__ = ["browse", "download", "from_catalog", "open", "validate", "__version__"]
 
 
 def __dir__() -> list[str]:
@@ -32,8 +32,10 @@ def open(path: str | _Path, **client_kwargs: _Any) -> BaseClient:  # noqa: A001 
     an archive's root); use it as a context manager, or ``close()`` it, to release the archive.
 
     ``client_kwargs`` go to Tiled's ``tiled.client.from_context`` (e.g. ``structure_clients=
-    "numpy"`` for NumPy instead of dask, ``include_data_sources=True``). Raises
-    ``ArchiveError`` (a coded message) when the path is not an archive that can be served."""
+    "numpy"`` for NumPy instead of dask, ``include_data_sources=True``), except ``fetch``,
+    ``offline``, ``api_key`` and ``max_bytes``, which say how a lazy archive fetches (see
+    :func:`tiled_archive.serve.client.open`). Raises ``ArchiveError`` (a coded message) when
+    the path is not an archive that can be served."""
     from .serve.client import open as open_in_process
 
     return open_in_process(path, **client_kwargs)
@@ -57,13 +59,31 @@ def from_catalog(
     return from_catalog_in_process(uri, readable_storage, **client_kwargs)
 
 
+def browse(source: _Any, dest: str | _Path | None = None, **options: _Any) -> BaseClient:
+    """The normal Tiled client over a local mirror of a Tiled server (its URL, or a client of
+    one of its containers) kept under the cache root: listings fetched as you walk the tree,
+    data as reads need it, both kept, so nothing is fetched twice and it works offline
+    (``offline=True``); ``api_key=`` and Tiled's ``from_uri`` keywords as Tiled takes them. See
+    :func:`tiled_archive.browser.browse`."""
+    from .browser import browse as browse_mirror
+
+    return browse_mirror(source, dest, **options)
+
+
 def download(source: _Any, dest: str | _Path | None = None, **options: _Any) -> _Path:
     """Download a node of a live Tiled server (a container, a search result or one array or
-    table) into an archive at ``dest`` (``*.zip`` or a directory), or with ``catalog=URI,
-    data_dir=DIR`` (and ``at=PATH``) straight into a Tiled catalog (SQLite or PostgreSQL);
-    see :func:`tiled_archive.downloader.download` for the options."""
+    table) into an archive at ``dest`` (``*.zip`` or a directory; None: a directory under the
+    cache root named by server and node, replaced when downloaded again), or with
+    ``catalog=URI, data_dir=DIR`` (and ``at=PATH``) straight into a Tiled catalog (SQLite or
+    PostgreSQL); see :func:`tiled_archive.downloader.download` for the options. A client of
+    :func:`browse` reads through its mirror: nothing read before is fetched again."""
     from .downloader import download as download_archive
 
+    if dest is None and options.get("catalog") is None:
+        from .downloader import default_destination
+
+        dest = default_destination(source)
+        options.setdefault("force", True)
     return download_archive(source, dest, **options)
 
 

@@ -55,6 +55,7 @@ from .fallback import SLAB_BYTES, fetch_fallbacks
 from .plan import assign_members, list_directories, plan
 from .rebuild import (
     archive_raw_sources,
+    fetch_record,
     manifest_fields,
     rebuild_catalog,
     source_fields,
@@ -78,6 +79,7 @@ __all__ = [
     "BlobCache",
     "DownloadResult",
     "default_cache_dir",
+    "default_destination",
     "download",
     "open_node",
 ]
@@ -273,7 +275,7 @@ def download(
                     fields = manifest_fields(run)
                     member_for_uri = functools.partial(member_for_uri_of, run.staging)
                     if lazy:
-                        absent, fields["fetch"] = _fetch_record(run)
+                        absent, fields["fetch"] = fetch_record(run)
             # Outside the display above: the writer shows its own, and rich allows one at once.
             write_new(
                 dest,
@@ -301,34 +303,21 @@ def download(
         cache.close()
 
 
-def _fetch_record(run: Run) -> tuple[list[FileEntry], dict[str, Any]]:
-    """A lazy download's absent files and the manifest's ``fetch`` record (spec 4.1): each
-    raw file's URL relative to the server's API root, and the validators its probe saw."""
-    origin = str(run.source.context.api_uri).rstrip("/") + "/"
-    entries: dict[str, FileEntry] = {}
-    files: dict[str, dict[str, str]] = {}
-    for node in run.nodes:
-        if node.method != "raw":
-            continue
-        for remote in node.files:
-            url = remote.url()
-            if not url.startswith(origin) or remote.size is None:
-                raise ArchiveError(
-                    "TA-E910",
-                    node.name,
-                    f"cannot be fetched later: its file {remote.member} is at {url}, not "
-                    f"below {origin}, or has no size",
-                )
-            entries[remote.member] = FileEntry(remote.member, remote.size, remote.server_sha256)
-            item = {"url": url[len(origin) :]}
-            if remote.probed is not None:
-                validators = remote.probed[1]
-                if validators.etag:
-                    item["etag"] = validators.etag
-                if validators.last_modified:
-                    item["last_modified"] = validators.last_modified
-            files[remote.member] = item
-    return sorted(entries.values(), key=lambda e: e.path), {"origin": origin, "files": files}
+def default_destination(source: Any) -> Path:
+    """Where ``download(source)`` puts an archive when given no destination: a directory
+    under the cache root named by the server and the node (a search result: its queries'
+    digest too), the same for the same node every time."""
+    import hashlib
+    import re
+
+    from ..files.cache_root import cache_root
+
+    server = source_fields(source)["provenance"]["server"]
+    parts = node_path(source)
+    queries = repr(getattr(source, "_queries", None) or "")
+    words = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join([server, *parts])).strip("_")[:100]
+    digest = hashlib.sha256(f"{server}\0{'/'.join(parts)}\0{queries}".encode()).hexdigest()
+    return cache_root() / "downloads" / f"{words}-{digest[:8]}"
 
 
 def _archive_form(row: AssetRow) -> str:

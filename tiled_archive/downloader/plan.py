@@ -4,6 +4,7 @@ their directory assets (``/asset/manifest``), and the archive path of every raw 
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -38,6 +39,26 @@ def plan(run: Run) -> None:
         walk(run, source)
     run.matched = len(run.nodes) - ancestors
     run.progress.update(run.listing, total=len(run.nodes))
+
+
+def plan_children(run: Run, client: Any, known: Collection[str] = ()) -> None:
+    """One level, for a browse mirror: the children of container ``client`` whose keys are
+    not in ``known``, each added as :func:`walk` adds it, without its descendants (a container
+    is listed when it is visited)."""
+    for child in children(client.include_data_sources()):
+        path = node_path(child)
+        if path[-1] in known:
+            continue
+        attributes = child.item["attributes"]
+        sources = attributes.get("data_sources") or []
+        if sources:
+            node = Node(path, child, "raw")
+            _add(run, node)
+            _plan_assets(run, node, sources)
+        elif attributes["structure_family"] == "container":
+            _add(run, Node(path, child, "container"))
+        else:
+            _add(run, Node(path, child, "data-api", reason="the server lists no data source"))
 
 
 def _add(run: Run, node: Node) -> None:
@@ -150,6 +171,22 @@ def _list_directory(run: Run, node: Node, asset: dict[str, Any]) -> None:
 
 
 # -- 3. Archive paths -------------------------------------------------------------------
+
+
+def assign_server_paths(run: Run) -> None:
+    """Archive paths of raw files that never change as a mirror grows: ``data/`` and the
+    server path (the deepest common folder of files not seen yet cannot be known). A node
+    whose file names the format cannot hold is left out (``data-api``)."""
+    run.base = PurePosixPath("/")
+    for node in run.nodes:
+        if node.method != "raw":
+            continue
+        for remote in node.files:
+            remote.member = f"{DATA_DIR}/{remote.server_path.relative_to(run.base)}"
+            errors = [p for p in path_problems(remote.member) if p.severity is Severity.ERROR]
+            if errors:
+                run.refuse(node, f"a file name the format cannot hold ({errors[0]})")
+                break
 
 
 def assign_members(run: Run) -> None:

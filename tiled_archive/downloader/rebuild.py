@@ -13,7 +13,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..catalog import db_file as catalog_db
+from ..rules.manifest import FileEntry
 from ..rules.names import DATA_DIR
+from ..rules.problems import ArchiveError
 from .state import Node, Run, server_path, staged_asset
 
 
@@ -54,6 +56,15 @@ def rebuild_catalog(run: Run, db: Path) -> None:
     asyncio.run(_create_nodes(run.nodes, catalog_db.init_catalog(db, [str(run.staging)])))
 
 
+def add_nodes(run: Run, db: Path) -> None:
+    """Create ``run`` 's nodes in the existing catalog ``db`` (a browse mirror growing), below
+    parents it holds already or that ``run`` creates first."""
+    from tiled.catalog import from_uri
+
+    root = from_uri(catalog_db.sqlite_url(db), readable_storage=[str(run.staging)])
+    asyncio.run(_create_nodes(run.nodes, root))
+
+
 async def _create_nodes(nodes: list[Node], root: Any) -> None:
     from tiled.structures.core import Spec, StructureFamily
     from tiled.structures.data_source import DataSource
@@ -64,7 +75,10 @@ async def _create_nodes(nodes: list[Node], root: Any) -> None:
         for node in sorted(nodes, key=lambda n: len(n.path)):
             attributes = node.attributes
             family = "container" if node.method == "container" else attributes["structure_family"]
-            created[node.path] = await created[node.path[:-1]].create_node(
+            parent = created.get(node.path[:-1])
+            if parent is None:  # a node the catalog held before
+                parent = await root.lookup_adapter(list(node.path[:-1]))
+            created[node.path] = await parent.create_node(
                 structure_family=StructureFamily(family),
                 metadata=dict(attributes["metadata"]),
                 key=node.path[-1],
@@ -115,7 +129,8 @@ def source_fields(source: Any) -> dict[str, Any]:
     root = from_context(source.context, node_path_parts=[]).item["attributes"]
     if root.get("metadata") or root.get("specs"):
         fields["root"] = {"metadata": dict(root["metadata"]), "specs": list(root["specs"])}
-    server = urlsplit(str(source.context.api_uri))
+    # A browse mirror's client names the server it mirrors (tiled_archive.browser).
+    server = urlsplit(getattr(source.context, "tiled_archive_origin", str(source.context.api_uri)))
     host = server.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
     if server.port is not None:
@@ -136,3 +151,33 @@ def _query_record(query: Any) -> dict[str, Any]:
     """A Tiled query as JSON: its type and fields (Tiled's queries are dataclasses)."""
     fields = dataclasses.asdict(query) if dataclasses.is_dataclass(query) else {"repr": repr(query)}
     return {"type": type(query).__name__, **fields}
+
+
+def fetch_record(run: Run) -> tuple[list[FileEntry], dict[str, Any]]:
+    """A lazy download's absent files and the manifest's ``fetch`` record (spec 4.1): each
+    raw file's URL relative to the server's API root, and the validators its probe saw."""
+    origin = str(run.source.context.api_uri).rstrip("/") + "/"
+    entries: dict[str, FileEntry] = {}
+    files: dict[str, dict[str, str]] = {}
+    for node in run.nodes:
+        if node.method != "raw":
+            continue
+        for remote in node.files:
+            url = remote.url()
+            if not url.startswith(origin) or remote.size is None:
+                raise ArchiveError(
+                    "TA-E910",
+                    node.name,
+                    f"cannot be fetched later: its file {remote.member} is at {url}, not "
+                    f"below {origin}, or has no size",
+                )
+            entries[remote.member] = FileEntry(remote.member, remote.size, remote.server_sha256)
+            item = {"url": url[len(origin) :]}
+            if remote.probed is not None:
+                validators = remote.probed[1]
+                if validators.etag:
+                    item["etag"] = validators.etag
+                if validators.last_modified:
+                    item["last_modified"] = validators.last_modified
+            files[remote.member] = item
+    return sorted(entries.values(), key=lambda e: e.path), {"origin": origin, "files": files}

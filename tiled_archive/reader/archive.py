@@ -144,7 +144,36 @@ class Archive:
             api_key=options.api_key,
             max_bytes=options.max_bytes,
         )
-        listed = [
+        return LazySource(
+            directory.location,
+            self._fetch_entries(),
+            policy,
+            record.origin,
+            self.fetch_command,
+            functools.partial(_into_blob_cache, record.origin),
+        )
+
+    def refresh(self) -> None:
+        """Read the manifest and catalog again after the archive grew (a browse mirror,
+        :mod:`tiled_archive.browser`): files it lists now are added to the lazy source, and
+        the catalog's rows are checked again when first asked for."""
+        if isinstance(self.source, LazySource):
+            self.source.restat(list(REQUIRED_FILES))
+        manifest = Manifest.loads(self.source.read(MANIFEST_NAME))
+        if not isinstance(self.source, LazySource) or manifest.fetch is None:
+            raise ArchiveError("TA-E904", str(self.location), "only a lazy archive grows")
+        self.manifest = manifest
+        self._entries = {entry.path: entry for entry in manifest.files}
+        self.source.extend(self._fetch_entries())
+        self._catalog = None
+        self._data_sources = None
+        self._node_paths = None
+        self._relocation_folder = None
+
+    def _fetch_entries(self) -> list[Absent]:
+        record = self.manifest.fetch
+        assert record is not None
+        return [
             Absent(
                 path,
                 self._entries[path].size,
@@ -156,14 +185,6 @@ class Archive:
             for path, source in record.files.items()
             if path in self._entries
         ]
-        return LazySource(
-            directory.location,
-            listed,
-            policy,
-            record.origin,
-            self.fetch_command,
-            functools.partial(_into_blob_cache, record.origin),
-        )
 
     @property
     def is_lazy(self) -> bool:

@@ -136,7 +136,10 @@ class ArchiveServer:
         *,
         api_key: str | None = None,
         public: bool = True,
+        live: bool = False,
     ):
+        """``live``: the archive grows while it is served (a browse mirror): its catalog is
+        read without SQLite's ``immutable`` and no response is cached."""
         from tiled.catalog import from_uri
 
         from .asset_routes import ArchiveFiles
@@ -150,7 +153,7 @@ class ArchiveServer:
         root = archive.manifest.extra.get("root") or {}
         tree = from_uri(
             f"sqlite+aiosqlite:///file:{quote(str(catalog.absolute()))}"
-            "?mode=ro&immutable=1&uri=true",
+            + ("?mode=ro&uri=true" if live else "?mode=ro&immutable=1&uri=true"),
             adapters_by_mimetype=self.adapters.mapping(),
             # Tiled keeps a root's metadata outside the catalog; the manifest carries it (§4).
             metadata=root.get("metadata"),
@@ -161,7 +164,8 @@ class ArchiveServer:
         )
         files = ArchiveFiles(archive)
         self.tiled_app = _read_only_app(tree, files, api_key=api_key, public=public)
-        self.app = ResponseCache(PathGuard(RawBytesEncodings(self.tiled_app)))
+        guarded = PathGuard(RawBytesEncodings(self.tiled_app))
+        self.app = guarded if live else ResponseCache(guarded)
 
     def close(self) -> None:
         self.adapters.close()
@@ -192,7 +196,10 @@ class CatalogServer:
         *,
         api_key: str | None = None,
         public: bool = True,
+        live: bool = False,
     ):
+        """``live``: the archive grows while it is served (a browse mirror): its catalog is
+        read without SQLite's ``immutable`` and no response is cached."""
         from tiled.catalog import from_uri
 
         from ..catalog.database import TiledCatalog

@@ -43,7 +43,7 @@ def open(  # noqa: A001 -- the public name
     ``max_bytes`` caps the fetched bytes kept, least recently used dropped first.
     """
     options = FetchOptions(fetch, offline, api_key, max_bytes)
-    return _in_process_client(
+    return in_process_client(
         lambda: ArchiveServer(open_archive(path, storage_options, options)), client_kwargs
     )
 
@@ -54,10 +54,10 @@ def from_catalog(
     """Open a Tiled catalog (``sqlite:///PATH`` or a path, ``postgresql://...``) as a Tiled
     client, served in-process and read-only, as :func:`open` serves an archive; its assets are
     read only inside the ``readable_storage`` folders."""
-    return _in_process_client(lambda: CatalogServer(uri, readable_storage), client_kwargs)
+    return in_process_client(lambda: CatalogServer(uri, readable_storage), client_kwargs)
 
 
-def _in_process_client(make_server: Callable[[], Any], client_kwargs: dict[str, Any]) -> Any:
+def in_process_client(make_server: Callable[[], Any], client_kwargs: dict[str, Any]) -> Any:
     """The Tiled client of the server ``make_server`` builds (its ``app``, served in-process),
     closable: closing it stops the event loop and closes the server."""
     from tiled.client import from_context

@@ -61,6 +61,16 @@ class DirectorySource(ByteSource):
         finally:
             os.close(fd)
 
+    def restat(self, paths: list[str]) -> None:
+        """List these members again as they are now (files rewritten in place: a growing
+        mirror's catalog and tag files)."""
+        for path in paths:
+            fd = self._open_member(path)
+            try:
+                self._members[path] = Member(path, os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
+
     def open(self, path: str) -> BinaryIO:
         """The member's file itself, opened read-only (seekable)."""
         return os.fdopen(self._open_member(path), "rb")

@@ -259,6 +259,24 @@ class LazySource(DirectorySource):
         self._locks: dict[str, threading.Lock] = {}
         self._touched: set[str] = set()
 
+    def extend(self, listed: Iterable[Absent]) -> None:
+        """Add files the fetch record lists now (a mirror that grew): present ones are found
+        in the directory, the others absent."""
+        with self._guard:
+            for file in listed:
+                if file.path in self._listed:
+                    continue
+                self._listed[file.path] = file
+                target = self._target(file.path)
+                if target.is_file() and not target.is_symlink():
+                    self._members[file.path] = Member(file.path, target.stat().st_size)
+                    self._all[file.path] = self._members[file.path]
+                else:
+                    self._absent[file.path] = file
+                    self._all[file.path] = Member(file.path, file.size)
+            for path in self._members:  # the tag files and catalog, rewritten in place
+                self._all[path] = self._members[path]
+
     # -- What is here ------------------------------------------------------------------------
 
     def members(self) -> Mapping[str, Member]:

@@ -1,0 +1,108 @@
+"""A browse mirror (:mod:`tiled_archive.browser`), grown one container at a time: a new,
+empty lazy archive for a server's node, then each container's children as the user visits
+it, planned as a download plans them (directory listings, sizes and validators probed) and
+created in the mirror's catalog by Tiled's own catalog adapter. No payload byte is fetched
+here: the mirror's reader fetches what reads need (:mod:`tiled_archive.sources.lazy`)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..files.blobs import BlobCache, default_cache_dir
+from ..progress import progress_display
+from ..reader.fetching import trust
+from ..rules.manifest import FileEntry
+from ..rules.names import CATALOG_NAME
+from ..writer import write_new
+from .plan import assign_server_paths, list_directories, plan_children
+from .rebuild import (
+    add_nodes,
+    archive_raw_sources,
+    fetch_record,
+    manifest_fields,
+    member_for_uri,
+    rebuild_catalog,
+)
+from .state import Node, Run, node_path
+from .transfer import probe_raw
+
+
+@dataclass(frozen=True)
+class Level:
+    """What one container's listing added to a mirror: its new child nodes (paths), which of
+    them are plain containers (listed when visited), and the manifest's new files and fetch
+    items."""
+
+    nodes: list[tuple[str, ...]]
+    containers: list[tuple[str, ...]]
+    files: list[FileEntry]
+    fetch: dict[str, dict[str, str]]
+    #: Children left out: only the data API reads them (not mirrored yet).
+    skipped: list[str]
+
+
+def _run(source: Any, staging: Path, progress: Any, workers: int) -> Run:
+    cache = BlobCache(default_cache_dir(), None)  # not used here: nothing is fetched
+    cache.close()
+    return Run(source, cache, staging, progress, workers=workers, retries=3, on_file=None)
+
+
+def start_mirror(source: Any, folder: Path) -> None:
+    """Write an empty lazy archive at ``folder`` for the container ``source``: its parent
+    containers and itself, the root's metadata, provenance, and a fetch record naming the
+    server as origin (no files yet). Marked as this user's (it fetches when read)."""
+    from tiled.client import from_context
+
+    with (
+        tempfile.TemporaryDirectory(prefix="tiled-archive-") as work,
+        progress_display(True) as progress,
+    ):
+        run = _run(source, Path(work, "staging"), progress, 1)
+        parts = node_path(source)
+        for depth in range(1, len(parts) + 1):
+            node = from_context(source.context, node_path_parts=list(parts[:depth]))
+            run.nodes.append(Node(tuple(parts[:depth]), node, "container"))
+        db = Path(work, CATALOG_NAME)
+        rebuild_catalog(run, db)
+        fields = manifest_fields(run)
+        _, fields["fetch"] = fetch_record(run)
+        write_new(
+            folder,
+            [],
+            db,
+            lambda row: member_for_uri(run.staging, row),
+            epoch=None,
+            force=False,
+            quiet=True,
+            extra=fields,
+            relocated=True,
+        )
+    trust(folder, fields["fetch"]["origin"])
+
+
+def add_level(client: Any, folder: Path, known: Collection[str], *, workers: int = 4) -> Level:
+    """Add the children of the server's container ``client`` that ``known`` (keys) lacks to
+    the mirror at ``folder``'s catalog; the manifest is left to the caller (``Level``)."""
+    with progress_display(True) as progress:
+        run = _run(client, folder.absolute(), progress, workers)
+        plan_children(run, client, known)
+        list_directories(run)
+        assign_server_paths(run)
+        probe_raw(run)
+        skipped = [node.name for node in run.nodes if node.method == "data-api"]
+        run.nodes = [node for node in run.nodes if node.method in ("raw", "container")]
+        archive_raw_sources(run)
+        if run.nodes:
+            add_nodes(run, folder / CATALOG_NAME)
+        files, record = fetch_record(run)
+    return Level(
+        [node.path for node in run.nodes],
+        [node.path for node in run.nodes if node.method == "container"],
+        files,
+        record["files"],
+        skipped,
+    )
