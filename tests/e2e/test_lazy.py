@@ -215,3 +215,59 @@ def test_a_redirecting_origin_is_not_followed(proxy, tmp_path):
             archive["scan/baseline"].read()
     finally:
         server.shutdown()
+
+
+def _node_count(folder: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(folder / "catalog.db") as conn:
+        return conn.execute("SELECT count(*) FROM nodes WHERE parent IS NOT NULL").fetchone()[0]
+
+
+def _write_at_origin(root: Path, key: str) -> None:
+    """A node written through Tiled's own client into the origin's catalog (the running
+    server reads the same SQLite file)."""
+    from tiled.catalog import from_uri
+    from tiled.client import Context, from_context
+    from tiled.server.app import build_app
+
+    catalog = from_uri(
+        f"sqlite:///{root}/catalog.db",
+        writable_storage=[str(root / "writable")],
+        readable_storage=[str(root / "files")],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Context.from_app(build_app(catalog)) as context:
+            from_context(context).write_array(np.arange(3), key=key)
+
+
+def test_browse_walks_on_demand_reuses_reads_and_follows_its_server(proxy, origin, tmp_path):
+    url, mirror = f"{proxy.url}/api/v1", tmp_path / "mirror"
+    client = tiled_archive.browse(url, mirror)
+    assert {"big", "scan", "written"} <= set(client)
+    top = _node_count(mirror)
+    assert top == len(list(client))  # the root's children, nothing below them yet
+    assert len(client["scan"]) > 5 and _node_count(mirror) > top  # listed when visited
+
+    big = (origin[1] / "files" / "big.h5").stat().st_size
+    expected = _server(proxy)["big"]["frames"][3]
+    before = proxy.received
+    assert np.array_equal(client["big"]["frames"][3], expected)
+    tiled_archive.download(client["big"], tmp_path / "big.zip")
+    moved = proxy.received - before
+    assert big < moved <= 1.02 * big, (moved, big)  # the frame read is not fetched again
+    assert validate(tmp_path / "big.zip").valid
+    client.close()
+
+    _write_at_origin(origin[1], "later")
+    expected = _server(proxy)["big"]["frames"][9]
+    connections = proxy.connections
+    with tiled_archive.browse(url, mirror, offline=True) as offline:
+        assert "later" not in offline and len(offline["scan"]) > 5
+        assert np.array_equal(offline["big"]["frames"][9], expected)  # downloaded: here
+        with pytest.raises(Exception, match="TA-E941"):
+            offline["scan"]["v2array"].read()
+    assert proxy.connections == connections  # offline: not one
+    with tiled_archive.browse(url, mirror) as again:  # the next day: the same mirror, updated
+        assert "later" in again and np.array_equal(again["later"].read(), np.arange(3))
