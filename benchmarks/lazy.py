@@ -142,13 +142,13 @@ def main() -> None:
             tiled_archive.download(proxied, work / "frames", lazy=True)
             with tiled_archive.open(work / "frames") as archive:
                 before = proxy.received
-                archive["frames"]["frames"][args.frames // 2]
+                archive["frames/frames/frames"][args.frames // 2]
                 first = proxy.received - before
                 before = proxy.received
-                archive["frames"]["frames"][args.frames // 2]
+                archive["frames/frames/frames"][args.frames // 2]
                 again = proxy.received - before
                 for index in range(0, args.frames, 4):  # a quarter of the frames
-                    archive["frames"]["frames"][index]
+                    archive["frames/frames/frames"][index]
             rows.append(
                 ("first read of one 1 MiB frame", f"{first / MIB:.2f} MiB", f"{first / MIB:.2f}")
             )

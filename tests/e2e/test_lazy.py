@@ -271,3 +271,20 @@ def test_browse_walks_on_demand_reuses_reads_and_follows_its_server(proxy, origi
     assert proxy.connections == connections  # offline: not one
     with tiled_archive.browse(url, mirror) as again:  # the next day: the same mirror, updated
         assert "later" in again and np.array_equal(again["later"].read(), np.arange(3))
+
+
+def test_a_size_cap_keeps_the_fetched_bytes_within_it(proxy, tmp_path):
+    dest = tmp_path / "lazy"
+    _lazy(proxy, dest)
+    server = _server(proxy)
+    keys = ("scan/baseline", "scan/summary", "scan/v2array", "written/uneven")
+    expected = {key: np.asarray(server[key].read()) for key in keys}
+    with tiled_archive.open(dest, max_bytes=1) as archive:  # room for nothing but the last
+        for key in keys:  # each read fetches its files, pushing the older ones out
+            assert np.array_equal(np.asarray(archive[key].read()), expected[key])
+    kept = [p for p in (dest / "data").rglob("*") if p.is_file()]
+    # At most the file fetched last (a cap never drops the file it just fetched).
+    largest = max(e["size"] for e in json.loads((dest / "tiled-archive.json").read_text())["files"])
+    assert sum(p.stat().st_size for p in kept) <= largest and len(kept) <= 1, kept
+    report = validate(dest)
+    assert report.valid and {p.code for p in report.problems} == {"TA-W310"}

@@ -35,7 +35,7 @@ def mirror_folder(api_uri: str, node: tuple[str, ...] = ()) -> Path:
     mirrors, plus a short digest of them (two spellings never share a folder by accident)."""
     url = urlsplit(api_uri)
     words = [url.hostname or "server", str(url.port or ""), url.path, *node]
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(w for w in words if w)).strip("_")[:80]
+    name = re.sub(r"[^A-Za-z0-9-]+", "_", "/".join(w for w in words if w)).strip("_")[:80]
     digest = hashlib.sha256(f"{url.scheme}://{url.netloc}{url.path}\0{'/'.join(node)}".encode())
     return cache_root() / "mirrors" / f"{name}-{digest.hexdigest()[:8]}"
 

@@ -126,8 +126,7 @@ class LazySource(DirectorySource):
     # -- ByteSource --------------------------------------------------------------------------
 
     def read(self, path: str, offset: int = 0, size: int | None = None) -> bytes:
-        if path not in self._absent:
-            self._touch(path)
+        if path not in self._listed:
             return super().read(path, offset, size)
         total = self._all[path].size
         size = max(0, total - offset) if size is None else max(0, min(size, total - offset))
@@ -136,24 +135,39 @@ class LazySource(DirectorySource):
         return bytes(buffer[:count])
 
     def read_into(self, path: str, offset: int, buffer: memoryview) -> int:
-        file = self._absent.get(path)
-        if file is None:
-            self._touch(path)
-            return super().read_into(path, offset, buffer)
-        size = max(0, min(len(buffer), file.size - offset))
-        if size == 0:
-            return 0
-        if file.size <= WHOLE_LIMIT or not self._may_range(file):
-            self.ensure(path)
-            return super().read_into(path, offset, buffer)
-        partial = self._ranged(file, offset, offset + size)
-        if partial is None:  # it became whole meanwhile
-            return super().read_into(path, offset, buffer)
-        fd = os.open(partial, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            return os.preadv(fd, [buffer[:size]], offset)
-        finally:
-            os.close(fd)
+        if path not in self._listed:  # tag files, files read through the data API: here
+            return self._read_here(path, offset, buffer)
+        before = self._received()
+        with self._file_lock(path):  # the size cap drops no file while it is read
+            file = self._absent.get(path)
+            if file is None:
+                self._touch(path)
+                return self._read_here(path, offset, buffer)
+            size = max(0, min(len(buffer), file.size - offset))
+            if size == 0:
+                return 0
+            if file.size <= WHOLE_LIMIT or not self._may_range(file):
+                self._bring(file)
+                count = self._read_here(path, offset, buffer)
+            else:
+                partial = self._ranged(file, offset, offset + size)
+                if partial is None:  # it became whole
+                    count = self._read_here(path, offset, buffer)
+                else:
+                    fd = os.open(partial, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        count = os.preadv(fd, [buffer[:size]], offset)
+                    finally:
+                        os.close(fd)
+        if self._received() != before:
+            self._within_budget(keep=path)
+        return count
+
+    def _read_here(self, path: str, offset: int, buffer: memoryview) -> int:
+        """A present file's bytes, from the directory."""
+        data = DirectorySource.read(self, path, offset, len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
     def open(self, path: str) -> BinaryIO:
         if path not in self._absent:
@@ -178,19 +192,27 @@ class LazySource(DirectorySource):
         file = self._absent.get(path)
         if file is None:
             return 0
+        before = self._received()
         with self._file_lock(path):
-            if path not in self._absent:
-                return 0
-            self._allowed(file)
-            before = self._origin.received if self._origin is not None else 0
-            if file.size > WHOLE_LIMIT and self._may_range(file):
-                self._ranged(file, 0, file.size)
-            else:
-                work = self._work_folder()
-                with work.whole(self._origin_client(), file) as (fetched, sha, crc, validators):
-                    self._place(file, fetched, sha, crc, validators)
-                self._within_budget(keep=path)
-            return self._origin_client().received - before
+            if path in self._absent:
+                self._bring(file)
+        fetched = self._received() - before
+        if fetched:
+            self._within_budget(keep=path)  # with no file lock held: it takes others'
+        return fetched
+
+    def _bring(self, file: Absent) -> None:
+        """Fetch ``file`` whole, or all its missing blocks, and place it (its lock held)."""
+        self._allowed(file)
+        if file.size > WHOLE_LIMIT and self._may_range(file):
+            self._ranged(file, 0, file.size)
+            return
+        work = self._work_folder()
+        with work.whole(self._origin_client(), file) as (fetched, sha, crc, validators):
+            self._place(file, fetched, sha, crc, validators)
+
+    def _received(self) -> int:
+        return self._origin.received if self._origin is not None else 0
 
     def ensure_below(self, prefix: str) -> None:
         """Make every listed file at or below ``prefix`` present (a directory asset)."""
@@ -238,7 +260,7 @@ class LazySource(DirectorySource):
     def _ranged(self, file: Absent, start: int, end: int) -> Path | None:
         """Fetch the blocks of ``[start, end)`` the partial file lacks (blocks fetched before
         are read offline too); when that makes it whole, check it and move it into place
-        (None); else the partial file's path."""
+        (None); else the partial file's path. Its lock is held (an RLock: taken again here)."""
         with self._file_lock(file.path):
             if file.path not in self._absent:
                 return None
@@ -255,9 +277,7 @@ class LazySource(DirectorySource):
                     work.forget(file.path)
                     return None
             assert work is not None
-            partial = work.partial_path(file.path)
-        self._within_budget(keep=file.path)
-        return partial
+            return work.partial_path(file.path)
 
     def _place(
         self, file: Absent, fetched: Path, sha256: str, crc32: int, validators: Absent
@@ -285,7 +305,8 @@ class LazySource(DirectorySource):
                 self._on_fetched(file, target, sha256, crc32, pair)
 
     def _within_budget(self, keep: str) -> None:
-        """Drop least recently used fetched files until the cap holds (never ``keep``)."""
+        """Drop least recently used fetched files until the cap holds (never ``keep``).
+        Called with no file lock held: each drop waits for reads of its file to end."""
         cap = self.policy.max_bytes
         if cap is None:
             return
