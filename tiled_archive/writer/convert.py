@@ -96,15 +96,22 @@ def convert(
         )
 
 
-def refuse_incomplete(archive: Archive, what: str) -> None:
-    """TA-E940 for an incomplete archive (spec 4.1): what needs every file cannot use it."""
+def refuse_incomplete(archive: Archive, what: str, *, sealed: bool = False) -> None:
+    """TA-E940 for an incomplete archive (spec 4.1): what needs every file cannot use it;
+    with ``sealed``, nor one whose files' digests are not in its manifest yet (``fetch``
+    writes them)."""
     absent = archive.absent()
-    if absent:
+    unsealed = [e.path for e in archive.manifest.files if e.sha256 is None]
+    if absent or (sealed and unsealed):
+        why = (
+            f"{len(absent)} of its files are not fetched yet (e.g. {absent[0]})"
+            if absent
+            else f"{len(unsealed)} of its files have no digest in its manifest yet"
+        )
         raise ArchiveError(
             "TA-E940",
             str(archive.location),
-            f"{len(absent)} of its files are not fetched yet (e.g. {absent[0]}): it cannot "
-            f"be {what}",
+            f"{why}: it cannot be {what}",
             hint=f"Run `{archive.fetch_command()}` first.",
         )
 

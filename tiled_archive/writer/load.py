@@ -125,7 +125,7 @@ def _load(
         _refuse_inside(source, target, data_dir)
         # What stock Tiled will read must pass the checks that tiled-archive's reader makes.
         source.data_sources()
-        refuse_incomplete(source, "loaded")
+        refuse_incomplete(source, "loaded", sealed=True)
         source.check_data_files()
         if node:  # it is the path's last node: the archive root's metadata is not its
             rows = _archive_rows(source, node, segments[-1])
