@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..files.cache_root import cache_root
+from ..rules.names import FETCH_WORK_DIR
 from ..sources.lazy import FetchPolicy
 
 
@@ -64,13 +66,20 @@ def fetch_policy(
 ) -> FetchPolicy:
     """The policy of the lazy archive at ``root``: ``offline`` (default: the environment)
     wins; else ``fetch`` (default: whether this user's download made it). ``api_key``
-    defaults to ``TILED_API_KEY``."""
+    defaults to ``TILED_API_KEY``. Fetching for an archive made elsewhere makes it this
+    user's: its work folder is discarded first (its partial files are not trusted)."""
     api_key = api_key or os.environ.get("TILED_API_KEY") or None
+    own = is_trusted(root, origin)
     if offline if offline is not None else offline_from_environment():
-        return FetchPolicy(False, "fetching is off (offline)", api_key, max_bytes)
+        return FetchPolicy(False, "fetching is off (offline)", api_key, max_bytes, own_work=own)
     if fetch is None:
-        fetch = is_trusted(root, origin)
+        fetch = own
     if not fetch:
         why = "this archive was not made by your download: it fetches only when told to"
-        return FetchPolicy(False, why, api_key, max_bytes)
-    return FetchPolicy(True, "", api_key, max_bytes)
+        return FetchPolicy(False, why, api_key, max_bytes, own_work=own)
+    if not own:
+        # Told to fetch for an archive made elsewhere: its work folder (partial files and
+        # what they are said to hold) came with it and is not trusted; begun afresh, ours.
+        shutil.rmtree(root / FETCH_WORK_DIR, ignore_errors=True)
+        trust(root, origin)
+    return FetchPolicy(True, "", api_key, max_bytes, own_work=True)

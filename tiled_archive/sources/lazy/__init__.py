@@ -51,6 +51,9 @@ class FetchPolicy:
     why_not: str = ""
     api_key: str | None = None
     max_bytes: int | None = None
+    #: Whether the work folder is this user's (its partial files read); one that came with
+    #: an archive made elsewhere is never read.
+    own_work: bool = True
 
 
 class LazySource(DirectorySource):
@@ -337,7 +340,10 @@ class LazySource(DirectorySource):
             return self._work
 
     def _existing_work(self) -> WorkFolder | None:
-        """The work folder when there is one (offline: nothing is created)."""
+        """The work folder when there is one and it is this user's (offline: nothing is
+        created)."""
+        if not self.policy.own_work:
+            return None
         if self._work is None and not Path(self._root, FETCH_WORK_DIR).is_dir():
             return None
         return self._work_folder()
