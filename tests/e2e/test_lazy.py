@@ -178,7 +178,7 @@ def test_an_archive_made_elsewhere_fetches_only_when_told(proxy, tmp_path):
 
 def test_a_file_changed_at_the_origin_is_refused(proxy, origin, tmp_path):
     dest = tmp_path / "lazy"
-    _lazy(proxy, dest)
+    tiled_archive.download(_server(proxy), dest, lazy=True, probe=True)
     csv = origin[1] / "files" / "scan" / "baseline.csv"
     text = csv.read_bytes()
     try:

@@ -421,6 +421,14 @@ def download(
             "when first read (or by `tiled-archive fetch`).",
         ),
     ] = False,
+    probe: Annotated[
+        bool,
+        typer.Option(
+            "--probe",
+            help="With --lazy: ask every file's validators now (one request each), so a file "
+            "changed at the server before it is read is refused even at the same size.",
+        ),
+    ] = False,
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
@@ -465,7 +473,7 @@ def download(
         _loaded(download_into(source, catalog, data, at=at, allow_empty=allow_empty, **options))
         return
     done = download_archive(
-        source, output, force=force, allow_empty=allow_empty, lazy=lazy, **options
+        source, output, force=force, allow_empty=allow_empty, lazy=lazy, probe=probe, **options
     )
     what = f"{plural(done.nodes, 'node')}, {decimal(done.fetched_bytes)} fetched"
     if done.reused_bytes:

@@ -91,11 +91,12 @@ DEFAULT_RETRIES = 5
 # -- One run -------------------------------------------------------------------------------------
 
 
-def _fetch(run: Run, *, allow_empty: bool, lazy: bool = False) -> None:
+def _fetch(run: Run, *, allow_empty: bool, lazy: bool = False, probe: bool = False) -> None:
     """Everything the archive holds, into the cache and the staging folder; TA-E910 listing
     every node that could be fetched neither raw nor through the data API, TA-E913 when
     there is no node to fetch (unless ``allow_empty``). ``lazy``: raw files are not fetched,
-    only their sizes and validators asked for where the server did not list a size."""
+    only their sizes and validators asked for where the server did not list a size (with
+    ``probe``, for every file)."""
     plan(run)
     if not run.matched and not allow_empty:
         where = "/".join(node_path(run.source)) or "/"
@@ -106,7 +107,7 @@ def _fetch(run: Run, *, allow_empty: bool, lazy: bool = False) -> None:
     list_directories(run)
     assign_members(run)
     if lazy:
-        probe_raw(run)
+        probe_raw(run, every_file=probe)
     else:
         fetch_raw(run)
     fetch_fallbacks(run)
@@ -189,6 +190,7 @@ def download(
     streamed: bool = True,
     keep_cache: bool = True,
     lazy: bool = False,
+    probe: bool = False,
 ) -> DownloadResult:
     """Download a node of a live Tiled server into an archive at ``dest`` (``*.zip`` for a ZIP,
     else a directory) and say what was done: a :class:`DownloadResult` (a path: ``open()``
@@ -221,7 +223,11 @@ def download(
     manifest (sizes; digests where the server gives them) and tag files, and no payload bytes
     (what only the data API can read is fetched now). Opening it (:func:`tiled_archive.open`)
     fetches what each read needs from this server, checked and kept; ``tiled-archive fetch``
-    brings the rest. This user's own lazy archives fetch without being told to.
+    brings the rest. This user's own lazy archives fetch without being told to. Each file's
+    validators are recorded from one request for its first byte where the server lists no
+    size (it must be asked anyway), and with ``probe`` for every file: a file rewritten at the
+    server between now and its first read is then refused (TA-E942), even at the same size,
+    at the cost of a request per file now (stock Tiled answers about 40 a second).
 
     A directory archive is written relocated (its asset URIs point at its own ``data/``), so
     stock ``tiled serve catalog DEST/catalog.db -r DEST/data`` serves it as it is.
@@ -269,7 +275,7 @@ def download(
                 if db is not None:
                     fields, member_for_uri = source_fields(source), _archive_form
                 else:
-                    _fetch(run, allow_empty=allow_empty, lazy=lazy)
+                    _fetch(run, allow_empty=allow_empty, lazy=lazy, probe=probe)
                     db = Path(work, CATALOG_NAME)
                     rebuild_catalog(run, db)
                     fields = manifest_fields(run)

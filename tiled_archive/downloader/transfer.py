@@ -175,16 +175,17 @@ def fetch_raw(run: Run) -> None:
     parallel(run, unique.values(), functools.partial(_fetch_file, run, bar))
 
 
-def probe_raw(run: Run) -> None:
+def probe_raw(run: Run, *, every_file: bool = False) -> None:
     """For a lazy download: the size and validators (ETag, Last-Modified) of every raw file
-    whose digest the server does not give, from a one-byte range request each (no payload is
-    fetched): what proves, when the file is fetched later, that it is still the file the
-    catalog describes (spec 4.1)."""
+    whose size the server does not list (``every_file``: whose digest it does not give),
+    from a one-byte range request each (no payload is fetched). Validators prove, when the
+    file is fetched later, that it is still the file the catalog describes (spec 4.1); a
+    file probed for neither gets those of its first fetch."""
     unknown: dict[str, ServerFile] = {}
     for node in run.nodes:
         if node.method == "raw":
             for remote in node.files:
-                if remote.server_sha256 is None or remote.size is None:
+                if remote.size is None or (every_file and remote.server_sha256 is None):
                     unknown.setdefault(remote.member, remote)
     bar = run.progress.add_task("sizes", total=len(unknown) or None)
 
