@@ -288,3 +288,54 @@ def test_a_size_cap_keeps_the_fetched_bytes_within_it(proxy, tmp_path):
     assert sum(p.stat().st_size for p in kept) <= largest and len(kept) <= 1, kept
     report = validate(dest)
     assert report.valid and {p.code for p in report.problems} == {"TA-W310"}
+
+
+def test_a_work_folder_that_leads_elsewhere_is_never_followed(proxy, tmp_path):
+    made = tmp_path / "made"
+    _lazy(proxy, made)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # Handed over with its work folder a symlink: told to fetch, the link goes, not its target.
+    copied = tmp_path / "copied"
+    shutil.copytree(made, copied)
+    (copied / ".tiled-archive-fetch").symlink_to(outside)
+    with tiled_archive.open(copied, fetch=True) as archive:
+        assert len(archive["scan/baseline"].read()) == 5
+    assert not list(outside.iterdir())
+    assert not (copied / ".tiled-archive-fetch").is_symlink()
+    # This user's own archive with a symlink planted in its work folder: refused, coded.
+    (made / ".tiled-archive-fetch").mkdir(exist_ok=True)
+    (made / ".tiled-archive-fetch" / "partial").symlink_to(outside)
+    with tiled_archive.open(made) as archive, pytest.raises(Exception, match="TA-E203"):
+        archive["big"]["frames"][1]
+    assert not list(outside.iterdir())
+
+
+def test_a_damaged_work_state_is_begun_afresh(proxy, tmp_path):
+    dest = tmp_path / "lazy"
+    _lazy(proxy, dest)
+    (dest / ".tiled-archive-fetch").mkdir()
+    (dest / ".tiled-archive-fetch" / "state.db").write_bytes(b"not a database" * 100)
+    with tiled_archive.open(dest) as archive:
+        assert len(archive["scan/baseline"].read()) == 5
+
+
+def test_a_seal_stopped_halfway_is_finished_by_the_next_fetch(proxy, tmp_path, monkeypatch):
+    from tiled_archive.writer import lazy
+
+    dest = tmp_path / "lazy"
+    _lazy(proxy, dest)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # stopped after the catalog's rename, before the tag files
+
+    monkeypatch.setattr(lazy, "reseal", crash)
+    with pytest.raises(KeyboardInterrupt):
+        lazy.fetch(dest)
+    with pytest.raises(Exception, match="TA-E309.*stopped while it sealed"):
+        tiled_archive.open(dest)
+    monkeypatch.undo()
+    done = cli("fetch", dest, "-q")
+    assert done.returncode == 0, done.stderr
+    report = validate(dest, complete=True)
+    assert report.valid and not report.problems, report.problems

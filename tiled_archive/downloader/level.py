@@ -26,6 +26,7 @@ from .rebuild import (
     manifest_fields,
     member_for_uri,
     rebuild_catalog,
+    replace_metadata,
 )
 from .state import Node, Run, node_path
 from .transfer import probe_raw
@@ -43,6 +44,8 @@ class Level:
     fetch: dict[str, dict[str, str]]
     #: Children left out: only the data API reads them (not mirrored yet).
     skipped: list[str]
+    #: Children the mirror held whose metadata or specs changed at the server (replaced).
+    changed: list[str]
 
 
 def _run(source: Any, staging: Path, progress: Any, workers: int) -> Run:
@@ -87,9 +90,10 @@ def start_mirror(source: Any, folder: Path) -> None:
 def add_level(client: Any, folder: Path, known: Collection[str], *, workers: int = 4) -> Level:
     """Add the children of the server's container ``client`` that ``known`` (keys) lacks to
     the mirror at ``folder``'s catalog; the manifest is left to the caller (``Level``)."""
+    seen: dict[str, Any] = {}
     with progress_display(True) as progress:
         run = _run(client, folder.absolute(), progress, workers)
-        plan_children(run, client, known)
+        plan_children(run, client, known, seen)
         list_directories(run)
         assign_server_paths(run)
         probe_raw(run)
@@ -99,10 +103,40 @@ def add_level(client: Any, folder: Path, known: Collection[str], *, workers: int
         if run.nodes:
             add_nodes(run, folder / CATALOG_NAME)
         files, record = fetch_record(run)
+    parent = node_path(client)
+    held = _children_metadata(folder / CATALOG_NAME, parent)
+    changed = {
+        key: (attributes["metadata"], attributes["specs"])
+        for key, attributes in seen.items()
+        if key in known
+        and key in held
+        and held[key] != (attributes["metadata"], attributes["specs"])
+    }
+    if changed:
+        replace_metadata(folder / CATALOG_NAME, str(run.staging), parent, changed)
     return Level(
         [node.path for node in run.nodes],
         [node.path for node in run.nodes if node.method == "container"],
         files,
         record["files"],
         skipped,
+        sorted(changed),
     )
+
+
+def _children_metadata(db: Path, parent: tuple[str, ...]) -> dict[str, tuple[Any, Any]]:
+    """The metadata and specs the mirror holds for each child of node ``parent``."""
+    import contextlib
+    import json
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True)) as conn:
+        (node,) = conn.execute("SELECT id FROM nodes WHERE parent IS NULL").fetchone()
+        for key in parent:
+            row = conn.execute("SELECT id FROM nodes WHERE parent = ? AND key = ?", (node, key))
+            found = row.fetchone()
+            if found is None:
+                return {}
+            node = found[0]
+        rows = conn.execute("SELECT key, metadata, specs FROM nodes WHERE parent = ?", (node,))
+        return {key: (json.loads(meta), json.loads(specs)) for key, meta, specs in rows}

@@ -41,12 +41,16 @@ def plan(run: Run) -> None:
     run.progress.update(run.listing, total=len(run.nodes))
 
 
-def plan_children(run: Run, client: Any, known: Collection[str] = ()) -> None:
+def plan_children(
+    run: Run, client: Any, known: Collection[str] = (), seen: dict[str, Any] | None = None
+) -> None:
     """One level, for a browse mirror: the children of container ``client`` whose keys are
     not in ``known``, each added as :func:`walk` adds it, without its descendants (a container
-    is listed when it is visited)."""
+    is listed when it is visited); ``seen`` gets every child's attributes by key."""
     for child in children(client.include_data_sources()):
         path = node_path(child)
+        if seen is not None:
+            seen[path[-1]] = child.item["attributes"]
         if path[-1] in known:
             continue
         attributes = child.item["attributes"]

@@ -89,6 +89,31 @@ async def _create_nodes(nodes: list[Node], root: Any) -> None:
         await root.shutdown()
 
 
+def replace_metadata(
+    db: Path, readable: str, parent: tuple[str, ...], changed: dict[str, tuple[Any, Any]]
+) -> None:
+    """Give children of node ``parent`` in the catalog ``db`` new metadata and specs (key ->
+    (metadata, specs)), through Tiled's own catalog adapter, without a revision."""
+    from tiled.catalog import from_uri
+    from tiled.structures.core import Spec
+
+    async def replace() -> None:
+        root = from_uri(catalog_db.sqlite_url(db), readable_storage=[readable])
+        await root.startup()
+        try:
+            for key, (metadata, specs) in changed.items():
+                node = await root.lookup_adapter([*parent, key])
+                await node.replace_metadata(
+                    metadata=dict(metadata),
+                    specs=[Spec(**spec) for spec in specs],
+                    drop_revision=True,
+                )
+        finally:
+            await root.shutdown()
+
+    asyncio.run(replace())
+
+
 def member_for_uri(staging: Path, row: catalog_db.AssetRow) -> str:
     """The archive path of an asset URI of the rebuilt catalog (a file in ``staging``)."""
     from tiled.utils import path_from_uri

@@ -37,6 +37,7 @@ from ..rules.formats import parameter_problems
 from ..rules.manifest import FileEntry, Manifest, version_problem
 from ..rules.names import (
     CATALOG_NAME,
+    FETCH_WORK_DIR,
     MANIFEST_NAME,
     MIMETYPE,
     MIMETYPE_NAME,
@@ -310,7 +311,14 @@ class Archive:
             expected = self.manifest.catalog
             if isinstance(self.source, DirectorySource):
                 path = self.source.location / CATALOG_NAME
-                _verify(self.source.open(CATALOG_NAME), expected, None, "TA-E309")
+                try:
+                    _verify(self.source.open(CATALOG_NAME), expected, None, "TA-E309")
+                except ArchiveError as err:
+                    if not (self.source.location / FETCH_WORK_DIR / "sealing.json").is_file():
+                        raise
+                    hint = f"A `{self.fetch_command()}` was stopped while it sealed: run it again."
+                    found = err.problem
+                    raise ArchiveError(found.code, found.path, found.message, hint) from None
             else:
                 path = cache_root() / "catalogs" / f"{expected.sha256}.db"
                 if not path.is_file():

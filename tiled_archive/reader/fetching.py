@@ -80,6 +80,9 @@ def fetch_policy(
     if not own:
         # Told to fetch for an archive made elsewhere: its work folder (partial files and
         # what they are said to hold) came with it and is not trusted; begun afresh, ours.
-        shutil.rmtree(root / FETCH_WORK_DIR, ignore_errors=True)
+        work = root / FETCH_WORK_DIR
+        if work.is_symlink():
+            work.unlink()  # never followed, not even to empty what it leads to
+        shutil.rmtree(work, ignore_errors=True)
         trust(root, origin)
     return FetchPolicy(True, "", api_key, max_bytes, own_work=True)

@@ -260,7 +260,9 @@ def fetch_problems(fetch: FetchRecord, listed: set[str]) -> list[Problem]:
         or origin.query
         or origin.fragment
         or not origin.path.endswith("/")
-        or not _URL_CHARACTERS.fullmatch(fetch.origin.split("://", 1)[-1])
+        or not _URL_CHARACTERS.fullmatch(
+            fetch.origin.split("://", 1)[-1].replace("[", "", 1).replace("]", "", 1)
+        )  # an IPv6 host is in brackets
     ):
         problems.append(
             Problem(

@@ -55,7 +55,7 @@ def convert(
         open_archive(source) as archive,
         tempfile.TemporaryDirectory(prefix="tiled-archive-") as work,
     ):
-        refuse_incomplete(archive, "packed")
+        refuse_incomplete(archive, "written in another form")
         archive.check_data_files()
         manifest = archive.manifest
         if extra:

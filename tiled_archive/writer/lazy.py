@@ -5,7 +5,6 @@ BagIt manifest and the catalog. ``tiled-archive drop`` frees fetched files again
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 from collections.abc import Sequence
@@ -17,10 +16,11 @@ from ..catalog import db_file as catalog_db
 from ..files.hashing import sha256_of
 from ..progress import progress_display
 from ..reader import Archive, FetchOptions, open_archive
-from ..rules.manifest import FileEntry
+from ..rules.manifest import FileEntry, Manifest
 from ..rules.names import CATALOG_NAME, FETCH_WORK_DIR
 from ..rules.problems import ArchiveError
 from ..sources.lazy import LazySource
+from .common import build_manifest
 from .convert import reseal
 
 
@@ -72,6 +72,7 @@ def fetch(
     whole; an interrupted run resumes (a large file's blocks are kept). When none is absent
     any more the archive is sealed (:func:`seal`). Raises TA-E943 when the origin cannot be
     reached."""
+    finish_seal(directory)
     options = FetchOptions(fetch=True, offline=False, api_key=api_key)
     with open_archive(directory, fetch=options) as archive:
         source = _lazy(archive)
@@ -129,9 +130,33 @@ def seal(directory: str | Path) -> bool:
         shutil.copyfile(archive.catalog_path(), staged)
         try:
             catalog_db.fill_hashes(staged, by_path, archive.asset_member)
+            manifest = build_manifest(files, staged, 0, archive.manifest)
+            # The manifest to come, kept until it is written: a run stopped between the
+            # catalog's rename and the tag files is finished by the next (finish_seal).
+            marker = _seal_marker(directory)
+            marker.with_suffix(".new").write_bytes(manifest.dumps())
+            os.replace(marker.with_suffix(".new"), marker)
             os.replace(staged, directory / CATALOG_NAME)
         finally:
             staged.unlink(missing_ok=True)
-        manifest = dataclasses.replace(archive.manifest, files=tuple(files))
     reseal(directory, manifest)
+    marker.unlink()
     return True
+
+
+def _seal_marker(directory: Path) -> Path:
+    return directory / FETCH_WORK_DIR / "sealing.json"
+
+
+def finish_seal(directory: str | Path) -> None:
+    """Finish a seal a crash stopped: when the catalog is the one the kept manifest names,
+    write that manifest and the tag files; else (stopped before the catalog's rename)
+    nothing had changed, and the marker goes."""
+    directory = Path(directory)
+    marker = _seal_marker(directory)
+    if not marker.is_file() or marker.is_symlink():
+        return
+    manifest = Manifest.loads(marker.read_bytes())
+    if sha256_of(directory / CATALOG_NAME) == manifest.catalog.sha256:
+        reseal(directory, manifest)
+    marker.unlink()

@@ -14,24 +14,28 @@ twice, an interrupted fetch resumes, and a size cap drops the least recently use
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO
 
 from ...rules.names import FETCH_WORK_DIR
 from ...rules.problems import ArchiveError
-from .. import ByteSource, Member, Span
+from .. import Member, PositionalRawIO, Span
 from ..directory import DirectorySource
 from .origin import Absent, Origin
 from .work import BLOCK, WorkFolder
 
 #: Files up to this size are fetched whole on their first read.
 WHOLE_LIMIT = 1 << 20
+#: The read buffer of an absent file opened for reading.
+READ_BUFFER = 8 << 10
 
 #: Told of every file fetched whole and checked: the file, where it now is, its SHA-256,
 #: CRC-32 and the origin's validators (ETag, Last-Modified).
@@ -157,7 +161,7 @@ class LazySource(DirectorySource):
                 if partial is None:  # it became whole
                     count = self._read_here(path, offset, buffer)
                 else:
-                    fd = os.open(partial, os.O_RDONLY | os.O_CLOEXEC)
+                    fd = os.open(partial, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                     try:
                         count = os.preadv(fd, [buffer[:size]], offset)
                     finally:
@@ -176,7 +180,10 @@ class LazySource(DirectorySource):
         if path not in self._absent:
             self._touch(path)
             return super().open(path)
-        return ByteSource.open(self, path)
+        # A small buffer: a library's small reads far apart (an HDF5 chunk index) must not
+        # each become a 64 KiB read that can straddle two blocks.
+        raw = PositionalRawIO(partial(self.read_into, path), self._all[path].size, path)
+        return io.BufferedReader(raw, buffer_size=READ_BUFFER)
 
     def span(self, path: str) -> Span | None:
         return None if path in self._absent else super().span(path)
@@ -211,8 +218,13 @@ class LazySource(DirectorySource):
             self._ranged(file, 0, file.size)
             return
         work = self._work_folder()
-        with work.whole(self._origin_client(), file) as (fetched, sha, crc, validators):
-            self._place(file, fetched, sha, crc, validators)
+        with work.locked(file.path):
+            target = self._target(file.path)
+            if target.is_file() and not target.is_symlink() and target.stat().st_size == file.size:
+                self._present(file)  # placed meanwhile by another process, checked there
+                return
+            with work.whole(self._origin_client(), file) as (fetched, sha, crc, validators):
+                self._place(file, fetched, sha, crc, validators)
 
     def _received(self) -> int:
         return self._origin.received if self._origin is not None else 0
@@ -274,11 +286,13 @@ class LazySource(DirectorySource):
             if missing:
                 self._allowed(file)
                 assert work is not None
-                work.fetch_blocks(self._origin_client(), file, missing)
-                if work.is_whole(file):
-                    self._place(file, *work.finished(file))
-                    work.forget(file.path)
-                    return None
+                with work.locked(file.path):  # another process may be filling it
+                    missing = [block for block in missing if block not in work.blocks(file.path)]
+                    work.fetch_blocks(self._origin_client(), file, missing)
+                    if work.is_whole(file):
+                        self._place(file, *work.finished(file))
+                        work.forget(file.path)
+                        return None
             assert work is not None
             return work.partial_path(file.path)
 
@@ -298,14 +312,17 @@ class LazySource(DirectorySource):
         os.chmod(fetched, 0o644)
         os.replace(fetched, target)
         self._work_folder().record(file, sha256)
-        with self._guard:
-            self._members[file.path] = Member(file.path, file.size)
-            self._all[file.path] = self._members[file.path]
-            self._absent.pop(file.path, None)
+        self._present(file)
         if self._on_fetched is not None:
             with contextlib.suppress(OSError, sqlite3.Error):  # a cache is a nicety here
                 pair = (validators.etag, validators.last_modified)
                 self._on_fetched(file, target, sha256, crc32, pair)
+
+    def _present(self, file: Absent) -> None:
+        with self._guard:
+            self._members[file.path] = Member(file.path, file.size)
+            self._all[file.path] = self._members[file.path]
+            self._absent.pop(file.path, None)
 
     def _within_budget(self, keep: str) -> None:
         """Drop least recently used fetched files until the cap holds (never ``keep``).

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import os
 import sqlite3
+import stat
 import tempfile
 import threading
 import time
@@ -20,29 +21,84 @@ from pathlib import Path
 from ...rules.problems import ArchiveError
 from .origin import Absent, Origin, digest_differs
 
-#: The block of a large file's range reads (an HDF5 read of one frame moves about the frame).
-BLOCK = 256 << 10
+#: The block of a large file's range reads: small, because a library reading a big file's
+#: index (HDF5's chunk B-tree) makes many small reads far apart, each costing a block; adjacent
+#: blocks a read needs go in one request. One 1 MiB frame of a 1 GiB chunked HDF5 dataset moved
+#: 5.8 MiB with 256 KiB blocks, 2.3 MiB with 64 KiB ones and an 8 KiB read buffer
+#: (benchmarks/lazy.py).
+BLOCK = 64 << 10
 #: The most one range request asks for (``fetch`` of a large file: resumable in steps).
 RUN = 16 << 20
 
 
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS block (path TEXT, block INTEGER, PRIMARY KEY (path, block));"
+    "CREATE TABLE IF NOT EXISTS partial (path TEXT PRIMARY KEY, etag TEXT, last_modified TEXT,"
+    " used REAL);"
+    "CREATE TABLE IF NOT EXISTS fetched (path TEXT PRIMARY KEY, size INTEGER, sha256 TEXT,"
+    " used REAL);"
+    "SELECT path, block FROM block LIMIT 0;"
+    "SELECT path, etag, last_modified, used FROM partial LIMIT 0;"
+    "SELECT path, size, sha256, used FROM fetched LIMIT 0;"
+)
+
+
+def _real_folder(path: Path) -> Path:
+    """``path`` as a folder of its own: made when absent; TA-E203 when it is a symlink or
+    anything but a folder (a work folder that leads elsewhere is never followed)."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir()
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        raise ArchiveError("TA-E203", str(path), "a symlink or file where a folder must be")
+    return path
+
+
 class WorkFolder:
-    """A fetcher's work in ``folder``; thread-safe (one SQLite connection behind a lock)."""
+    """A fetcher's work in ``folder``; thread-safe (one SQLite connection behind a lock), and
+    between processes each file's fetch holds a lock of its own (:meth:`locked`). A work
+    folder whose state cannot be read is a cache gone bad: it is begun afresh."""
 
     def __init__(self, folder: Path):
-        folder.mkdir(exist_ok=True)
-        self.folder = folder
+        self.folder = _real_folder(folder)
+        for name in ("partial", "tmp"):
+            _real_folder(folder / name)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(folder / "state.db", timeout=60, check_same_thread=False)
-        with self._lock, self._db:
-            self._db.executescript(
-                "CREATE TABLE IF NOT EXISTS block (path TEXT, block INTEGER,"
-                " PRIMARY KEY (path, block));"
-                "CREATE TABLE IF NOT EXISTS partial (path TEXT PRIMARY KEY, etag TEXT,"
-                " last_modified TEXT, used REAL);"
-                "CREATE TABLE IF NOT EXISTS fetched (path TEXT PRIMARY KEY, size INTEGER,"
-                " sha256 TEXT, used REAL);"
-            )
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError:
+            for name in ("state.db", "state.db-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    (folder / name).unlink()
+            for partial in (folder / "partial").iterdir():
+                partial.unlink()
+            self._db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        state = self.folder / "state.db"
+        if os.path.lexists(state) and not stat.S_ISREG(os.lstat(state).st_mode):
+            raise ArchiveError("TA-E203", str(state), "a symlink or special file, not a file")
+        db = sqlite3.connect(state, timeout=60, check_same_thread=False)
+        try:
+            with db:
+                db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    @contextlib.contextmanager
+    def locked(self, path: str) -> Iterator[None]:
+        """Hold ``path`` 's lock against other processes fetching it (a partial file is made,
+        filled and placed by one process at a time)."""
+        import fcntl
+
+        lock = self.partial_path(path).with_suffix(".lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         self._db.close()
@@ -57,8 +113,11 @@ class WorkFolder:
         return self.folder / "partial" / hashlib.sha256(path.encode()).hexdigest()
 
     def blocks(self, path: str) -> set[int]:
-        """The blocks partial file ``path`` holds (none when there is no such file)."""
-        if not self.partial_path(path).exists():
+        """The blocks partial file ``path`` holds (none when there is no such regular file)."""
+        try:
+            if not stat.S_ISREG(os.lstat(self.partial_path(path)).st_mode):
+                return set()
+        except FileNotFoundError:
             return set()
         return {row[0] for row in self._sql("SELECT block FROM block WHERE path = ?", path)}
 
@@ -87,17 +146,18 @@ class WorkFolder:
         one request per run of adjacent blocks (at most :data:`RUN` bytes each), each answer
         checked against the partial file's validators; recorded as they land."""
         partial = self.partial_path(file.path)
-        if not self.blocks(file.path):
+        if not self.blocks(file.path):  # (its lock held: no other process is filling it)
             self.forget(file.path)
-            partial.parent.mkdir(exist_ok=True)
-            with open(partial, "wb") as sink:
-                sink.truncate(file.size)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            os.close(os.open(partial, flags, 0o600))
+            os.truncate(partial, file.size)
         file = self.validators(file)
         for first, last in _runs(missing):
             for run_first in range(first, last + 1, RUN // BLOCK):
                 run_last = min(last, run_first + RUN // BLOCK - 1)
                 start, end = run_first * BLOCK, min(file.size, (run_last + 1) * BLOCK) - 1
-                with origin.get(file, start, end) as response, open(partial, "r+b") as sink:
+                fd = os.open(partial, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+                with origin.get(file, start, end) as response, os.fdopen(fd, "r+b") as sink:
                     sink.seek(start)
                     _receive(origin, file, response.iter_raw(), end - start + 1, sink.write)
                     if not self._sql("SELECT 1 FROM partial WHERE path = ?", file.path):
@@ -118,13 +178,19 @@ class WorkFolder:
         self._sql("UPDATE partial SET used = ? WHERE path = ?", time.time(), file.path)
 
     def is_whole(self, file: Absent) -> bool:
-        return len(self.blocks(file.path)) == -(-file.size // BLOCK)
+        """Whether every block of ``file`` is recorded (blocks it cannot have do not count)."""
+        return set(range(-(-file.size // BLOCK))) <= self.blocks(file.path)
 
     def finished(self, file: Absent) -> tuple[Path, str, int, Absent]:
         """A whole partial file, checked: its path, SHA-256, CRC-32 and validators."""
         partial = self.partial_path(file.path)
+        fd = os.open(partial, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        if os.fstat(fd).st_size != file.size:
+            os.close(fd)
+            self.forget(file.path)
+            raise ArchiveError("TA-E942", file.path, "a partial file of the wrong size: dropped")
         sha, crc = hashlib.sha256(), 0
-        with open(partial, "rb") as handle:
+        with os.fdopen(fd, "rb") as handle:
             while chunk := handle.read(1 << 20):
                 sha.update(chunk)
                 crc = zlib.crc32(chunk, crc)
@@ -147,8 +213,7 @@ class WorkFolder:
         """Fetch ``file`` whole into a file of the work folder, checked (size, validators,
         digest when known): its path (removed after the block unless moved), SHA-256, CRC-32
         and validators."""
-        work = self.folder / "tmp"
-        work.mkdir(exist_ok=True)
+        work = _real_folder(self.folder / "tmp")
         sha, crc = hashlib.sha256(), 0
         with tempfile.NamedTemporaryFile(dir=work, delete=False) as sink:
             try:
