@@ -28,9 +28,10 @@ test: lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25 -m "not slow"
 
 # The hostile corpus read, extracted and served in processes of their own (memory-guarded),
-# and tests/e2e/test_client_write_sweep.py (every case through every path and reader).
+# tests/e2e/test_client_write_sweep.py (every case through every path and reader), and
+# the hostile and faulty cases of lazy archives (tests/e2e/test_lazy.py).
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow tests/hostile tests/e2e/test_client_write_sweep.py
+	$(BIN)/python -m pytest -q -m slow tests/hostile tests/e2e/test_client_write_sweep.py tests/e2e/test_lazy.py
 
 # The inner loop: unit and integration tests, no servers of their own, no PostgreSQL.
 test-fast: $(STAMP)
@@ -42,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/validate.py
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/remote.py
+	$(BIN)/python benchmarks/lazy.py
 
 conformance: $(STAMP)
 	$(BIN)/tiled-archive conformance conformance/fixtures

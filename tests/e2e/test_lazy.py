@@ -200,6 +200,7 @@ class _Redirecting(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow  # hostile and faulty inputs: make test-slow
 def test_a_redirecting_origin_is_not_followed(proxy, tmp_path):
     dest = tmp_path / "lazy"
     _lazy(proxy, dest)
@@ -290,6 +291,7 @@ def test_a_size_cap_keeps_the_fetched_bytes_within_it(proxy, tmp_path):
     assert report.valid and {p.code for p in report.problems} == {"TA-W310"}
 
 
+@pytest.mark.slow  # hostile and faulty inputs: make test-slow
 def test_a_work_folder_that_leads_elsewhere_is_never_followed(proxy, tmp_path):
     made = tmp_path / "made"
     _lazy(proxy, made)
@@ -311,6 +313,7 @@ def test_a_work_folder_that_leads_elsewhere_is_never_followed(proxy, tmp_path):
     assert not list(outside.iterdir())
 
 
+@pytest.mark.slow  # hostile and faulty inputs: make test-slow
 def test_a_damaged_work_state_is_begun_afresh(proxy, tmp_path):
     dest = tmp_path / "lazy"
     _lazy(proxy, dest)
@@ -320,6 +323,7 @@ def test_a_damaged_work_state_is_begun_afresh(proxy, tmp_path):
         assert len(archive["scan/baseline"].read()) == 5
 
 
+@pytest.mark.slow  # hostile and faulty inputs: make test-slow
 def test_a_seal_stopped_halfway_is_finished_by_the_next_fetch(proxy, tmp_path, monkeypatch):
     from tiled_archive.writer import lazy
 
