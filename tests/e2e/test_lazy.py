@@ -27,13 +27,13 @@ from tiled_archive.validator import validate
 from ..conftest import cli
 
 MiB = 1 << 20
-#: The big HDF5 dataset: 32 frames of 1 MiB, one chunk each (as detectors write them).
-FRAMES = 32
+#: The big HDF5 dataset: 16 frames of 1 MiB, one chunk each (as detectors write them).
+FRAMES = 16
 
 
 @pytest.fixture(scope="module")
 def origin(sample_tree, tmp_path_factory) -> Iterator[tuple[int, Path]]:
-    """Stock `tiled serve catalog` over registered files (the sample tree and a 32 MiB chunked
+    """Stock `tiled serve catalog` over registered files (the sample tree and a 16 MiB chunked
     HDF5) and arrays written through Tiled's client (one with uneven chunks): its port and
     its folder."""
     import dask.array
@@ -161,6 +161,7 @@ def test_fetch_resumes_completes_and_an_eager_download_reuses_it(proxy, tmp_path
     assert eager.reused_bytes >= payload * 0.95
 
 
+@pytest.mark.slow  # a refusal or a cap: make test-slow
 def test_an_archive_made_elsewhere_fetches_only_when_told(proxy, tmp_path):
     made = tmp_path / "made"
     _lazy(proxy, made)
@@ -176,6 +177,7 @@ def test_an_archive_made_elsewhere_fetches_only_when_told(proxy, tmp_path):
     assert proxy.connections > before
 
 
+@pytest.mark.slow  # a refusal or a cap: make test-slow
 def test_a_file_changed_at_the_origin_is_refused(proxy, origin, tmp_path):
     dest = tmp_path / "lazy"
     tiled_archive.download(_server(proxy), dest, lazy=True, probe=True)
@@ -274,6 +276,7 @@ def test_browse_walks_on_demand_reuses_reads_and_follows_its_server(proxy, origi
         assert "later" in again and np.array_equal(again["later"].read(), np.arange(3))
 
 
+@pytest.mark.slow  # a refusal or a cap: make test-slow
 def test_a_size_cap_keeps_the_fetched_bytes_within_it(proxy, tmp_path):
     dest = tmp_path / "lazy"
     _lazy(proxy, dest)

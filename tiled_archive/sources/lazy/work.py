@@ -158,9 +158,8 @@ class WorkFolder:
                 start, end = run_first * BLOCK, min(file.size, (run_last + 1) * BLOCK) - 1
                 fd = os.open(partial, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
                 with origin.get(file, start, end) as response, os.fdopen(fd, "r+b") as sink:
-                    sink.seek(start)
-                    _receive(origin, file, response.iter_raw(), end - start + 1, sink.write)
                     if not self._sql("SELECT 1 FROM partial WHERE path = ?", file.path):
+                        # The validators every later block is held to: those of this answer.
                         headers = response.headers
                         self._sql(
                             "INSERT INTO partial VALUES (?, ?, ?, ?)",
@@ -170,12 +169,17 @@ class WorkFolder:
                             time.time(),
                         )
                         file = self.validators(file)
-                with self._lock, self._db:
-                    self._db.executemany(
-                        "INSERT OR IGNORE INTO block VALUES (?, ?)",
-                        [(file.path, b) for b in range(run_first, run_last + 1)],
-                    )
+                    sink.seek(start)
+                    landed = _Landing(self, file.path, run_first, sink)
+                    _receive(origin, file, response.iter_raw(), end - start + 1, landed.write)
+                    landed.flush(final=True)
         self._sql("UPDATE partial SET used = ? WHERE path = ?", time.time(), file.path)
+
+    def _record_blocks(self, path: str, blocks: range) -> None:
+        with self._lock, self._db:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO block VALUES (?, ?)", [(path, b) for b in blocks]
+            )
 
     def is_whole(self, file: Absent) -> bool:
         """Whether every block of ``file`` is recorded (blocks it cannot have do not count)."""
@@ -269,6 +273,30 @@ class WorkFolder:
             "SELECT path, used FROM fetched UNION ALL SELECT path, used FROM partial ORDER BY 2"
         )
         return [path for path, _ in rows]
+
+
+class _Landing:
+    """The body of a range answer written into a partial file, its blocks recorded as they
+    land (every 16, and the last one at the end), so a run cut off keeps what it received."""
+
+    def __init__(self, work: WorkFolder, path: str, first: int, sink: object):
+        self.work, self.path, self.sink = work, path, sink
+        self.next_block = first  # the first block not recorded yet
+        self.position = first * BLOCK
+
+    def write(self, chunk: bytes) -> None:
+        self.sink.write(chunk)  # type: ignore[attr-defined]
+        self.position += len(chunk)
+        if self.position // BLOCK - self.next_block >= 16:
+            self.flush()
+
+    def flush(self, *, final: bool = False) -> None:
+        self.sink.flush()  # type: ignore[attr-defined]
+        # The last block of a file may be short: whole once the answer ended as asked.
+        done = -(-self.position // BLOCK) if final else self.position // BLOCK
+        if done > self.next_block:
+            self.work._record_blocks(self.path, range(self.next_block, done))
+            self.next_block = done
 
 
 def _receive(
