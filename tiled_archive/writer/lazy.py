@@ -78,17 +78,16 @@ def fetch(
         source = _lazy(archive)
         wanted = sorted(_chosen(archive, nodes) & set(source.absent()))
         sizes = {path: archive.members()[path].size for path in wanted}
-        done = 0
         with progress_display(quiet) as progress:
             bar = progress.add_task("fetching", total=sum(sizes.values()), bytes=True)
 
-            def one(path: str) -> int:
-                fetched = source.ensure(path)
+            def one(path: str) -> None:
+                source.ensure(path)
                 progress.advance(bar, sizes[path])
-                return fetched
 
             with ThreadPoolExecutor(max(1, workers)) as pool:
-                done = sum(pool.map(one, wanted))
+                list(pool.map(one, wanted))
+        done = source.origin.received if source.origin is not None else 0
         left = len(source.absent())
     sealed = seal(directory) if not left else False
     return FetchResult(len(wanted), done, left, sealed)

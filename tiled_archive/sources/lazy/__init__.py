@@ -198,7 +198,8 @@ class LazySource(DirectorySource):
 
     def ensure(self, path: str) -> int:
         """Make listed file ``path`` present (fetched, checked, renamed into place); the
-        bytes fetched (0 when it was present)."""
+        bytes the origin sent meanwhile (other threads' fetches included; 0 when it was
+        present)."""
         file = self._absent.get(path)
         if file is None:
             return 0
