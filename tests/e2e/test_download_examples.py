@@ -117,6 +117,22 @@ def test_tileds_minimal_example_tree_downloads_exactly(minimal_example, tmp_path
     assert f"External-Identifier: {minimal_example}/api/v1//" in bag_info
 
 
+def test_a_lazy_download_of_a_tree_with_no_files_reads_it_all_through_the_data_api(
+    minimal_example, tmp_path
+):
+    """A pyobject tree hands out no files: a lazy download fetches it all now (through the
+    data API, as an eager one), so the archive is complete, and reads offline exactly."""
+    from tiled.client import from_uri
+
+    client = from_uri(minimal_example)
+    dest = tiled_archive.download(client, tmp_path / "lazy", lazy=True)
+    with open_archive(dest) as opened:
+        assert opened.absent() == [] and opened.manifest.fetch.files == {}
+    assert validate(dest, complete=True).valid
+    with tiled_archive.open(dest, offline=True) as archive:
+        assert_exact(client, archive)
+
+
 def test_provenance_names_the_search_and_no_credentials(written, tmp_path):
     from tiled.queries import Key
 
