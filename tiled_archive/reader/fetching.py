@@ -66,10 +66,9 @@ def fetch_policy(
 ) -> FetchPolicy:
     """The policy of the lazy archive at ``root``: ``offline`` (default: the environment)
     wins; else ``fetch`` (default: whether this user's download made it). ``api_key``
-    defaults to ``TILED_API_KEY``, else that of a Tiled profile for the origin's server.
-    Fetching for an archive made elsewhere makes it this user's: its work folder is
-    discarded first (its partial files are not trusted)."""
-    api_key = api_key or os.environ.get("TILED_API_KEY") or _profile_api_key(origin)
+    defaults to ``TILED_API_KEY``. Fetching for an archive made elsewhere makes it this
+    user's: its work folder is discarded first (its partial files are not trusted)."""
+    api_key = api_key or os.environ.get("TILED_API_KEY") or None
     own = is_trusted(root, origin)
     if offline if offline is not None else offline_from_environment():
         return FetchPolicy(False, "fetching is off (offline)", api_key, max_bytes, own_work=own)
@@ -87,25 +86,3 @@ def fetch_policy(
         shutil.rmtree(work, ignore_errors=True)
         trust(root, origin)
     return FetchPolicy(True, "", api_key, max_bytes, own_work=True)
-
-
-def _profile_api_key(origin: str) -> str | None:
-    """The API key of the Tiled profile (``tiled profile``) whose URI is the origin's server
-    (same scheme, host and port), if one names a key."""
-    from urllib.parse import urlsplit
-
-    try:
-        from tiled.profiles import load_profiles
-
-        profiles = load_profiles()
-    except Exception:  # noqa: BLE001 -- a broken profile file only costs the default
-        return None
-    wanted = urlsplit(origin)
-    for _, content in profiles.values():
-        uri = content.get("uri") if isinstance(content, dict) else None
-        key = content.get("api_key") if isinstance(content, dict) else None
-        if isinstance(uri, str) and isinstance(key, str):
-            found = urlsplit(uri)
-            if (found.scheme, found.netloc) == (wanted.scheme, wanted.netloc):
-                return key
-    return None
