@@ -186,11 +186,18 @@ def assign_server_paths(run: Run) -> None:
         if node.method != "raw":
             continue
         for remote in node.files:
-            remote.member = f"{DATA_DIR}/{remote.server_path.relative_to(run.base)}"
-            errors = [p for p in path_problems(remote.member) if p.severity is Severity.ERROR]
-            if errors:
-                run.refuse(node, f"a file name the format cannot hold ({errors[0]})")
+            if not _member(run, remote, run.base):
                 break
+
+
+def _member(run: Run, remote: ServerFile, base: PurePosixPath) -> bool:
+    """Give ``remote`` its archive path below ``base``; False (its node refused: read
+    through the data API) when the format cannot hold that path."""
+    remote.member = f"{DATA_DIR}/{remote.server_path.relative_to(base)}"
+    errors = [p for p in path_problems(remote.member) if p.severity is Severity.ERROR]
+    if errors:
+        run.refuse(remote.node, f"a file name the format cannot hold ({errors[0]})")
+    return not errors
 
 
 def assign_members(run: Run) -> None:
@@ -220,10 +227,7 @@ def assign_members(run: Run) -> None:
         claims: dict[str, tuple] = {}  # archive path -> the one server file it holds
         for node in raw:
             for remote in node.files:
-                remote.member = f"{DATA_DIR}/{remote.server_path.relative_to(base)}"
-                errors = [p for p in path_problems(remote.member) if p.severity is Severity.ERROR]
-                if errors:
-                    run.refuse(node, f"a file name the format cannot hold ({errors[0]})")
+                if not _member(run, remote, base):
                     break
                 claim = (remote.asset["id"], remote.relative_path)
                 if claims.setdefault(remote.member, claim) != claim:

@@ -199,17 +199,7 @@ class BlobCache:
         path.parent.mkdir(exist_ok=True)
         os.replace(partial, path)
         os.utime(path, (mtime, mtime))
-        self._sql(
-            "INSERT OR REPLACE INTO blob VALUES (?, ?, ?, ?)", sha256, size, crc32, time.time()
-        )
-        self._sql(
-            "INSERT OR REPLACE INTO remote_file VALUES (?, ?, ?, ?, ?)",
-            key,
-            sha256,
-            mtime,
-            validators.etag,
-            validators.last_modified,
-        )
+        self._index(key, sha256, size, crc32, mtime, validators)
         self._sql("DELETE FROM partial_file WHERE key = ?", key)
         self._verified.add(sha256)
         return Blob(path, size, sha256, crc32, mtime)
@@ -228,7 +218,12 @@ class BlobCache:
                 with contextlib.suppress(OSError):
                     path.unlink()
                 return  # across filesystems: not worth a second copy of the bytes
-        mtime = int(path.stat().st_mtime)
+        self._index(key, sha256, size, crc32, int(path.stat().st_mtime), validators)
+
+    def _index(
+        self, key: str, sha256: str, size: int, crc32: int, mtime: int, validators: Validators
+    ) -> None:
+        """Record blob ``sha256`` and ``key`` naming it, with the server's validators."""
         self._sql(
             "INSERT OR REPLACE INTO blob VALUES (?, ?, ?, ?)", sha256, size, crc32, time.time()
         )
