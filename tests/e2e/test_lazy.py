@@ -228,8 +228,8 @@ def _node_count(folder: Path) -> int:
 
 
 def _write_at_origin(root: Path, key: str) -> None:
-    """A node written through Tiled's own client into the origin's catalog (the running
-    server reads the same SQLite file)."""
+    """A node written, and a container's metadata revised, through Tiled's own client in the
+    origin's catalog (the running server reads the same SQLite file)."""
     from tiled.catalog import from_uri
     from tiled.client import Context, from_context
     from tiled.server.app import build_app
@@ -242,7 +242,9 @@ def _write_at_origin(root: Path, key: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with Context.from_app(build_app(catalog)) as context:
-            from_context(context).write_array(np.arange(3), key=key)
+            client = from_context(context)
+            client.write_array(np.arange(3), key=key)
+            client["written"].replace_metadata({"kind": "client", "revised": True})
 
 
 def test_browse_walks_on_demand_reuses_reads_and_follows_its_server(proxy, origin, tmp_path):
@@ -274,6 +276,11 @@ def test_browse_walks_on_demand_reuses_reads_and_follows_its_server(proxy, origi
     assert proxy.connections == connections  # offline: not one
     with tiled_archive.browse(url, mirror) as again:  # the next day: the same mirror, updated
         assert "later" in again and np.array_equal(again["later"].read(), np.arange(3))
+        assert again["written"].metadata["revised"] is True
+    report = validate(mirror)  # what it grew by is sealed as it grew
+    assert report.valid and {p.code for p in report.problems} <= {"TA-W310"}, [
+        str(p) for p in report.problems if p.code != "TA-W310"
+    ]
 
 
 @pytest.mark.slow  # a refusal or a cap: make test-slow

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import httpx
+
 from ..downloader.level import add_level
 from ..reader import Archive
 from ..rules.manifest import FetchRecord, FetchSource, Manifest
@@ -71,11 +73,9 @@ class Mirror:
         (folder / FETCH_WORK_DIR).mkdir(exist_ok=True)
         self._db = sqlite3.connect(folder / FETCH_WORK_DIR / "mirror.db", check_same_thread=False)
         with self._db:
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS container (path TEXT PRIMARY KEY, listed INTEGER)"
-            )
+            self._db.execute("CREATE TABLE IF NOT EXISTS container (path TEXT PRIMARY KEY)")
             self._db.execute("CREATE TABLE IF NOT EXISTS child (parent TEXT, key TEXT)")
-            self._db.execute("INSERT OR IGNORE INTO container VALUES (?, 0)", (_key(root),))
+            self._db.execute("INSERT OR IGNORE INTO container VALUES (?)", (_key(root),))
 
     def close(self) -> None:
         self._db.close()
@@ -94,7 +94,7 @@ class Mirror:
                 if prefix not in self._session:
                     try:
                         self._list(prefix)
-                    except (ArchiveError, OSError, KeyError) as err:
+                    except (ArchiveError, OSError, KeyError, httpx.HTTPError) as err:
                         warnings.warn(
                             f"tiled-archive: {'/'.join(prefix) or '/'} not listed from the "
                             f"server ({err}); the mirror serves what it holds",
@@ -119,10 +119,10 @@ class Mirror:
                 "INSERT INTO child VALUES (?, ?)", [(_key(parts), p[-1]) for p in level.nodes]
             )
             self._db.executemany(
-                "INSERT OR IGNORE INTO container VALUES (?, 0)",
+                "INSERT OR IGNORE INTO container VALUES (?)",
                 [(_key(p),) for p in level.containers],
             )
-        if level.nodes:
+        if level.nodes or level.changed:  # the catalog changed: its digest and tag files too
             self._grow(level.files, level.fetch)
             self.archive.refresh()
         self._session.add(parts)

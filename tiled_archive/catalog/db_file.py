@@ -136,25 +136,33 @@ def finalize(
 
 
 def fill_hashes(
-    db: Path, entries: Mapping[str, FileEntry], member_of: Callable[[str], str]
+    db: Path,
+    entries: Mapping[str, FileEntry],
+    member_of: Callable[[str], str],
+    *,
+    compact: bool = True,
 ) -> None:
-    """Give every file asset without a digest its size and SHA-256 from ``entries`` (by the
-    member ``member_of`` names for its URI), in place: an incomplete archive's catalog once
-    its files were fetched (spec 4.1)."""
+    """Give every file asset the size in ``entries`` and, where it has none, the SHA-256
+    there (by the member ``member_of`` names for its URI), in place: an incomplete archive's
+    catalog once its files were fetched, or as a browse mirror grows (spec 4.1). Without
+    ``compact``, the file is changed where it is (a mirror is read while it grows)."""
     from tiled.catalog import orm
 
     table = orm.Asset.__table__
     with _engine(db) as engine, engine.begin() as conn:
         for row in read_assets(db):
-            if row.is_directory or row.hash_content is not None:
+            entry = None if row.is_directory else entries.get(member_of(row.data_uri))
+            if entry is None:
                 continue
-            entry = entries.get(member_of(row.data_uri))
-            if entry is None or entry.sha256 is None:
+            values: dict[str, object] = {"size": entry.size}
+            if row.hash_content is None and entry.sha256 is not None:
+                values.update(hash_type="sha256", hash_content=entry.sha256)
+            if (row.size, row.hash_content) == (values["size"], values.get("hash_content")):
                 continue
-            values = {"size": entry.size, "hash_type": "sha256", "hash_content": entry.sha256}
             values["time_updated"] = table.c.time_updated  # not Tiled's onupdate=now()
             conn.execute(update(table).where(table.c.id == row.id).values(**values))
-    _compact(db)
+    if compact:
+        _compact(db)
 
 
 def _rewrite_uris(db: Path, rewrite: Callable[[str, bool], str]) -> None:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tiled.utils import path_from_uri
+
+from ..catalog import db_file as catalog_db
 from ..files.blobs import BlobCache, default_cache_dir
 from ..progress import progress_display
 from ..reader.fetching import trust
@@ -100,9 +103,18 @@ def add_level(client: Any, folder: Path, known: Collection[str], *, workers: int
         skipped = [node.name for node in run.nodes if node.method == "data-api"]
         run.nodes = [node for node in run.nodes if node.method in ("raw", "container")]
         archive_raw_sources(run)
+        files, record = fetch_record(run)
         if run.nodes:
             add_nodes(run, folder / CATALOG_NAME)
-        files, record = fetch_record(run)
+            # The asset rows say what the manifest says (the server's may lack a size).
+            by_path = {entry.path: entry for entry in files}
+            root = folder.absolute()
+            catalog_db.fill_hashes(
+                folder / CATALOG_NAME,
+                by_path,
+                lambda uri: path_from_uri(uri).relative_to(root).as_posix(),
+                compact=False,
+            )
     parent = node_path(client)
     held = _children_metadata(folder / CATALOG_NAME, parent)
     changed = {
