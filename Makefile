@@ -27,11 +27,11 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25 -m "not slow"
 
-# The hostile corpus read, extracted and served in processes of their own (memory-guarded),
-# tests/e2e/test_client_write_sweep.py (every case through every path and reader), and
-# the hostile and faulty cases of lazy archives (tests/e2e/test_lazy.py).
+# Every test marked slow: the hostile corpus read, extracted and served in processes of their
+# own (memory-guarded), tests/e2e/test_client_write_sweep.py (every case through every path
+# and reader), and the long fault and attack cases of downloads, routes and lazy archives.
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow tests/hostile tests/e2e/test_client_write_sweep.py tests/e2e/test_lazy.py
+	$(BIN)/python -m pytest -q -m slow tests
 
 # The inner loop: unit and integration tests, no servers of their own, no PostgreSQL.
 test-fast: $(STAMP)

@@ -223,6 +223,7 @@ class Stop(Exception):
     pass
 
 
+@pytest.mark.slow  # a fault or an attack: make test-slow
 def test_interrupted_download_resumes_and_the_cache_serves_repeats(
     server_root, sample_tree, tmp_path
 ):
@@ -413,6 +414,7 @@ def test_cli_download_from_stock_tiled_server(server_root, sample_tree, tmp_path
         assert serve_line in allowed.stderr  # on one line, to copy
 
 
+@pytest.mark.slow  # a fault or an attack: make test-slow
 def test_server_stopped_mid_download_is_a_clear_error_then_resumes(
     server_root, sample_tree, tmp_path
 ):

@@ -100,6 +100,7 @@ def leaks(port: int, urls: list[str], token: bytes, key: str | None) -> list[tup
     return found
 
 
+@pytest.mark.slow  # a fault or an attack: make test-slow
 def test_no_route_of_tiled_archive_serve_reads_outside_the_archive(archives):
     templates = route_templates(archives["zip"])
     assert len(templates) > 40  # Tiled's API, UI, docs and static routes
@@ -158,6 +159,7 @@ def directory_asset_escapes(archive, targets: list[str]) -> list[str]:
     return urls
 
 
+@pytest.mark.slow  # a fault or an attack: make test-slow
 def test_directory_assets_cannot_be_climbed_out_of(archives):
     targets = [str(archives["canary"]), "/etc/passwd"]
     urls = directory_asset_escapes(archives["zip"], targets)
