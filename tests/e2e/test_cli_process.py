@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ..conftest import FIXTURES
 from ..terminal import under_a_terminal
 
@@ -117,6 +119,7 @@ def test_create_shows_each_step_at_once_and_ctrl_c_leaves_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tif"]  # no partial output
 
 
+@pytest.mark.slow  # a long process-level check: make test-slow
 def test_download_progress_counts_nodes_and_leaves_cached_bytes_out(tmp_path):
     """At a terminal: the node listing gets a total (``4/4``, not ``4/?``), no empty bar for
     the data API when nothing needs it, and a re-run's files from the cache are named as such

@@ -98,6 +98,7 @@ def test_a_check_with_problems_to_show_loads_rich_and_jsonschema(npy_archives, t
     assert loaded(modules, FRAMEWORK) == ["rich", "jsonschema"]
 
 
+@pytest.mark.slow  # a long process-level check: make test-slow
 @pytest.mark.parametrize("form", ["directory", "zip"])
 def test_opening_an_archive_imports_only_its_formats_libraries(npy_archives, form):
     code = (

@@ -222,6 +222,7 @@ def test_a_zip_as_info_zip_writes_it_is_read_by_its_utf8_names():
         assert list(client["sample"]["table"].read()["y"]) == [2.5, 3.5, 4.5]
 
 
+@pytest.mark.slow  # a long process-level check: make test-slow
 def test_generate_reproduces_the_fixtures(tmp_path, monkeypatch):
     """conformance/generate.py (its generate(), as its command runs it) writes the committed
     fixtures byte for byte."""
