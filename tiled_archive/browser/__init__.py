@@ -12,13 +12,11 @@ nothing read before is fetched again, and what the download fetches stays in the
 
 from __future__ import annotations
 
-import hashlib
-import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..files.cache_root import cache_root
+from ..files.cache_root import named_folder
 from ..reader import FetchOptions, open_archive
 from ..rules.problems import ArchiveError
 from ..serve.app import ArchiveServer
@@ -35,9 +33,8 @@ def mirror_folder(api_uri: str, node: tuple[str, ...] = ()) -> Path:
     mirrors, plus a short digest of them (two spellings never share a folder by accident)."""
     url = urlsplit(api_uri)
     words = [url.hostname or "server", str(url.port or ""), url.path, *node]
-    name = re.sub(r"[^A-Za-z0-9-]+", "_", "/".join(w for w in words if w)).strip("_")[:80]
-    digest = hashlib.sha256(f"{url.scheme}://{url.netloc}{url.path}\0{'/'.join(node)}".encode())
-    return cache_root() / "mirrors" / f"{name}-{digest.hexdigest()[:8]}"
+    identity = f"{url.scheme}://{url.netloc}{url.path}\0{'/'.join(node)}"
+    return named_folder("mirrors", words, identity)
 
 
 def _api_and_node(url: str) -> tuple[str, tuple[str, ...]]:

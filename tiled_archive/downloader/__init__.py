@@ -313,17 +313,12 @@ def default_destination(source: Any) -> Path:
     """Where ``download(source)`` puts an archive when given no destination: a directory
     under the cache root named by the server and the node (a search result: its queries'
     digest too), the same for the same node every time."""
-    import hashlib
-    import re
-
-    from ..files.cache_root import cache_root
+    from ..files.cache_root import named_folder
 
     server = source_fields(source)["provenance"]["server"]
     parts = node_path(source)
     queries = repr(getattr(source, "_queries", None) or "")
-    words = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join([server, *parts])).strip("_")[:100]
-    digest = hashlib.sha256(f"{server}\0{'/'.join(parts)}\0{queries}".encode()).hexdigest()
-    return cache_root() / "downloads" / f"{words}-{digest[:8]}"
+    return named_folder("downloads", [server, *parts], f"{server}\0{'/'.join(parts)}\0{queries}")
 
 
 def _archive_form(row: AssetRow) -> str:
