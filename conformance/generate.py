@@ -499,6 +499,57 @@ def valid_root_and_provenance(bases: Bases) -> Forms:
     return {"directory": with_manifest(bases.minimal, extra=ROOT_AND_PROVENANCE)}
 
 
+def history_entry(updated: str, **changes: object) -> dict[str, object]:
+    """One entry of the manifest's ``history`` (1.3, spec 4.2)."""
+    entry = {
+        "updated": updated,
+        "tiled_version": "0.2.20",
+        "previous_manifest_sha256": "5b" * 32,
+        "added": 1,
+        "removed": 0,
+        "changed": 2,
+        "fetched_bytes": 4096,
+    }
+    return entry | changes
+
+
+def with_history(tree: Tree, *entries: dict[str, object]) -> Tree:
+    return with_manifest(tree, extra={**ROOT_AND_PROVENANCE, "history": list(entries)})
+
+
+@fixture(
+    "valid",
+    "history",
+    "Format 1.3's optional history: two updates, oldest first.",
+    directory=[],
+)
+def valid_history(bases: Bases) -> Forms:
+    entries = (history_entry("2026-12-03T00:00:00Z"), history_entry("2026-12-07T13:00:00Z"))
+    return {"directory": with_history(bases.minimal, *entries)}
+
+
+@fixture(
+    "invalid",
+    "E311-history-out-of-order",
+    "The second history entry is dated before the first.",
+    directory=["TA-E311"],
+)
+def e311(bases: Bases) -> Forms:
+    entries = (history_entry("2026-12-07T13:00:00Z"), history_entry("2026-12-03T00:00:00Z"))
+    return {"directory": with_history(bases.minimal, *entries)}
+
+
+@fixture(
+    "invalid",
+    "E301-history-entry-without-digest",
+    "A history entry does not name the manifest it replaced.",
+    directory=["TA-E301"],
+)
+def e301_history(bases: Bases) -> Forms:
+    entry = history_entry("2026-12-07T13:00:00Z", previous_manifest_sha256="unknown")
+    return {"directory": with_history(bases.minimal, entry)}
+
+
 @fixture(
     "invalid",
     "E303-manifest-path-outside-data",

@@ -15,11 +15,22 @@ from typing import Any as _Any
 if _TYPE_CHECKING:
     from tiled.client.base import BaseClient
 
+    from .downloader.update import UpdateResult
+    from .reader.diff import Differences
     from .validator import Report
 
 from .rules.names import __version__
 
-__all__ = ["browse", "download", "from_catalog", "open", "validate", "__version__"]
+__all__ = [
+    "browse",
+    "diff",
+    "download",
+    "from_catalog",
+    "open",
+    "update",
+    "validate",
+    "__version__",
+]
 
 
 def __dir__() -> list[str]:
@@ -85,6 +96,26 @@ def download(source: _Any, dest: str | _Path | None = None, **options: _Any) -> 
         dest = default_destination(source)
         options.setdefault("force", True)
     return download_archive(source, dest, **options)
+
+
+def update(path: str | _Path, **options: _Any) -> UpdateResult:
+    """Bring an archive :func:`download` wrote (ZIP or directory, complete or lazy) up to date
+    with the server node it came from: only changed files are fetched, the new archive put in
+    place in one step, and each added, removed and changed node named in the result (``str()``
+    of it is a summary). ``api_key=``, ``dry_run=True`` and more: see
+    :func:`tiled_archive.downloader.update.update`."""
+    from .downloader.update import update as update_archive
+
+    return update_archive(path, **options)
+
+
+def diff(before: str | _Path, after: str | _Path) -> Differences:
+    """How archive ``after`` differs from ``before`` (any forms, local or remote), node by
+    node: ``.added``, ``.removed``, ``.changed`` (metadata keys, specs, structure, data by
+    digest), ``.same``, ``.to_json()``. See :func:`tiled_archive.reader.diff.diff_archives`."""
+    from .reader.diff import diff_archives
+
+    return diff_archives(before, after)
 
 
 def validate(path: str | _Path, *, fast: bool = False, strict: bool = False) -> Report:

@@ -216,6 +216,10 @@ class CountingProxy:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        # Shut down first: close() alone leaves a socket that a thread is blocked accepting
+        # on listening (Linux), and later connections would be accepted, then dropped.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         self._break()
 

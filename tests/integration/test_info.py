@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import tiled_archive
+from tiled_archive.rules.names import FORMAT_VERSION
 from tiled_archive.writer import convert, create, reseal
 
 from ..conftest import FIXTURES, cli
@@ -54,7 +55,7 @@ def test_json_lists_what_tiled_serves(archives, form):
     result = cli("info", "--json", archives[form])
     assert result.returncode == 0, result.stderr
     described = json.loads(result.stdout)
-    assert described["form"] == form and described["format_version"] == "1.2"
+    assert described["form"] == form and described["format_version"] == FORMAT_VERSION
     with tiled_archive.open(archives[form], include_data_sources=True) as client:
         served = tiled_nodes(client)
         backed_by = {  # each node's files, in archive form as the archive's catalog holds them
@@ -114,7 +115,7 @@ def test_each_node_names_the_files_that_back_it(archives):
 def test_at_a_terminal(archives):
     status, shown = under_a_terminal("info", archives["directory"], columns=100)
     assert status == 0
-    assert "format" in shown and "tiled-archive 1.2" in shown and "└──" in shown
+    assert "format" in shown and f"tiled-archive {FORMAT_VERSION}" in shown and "└──" in shown
     assert "Traceback" not in shown
 
 

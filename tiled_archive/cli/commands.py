@@ -526,3 +526,68 @@ def drop(
     from ..writer.lazy import drop as drop_files
 
     say(f"freed {decimal(drop_files(directory, node or []))} in {directory}")
+
+
+@app.command()
+@reports_errors
+def update(
+    archive: Annotated[Path, typer.Argument(help="An archive `download` wrote (ZIP or folder).")],
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="API key for the server (else TILED_API_KEY, or Tiled's profiles)."),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Say what changed at the server; write and fetch nothing."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The summary as JSON on stdout.")] = False,
+    workers: Annotated[int, typer.Option(help="Parallel transfers.")] = 4,
+    quiet: Quiet = False,
+) -> None:
+    """Bring a downloaded archive up to date with the server node it came from.
+
+    Names each node added, removed or changed (metadata, specs, structure, data); fetches only
+    the files the server changed, and puts the new archive in place in one step (an
+    interruption leaves the old one as it was). The manifest's history records each update.
+    """
+    import json
+
+    with _loading(quiet):
+        from ..downloader.update import update as update_archive
+
+    done = update_archive(
+        archive, api_key=api_key, dry_run=dry_run, workers=workers, quiet=quiet or as_json
+    )
+    if as_json:
+        print(json.dumps(done.to_json(), indent=2))
+    else:
+        say(str(done), markup=False, soft_wrap=True)
+
+
+@app.command()
+def diff(
+    before: Annotated[str, typer.Argument(help=ARCHIVE_HELP)],
+    after: Annotated[str, typer.Argument(help=ARCHIVE_HELP)],
+    as_json: Annotated[bool, typer.Option("--json", help="The differences as JSON.")] = False,
+) -> None:
+    """Nodes added (+), removed (-) and changed (~: metadata keys, specs, structure, data by
+    digest) from archive BEFORE to AFTER, in any forms. Exit status 0: the same; 1: they
+    differ; 2: an archive could not be read."""
+    import json
+
+    from rich.markup import escape
+
+    from ..reader.diff import diff_archives
+
+    try:
+        found = diff_archives(before, after)
+    except ArchiveError as err:
+        say(f"[bold red]error[/] {escape(str(err))}")
+        raise SystemExit(2) from None
+    if as_json:
+        print(json.dumps(found.to_json(), indent=2))
+    else:
+        for line in found.lines():
+            print(line)
+        say(found.summary(), markup=False)
+    raise SystemExit(0 if found.same else 1)

@@ -38,7 +38,7 @@ import dataclasses
 import functools
 import shlex
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,21 +53,21 @@ from ..rules.problems import ArchiveError
 from ..writer import PayloadFile, check_destination, serve_command_for, write_new
 from .fallback import SLAB_BYTES, fetch_fallbacks
 from .plan import assign_members, list_directories, plan
+from .previous import Previous, reuse_unchanged
 from .rebuild import (
     archive_raw_sources,
     fetch_record,
     manifest_fields,
+    member_of_uri,
     rebuild_catalog,
     source_fields,
 )
-from .rebuild import member_for_uri as member_for_uri_of
 from .result import DownloadResult
 from .state import FileHook, Run, node_path
 from .streamed import fetch_routed
 from .transfer import fetch_raw, probe_raw
 
 if TYPE_CHECKING:
-    from ..catalog.db_file import AssetRow
     from ..writer.load import LoadResult
 
 __all__ = [
@@ -108,6 +108,7 @@ def _fetch(run: Run, *, allow_empty: bool, lazy: bool = False, probe: bool = Fal
     assign_members(run)
     if lazy:
         probe_raw(run, every_file=probe)
+        reuse_unchanged(run)
     else:
         fetch_raw(run)
     fetch_fallbacks(run)
@@ -120,24 +121,6 @@ def _fetch(run: Run, *, allow_empty: bool, lazy: bool = False, probe: bool = Fal
             + "\n  ".join(failures),
         )
     archive_raw_sources(run)
-
-
-def _payload(run: Run) -> list[PayloadFile]:
-    """The archive's payload. Digests and CRC-32s are known (fetched, verified from the
-    cache, or written here): a ZIP is written without a hashing pass, and a directory
-    hard-links the cache's files."""
-    return [
-        PayloadFile(
-            member,
-            blob.size,
-            functools.partial(open, blob.path, "rb"),
-            blob.mtime,
-            blob.sha256,
-            crc32=blob.crc32,
-            local_path=blob.path,
-        )
-        for member, blob in sorted(run.ready.items())
-    ]
 
 
 # -- Public API --------------------------------------------------------------------------------
@@ -252,61 +235,156 @@ def download(
         options |= {"retries": retries, "cache_max_bytes": cache_max_bytes}
         options |= {"on_file": on_file, "allow_empty": allow_empty, "keep_cache": keep_cache}
         return _download_into(source, catalog, data_dir, at=at, **options)[0]  # type: ignore[arg-type]
-    dest = Path(dest)  # type: ignore[arg-type]
+    return _download_archive(
+        source,
+        Path(dest),  # type: ignore[arg-type]
+        Settings(workers, quiet, cache_dir, cache_max_bytes, retries, on_file, keep_cache),
+        force=force,
+        allow_empty=allow_empty,
+        streamed=streamed,
+        lazy=lazy,
+        probe=probe,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How a download runs (:func:`download` documents each)."""
+
+    workers: int = DEFAULT_WORKERS
+    quiet: bool = True
+    cache_dir: str | Path | None = None
+    cache_max_bytes: int | None = DEFAULT_CACHE_MAX_BYTES
+    retries: int = DEFAULT_RETRIES
+    on_file: FileHook | None = None
+    keep_cache: bool = True
+
+
+@dataclasses.dataclass
+class Staged:
+    """A download fetched and its catalog built, not written yet: what :func:`download`
+    passes to ``write_new``, and what an update compares with the archive it replaces."""
+
+    run: Run
+    catalog: Path
+    #: Top-level manifest fields (provenance, root, fallbacks, fetch; an update adds history).
+    fields: dict[str, Any]
+    #: The archive path of each of the catalog's asset URIs.
+    member_of: Callable[[str], str]
+    #: A lazy download's absent files.
+    absent: list[FileEntry]
+    #: Whether the server's archive route sent it.
+    routed: bool = False
+
+    def payload(self) -> list[PayloadFile]:
+        """The archive's payload. Digests and CRC-32s are known (fetched, verified from the
+        cache or the archive an update replaces): a ZIP is written without a hashing pass,
+        and a directory hard-links the files."""
+        run = self.run
+        fetched = [
+            PayloadFile(
+                member,
+                blob.size,
+                functools.partial(open, blob.path, "rb"),
+                blob.mtime,
+                blob.sha256,
+                crc32=blob.crc32,
+                local_path=blob.path,
+            )
+            for member, blob in run.ready.items()
+        ]
+        return sorted([*fetched, *run.reused.values()], key=lambda file: file.path)
+
+
+def _download_archive(
+    source: Any,
+    dest: Path,
+    settings: Settings,
+    *,
+    force: bool,
+    allow_empty: bool = False,
+    streamed: bool = True,
+    lazy: bool = False,
+    probe: bool = False,
+    previous: Previous | None = None,
+    before_write: Callable[[Staged], bool] | None = None,
+) -> DownloadResult:
+    """:func:`download` into the archive ``dest``; with ``previous`` (the archive an update
+    replaces), its files that the server still names are not fetched again, and
+    ``before_write`` sees what was staged and says whether to write it."""
     check_destination(dest.absolute(), force=force)
-    cache = BlobCache(Path(cache_dir) if cache_dir else default_cache_dir(), cache_max_bytes)
+    cache = BlobCache(
+        Path(settings.cache_dir) if settings.cache_dir else default_cache_dir(),
+        settings.cache_max_bytes,
+    )
     run: Run | None = None
     finished = False
     try:
         with tempfile.TemporaryDirectory(prefix="tiled-archive-") as work:
-            with progress_display(quiet) as progress:
+            with progress_display(settings.quiet) as progress:
                 run = Run(
                     source,
                     cache,
                     Path(work, "staging"),
                     progress,
-                    workers=workers,
-                    retries=retries,
-                    on_file=on_file,
+                    workers=settings.workers,
+                    retries=settings.retries,
+                    on_file=settings.on_file,
+                    previous=previous,
                 )
-                db = fetch_routed(run) if streamed and not lazy else None
-                routed = db is not None
-                absent: list[FileEntry] = []
-                if db is not None:
-                    fields, member_for_uri = source_fields(source), _archive_form
-                else:
-                    _fetch(run, allow_empty=allow_empty, lazy=lazy, probe=probe)
-                    db = Path(work, CATALOG_NAME)
-                    rebuild_catalog(run, db)
-                    fields = manifest_fields(run)
-                    member_for_uri = functools.partial(member_for_uri_of, run.staging)
-                    if lazy:
-                        absent, fields["fetch"] = fetch_record(run)
-            # Outside the display above: the writer shows its own, and rich allows one at once.
-            write_new(
-                dest,
-                _payload(run),
-                db,
-                member_for_uri,
-                epoch=None,
-                force=force,
-                quiet=quiet,
-                extra=fields,
-                relocated=True,
-                absent=absent,
-            )
-        if lazy:
-            trust(dest, fields["fetch"]["origin"])
+                staged = _stage(
+                    run,
+                    Path(work),
+                    streamed=streamed and not lazy,
+                    lazy=lazy,
+                    probe=probe,
+                    allow_empty=allow_empty,
+                )
+            written = before_write is None or before_write(staged)
+            if written:
+                # Outside the display above: the writer shows its own, and rich allows one
+                # at once.
+                write_new(
+                    dest,
+                    staged.payload(),
+                    staged.catalog,
+                    lambda row: staged.member_of(row.data_uri),
+                    epoch=None,
+                    force=force,
+                    quiet=settings.quiet,
+                    extra=staged.fields,
+                    relocated=True,
+                    absent=staged.absent,
+                )
+        if written and lazy and previous is None:  # an update keeps the trust it had
+            trust(dest, staged.fields["fetch"]["origin"])
         finished = True
-        return _result(dest, run, streamed=routed)
+        return _result(dest, run, streamed=staged.routed, written=written)
     finally:
         # A failed run keeps what it fetched, whatever the limit, so a re-run can resume.
         fetched = {blob.sha256 for blob in run.ready.values()} if run else set()
-        if finished and not keep_cache:
+        if finished and not settings.keep_cache:
             for sha256 in fetched:
                 cache.forget(sha256)
         cache.evict(keep=() if finished else fetched)
         cache.close()
+
+
+def _stage(
+    run: Run, work: Path, *, streamed: bool, lazy: bool, probe: bool, allow_empty: bool
+) -> Staged:
+    """Fetch what the archive holds (through the server's archive route when ``streamed`` and
+    it has one) and build its catalog in ``work``."""
+    db = fetch_routed(run) if streamed else None
+    if db is not None:
+        return Staged(run, db, source_fields(run.source), str, [], routed=True)
+    _fetch(run, allow_empty=allow_empty, lazy=lazy, probe=probe)
+    db = work / CATALOG_NAME
+    rebuild_catalog(run, db)
+    fields = manifest_fields(run)
+    absent, fields["fetch"] = fetch_record(run, lazy=lazy)
+    absent = [entry for entry in absent if entry.path not in run.reused]
+    return Staged(run, db, fields, functools.partial(member_of_uri, run.staging), absent)
 
 
 def default_destination(source: Any) -> Path:
@@ -321,21 +399,18 @@ def default_destination(source: Any) -> Path:
     return named_folder("downloads", [server, *parts], f"{server}\0{'/'.join(parts)}\0{queries}")
 
 
-def _archive_form(row: AssetRow) -> str:
-    """The member of an asset of a catalog in archive form (the archive route's)."""
-    return row.data_uri
-
-
-def _result(dest: Path, run: Run, *, streamed: bool) -> DownloadResult:
+def _result(dest: Path, run: Run, *, streamed: bool, written: bool = True) -> DownloadResult:
     from ..reader import open_archive
 
-    with open_archive(dest) as archive:
-        nodes = archive.node_count()
+    nodes = 0
+    if written:
+        with open_archive(dest) as archive:
+            nodes = archive.node_count()
     return DownloadResult(
         dest,
         nodes,
         run.fetched_bytes,
-        run.cached_bytes,
+        run.cached_bytes + run.reused_bytes,
         run.revalidated,
         streamed,
         serve_command_for(dest),

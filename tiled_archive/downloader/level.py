@@ -27,7 +27,7 @@ from .rebuild import (
     archive_raw_sources,
     fetch_record,
     manifest_fields,
-    member_for_uri,
+    member_of_uri,
     rebuild_catalog,
     replace_metadata,
 )
@@ -75,12 +75,12 @@ def start_mirror(source: Any, folder: Path) -> None:
         db = Path(work, CATALOG_NAME)
         rebuild_catalog(run, db)
         fields = manifest_fields(run)
-        _, fields["fetch"] = fetch_record(run)
+        _, fields["fetch"] = fetch_record(run, lazy=True)
         write_new(
             folder,
             [],
             db,
-            lambda row: member_for_uri(run.staging, row),
+            lambda row: member_of_uri(run.staging, row.data_uri),
             epoch=None,
             force=False,
             quiet=True,
@@ -103,7 +103,7 @@ def add_level(client: Any, folder: Path, known: Collection[str], *, workers: int
         skipped = [node.name for node in run.nodes if node.method == "data-api"]
         run.nodes = [node for node in run.nodes if node.method in ("raw", "container")]
         archive_raw_sources(run)
-        files, record = fetch_record(run)
+        files, record = fetch_record(run, lazy=True)
         if run.nodes:
             add_nodes(run, folder / CATALOG_NAME)
             # The asset rows say what the manifest says (the server's may lack a size).

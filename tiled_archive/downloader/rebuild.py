@@ -114,11 +114,11 @@ def replace_metadata(
     asyncio.run(replace())
 
 
-def member_for_uri(staging: Path, row: catalog_db.AssetRow) -> str:
+def member_of_uri(staging: Path, data_uri: str) -> str:
     """The archive path of an asset URI of the rebuilt catalog (a file in ``staging``)."""
     from tiled.utils import path_from_uri
 
-    return path_from_uri(row.data_uri).relative_to(staging).as_posix()
+    return path_from_uri(data_uri).relative_to(staging).as_posix()
 
 
 def fallbacks(run: Run) -> list[dict[str, str]]:
@@ -178,9 +178,13 @@ def _query_record(query: Any) -> dict[str, Any]:
     return {"type": type(query).__name__, **fields}
 
 
-def fetch_record(run: Run) -> tuple[list[FileEntry], dict[str, Any]]:
-    """A lazy download's absent files and the manifest's ``fetch`` record (spec 4.1): each
-    raw file's URL relative to the server's API root, and the validators its probe saw."""
+def fetch_record(run: Run, *, lazy: bool) -> tuple[list[FileEntry], dict[str, Any]]:
+    """The manifest's ``fetch`` record (spec 4.1) and, for a ``lazy`` download, the absent
+    files' entries: each raw file's URL relative to the server's API root and the validators
+    the server sent for it (its probe, or the request that fetched it). Every download from a
+    server writes the record, so that ``update`` can ask the server which files changed; a
+    file the record cannot name (below another root, or of unknown size) stops only a lazy
+    download (TA-E910), which could never fetch it: an eager one leaves it out."""
     origin = str(run.source.context.api_uri).rstrip("/") + "/"
     entries: dict[str, FileEntry] = {}
     files: dict[str, dict[str, str]] = {}
@@ -190,6 +194,8 @@ def fetch_record(run: Run) -> tuple[list[FileEntry], dict[str, Any]]:
         for remote in node.files:
             url = remote.url()
             if not url.startswith(origin) or remote.size is None:
+                if not lazy:
+                    continue
                 raise ArchiveError(
                     "TA-E910",
                     node.name,
@@ -205,4 +211,5 @@ def fetch_record(run: Run) -> tuple[list[FileEntry], dict[str, Any]]:
                 if validators.last_modified:
                     item["last_modified"] = validators.last_modified
             files[remote.member] = item
-    return sorted(entries.values(), key=lambda e: e.path), {"origin": origin, "files": files}
+    absent = sorted(entries.values(), key=lambda e: e.path) if lazy else []
+    return absent, {"origin": origin, "files": files}

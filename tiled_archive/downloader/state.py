@@ -17,6 +17,8 @@ import httpx
 from rich.progress import Progress, TaskID
 
 from ..files.blobs import Blob, BlobCache, Validators
+from ..files.faults import crash_point
+from ..writer import PayloadFile
 
 #: A URI's scheme (RFC 3986 §3.1); an archive-form asset URI has none.
 URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
@@ -62,7 +64,8 @@ class ServerFile:
     relative_path: str | None
     server_path: PurePosixPath
     member: str = ""
-    #: What a lazy download's probe learned: the size and the validators the server sent.
+    #: What the server's answer for this file said: its size and the validators it sent (a
+    #: lazy download's probe, or the request that fetched or revalidated it).
     probed: tuple[int, Validators] | None = None
 
     @property
@@ -134,6 +137,11 @@ class Run:
     fetched_bytes: int = 0
     #: Cached files whose freshness was asked of the server.
     revalidated: int = 0
+    #: The archive an update replaces (:mod:`.previous`): its files are not fetched again.
+    previous: Any = None
+    #: Payload files taken from ``previous``, by archive path, and their bytes.
+    reused: dict[str, PayloadFile] = field(default_factory=dict)
+    reused_bytes: int = 0
 
     def __post_init__(self) -> None:
         self.http = self.source.context.http_client
@@ -145,8 +153,17 @@ class Run:
         """Add ``blob`` to the payload as ``member`` and tell ``on_file``."""
         with self.lock:
             self.ready[member] = blob
+        crash_point("download:file")
         if self.on_file is not None:
             self.on_file(member, blob.size)  # what it raises stops the download (parallel)
+
+    def file_reused(self, member: str, file: PayloadFile) -> None:
+        """Add the previous archive's ``file`` to the payload as ``member``."""
+        with self.lock:
+            self.reused[member] = file
+            self.reused_bytes += file.size
+        if self.on_file is not None:
+            self.on_file(member, file.size)
 
     def refuse(self, node: Node, reason: str) -> None:
         """Fetch ``node`` through the data API instead (the first reason given is kept)."""

@@ -70,8 +70,11 @@ def fetch_routed(run: Run) -> Path | None:
         entries = archive.manifest.files
         missing = {}
         for entry in entries:
-            blob = run.cache.by_digest(entry.sha256)
-            if blob is not None and blob.size == entry.size:
+            kept = run.previous.by_digest(entry.sha256, entry.size) if run.previous else None
+            blob = run.cache.by_digest(entry.sha256) if kept is None else None
+            if kept is not None:
+                run.file_reused(entry.path, run.previous.payload(kept, entry.path))
+            elif blob is not None and blob.size == entry.size:
                 run.cached_bytes += entry.size
                 run.file_ready(entry.path, blob)
             else:

@@ -5,15 +5,12 @@ and the steps that call them."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import email.utils
 import functools
 import hashlib
 import queue
 import random
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -24,7 +21,7 @@ import httpx
 from rich.filesize import decimal
 from rich.progress import TaskID
 
-from ..files.blobs import Blob, Validators, url_key
+from ..files.blobs import Blob, Validators, http_date, url_key
 from ..files.hashing import CHUNK
 from ..rules.problems import ArchiveError
 from .state import Run, ServerFile
@@ -68,13 +65,6 @@ def check(response: httpx.Response) -> None:
 def backoff(attempt: int) -> float:
     """Seconds to wait before retry ``attempt`` (0-based): exponential, jittered, capped."""
     return min(0.5 * 2**attempt, 15.0) * random.uniform(0.5, 1.5)
-
-
-def _http_date(value: str | None) -> int:
-    if value:
-        with contextlib.suppress(TypeError, ValueError):
-            return int(email.utils.parsedate_to_datetime(value).timestamp())
-    return int(time.time())
 
 
 class _Hashing:
@@ -173,6 +163,7 @@ def fetch_raw(run: Run) -> None:
     total = sum(remote.size or 0 for remote in unique.values())
     bar = run.progress.add_task("fetching", total=total or None, bytes=True)
     parallel(run, unique.values(), functools.partial(_fetch_file, run, bar))
+    _share_answers(run, unique)
 
 
 def probe_raw(run: Run, *, every_file: bool = False) -> None:
@@ -200,10 +191,15 @@ def probe_raw(run: Run, *, every_file: bool = False) -> None:
         run.progress.advance(bar)
 
     parallel(run, unknown.values(), probe)
-    for node in run.nodes:  # one file probed stands for every other naming it
+    _share_answers(run, unknown)
+
+
+def _share_answers(run: Run, asked: dict[str, ServerFile]) -> None:
+    """One file asked about stands for every other naming the same archive path."""
+    for node in run.nodes:
         for remote in node.files:
-            if remote.probed is None and remote.member in unknown:
-                remote.probed = unknown[remote.member].probed
+            if remote.probed is None and remote.member in asked:
+                remote.probed = asked[remote.member].probed
 
 
 def _probe(run: Run, remote: ServerFile, url: str) -> tuple[int, Validators]:
@@ -232,15 +228,19 @@ def _fetch_file(run: Run, bar: TaskID, remote: ServerFile) -> None:
     url = remote.node.asset_url("bytes")
     shown = _Shown()
     try:
+        if _reuse_previous(run, remote, url):
+            _expect(run, bar, -(remote.size or 0))
+            return
         with run.cache.partial(key) as partial:
-            blob = _cached(run, remote, key, url)
-            if blob is not None:
+            found = _cached(run, remote, key, url)
+            if found is not None:
+                blob, validators = found
                 if remote.size is not None:
                     _expect(run, bar, -blob.size, cached=blob.size)  # not this run's transfer
                 else:
                     _expect(run, bar, 0, cached=blob.size)
             else:
-                blob = retrying(
+                blob, validators = retrying(
                     run, functools.partial(_get, run, bar, remote, key, url, partial, shown), url
                 )
     except NotServed as err:
@@ -249,37 +249,71 @@ def _fetch_file(run: Run, bar: TaskID, remote: ServerFile) -> None:
     except Mismatch as err:
         remote.node.error = str(err)
         return
+    if validators is not None:
+        remote.probed = (blob.size, validators)
     run.file_ready(remote.member, blob)
 
 
-def _cached(run: Run, remote: ServerFile, key: str, url: str) -> Blob | None:
-    """The cached blob that is ``remote``'s content today, or None. A SHA-256 the server
-    reports names the content itself: no request. Otherwise the blob is used only when the
-    server's validators (ETag, else Last-Modified) still match those it sent with the bytes,
-    asked with a one-byte conditional request (a 304, or a 206 of one byte); a server that
-    sends neither has its files fetched again."""
+def _reuse_previous(run: Run, remote: ServerFile, url: str) -> bool:
+    """Take ``remote`` from the archive an update replaces, when the server still names the
+    same content: the digest it reports (no request), or the validators its fetch record kept
+    (one conditional request, as for a cached file)."""
+    previous = run.previous
+    if previous is None:
+        return False
+    if remote.server_sha256 is not None:
+        kept = previous.by_digest(remote.server_sha256, remote.size)
+        fresh = kept is not None
+    else:
+        kept = previous.by_url(remote.url())
+        fresh = (
+            kept is not None
+            and kept.validators is not None
+            and retrying(
+                run,
+                functools.partial(_still_fresh, run, remote, url, kept.entry.size, kept.validators),
+                url,
+            )
+        )
+    if not fresh:
+        return False
+    assert kept is not None
+    if kept.validators is not None:
+        remote.probed = (kept.entry.size, kept.validators)
+    run.file_reused(remote.member, previous.payload(kept, remote.member))
+    return True
+
+
+def _cached(
+    run: Run, remote: ServerFile, key: str, url: str
+) -> tuple[Blob, Validators | None] | None:
+    """The cached blob that is ``remote``'s content today (and its validators), or None. A
+    SHA-256 the server reports names the content itself: no request. Otherwise the blob is
+    used only when the server's validators (ETag, else Last-Modified) still match those it
+    sent with the bytes, asked with a one-byte conditional request (a 304, or a 206 of one
+    byte); a server that sends neither has its files fetched again."""
     if remote.server_sha256 is not None:
         blob = run.cache.by_digest(remote.server_sha256)
         if blob is not None and remote.size in (None, blob.size):
-            return blob
+            return blob, None
     # Else by its URL: a file a lazy archive fetched from this server (files/blobs.py).
     found = run.cache.lookup(key) or run.cache.lookup(url_key(remote.url()))
     if found is None or not (found[1].etag or found[1].last_modified):
         return None
     blob, validators = found
-    fresh = retrying(run, functools.partial(_still_fresh, run, remote, url, blob, validators), url)
-    return blob if fresh else None
+    still = functools.partial(_still_fresh, run, remote, url, blob.size, validators)
+    return (blob, validators) if retrying(run, still, url) else None
 
 
-def _still_fresh(run: Run, remote: ServerFile, url: str, blob: Blob, kept: Validators) -> bool:
-    """Whether the server's copy of ``remote`` is still the content of ``blob``: its
-    validators match ``kept``, and its size ``blob``'s."""
+def _still_fresh(run: Run, remote: ServerFile, url: str, size: int, kept: Validators) -> bool:
+    """Whether the server's copy of ``remote`` is still the content kept locally: its
+    validators match ``kept``, and its size is ``size``."""
     headers = {"Accept-Encoding": "identity"}
     if kept.etag:
         headers["If-None-Match"] = kept.etag
     elif kept.last_modified:
         headers["If-Modified-Since"] = kept.last_modified
-    if blob.size:  # an empty file has no first byte to ask for (a 416)
+    if size:  # an empty file has no first byte to ask for (a 416)
         headers["Range"] = "bytes=0-0"
     # Streamed: a server that ignores Range is not read past its headers.
     with run.http.stream("GET", url, params=remote.params(), headers=headers) as response:
@@ -292,7 +326,7 @@ def _still_fresh(run: Run, remote: ServerFile, url: str, blob: Blob, kept: Valid
             total = response.headers.get("content-range", "").rpartition("/")[2]
         else:
             total = response.headers.get("content-length", "")
-        return kept.matches(Validators.of(response.headers)) and total == str(blob.size)
+        return kept.matches(Validators.of(response.headers)) and total == str(size)
 
 
 @dataclasses.dataclass
@@ -329,7 +363,7 @@ def _get(
     url: str,
     partial: Path,
     shown: _Shown,
-) -> Blob:
+) -> tuple[Blob, Validators]:
     """One attempt: fetch the file (the rest of it, when a partial file is left over from an
     earlier attempt or run) into ``partial``, hashing on the way, then into the cache."""
     offset = partial.stat().st_size if partial.exists() else 0
@@ -370,7 +404,7 @@ def _get(
             run.progress.advance(bar, count)
 
         size, digest, crc = fill_partial(partial, offset, received(), advance)
-        mtime = _http_date(response.headers.get("last-modified"))
+        mtime = http_date(response.headers.get("last-modified"))
     expected = remote.server_sha256
     if (remote.size is not None and size != remote.size) or (expected and digest != expected):
         partial.unlink()
@@ -380,7 +414,7 @@ def _get(
         )
     with run.lock:
         run.fetched_bytes += size - offset
-    return run.cache.add(key, partial, size, digest, crc, mtime, validators)
+    return run.cache.add(key, partial, size, digest, crc, mtime, validators), validators
 
 
 def fill_partial(

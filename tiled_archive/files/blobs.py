@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import email.utils
 import functools
 import hashlib
 import json
@@ -266,6 +267,14 @@ class BlobCache:
 
     def close(self) -> None:
         self._db.close()
+
+
+def http_date(value: str | None) -> int:
+    """The epoch time of an HTTP date (``Last-Modified``); now when absent or unreadable."""
+    if value:
+        with contextlib.suppress(TypeError, ValueError, OverflowError):
+            return int(email.utils.parsedate_to_datetime(value).timestamp())
+    return int(time.time())
 
 
 def url_key(url: str) -> str:

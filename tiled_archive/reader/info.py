@@ -96,6 +96,7 @@ class ArchiveInfo:
             "created": manifest["created"],
             "tiled_schema_revision": manifest["tiled_schema_revision"],
             "provenance": manifest.get("provenance"),
+            "history": manifest.get("history", []),
             "root": manifest.get("root"),
             "fallbacks": manifest.get("fallbacks", []),
             "archive_bytes": self.archive_bytes,
@@ -119,6 +120,10 @@ class ArchiveInfo:
                 {"code": p.code, "path": p.path, "message": p.message} for p in self.warnings
             ],
         }
+
+
+#: The latest updates ``info`` lists (``--json`` gives every one).
+HISTORY_SHOWN = 5
 
 
 def describe(path: str | Path) -> ArchiveInfo:
@@ -302,6 +307,20 @@ def print_info(info: ArchiveInfo, console: Console, *, every_node: bool = False)
         )
         for query in provenance.get("queries") or []:
             facts.append(("search", clip(json.dumps(query, ensure_ascii=False), 200)))
+    history = manifest.get("history") or []
+    for entry in history[-HISTORY_SHOWN:]:
+        fetched = entry.get("fetched_bytes")
+        facts.append(
+            (
+                "updated",
+                f"{clip(str(entry['updated']))}: +{entry['added']} -{entry['removed']} "
+                f"~{entry['changed']} nodes"
+                + (f", {decimal(fetched)} fetched" if isinstance(fetched, int) else "")
+                + f" (Tiled {clip(str(entry['tiled_version']))})",
+            )
+        )
+    if len(history) > HISTORY_SHOWN:
+        facts.append(("", f"and {len(history) - HISTORY_SHOWN} earlier update(s) (--json)"))
     root = manifest.get("root")
     if isinstance(root, dict):
         keys = ", ".join(clip(str(key), 40) for key in list(root.get("metadata") or {})[:10])

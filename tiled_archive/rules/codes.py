@@ -210,6 +210,12 @@ _TABLE = [
         "the archive, and give every file outside the fetch record its digest.",
     ),
     Code(
+        "TA-E311",
+        "The manifest's `history` is not in the order the updates were made: an entry's "
+        "`updated` time is earlier than the entry before it.",
+        "Keep history entries oldest first, each appended by the update it records.",
+    ),
+    Code(
         "TA-W310",
         "A payload file the `fetch` record lists is absent: the archive is incomplete (a lazy "
         "archive); its readers fetch the file from the origin when asked to.",

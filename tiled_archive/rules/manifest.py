@@ -6,6 +6,7 @@ Pure: nothing here touches an archive.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Mapping
@@ -222,6 +223,7 @@ def parse_manifest(raw: bytes) -> tuple[list[Problem], Manifest | None]:
     fetch = FetchRecord.from_json(document["fetch"]) if "fetch" in document else None
     if fetch is not None:
         problems.extend(fetch_problems(fetch, seen))
+    problems.extend(history_problems(document.get("history", [])))
     problems.extend(
         Problem("TA-E310", entry.path, "no sha256, and not a file the fetch record lists")
         for entry in files
@@ -238,6 +240,21 @@ def parse_manifest(raw: bytes) -> tuple[list[Problem], Manifest | None]:
         fetch=fetch,
     )
     return problems, manifest
+
+
+def history_problems(history: list[dict[str, Any]]) -> list[Problem]:
+    """TA-E311 for each entry of the manifest's ``history`` (schema-checked) recorded as
+    earlier than the one before it (spec 4.2)."""
+    return [
+        Problem(
+            "TA-E311",
+            MANIFEST_NAME,
+            f"history entry {number} was updated {entry['updated']}, before entry "
+            f"{number - 1} ({earlier['updated']})",
+        )
+        for number, (earlier, entry) in enumerate(itertools.pairwise(history), start=1)
+        if entry["updated"] < earlier["updated"]
+    ]
 
 
 #: What a fetch URL may hold: RFC 3986's unreserved and sub-delimiter characters, ``:``, ``@``,

@@ -1,4 +1,4 @@
-"""Names and constants of the tiled-archive format (version 1.2): the format marker, the
+"""Names and constants of the tiled-archive format (version 1.3): the format marker, the
 top-level files in their order, the data folder, alignment, the Tiled schema revisions.
 
 Pure: nothing here touches an archive.
@@ -9,7 +9,7 @@ from __future__ import annotations
 #: This package's version (the producer version written into manifests).
 __version__ = "0.1.0"
 FORMAT_NAME = "tiled-archive"
-FORMAT_VERSION = "1.2"
+FORMAT_VERSION = "1.3"
 MIMETYPE = "application/x-tiled-archive"
 
 # Top-level names, in the order the reference writer puts them in a ZIP.

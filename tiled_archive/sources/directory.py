@@ -72,8 +72,11 @@ class DirectorySource(ByteSource):
                 os.close(fd)
 
     def open(self, path: str) -> BinaryIO:
-        """The member's file itself, opened read-only (seekable)."""
-        return os.fdopen(self._open_member(path), "rb")
+        """The member's file itself, opened read-only (seekable), named by its path
+        (libraries such as tifffile take a file object's ``name`` for a path)."""
+        file = os.fdopen(self._open_member(path), "rb")
+        file.raw.name = os.path.join(self._root, *path.split("/"))  # type: ignore[attr-defined]
+        return file
 
     def span(self, path: str) -> Span:
         member = self._members[path]

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..catalog import db_file as catalog_db
+from ..files.atomic import exchange
+from ..files.faults import crash_point
 from ..files.hashing import CHUNK, copy_hashing
 from ..rules import bag
 from ..rules.manifest import FetchRecord, FileEntry, Manifest
@@ -107,7 +109,9 @@ def staged_beside(dest: Path, *, force: bool, is_dir: bool) -> Iterator[Path]:
         if is_dir:
             staged.mkdir()
         yield staged
+        crash_point("write:staged")
         _replace(staged, dest)
+        crash_point("write:replaced")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -142,12 +146,18 @@ def _is_archive(path: Path) -> bool:
 
 
 def _replace(staged: Path, dest: Path) -> None:
-    # An existing empty folder or (with --force) an old archive is moved aside first, so the
-    # final step is one rename and a failure before it leaves the old content untouched.
-    aside = None
-    if os.path.lexists(dest):
-        aside = staged.parent / "replaced"
-        os.rename(dest, aside)
+    """Put ``staged`` at ``dest`` in one step, so that every reader sees the old content or the
+    new, and an interruption at any point leaves one of them whole at ``dest``: a file by a
+    rename over it, a folder by exchanging the two (Linux ``renameat2``; the old one is then
+    at ``staged``, removed with the work folder). Where folders cannot be exchanged (another
+    system, a filesystem without it), the old one is moved aside first and the new renamed
+    into place: a short window in which ``dest`` is absent."""
+    if not os.path.lexists(dest) or not staged.is_dir():
+        os.replace(staged, dest)
+        return
+    if exchange(staged, dest):
+        return
+    os.rename(dest, staged.parent / "replaced")
     os.rename(staged, dest)
 
 

@@ -1,0 +1,234 @@
+"""`update` and `diff` against stock `tiled serve catalog` (a subprocess), bytes counted on the
+wire by a proxy: after a node is added, one deleted, a client-written array's values changed
+in place, another node's metadata changed and a registered file rewritten at the same size,
+an update of a ZIP, a directory and a lazy archive names each change, moves about the changed
+bytes, and equals a fresh download node by node; a dry run writes nothing; a server that
+cannot be reached leaves the archive as it was (TA-E911); a process killed at each step of
+an update leaves the previous archive valid, and a re-run finishes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tiled_archive
+from tiled_archive.rules.problems import ArchiveError
+from tiled_archive.testing import CountingProxy, free_port, serving, tiled_serve_catalog
+from tiled_archive.validator import validate
+
+MiB = 1 << 20
+
+
+@dataclass
+class Origin:
+    """A stock server on ``port`` over ``root``, and an in-process Tiled client of the same
+    catalog that changes it (what a beamline's writer does while the server runs)."""
+
+    port: int
+    root: Path
+    writer: Any
+
+
+@contextlib.contextmanager
+def origin_server(sample_tree: Path, root: Path) -> Iterator[Origin]:
+    import dask.array
+    import h5py
+    from tiled.catalog import from_uri
+    from tiled.client import Context, from_context
+    from tiled.client.register import register
+    from tiled.server.app import build_app
+
+    files, writable = root / "files", root / "writable"
+    shutil.copytree(sample_tree, files / "scan")
+    (files / "h5").mkdir()
+    writable.mkdir()
+    rng = np.random.default_rng(7)
+    with h5py.File(files / "h5" / "big.h5", "w") as f:
+        f.create_dataset("frames", data=rng.random((4, 256, 256)), chunks=(1, 256, 256))
+    with h5py.File(files / "h5" / "kept.h5", "w") as f:  # never changes
+        f.create_dataset("frames", data=rng.random((4, 256, 256)))
+    catalog = from_uri(
+        f"sqlite:///{root}/catalog.db",
+        init_if_not_exists=True,
+        writable_storage=[str(writable)],
+        readable_storage=[str(files)],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Context.from_app(build_app(catalog)) as context:
+            client = from_context(context)
+            asyncio.run(register(client, files))
+            written = client.create_container("written", metadata={"kind": "client"})
+            written.write_array(dask.array.arange(40.0, chunks=7), key="uneven")
+            written.write_array(np.ones((64, 64)), key="plain", metadata={"v": 1})
+            written.write_dataframe(pd.DataFrame({"a": [1, 2, 3]}), key="table")
+            port = free_port()
+            command = tiled_serve_catalog(
+                root / "catalog.db", files, port, "-w", writable, "--public"
+            )
+            with serving(command, port, log=root / "server.log"):
+                yield Origin(port, root, client)
+
+
+def change_the_origin(origin: Origin) -> None:
+    """One change of each kind: a node added, one removed, a client-written array's values
+    changed (same shape), a node's metadata changed, a registered file rewritten in place at
+    the same size."""
+    writer = origin.writer
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        writer["written"].write_array(np.full(5, 3.0), key="added")
+        writer["written"].delete_contents("table", external_only=False)
+        writer["written"]["uneven"].write(np.arange(40.0) * 2)
+        writer["written"]["plain"].replace_metadata({"v": 2, "note": "recalibrated"})
+    big = origin.root / "files" / "h5" / "big.h5"
+    stat = big.stat()
+    with open(big, "r+b") as f:  # a byte of the last frame's data, same size
+        f.seek(stat.st_size - 100)
+        byte = f.read(1)
+        f.seek(stat.st_size - 100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(big, (stat.st_atime, stat.st_mtime + 5))
+
+
+def _client(url: str):
+    from tiled.client import from_uri
+
+    return from_uri(f"{url}/api/v1")
+
+
+def _sizes(path: Path) -> dict[str, int]:
+    return {e["path"]: e["size"] for e in json.loads(path.read_text())["files"]}
+
+
+@pytest.fixture
+def origin(sample_tree, tmp_path) -> Iterator[Origin]:
+    with origin_server(sample_tree, tmp_path / "origin") as running:
+        yield running
+
+
+def test_update_moves_the_changes_names_them_and_equals_a_fresh_download(origin, tmp_path):
+    with CountingProxy(origin.port) as proxy:
+        server = _client(proxy.url)
+        zipped = tiled_archive.download(server, tmp_path / "a.zip")
+        tiled_archive.download(server, tmp_path / "a")
+        lazy = tiled_archive.download(server, tmp_path / "lazy", lazy=True)
+        with tiled_archive.open(lazy) as opened:  # one file of the lazy one present
+            opened["scan/baseline"].read()
+        change_the_origin(origin)
+
+        manifest = (tmp_path / "a.zip").read_bytes()
+        before = proxy.received
+        dry = tiled_archive.update(zipped, dry_run=True)
+        assert (tmp_path / "a.zip").read_bytes() == manifest and not dry.written
+        assert proxy.received - before < 200_000, proxy.received - before  # no payload
+
+        results = {}
+        for name in ("a.zip", "a", "lazy"):
+            before = proxy.received
+            results[name] = tiled_archive.update(tmp_path / name)
+            results[name + " bytes"] = proxy.received - before
+        fresh = {
+            "a.zip": tiled_archive.download(_client(proxy.url), tmp_path / "fresh.zip"),
+            "a": tiled_archive.download(_client(proxy.url), tmp_path / "fresh"),
+            "lazy": tiled_archive.download(
+                _client(proxy.url), tmp_path / "fresh-lazy", lazy=True, probe=True
+            ),
+        }
+    new_sizes = _sizes(tmp_path / "fresh" / "tiled-archive.json")
+    for name, result in results.items():
+        if name.endswith("bytes"):
+            continue
+        found = result.differences
+        assert result.written
+        assert found.added == ("written/added",), found
+        assert found.removed == ("written/table",), found
+        kinds = {change.path: change.kinds for change in found.changed}
+        assert kinds["written/plain"] == ("metadata",)
+        assert {c.path: c.metadata_keys for c in found.changed}["written/plain"] == ("note", "v")
+        assert "data" in kinds["written/uneven"]
+        assert "data" in kinds["h5/big"] or "data" in kinds.get("h5/big/frames", ()), kinds
+        assert dry.differences.added == found.added and dry.differences.removed == found.removed
+        assert tiled_archive.diff(tmp_path / name, fresh[name]).same, name
+        report = validate(tmp_path / name)
+        assert report.valid, report.problems
+        history = json.loads(_manifest_of(tmp_path / name))["history"]
+        assert len(history) == 1 and history[0]["added"] == 1 and history[0]["removed"] == 1
+    # The changed files (the rewritten HDF5, the array's chunks, the added array) and the
+    # catalog's listing: not the files that did not change.
+    changed = sum(
+        size
+        for path, size in new_sizes.items()
+        if "big.h5" in path or "uneven" in path or "added" in path
+    )
+    unchanged = sum(new_sizes.values()) - changed
+    assert unchanged > MiB
+    print({name: value for name, value in results.items() if name.endswith("bytes")}, changed)
+    for name in ("a.zip", "a"):
+        moved = results[name + " bytes"]
+        assert moved < changed + 300_000, (name, moved, changed)
+    assert results["lazy bytes"] < 300_000  # a lazy archive fetches no payload
+    assert results["a.zip"].fetched_bytes <= changed
+
+
+def _manifest_of(path: Path) -> bytes:
+    if path.is_dir():
+        return (path / "tiled-archive.json").read_bytes()
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        return z.read("tiled-archive.json")
+
+
+def test_an_unreachable_server_leaves_the_archive_as_it_was(origin, tmp_path):
+    with CountingProxy(origin.port) as proxy:
+        zipped = tiled_archive.download(_client(proxy.url), tmp_path / "a.zip")
+    kept = (tmp_path / "a.zip").read_bytes()
+    with pytest.raises(ArchiveError, match="TA-E911"):  # the proxy it came through is gone
+        tiled_archive.update(zipped)
+    assert (tmp_path / "a.zip").read_bytes() == kept
+
+
+def _update_process(archive: Path, kill_at: str | None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TILED_ARCHIVE_KILL_AT": kill_at or ""}
+    command = [sys.executable, "-m", "tiled_archive.cli", "update", str(archive), "--quiet"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["a.zip", "a"])
+def test_an_update_killed_at_any_step_leaves_the_old_archive_and_a_rerun_finishes(
+    origin, tmp_path, form
+):
+    with CountingProxy(origin.port) as proxy:
+        server = _client(proxy.url)
+        archive = tiled_archive.download(server, tmp_path / form)
+        old = tiled_archive.download(server, tmp_path / ("old-" + form))
+        change_the_origin(origin)
+        fresh = tiled_archive.download(_client(proxy.url), tmp_path / ("fresh-" + form))
+        for point in ("download:file", "update:compared", "write:staged"):
+            killed = _update_process(archive.path, point)
+            assert killed.returncode == -9, (point, killed.stderr)
+            assert validate(archive.path).valid, point
+            assert tiled_archive.diff(old, archive.path).same, point  # as it was
+        killed = _update_process(archive.path, "write:replaced")  # the new one is in place
+        assert killed.returncode == -9, killed.stderr
+        assert validate(archive.path).valid and tiled_archive.diff(fresh, archive.path).same
+        done = _update_process(archive.path, None)
+        assert done.returncode == 0, done.stderr
+        assert "up to date" in done.stderr
+    assert validate(archive.path).valid and tiled_archive.diff(fresh, archive.path).same

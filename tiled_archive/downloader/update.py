@@ -1,0 +1,244 @@
+"""Bring a downloaded archive up to date with its server: ``tiled_archive.update(path)``.
+
+The archive's ``provenance`` names the server, the node and the searches it was downloaded
+with; the node is read again from there, as a fresh download reads it, and the new state is
+compared with the archive node by node (:mod:`tiled_archive.reader.diff`). No file is fetched
+that the archive already holds: the archive itself is a source of payload files
+(:mod:`.previous`), each taken from it when the server still names the same content (the
+validators its fetch record kept, or the digest the server reports). The new archive is
+written beside the old one and put in its place in one step (a ZIP by a rename, a directory
+by an exchange of the two folders where the system has one), so an interruption at any point
+leaves the previous archive as it was. The manifest's ``history`` says what each update did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rich.filesize import decimal
+
+from ..files.faults import crash_point
+from ..reader import Archive, FetchOptions, open_archive
+from ..reader.diff import Differences, FileState, archive_state, catalog_state, compare
+from ..rules.names import MANIFEST_NAME
+from ..rules.problems import ArchiveError
+from . import (
+    DEFAULT_RETRIES,
+    DEFAULT_WORKERS,
+    Settings,
+    Staged,
+    _download_archive,
+    open_node,
+)
+from .previous import Previous
+
+#: The searches an archive's provenance may name (Tiled's query classes, by name).
+QUERY_TYPES = (
+    "Comparison",
+    "Contains",
+    "Eq",
+    "FullText",
+    "In",
+    "KeyLookup",
+    "KeyPresent",
+    "Like",
+    "NotEq",
+    "NotIn",
+    "Regex",
+    "SpecsQuery",
+    "StructureFamilyQuery",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateResult:
+    """What an update found and did: the ``differences`` from the archive as it was to the
+    server's node now; bytes fetched from the server and bytes taken from the archive (or the
+    download cache) instead; whether the archive was rewritten (not when nothing changed,
+    nor in a dry run); and the ``history`` entry recorded."""
+
+    path: Path
+    differences: Differences
+    fetched_bytes: int
+    reused_bytes: int
+    written: bool
+    dry_run: bool
+    history: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "archive": str(self.path),
+            "dry_run": self.dry_run,
+            "written": self.written,
+            "fetched_bytes": self.fetched_bytes,
+            "reused_bytes": self.reused_bytes,
+            **self.differences.to_json(),
+        }
+
+    def __str__(self) -> str:
+        state = "would change" if self.dry_run else "updated" if self.written else "up to date"
+        if self.differences.same and not self.written:
+            state = "up to date"
+        lines = [
+            f"{self.path}: {state}: {self.differences.summary()}; "
+            f"{decimal(self.fetched_bytes)} fetched, {decimal(self.reused_bytes)} reused",
+            *self.differences.lines(),
+        ]
+        return "\n".join(lines)
+
+
+def update(
+    path: str | Path,
+    *,
+    api_key: str | None = None,
+    dry_run: bool = False,
+    workers: int = DEFAULT_WORKERS,
+    quiet: bool = True,
+    cache_dir: str | Path | None = None,
+    retries: int = DEFAULT_RETRIES,
+) -> UpdateResult:
+    """Bring the archive at ``path`` (a ZIP or a directory, complete or lazy, made by
+    :func:`tiled_archive.download`) up to date with the server node it came from, and say
+    what changed: an :class:`UpdateResult` (``str()`` of it is the summary the CLI prints).
+
+    The server is asked again for the node and searches the manifest's ``provenance`` names
+    (with ``api_key``, else ``TILED_API_KEY`` or Tiled's profiles; the key is never written
+    into the archive). Nodes added, removed and changed (metadata, specs, structure, data)
+    are found; only files the server no longer names as the archive holds them are fetched
+    (a lazy archive fetches none: a changed file becomes absent, fetched when read), and the
+    archive is rewritten beside itself and put in place in one step, its manifest's
+    ``history`` gaining an entry. Nothing is written when nothing changed, nor with
+    ``dry_run`` (which fetches no payload either).
+
+    Raises ArchiveError: TA-E915 (the archive records no server to update from, or a search
+    that cannot be asked again), TA-E911 and TA-E914 (the server cannot be reached, or wants
+    a key), TA-E910 (nodes that cannot be fetched); and any code opening the archive gives.
+    On any error the archive is left as it was.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ArchiveError("TA-E900", str(path), "no such archive")
+    with open_archive(path, fetch=FetchOptions(fetch=False, offline=True)) as archive:
+        provenance = _provenance(archive)
+        source = _reconnect(provenance, api_key)
+        lazy = archive.is_lazy and bool(archive.absent())
+        before = archive_state(archive)
+        previous_digest = hashlib.sha256(archive.source.read(MANIFEST_NAME)).hexdigest()
+        old_record = archive.manifest.fetch.to_json() if archive.manifest.fetch else None
+        found: dict[str, Any] = {}
+
+        def before_write(staged: Staged) -> bool:
+            differences = compare(before, _staged_state(staged))
+            entry = _history_entry(staged, differences, previous_digest)
+            found.update(differences=differences, entry=entry)
+            crash_point("update:compared")
+            found["write"] = not dry_run and (
+                not differences.same or staged.fields.get("fetch") != old_record
+            )
+            if found["write"]:
+                history = archive.manifest.extra.get("history")
+                kept = history if isinstance(history, list) else []
+                staged.fields["history"] = [*kept, entry]
+            return found["write"]
+
+        result = _download_archive(
+            source,
+            path,
+            Settings(workers, quiet, cache_dir, None, retries),
+            force=True,
+            streamed=not (lazy or dry_run),
+            lazy=lazy or dry_run,
+            probe=lazy or dry_run,
+            previous=Previous(archive),
+            before_write=before_write,
+        )
+    written = found["write"]
+    return UpdateResult(
+        path,
+        found["differences"],
+        result.fetched_bytes,
+        result.reused_bytes,
+        written,
+        dry_run,
+        found["entry"] if written else None,
+    )
+
+
+def _provenance(archive: Archive) -> dict[str, Any]:
+    """The archive's ``provenance``, checked to name a server and a node (TA-E915)."""
+    provenance = archive.manifest.extra.get("provenance")
+    if (
+        not isinstance(provenance, dict)
+        or not isinstance(provenance.get("server"), str)
+        or not isinstance(provenance.get("node"), str)
+        or not isinstance(provenance.get("queries", []), list)
+    ):
+        raise ArchiveError(
+            "TA-E915",
+            str(archive.location),
+            "its manifest records no server and node to update from (it was not made by a "
+            "download)",
+        )
+    return provenance
+
+
+def _reconnect(provenance: Mapping[str, Any], api_key: str | None) -> Any:
+    """The server's node (a Tiled client) the provenance names, its searches applied."""
+    from tiled import queries
+
+    searches = []
+    for record in provenance.get("queries", []):
+        kind = record.get("type") if isinstance(record, dict) else None
+        if kind not in QUERY_TYPES:
+            raise ArchiveError(
+                "TA-E915",
+                MANIFEST_NAME,
+                f"its provenance names a search of type {kind!r}, which cannot be asked again",
+            )
+        fields = {key: value for key, value in record.items() if key != "type"}
+        try:
+            searches.append(getattr(queries, kind)(**fields))
+        except (TypeError, ValueError) as err:
+            raise ArchiveError(
+                "TA-E915", MANIFEST_NAME, f"its provenance's {kind} search is not valid: {err}"
+            ) from None
+    node = open_node(provenance["server"], provenance["node"], api_key=api_key)
+    for query in searches:
+        node = node.search(query)
+    return node
+
+
+def _staged_state(staged: Staged) -> dict:
+    """The staged archive's nodes, as :func:`archive_state` reads a written one."""
+    run = staged.run
+    record = staged.fields.get("fetch", {}).get("files", {})
+
+    def state(path: str, size: int, sha256: str | None) -> FileState:
+        item = record.get(path, {})
+        return FileState(size, sha256, item.get("etag"), item.get("last_modified"))
+
+    files = {member: state(member, blob.size, blob.sha256) for member, blob in run.ready.items()}
+    for member, file in run.reused.items():
+        files[member] = state(member, file.size, file.expected_sha256)
+    for entry in staged.absent:
+        files[entry.path] = state(entry.path, entry.size, entry.sha256)
+    return catalog_state(staged.catalog, staged.member_of, files, staged.fields.get("root") or {})
+
+
+def _history_entry(staged: Staged, differences: Differences, previous: str) -> dict[str, Any]:
+    """The manifest's record of one update (spec 4.2)."""
+    provenance = staged.fields.get("provenance", {})
+    return {
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "tiled_version": provenance.get("tiled_version", ""),
+        "previous_manifest_sha256": previous,
+        "added": len(differences.added),
+        "removed": len(differences.removed),
+        "changed": len(differences.changed),
+        "fetched_bytes": staged.run.fetched_bytes,
+    }

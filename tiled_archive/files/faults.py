@@ -1,0 +1,16 @@
+"""Named points at which the fault-injection tests kill the process (``kill -9``), to prove
+that a crash there loses nothing and that a re-run finishes: set ``TILED_ARCHIVE_KILL_AT`` to
+a point's name. Unset (always, outside those tests), a point costs one environment lookup."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+KILL_AT_ENV = "TILED_ARCHIVE_KILL_AT"
+
+
+def crash_point(name: str) -> None:
+    """Die here, at once and without cleaning up, when ``TILED_ARCHIVE_KILL_AT`` is ``name``."""
+    if os.environ.get(KILL_AT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
