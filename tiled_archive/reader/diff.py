@@ -38,15 +38,19 @@ class FileState:
     last_modified: str | None = None
 
     def same_as(self, other: FileState) -> bool:
-        """Whether both name the same bytes: equal digests, or (a digest unknown on either
-        side) equal sizes and equal validators from the origin."""
-        if self.sha256 is not None and other.sha256 is not None:
-            return self.sha256 == other.sha256
+        """Whether both name the same bytes, as far as can be told: equal sizes, and equal
+        digests; where a digest is unknown (an incomplete archive's absent file), equal
+        validators from the origin; where those are unknown too (a lazy archive downloaded
+        without probing, for a file it never fetched), the size alone."""
         if self.size != other.size:
             return False
-        if self.etag and other.etag:
-            return self.etag == other.etag
-        return bool(self.last_modified) and self.last_modified == other.last_modified
+        if self.sha256 is not None and other.sha256 is not None:
+            return self.sha256 == other.sha256
+        if (self.etag or self.last_modified) and (other.etag or other.last_modified):
+            if self.etag and other.etag:
+                return self.etag == other.etag
+            return self.last_modified == other.last_modified
+        return True
 
 
 def manifest_files(manifest: Manifest) -> dict[str, FileState]:
@@ -134,7 +138,7 @@ class Differences:
                 if kind == "metadata" and change.metadata_keys:
                     parts.append(f"metadata ({', '.join(change.metadata_keys)})")
                 elif kind == "data" and change.files:
-                    shown = ", ".join(name.lstrip("/") or "its file" for name in change.files[:3])
+                    shown = ", ".join(_file_name(name) for name in change.files[:3])
                     more = len(change.files) - 3
                     parts.append(f"data ({shown}{f', {more} more' if more > 0 else ''})")
                 else:
@@ -147,6 +151,15 @@ class Differences:
             f"({self.changed_by('metadata') + self.changed_by('specs')} metadata, "
             f"{self.changed_by('structure')} structure, {self.changed_by('data')} data)"
         )
+
+
+def _file_name(name: str) -> str:
+    """A changed file as a line shows it: its path in a directory asset, else "its file"
+    (with the asset's number in a sequence)."""
+    label, _, inside = name.partition("/")
+    if inside:
+        return inside
+    return f"its file {label[label.index('[') :]}" if "[" in label else "its file"
 
 
 def compare(before: Mapping[str, NodeState], after: Mapping[str, NodeState]) -> Differences:
@@ -182,7 +195,8 @@ def compare(before: Mapping[str, NodeState], after: Mapping[str, NodeState]) -> 
             kinds.append("data")
         if kinds:
             changed.append(NodeChange(path, tuple(kinds), tuple(keys), tuple(files)))
-    return Differences(tuple(added), tuple(removed), tuple(changed), (len(before), len(after)))
+    counts = (len(before.keys() - {"/"}), len(after.keys() - {"/"}))  # the root: not a node
+    return Differences(tuple(added), tuple(removed), tuple(changed), counts)
 
 
 _MISSING = object()

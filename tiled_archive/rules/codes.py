@@ -437,6 +437,14 @@ _TABLE = [
         "server accepts.",
     ),
     Code(
+        "TA-E915",
+        "An archive cannot be updated from its server: its manifest records no server and "
+        "node (`provenance`: it was not made by a download), or names a search that cannot "
+        "be asked again; nothing was changed.",
+        "Update only archives `tiled-archive download` wrote; otherwise download the node "
+        "again into a new archive.",
+    ),
+    Code(
         "TA-E930",
         "A remote archive (http, https) cannot be read by range requests: the server cannot be "
         "reached, answers an error, ignores `Range` (a whole-file 200) or answers ranges "
