@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/remote.py
 	$(BIN)/python benchmarks/lazy.py
+	$(BIN)/python benchmarks/update.py
 
 conformance: $(STAMP)
 	$(BIN)/tiled-archive conformance conformance/fixtures

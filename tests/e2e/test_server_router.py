@@ -377,3 +377,27 @@ def test_a_file_rewritten_with_its_old_mtime_is_hashed_again(deployment, bulk):
     finally:
         chunk.write_bytes(content)
         os.utime(chunk, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_an_update_through_the_route_fetches_only_changed_members(deployment, tmp_path):
+    """The route's manifest gives every member's digest: an update reads the archive's tail
+    and fetches only the members whose digest the old archive lacks."""
+    client = deployment["client"]
+    living = client.create_container("living")
+    try:
+        living.write_array(np.zeros((64, 64)), key="kept")
+        changing = living.write_array(np.zeros((64, 64)), key="changing")
+        archive = tiled_archive.download(client["living"], tmp_path / "living")
+        assert archive.streamed
+        changing.write(np.ones((64, 64)))
+        living.write_array(np.full(3, 2.0), key="added")
+        result = tiled_archive.update(archive, api_key=KEY)
+        found = result.differences
+        assert found.added == ("living/added",) and not found.removed
+        assert [(c.path, c.kinds) for c in found.changed] == [("living/changing", ("data",))]
+        assert result.fetched_bytes < 64 * 64 * 8  # the changed chunk and the new array
+        fresh = tiled_archive.download(client["living"], tmp_path / "fresh.zip")
+        assert tiled_archive.diff(archive, fresh).same
+        assert validate(archive).valid
+    finally:
+        client.delete_contents("living", recursive=True, external_only=False)

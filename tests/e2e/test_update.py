@@ -119,11 +119,22 @@ def _sizes(path: Path) -> dict[str, int]:
 
 @pytest.fixture
 def origin(sample_tree, tmp_path) -> Iterator[Origin]:
+    """A server of the test's own (the test changes it)."""
     with origin_server(sample_tree, tmp_path / "origin") as running:
         yield running
 
 
-def test_update_moves_the_changes_names_them_and_equals_a_fresh_download(origin, tmp_path):
+@pytest.fixture(scope="module")
+def shared_origin(sample_tree, tmp_path_factory) -> Iterator[Origin]:
+    """One server for the tests that change it once, or not at all."""
+    with origin_server(sample_tree, tmp_path_factory.mktemp("origin")) as running:
+        yield running
+
+
+def test_update_moves_the_changes_names_them_and_equals_a_fresh_download(
+    shared_origin, tmp_path
+):
+    origin = shared_origin
     with CountingProxy(origin.port) as proxy:
         server = _client(proxy.url)
         zipped = tiled_archive.download(server, tmp_path / "a.zip")
@@ -203,8 +214,8 @@ def _manifest_of(path: Path) -> bytes:
         return z.read("tiled-archive.json")
 
 
-def test_an_unreachable_server_leaves_the_archive_as_it_was(origin, tmp_path):
-    with CountingProxy(origin.port) as proxy:
+def test_an_unreachable_server_leaves_the_archive_as_it_was(shared_origin, tmp_path):
+    with CountingProxy(shared_origin.port) as proxy:
         zipped = tiled_archive.download(_client(proxy.url), tmp_path / "a.zip")
     kept = (tmp_path / "a.zip").read_bytes()
     with pytest.raises(ArchiveError, match="TA-E911"):  # the proxy it came through is gone

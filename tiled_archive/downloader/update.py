@@ -107,7 +107,7 @@ def update(
     what changed: an :class:`UpdateResult` (``str()`` of it is the summary the CLI prints).
 
     The server is asked again for the node and searches the manifest's ``provenance`` names
-    (with ``api_key``, else ``TILED_API_KEY`` or Tiled's profiles; the key is never written
+    (with ``api_key``, else ``TILED_API_KEY`` as Tiled's client reads it; the key is never written
     into the archive). Nodes added, removed and changed (metadata, specs, structure, data)
     are found; only files the server no longer names as the archive holds them are fetched
     (a lazy archive fetches none: a changed file becomes absent, fetched when read), and the

@@ -71,9 +71,11 @@ class NodeState:
     """One node as a comparison sees it."""
 
     family: str
-    metadata: dict[str, Any]
-    specs: list[Any]
-    #: The structure, mimetype and parameters of each data source (JSON-comparable).
+    #: Metadata and specs, as JSON values or as the catalog's JSON text (parsed only when the
+    #: texts of two states differ: most nodes of two states are the same).
+    metadata: dict[str, Any] | str
+    specs: list[Any] | str
+    #: The mimetype, parameters and structure of each data source (values or JSON text).
     structure: list[Any]
     #: Each file of its assets -> its content. Named by the asset's parameter (and number),
     #: then ``/`` and the path inside a directory asset.
@@ -173,16 +175,17 @@ def compare(before: Mapping[str, NodeState], after: Mapping[str, NodeState]) -> 
         keys: list[str] = []
         if old.family != new.family:
             kinds.append("family")
-        if old.metadata != new.metadata:
+        if old.metadata != new.metadata and _parsed(old.metadata) != _parsed(new.metadata):
             kinds.append("metadata")
+            before_metadata, after_metadata = _parsed(old.metadata), _parsed(new.metadata)
             keys = sorted(
                 key
-                for key in old.metadata.keys() | new.metadata.keys()
-                if old.metadata.get(key, _MISSING) != new.metadata.get(key, _MISSING)
+                for key in before_metadata.keys() | after_metadata.keys()
+                if before_metadata.get(key, _MISSING) != after_metadata.get(key, _MISSING)
             )
-        if old.specs != new.specs:
+        if old.specs != new.specs and _parsed(old.specs) != _parsed(new.specs):
             kinds.append("specs")
-        if old.structure != new.structure:
+        if old.structure != new.structure and _parsed(old.structure) != _parsed(new.structure):
             kinds.append("structure")
         files = sorted(
             name
@@ -200,6 +203,15 @@ def compare(before: Mapping[str, NodeState], after: Mapping[str, NodeState]) -> 
 
 
 _MISSING = object()
+
+
+def _parsed(value: Any) -> Any:
+    """A JSON value with every JSON text in it (at the top, or in a list) parsed."""
+    if isinstance(value, str):
+        return json.loads(value)
+    if isinstance(value, list):
+        return [_parsed(item) for item in value]
+    return value
 
 
 def catalog_state(
@@ -246,7 +258,7 @@ def catalog_state(
     data: dict[int, dict[str, FileState]] = {}
     for node_id, source_id, mimetype, parameters, structure in sources:
         structures.setdefault(node_id, []).append(
-            [mimetype, json.loads(parameters or "{}"), json.loads(structure or "null")]
+            [json.dumps(mimetype), parameters or "{}", structure or "null"]
         )
         held = data.setdefault(node_id, {})
         for data_uri, is_directory, parameter, num in by_source.get(source_id, []):
@@ -268,8 +280,8 @@ def catalog_state(
             continue
         state[path_of(node_id)] = NodeState(
             family,
-            json.loads(metadata),
-            json.loads(specs),
+            metadata,
+            specs,
             structures.get(node_id, []),
             data.get(node_id, {}),
         )
