@@ -131,9 +131,7 @@ def shared_origin(sample_tree, tmp_path_factory) -> Iterator[Origin]:
         yield running
 
 
-def test_update_moves_the_changes_names_them_and_equals_a_fresh_download(
-    shared_origin, tmp_path
-):
+def test_update_moves_the_changes_names_them_and_equals_a_fresh_download(shared_origin, tmp_path):
     origin = shared_origin
     with CountingProxy(origin.port) as proxy:
         server = _client(proxy.url)
