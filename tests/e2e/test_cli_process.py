@@ -45,6 +45,7 @@ def test_at_a_terminal_output_fits_its_width():
     assert max(len(line) for line in plain.splitlines()) <= 60
 
 
+@pytest.mark.slow  # ~10 s of processes of their own: make test-slow
 def test_opening_and_creating_say_nothing_of_tileds_server(tmp_path):
     """No "Tiled version ..." banner and no Starlette deprecation warning: neither is ours."""
     opened = subprocess.run(

@@ -457,6 +457,7 @@ def test_server_stopped_mid_download_is_a_clear_error_then_resumes(
 # -- Freshness: what the server sends decides whether cached bytes are still the file ---------
 
 
+@pytest.mark.slow  # ~8 s; the update tests also rewrite a file in place: make test-slow
 def test_a_file_changed_in_place_is_fetched_again_and_another_host_name_reuses_the_cache(
     tmp_path,
 ):
