@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -379,9 +380,13 @@ def test_a_file_rewritten_with_its_old_mtime_is_hashed_again(deployment, bulk):
         os.utime(chunk, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
-def test_an_update_through_the_route_fetches_only_changed_members(deployment, tmp_path):
+def test_an_update_through_the_route_fetches_only_changed_members(
+    deployment, tmp_path, monkeypatch
+):
     """The route's manifest gives every member's digest: an update reads the archive's tail
-    and fetches only the members whose digest the old archive lacks."""
+    and fetches only the members whose digest the old archive lacks. TILED_API_KEY goes only
+    to the server of an archive this user downloaded: a copy from elsewhere needs the key
+    given."""
     client = deployment["client"]
     living = client.create_container("living")
     try:
@@ -391,7 +396,13 @@ def test_an_update_through_the_route_fetches_only_changed_members(deployment, tm
         assert archive.streamed
         changing.write(np.ones((64, 64)))
         living.write_array(np.full(3, 2.0), key="added")
-        result = tiled_archive.update(archive, api_key=KEY)
+        handed = tmp_path / "handed-over"
+        shutil.copytree(archive, handed)  # someone else's archive, as far as this user knows
+        monkeypatch.setenv("TILED_API_KEY", KEY)
+        with pytest.raises(ArchiveError, match="TA-E914.*TILED_API_KEY was not sent"):
+            tiled_archive.update(handed)
+        assert tiled_archive.update(handed, api_key=KEY, dry_run=True).differences.added
+        result = tiled_archive.update(archive)  # downloaded here: the environment's key
         found = result.differences
         assert found.added == ("living/added",) and not found.removed
         assert [(c.path, c.kinds) for c in found.changed] == [("living/changing", ("data",))]

@@ -356,8 +356,12 @@ def _download_archive(
                     relocated=True,
                     absent=staged.absent,
                 )
-        if written and lazy and previous is None:  # an update keeps the trust it had
-            trust(dest, staged.fields["fetch"]["origin"])
+        if written and previous is None:  # an update keeps the trust it had
+            # This user's download: a lazy one fetches without being told to, and an update
+            # may send this user's TILED_API_KEY to the server it names (update.py).
+            trust(dest, staged.fields["provenance"]["server"])
+            if lazy:
+                trust(dest, staged.fields["fetch"]["origin"])
         finished = True
         return _result(dest, run, streamed=staged.routed, written=written)
     finally:

@@ -13,10 +13,12 @@ leaves the previous archive as it was. The manifest's ``history`` says what each
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from rich.filesize import decimal
 from ..files.faults import crash_point
 from ..reader import Archive, FetchOptions, open_archive
 from ..reader.diff import Differences, FileState, archive_state, catalog_state, compare
+from ..reader.fetching import is_trusted
 from ..rules.names import MANIFEST_NAME
 from ..rules.problems import ArchiveError
 from . import (
@@ -125,7 +128,8 @@ def update(
         raise ArchiveError("TA-E900", str(path), "no such archive")
     with open_archive(path, fetch=FetchOptions(fetch=False, offline=True)) as archive:
         provenance = _provenance(archive)
-        source = _reconnect(provenance, api_key)
+        trusted = is_trusted(path.absolute(), provenance["server"])
+        source = _reconnect(provenance, api_key, environment_key=trusted)
         lazy = archive.is_lazy and bool(archive.absent())
         before = archive_state(archive)
         previous_digest = hashlib.sha256(archive.source.read(MANIFEST_NAME)).hexdigest()
@@ -187,8 +191,11 @@ def _provenance(archive: Archive) -> dict[str, Any]:
     return provenance
 
 
-def _reconnect(provenance: Mapping[str, Any], api_key: str | None) -> Any:
-    """The server's node (a Tiled client) the provenance names, its searches applied."""
+def _reconnect(provenance: Mapping[str, Any], api_key: str | None, *, environment_key: bool) -> Any:
+    """The server's node (a Tiled client) the provenance names, its searches applied. The
+    key in ``TILED_API_KEY`` is sent only with ``environment_key`` (an archive this user's
+    download made): an archive from elsewhere names a server of its maker's choosing, which
+    must not receive this user's key unless the user gives it (``api_key``)."""
     from tiled import queries
 
     searches = []
@@ -207,10 +214,40 @@ def _reconnect(provenance: Mapping[str, Any], api_key: str | None) -> Any:
             raise ArchiveError(
                 "TA-E915", MANIFEST_NAME, f"its provenance's {kind} search is not valid: {err}"
             ) from None
-    node = open_node(provenance["server"], provenance["node"], api_key=api_key)
+    server = provenance["server"]
+    withheld = api_key is None and not environment_key and os.environ.get(ENV_KEY)
+    with _without_environment_key() if withheld else contextlib.nullcontext():
+        try:
+            node = open_node(server, provenance["node"], api_key=api_key)
+        except ArchiveError as err:
+            if err.problem.code != "TA-E914" or not withheld:
+                raise
+            raise ArchiveError(
+                "TA-E914",
+                server,
+                "the server requires an API key; TILED_API_KEY was not sent, because this "
+                "archive was not downloaded here and names the server itself",
+                f"If you trust {server}, pass the key: --api-key (api_key=).",
+            ) from None
     for query in searches:
         node = node.search(query)
     return node
+
+
+#: The environment variable Tiled's client reads an API key from.
+ENV_KEY = "TILED_API_KEY"
+
+
+@contextlib.contextmanager
+def _without_environment_key() -> Iterator[None]:
+    """``TILED_API_KEY`` out of the environment while Tiled's client is made (it reads the
+    variable then, and only then)."""
+    key = os.environ.pop(ENV_KEY, None)
+    try:
+        yield
+    finally:
+        if key is not None:
+            os.environ[ENV_KEY] = key
 
 
 def _staged_state(staged: Staged) -> dict:
