@@ -155,7 +155,8 @@ def manifest(dest: Path) -> dict:
 # -- A whole server, in-process ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("suffix", [".zip", ""])
+# The directory form under make test-slow (the ZIP form covers the same download).
+@pytest.mark.parametrize("suffix", [".zip", pytest.param("", marks=pytest.mark.slow)])
 def test_archive_equals_the_server_and_holds_its_bytes(server_root, sample_tree, tmp_path, suffix):
     dest = tmp_path / f"all{suffix}"
     with in_process(server_root, sample_tree) as (client, _):

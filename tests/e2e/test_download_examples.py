@@ -290,7 +290,8 @@ def written(tmp_path_factory):
         yield client
 
 
-@pytest.mark.parametrize("suffix", [".zip", ""])
+# The directory form under make test-slow (the ZIP form covers the same download).
+@pytest.mark.parametrize("suffix", [".zip", pytest.param("", marks=pytest.mark.slow)])
 def test_client_written_tree_downloads_exactly(written, tmp_path, suffix):
     assert_downloads_exactly(written, tmp_path / f"written{suffix}")
 

@@ -239,6 +239,7 @@ def test_an_unknown_node_of_a_postgresql_catalog_is_a_coded_error(postgres_catal
     assert refused.value.code == "TA-E900" and not (tmp_path / "x.zip").exists()
 
 
+@pytest.mark.slow  # ~15 s; loading into PostgreSQL is tested here besides: make test-slow
 def test_download_goes_straight_into_a_postgresql_catalog(postgres_catalog, tmp_path):
     """`download(..., catalog=, data_dir=)` and `tiled-archive download --catalog`: the server's
     nodes, exactly, from stock `tiled serve catalog` on what was loaded."""

@@ -534,7 +534,10 @@ def update(
     archive: Annotated[Path, typer.Argument(help="An archive `download` wrote (ZIP or folder).")],
     api_key: Annotated[
         str | None,
-        typer.Option(help="API key for the server (else TILED_API_KEY, or none)."),
+        typer.Option(
+            help="API key for the server (else TILED_API_KEY, sent only for an archive "
+            "downloaded here)."
+        ),
     ] = None,
     dry_run: Annotated[
         bool,
