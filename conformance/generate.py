@@ -514,7 +514,10 @@ def history_entry(updated: str, **changes: object) -> dict[str, object]:
 
 
 def with_history(tree: Tree, *entries: dict[str, object]) -> Tree:
-    return with_manifest(tree, extra={**ROOT_AND_PROVENANCE, "history": list(entries)})
+    """``tree`` updated as ``entries`` say (provenance retrieved at the last one)."""
+    provenance = {**ROOT_AND_PROVENANCE["provenance"], "retrieved": entries[-1]["updated"]}
+    extra = {**ROOT_AND_PROVENANCE, "provenance": provenance, "history": list(entries)}
+    return with_manifest(tree, extra=extra)
 
 
 @fixture(
@@ -529,12 +532,12 @@ def valid_history(bases: Bases) -> Forms:
 
 
 @fixture(
-    "invalid",
-    "E311-history-out-of-order",
+    "warning",
+    "W311-history-out-of-order",
     "The second history entry is dated before the first.",
-    directory=["TA-E311"],
+    directory=["TA-W311"],
 )
-def e311(bases: Bases) -> Forms:
+def w311(bases: Bases) -> Forms:
     entries = (history_entry("2026-12-07T13:00:00Z"), history_entry("2026-12-03T00:00:00Z"))
     return {"directory": with_history(bases.minimal, *entries)}
 
@@ -585,9 +588,14 @@ def e305(bases: Bases) -> Forms:
 LAZY_ORIGIN = "https://tiled.example.org/api/v1/"
 
 
-def lazy(tree: Tree, url: str = "asset/bytes/sample/table?id=1", origin: str = LAZY_ORIGIN) -> Tree:
+def lazy(
+    tree: Tree,
+    url: str = "asset/bytes/sample/table?id=1",
+    origin: str = LAZY_ORIGIN,
+    etag: str = '"5f1c9a0e"',
+) -> Tree:
     """``tree`` as an incomplete archive (spec 4.1): the table's file fetched from ``url``."""
-    record = FetchRecord(origin, {TABLE: FetchSource(url, '"5f1c9a0e"', None)})
+    record = FetchRecord(origin, {TABLE: FetchSource(url, etag, None)})
     return with_manifest(tree, fetch=record)
 
 
@@ -635,6 +643,8 @@ for _name, _description, _changes in (
      {"url": "//evil.example.org/x"}),
     ("E310-fetch-origin-with-credentials", "The fetch origin carries a user name and password.",
      {"origin": "https://user:secret@tiled.example.org/api/v1/"}),
+    ("E310-fetch-validator-not-ascii", "A recorded ETag holds a line break (it is sent back "
+     "in a request header).", {"etag": '"5f1c"\r\nX-Injected: 1'}),
 ):  # fmt: skip
     fixture("invalid", _name, _description, directory=["TA-E310"])(
         lambda bases, changes=_changes: {"directory": lazy(bases.minimal, **changes)}

@@ -3,6 +3,7 @@ an archive made by `create` cannot be updated (TA-E915); `info` shows an archive
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -89,3 +90,47 @@ def test_an_archive_not_downloaded_cannot_be_updated(two_states):
         tiled_archive.update(before)
     refused = cli("update", before)
     assert refused.returncode == 1 and "TA-E915" in refused.stderr
+
+
+def test_a_catalog_whose_nodes_form_a_cycle_is_refused_not_a_traceback(two_states, tmp_path):
+    _, after = two_states
+    looped = tmp_path / "looped"
+    shutil.copytree(after, looped)
+    import sqlite3
+
+    with sqlite3.connect(looped / "catalog.db") as conn:
+        (runs,) = conn.execute("SELECT id FROM nodes WHERE key = 'runs'").fetchone()
+        (child,) = conn.execute("SELECT id FROM nodes WHERE key = 'a'").fetchone()
+        conn.execute("UPDATE nodes SET parent = ? WHERE id = ?", (child, runs))
+    reseal(looped)
+    refused = cli("diff", after, looped)
+    assert refused.returncode == 2 and "TA-E5" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def _with_provenance(archive: Path, tmp_path: Path, server: str) -> Path:
+    from tiled_archive.reader import open_archive
+
+    copy = tmp_path / "with-provenance"
+    shutil.copytree(archive, copy)
+    with open_archive(copy) as opened:
+        manifest = opened.manifest
+    provenance = {"server": server, "node": "/", "queries": []}
+    extra = {**manifest.extra, "provenance": provenance}
+    reseal(copy, dataclasses.replace(manifest, extra=extra))
+    return copy
+
+
+@pytest.mark.parametrize("server", ["http://[::1", "file:///etc/passwd", "http://u:p@host/"])
+def test_a_provenance_that_names_no_usable_server_is_refused(two_states, tmp_path, server):
+    _, after = two_states
+    with pytest.raises(ArchiveError, match="TA-E915"):
+        tiled_archive.update(_with_provenance(after, tmp_path, server))
+
+
+def test_an_archive_whose_name_says_another_form_is_refused(two_states, tmp_path):
+    before, _ = two_states
+    unnamed = tmp_path / "no-suffix"
+    shutil.copy(before, unnamed)
+    with pytest.raises(ArchiveError, match="TA-E915.*other form"):
+        tiled_archive.update(unnamed)

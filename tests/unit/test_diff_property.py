@@ -64,3 +64,14 @@ def test_a_digest_decides_and_validators_only_without_one():
     assert not FileState(3, None, '"1"').same_as(FileState(4, None, '"1"'))
     assert FileState(3, None, None).same_as(FileState(3, None, '"1"'))  # all it can tell
     assert not FileState(3, None, None).same_as(FileState(4, None, None))
+
+
+def test_values_python_calls_equal_are_told_apart():
+    def node(value: object) -> NodeState:
+        return NodeState("array", {"x": value}, [], [], {})
+
+    for one, other in ((1, True), (1, 1.0), (0, False)):
+        found = compare({"a": node(one)}, {"a": node(other)})
+        assert [(c.path, c.kinds, c.metadata_keys) for c in found.changed] == [
+            ("a", ("metadata",), ("x",))
+        ]

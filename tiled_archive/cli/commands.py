@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..rules.problems import ArchiveError, plural
+from ..rules.problems import ArchiveError, clip, plural
 from . import output
 from .output import check_or_exit, reports_errors, say
 
@@ -541,7 +541,11 @@ def update(
     ] = None,
     dry_run: Annotated[
         bool,
-        typer.Option("--dry-run", help="Say what changed at the server; write and fetch nothing."),
+        typer.Option(
+            "--dry-run",
+            help="Say what changed at the server; write nothing and fetch no file (nodes "
+            "only the data API reads are read again to compare).",
+        ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="The summary as JSON on stdout.")] = False,
     workers: Annotated[int, typer.Option(help="Parallel transfers.")] = 4,
@@ -587,10 +591,12 @@ def diff(
     except ArchiveError as err:
         say(f"[bold red]error[/] {escape(str(err))}")
         raise SystemExit(2) from None
+    except Exception as err:  # not "they differ" (1): no verdict at all
+        output.could_not_check(f"{before} {after}", f"{type(err).__name__}: {err}")
     if as_json:
         print(json.dumps(found.to_json(), indent=2))
     else:
         for line in found.lines():
-            print(line)
+            print(clip(line, 2000))  # node and metadata keys come from the archives
         say(found.summary(), markup=False)
     raise SystemExit(0 if found.same else 1)

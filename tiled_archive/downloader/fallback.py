@@ -42,6 +42,8 @@ def fetch_fallbacks(run: Run) -> None:
     raw = {remote.member for node in run.nodes if node.method == "raw" for remote in node.files}
     for member in set(run.ready) - raw:  # fetched before its node was refused
         del run.ready[member]
+    for member in set(run.reused) - raw:  # or taken from the archive an update replaces
+        run.reused_bytes -= run.reused.pop(member).size
     for node in list(run.nodes):
         if node.method == "data-api" and node.attributes["structure_family"] == "container":
             node.method = "container"

@@ -21,7 +21,6 @@ from ..reader import Archive
 from ..rules.manifest import FileEntry
 from ..sources.directory import DirectorySource
 from ..sources.lazy import LazySource
-from ..sources.zip import ZipSource
 from ..writer import PayloadFile
 from .state import Run
 
@@ -49,7 +48,10 @@ class Previous:
         self._by_digest: dict[str, Kept] = {}
         record = archive.manifest.fetch
         for entry in archive.manifest.files:
-            if entry.path not in members or (present is not None and not present(entry.path)):
+            member = members.get(entry.path)
+            if member is None or member.size != entry.size:  # absent, or not what it says
+                continue
+            if present is not None and not present(entry.path):
                 continue
             source_of = record.files.get(entry.path) if record is not None else None
             validators = None
@@ -73,8 +75,9 @@ class Previous:
 
     def payload(self, kept: Kept, member: str) -> PayloadFile:
         """``kept`` 's bytes as the new archive's payload file ``member``: a directory
-        archive's file is hard-linked (its digest known) or copied, a ZIP member's bytes are
-        copied without a hashing pass (its CRC-32 is in the central directory)."""
+        archive's file is hard-linked (its digest known; its size checked, not its bytes:
+        a directory's files are not read to update it) or copied, a ZIP member's bytes are
+        copied through a hashing pass that holds them to the manifest's digest."""
         source = self.archive.source
         path = kept.entry.path
         if isinstance(source, DirectorySource):
@@ -84,17 +87,17 @@ class Previous:
             return PayloadFile(
                 member, kept.entry.size, opener, mtime, kept.entry.sha256, local_path=local
             )
-        crc32 = source.crc32(path) if isinstance(source, ZipSource) else None
         # As a download stamps a fetched file: the server's Last-Modified (a ZIP's records
         # keep the time too, but only to the even second and in local time).
         modified = kept.validators.last_modified if kept.validators is not None else None
+        # No CRC-32 given: the writer hashes the member as it copies it and holds it to the
+        # manifest's digest (TA-E308), so damage is never carried into the new archive.
         return PayloadFile(
             member,
             kept.entry.size,
             functools.partial(self.archive.open, path),
             http_date(modified),
             kept.entry.sha256,
-            crc32=crc32 if kept.entry.sha256 is not None else None,
         )
 
 

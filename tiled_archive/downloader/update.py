@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.filesize import decimal
 
 from ..files.faults import crash_point
@@ -29,8 +30,9 @@ from ..reader import Archive, FetchOptions, open_archive
 from ..reader.diff import Differences, FileState, archive_state, catalog_state, compare
 from ..reader.fetching import is_trusted
 from ..rules.names import MANIFEST_NAME
-from ..rules.problems import ArchiveError
+from ..rules.problems import ArchiveError, clip
 from . import (
+    DEFAULT_CACHE_MAX_BYTES,
     DEFAULT_RETRIES,
     DEFAULT_WORKERS,
     Settings,
@@ -115,22 +117,34 @@ def update(
     are found; only files the server no longer names as the archive holds them are fetched
     (a lazy archive fetches none: a changed file becomes absent, fetched when read), and the
     archive is rewritten beside itself and put in place in one step, its manifest's
-    ``history`` gaining an entry. Nothing is written when nothing changed, nor with
-    ``dry_run`` (which fetches no payload either).
+    ``history`` gaining an entry. Nothing is written when no node changed and the server
+    sends the validators the archive kept, nor with ``dry_run`` (which fetches no file;
+    nodes only the data API reads are read again to be compared).
 
     Raises ArchiveError: TA-E915 (the archive records no server to update from, or a search
     that cannot be asked again), TA-E911 and TA-E914 (the server cannot be reached, or wants
     a key), TA-E910 (nodes that cannot be fetched); and any code opening the archive gives.
     On any error the archive is left as it was.
     """
-    path = Path(path)
+    # The archive itself, not a symbolic link to it (replaced, the link would become a copy).
+    path = Path(os.path.realpath(path))
     if not path.exists():
         raise ArchiveError("TA-E900", str(path), "no such archive")
+    if path.is_dir() == (path.suffix.lower() == ".zip"):
+        form = "a directory" if path.is_dir() else "a ZIP"
+        raise ArchiveError(
+            "TA-E915",
+            str(path),
+            f"{form} named {path.name!r}: its new state would be written in the other form",
+            "Rename it: a ZIP archive's name ends in .zip, a directory archive's does not.",
+        )
     with open_archive(path, fetch=FetchOptions(fetch=False, offline=True)) as archive:
         provenance = _provenance(archive)
-        trusted = is_trusted(path.absolute(), provenance["server"])
+        trusted = is_trusted(path, provenance["server"])
         source = _reconnect(provenance, api_key, environment_key=trusted)
-        lazy = archive.is_lazy and bool(archive.absent())
+        # A lazy archive (files whose digest it has never known) stays lazy; a complete one
+        # with a file gone missing is brought back complete.
+        lazy = archive.is_lazy and any(entry.sha256 is None for entry in archive.manifest.files)
         before = archive_state(archive)
         previous_digest = hashlib.sha256(archive.source.read(MANIFEST_NAME)).hexdigest()
         old_record = archive.manifest.fetch.to_json() if archive.manifest.fetch else None
@@ -138,22 +152,26 @@ def update(
 
         def before_write(staged: Staged) -> bool:
             differences = compare(before, _staged_state(staged))
-            entry = _history_entry(staged, differences, previous_digest)
+            history = archive.manifest.extra.get("history")
+            kept = history if isinstance(history, list) else []
+            entry = _history_entry(staged, differences, previous_digest, kept)
             found.update(differences=differences, entry=entry)
             crash_point("update:compared")
             found["write"] = not dry_run and (
                 not differences.same or staged.fields.get("fetch") != old_record
             )
             if found["write"]:
-                history = archive.manifest.extra.get("history")
-                kept = history if isinstance(history, list) else []
                 staged.fields["history"] = [*kept, entry]
+                # Fields of the manifest this update does not make (a newer minor version's,
+                # or a user's own) are kept.
+                for name, value in archive.manifest.extra.items():
+                    staged.fields.setdefault(name, value)
             return found["write"]
 
         result = _download_archive(
             source,
             path,
-            Settings(workers, quiet, cache_dir, None, retries),
+            Settings(workers, quiet, cache_dir, DEFAULT_CACHE_MAX_BYTES, retries),
             force=True,
             streamed=not (lazy or dry_run),
             lazy=lazy or dry_run,
@@ -187,6 +205,23 @@ def _provenance(archive: Archive) -> dict[str, Any]:
             str(archive.location),
             "its manifest records no server and node to update from (it was not made by a "
             "download)",
+        )
+    try:
+        server = httpx.URL(provenance["server"])
+    except (httpx.InvalidURL, TypeError, ValueError):
+        server = None
+    if (
+        server is None
+        or server.scheme not in ("http", "https")
+        or not server.host
+        or server.userinfo
+        or not provenance["server"].isprintable()
+    ):
+        raise ArchiveError(
+            "TA-E915",
+            MANIFEST_NAME,
+            f"its provenance names the server {clip(provenance['server'], 200)!r}, not an "
+            "http(s) URL with a host and no credentials",
         )
     return provenance
 
@@ -267,11 +302,16 @@ def _staged_state(staged: Staged) -> dict:
     return catalog_state(staged.catalog, staged.member_of, files, staged.fields.get("root") or {})
 
 
-def _history_entry(staged: Staged, differences: Differences, previous: str) -> dict[str, Any]:
-    """The manifest's record of one update (spec 4.2)."""
+def _history_entry(
+    staged: Staged, differences: Differences, previous: str, history: list[Any]
+) -> dict[str, Any]:
+    """The manifest's record of one update (spec 4.2), dated now, or at the latest earlier
+    entry's time when that is later (another machine's clock): entries stay in order."""
     provenance = staged.fields.get("provenance", {})
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    times = [e["updated"] for e in history if isinstance(e, dict) and "updated" in e]
     return {
-        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "updated": max([now, *times]),
         "tiled_version": provenance.get("tiled_version", ""),
         "previous_manifest_sha256": previous,
         "added": len(differences.added),

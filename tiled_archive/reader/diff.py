@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..rules.manifest import Manifest
+from ..rules.names import CATALOG_NAME
 from ..rules.problems import ArchiveError
 from .archive import Archive, open_archive
 from .fetching import FetchOptions
@@ -39,18 +40,21 @@ class FileState:
 
     def same_as(self, other: FileState) -> bool:
         """Whether both name the same bytes, as far as can be told: equal sizes, and equal
-        digests; where a digest is unknown (an incomplete archive's absent file), equal
-        validators from the origin; where those are unknown too (a lazy archive downloaded
-        without probing, for a file it never fetched), the size alone."""
+        digests; where a side knows no digest, equal validators from the origin; where a side
+        knows neither (a lazy archive downloaded without probing, for a file it never
+        fetched), the size alone. A digest on one side and only validators on the other
+        cannot be compared: not the same (an update then fetches the file to know)."""
         if self.size != other.size:
             return False
         if self.sha256 is not None and other.sha256 is not None:
             return self.sha256 == other.sha256
-        if (self.etag or self.last_modified) and (other.etag or other.last_modified):
+        mine, theirs = self.etag or self.last_modified, other.etag or other.last_modified
+        if mine and theirs:
             if self.etag and other.etag:
                 return self.etag == other.etag
             return self.last_modified == other.last_modified
-        return True
+        knows_nothing = (self.sha256 is None and not mine) or (other.sha256 is None and not theirs)
+        return knows_nothing
 
 
 def manifest_files(manifest: Manifest) -> dict[str, FileState]:
@@ -175,17 +179,20 @@ def compare(before: Mapping[str, NodeState], after: Mapping[str, NodeState]) -> 
         keys: list[str] = []
         if old.family != new.family:
             kinds.append("family")
-        if old.metadata != new.metadata and _parsed(old.metadata) != _parsed(new.metadata):
+        if _differ(old.metadata, new.metadata):
             kinds.append("metadata")
             before_metadata, after_metadata = _parsed(old.metadata), _parsed(new.metadata)
             keys = sorted(
-                key
-                for key in before_metadata.keys() | after_metadata.keys()
-                if before_metadata.get(key, _MISSING) != after_metadata.get(key, _MISSING)
+                (before_metadata.keys() ^ after_metadata.keys())
+                | {
+                    key
+                    for key in before_metadata.keys() & after_metadata.keys()
+                    if _canonical(before_metadata[key]) != _canonical(after_metadata[key])
+                }
             )
-        if old.specs != new.specs and _parsed(old.specs) != _parsed(new.specs):
+        if _differ(old.specs, new.specs):
             kinds.append("specs")
-        if old.structure != new.structure and _parsed(old.structure) != _parsed(new.structure):
+        if _differ(old.structure, new.structure):
             kinds.append("structure")
         files = sorted(
             name
@@ -202,9 +209,6 @@ def compare(before: Mapping[str, NodeState], after: Mapping[str, NodeState]) -> 
     return Differences(tuple(added), tuple(removed), tuple(changed), counts)
 
 
-_MISSING = object()
-
-
 def _parsed(value: Any) -> Any:
     """A JSON value with every JSON text in it (at the top, or in a list) parsed."""
     if isinstance(value, str):
@@ -212,6 +216,18 @@ def _parsed(value: Any) -> Any:
     if isinstance(value, list):
         return [_parsed(item) for item in value]
     return value
+
+
+def _canonical(value: Any) -> str:
+    """JSON text that tells ``1``, ``1.0`` and ``true`` apart (Python's ``==`` does not)."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _differ(old: Any, new: Any) -> bool:
+    """Whether two JSON values (or texts) differ, texts parsed only when they differ."""
+    if type(old) is type(new) and isinstance(old, str | list) and old == new:
+        return False  # the same text (most nodes): not parsed
+    return _canonical(_parsed(old)) != _canonical(_parsed(new))
 
 
 def catalog_state(
@@ -243,12 +259,21 @@ def catalog_state(
     paths: dict[int, str] = {}
 
     def path_of(node_id: int) -> str:
-        found = paths.get(node_id)
-        if found is None:
-            parent, key = parents[node_id]
-            above = parents.get(parent, (None, ""))[0] is not None
-            found = paths[node_id] = f"{path_of(parent)}/{key}" if above else str(key)
-        return found
+        """The node's keys from the root, joined by ``/`` (a ``/`` or ``%`` in a key
+        escaped, so no two nodes share a path); iterative, and TA-E506 for a cycle."""
+        chain, seen = [], set()
+        current = node_id
+        while current not in paths and parents.get(current, (None, ""))[0] is not None:
+            if current in seen:
+                raise ArchiveError("TA-E506", CATALOG_NAME, f"node {node_id} is its own ancestor")
+            seen.add(current)
+            chain.append(current)
+            current = parents[current][0]
+        above = paths.get(current, "")
+        for link in reversed(chain):
+            key = str(parents[link][1]).replace("%", "%25").replace("/", "%2F")
+            above = paths[link] = f"{above}/{key}" if above else key
+        return paths.get(node_id, above)
 
     names = sorted(files)
     by_source: dict[int, list[tuple]] = {}
@@ -305,12 +330,19 @@ def archive_state(archive: Archive) -> dict[str, NodeState]:
 
     manifest = archive.manifest
     root = manifest.extra.get("root")
-    return catalog_state(
-        archive.catalog_path(),
-        member_of,
-        manifest_files(manifest),
-        root if isinstance(root, dict) else {},
-    )
+    try:
+        return catalog_state(
+            archive.catalog_path(),
+            member_of,
+            manifest_files(manifest),
+            root if isinstance(root, dict) else {},
+        )
+    except (ValueError, TypeError, RecursionError, sqlite3.Error) as err:
+        # Rows Tiled would not load (spec 3, TA-E506): not JSON, nested past any limit, of
+        # the wrong type, or tables without the columns Tiled's schema gives them.
+        raise ArchiveError(
+            "TA-E506", CATALOG_NAME, f"{archive.location}: a row cannot be read: {err}"
+        ) from None
 
 
 def diff_archives(

@@ -210,9 +210,10 @@ _TABLE = [
         "the archive, and give every file outside the fetch record its digest.",
     ),
     Code(
-        "TA-E311",
+        "TA-W311",
         "The manifest's `history` is not in the order the updates were made: an entry's "
-        "`updated` time is earlier than the entry before it.",
+        "`updated` time is earlier than the entry before it (the history is informative: the "
+        "archive reads the same).",
         "Keep history entries oldest first, each appended by the update it records.",
     ),
     Code(

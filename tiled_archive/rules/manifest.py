@@ -243,11 +243,11 @@ def parse_manifest(raw: bytes) -> tuple[list[Problem], Manifest | None]:
 
 
 def history_problems(history: list[dict[str, Any]]) -> list[Problem]:
-    """TA-E311 for each entry of the manifest's ``history`` (schema-checked) recorded as
-    earlier than the one before it (spec 4.2)."""
+    """TA-W311 for each entry of the manifest's ``history`` (schema-checked) recorded as
+    earlier than the one before it (spec 4.2: informative, so a warning)."""
     return [
         Problem(
-            "TA-E311",
+            "TA-W311",
             MANIFEST_NAME,
             f"history entry {number} was updated {entry['updated']}, before entry "
             f"{number - 1} ({earlier['updated']})",
@@ -308,4 +308,13 @@ def fetch_problems(fetch: FetchRecord, listed: set[str]) -> list[Problem]:
                     "TA-E310", path, f"fetch URL {url!r} is not a relative URL below the origin"
                 )
             )
+        for name, value in (("etag", source.etag), ("last_modified", source.last_modified)):
+            if value is not None and not _HEADER_VALUE.fullmatch(value):
+                problems.append(
+                    Problem("TA-E310", path, f"fetch {name} {value!r} is not visible ASCII")
+                )
     return problems
+
+
+#: What a validator may hold, sent back in a request header: visible ASCII and spaces.
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")

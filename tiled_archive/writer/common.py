@@ -157,8 +157,13 @@ def _replace(staged: Path, dest: Path) -> None:
         return
     if exchange(staged, dest):
         return
-    os.rename(dest, staged.parent / "replaced")
-    os.rename(staged, dest)
+    aside = staged.parent / "replaced"
+    os.rename(dest, aside)
+    try:
+        os.rename(staged, dest)
+    except BaseException:  # the old archive back in place before the work folder goes
+        os.rename(aside, dest)
+        raise
 
 
 def tag_files(manifest: Manifest, catalog_sha: str) -> dict[str, bytes]:
