@@ -42,6 +42,9 @@ from . import (
 )
 from .previous import Previous
 
+#: The manifest fields a download writes (an update writes them anew).
+DOWNLOAD_FIELDS = frozenset({"provenance", "root", "fallbacks", "fetch", "history"})
+
 #: The searches an archive's provenance may name (Tiled's query classes, by name).
 QUERY_TYPES = (
     "Comparison",
@@ -162,10 +165,11 @@ def update(
             )
             if found["write"]:
                 staged.fields["history"] = [*kept, entry]
-                # Fields of the manifest this update does not make (a newer minor version's,
-                # or a user's own) are kept.
+                # Fields of the manifest a download does not make (a newer minor version's,
+                # or a user's own) are kept; those it makes are today's.
                 for name, value in archive.manifest.extra.items():
-                    staged.fields.setdefault(name, value)
+                    if name not in DOWNLOAD_FIELDS:
+                        staged.fields.setdefault(name, value)
             return found["write"]
 
         result = _download_archive(
