@@ -181,6 +181,7 @@ def test_archive_equals_the_server_and_holds_its_bytes(server_root, sample_tree,
     ]
 
 
+@pytest.mark.slow  # ~9 s; test_cli_download_from_stock_tiled_server downloads a search too
 def test_search_results_and_single_nodes_keep_their_parents(server_root, sample_tree, tmp_path):
     from tiled.queries import FullText, Key
 

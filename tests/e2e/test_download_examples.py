@@ -225,7 +225,8 @@ def _in_pieces(array_client):
 in_memory = pyobject_fixture("tests.trees:in_memory")
 
 
-@pytest.mark.parametrize("suffix", [".zip", ""])
+# The directory form under make test-slow (the ZIP form covers the same download).
+@pytest.mark.parametrize("suffix", [".zip", pytest.param("", marks=pytest.mark.slow)])
 def test_in_memory_nodes_are_written_as_tiled_stores_them(in_memory, tmp_path, suffix):
     from tiled.client import from_uri
 
@@ -322,7 +323,8 @@ def test_an_empty_container_alone_gives_a_valid_archive(written, tmp_path):
 # -- An archive served by tiled-archive, downloaded again ------------------------------------
 
 
-@pytest.mark.parametrize("suffix", [".zip", ""])
+# The directory form under make test-slow (the ZIP form covers the same download).
+@pytest.mark.parametrize("suffix", [".zip", pytest.param("", marks=pytest.mark.slow)])
 def test_an_archive_downloaded_from_tiled_archive_serve_has_the_same_files(
     written, tmp_path, suffix
 ):

@@ -35,8 +35,16 @@ def stock_server(uri: str, loaded: Any) -> contextlib.AbstractContextManager:
     return stock_tiled_client(*arguments)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-@pytest.mark.parametrize("tree", ["files", "memory"])
+# Each tree and each backend in make test; the other two pairs under make test-slow.
+@pytest.mark.parametrize(
+    ("tree", "backend"),
+    [
+        ("files", "sqlite"),
+        ("memory", "postgresql"),
+        pytest.param("files", "postgresql", marks=pytest.mark.slow),
+        pytest.param("memory", "sqlite", marks=pytest.mark.slow),
+    ],
+)
 def test_stock_tiled_serves_a_loaded_archive_as_the_archive(
     family_archives, tmp_path, request, backend, tree
 ):
