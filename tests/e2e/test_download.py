@@ -314,6 +314,7 @@ def test_cache_evicts_least_recently_used_blobs(tmp_path):
 # -- Servers that will not hand out raw assets -------------------------------------------------
 
 
+@pytest.mark.slow  # ~8 s; the data API fallback is downloaded in test_download_examples too
 def test_raw_assets_disabled_still_gives_a_complete_archive(server_root, sample_tree, tmp_path):
     with in_process(server_root, sample_tree, expose_raw_assets=False) as (client, log):
         tiled_archive.download(client, tmp_path / "api.zip", cache_dir=tmp_path / "cache")
