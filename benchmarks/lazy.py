@@ -30,14 +30,19 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 import tiled_archive
 from tiled_archive.catalog.registration import build_catalog
-from tiled_archive.testing import CountingProxy, free_port, serving, tiled_serve_catalog
+from tiled_archive.testing import (
+    CountingProxy,
+    free_port,
+    list_every_container,
+    serving,
+    tiled_serve_catalog,
+)
 from tiled_archive.writer.lazy import fetch
 
 MIB = 1 << 20
@@ -76,22 +81,7 @@ def setup(work: Path, nodes: int, frames: int, fresh: bool) -> Path:
 def listing_baseline(api: str) -> float:
     """Seconds to fetch every container's listing below ``tree`` with plain httpx."""
     start = time.perf_counter()
-    with httpx.Client(timeout=60) as client:
-        pending = ["tree"]
-        while pending:
-            path = pending.pop()
-            offset = 0
-            while True:
-                page = client.get(
-                    f"{api}/search/{path}",
-                    params={"page[offset]": offset, "page[limit]": 300, "include_data_sources": 1},
-                ).json()
-                for item in page["data"]:
-                    if item["attributes"]["structure_family"] == "container":
-                        pending.append(f"{path}/{item['id']}")
-                offset += len(page["data"])
-                if not page["data"] or offset >= page["meta"]["count"]:
-                    break
+    list_every_container(api, "tree")
     return time.perf_counter() - start
 
 

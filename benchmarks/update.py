@@ -36,7 +36,6 @@ import time
 import warnings
 from pathlib import Path
 
-import httpx
 import numpy as np
 from rich.console import Console
 from rich.table import Table
@@ -46,7 +45,13 @@ from tiled_archive.catalog.registration import build_catalog
 from tiled_archive.downloader.update import update
 from tiled_archive.reader import open_archive
 from tiled_archive.rules.manifest import FileEntry
-from tiled_archive.testing import CountingProxy, free_port, serving, tiled_serve_catalog
+from tiled_archive.testing import (
+    CountingProxy,
+    free_port,
+    list_every_container,
+    serving,
+    tiled_serve_catalog,
+)
 from tiled_archive.writer import create, reseal
 
 MIB = 1 << 20
@@ -120,21 +125,7 @@ def setup_diff_pair(work: Path, nodes: int, fresh: bool) -> tuple[Path, Path]:
 def listing_bytes(proxy: CountingProxy) -> int:
     """Bytes of the tree's listing (every container's children with their data sources)."""
     before = proxy.received
-    with httpx.Client(timeout=60) as client:
-        pending = ["tree"]
-        while pending:
-            path, offset = pending.pop(), 0
-            while True:
-                page = client.get(
-                    f"{proxy.url}/api/v1/search/{path}",
-                    params={"page[offset]": offset, "page[limit]": 300, "include_data_sources": 1},
-                ).json()
-                for item in page["data"]:
-                    if item["attributes"]["structure_family"] == "container":
-                        pending.append(f"{path}/{item['id']}")
-                offset += len(page["data"])
-                if not page["data"] or offset >= page["meta"]["count"]:
-                    break
+    list_every_container(f"{proxy.url}/api/v1", "tree")
     return proxy.received - before
 
 

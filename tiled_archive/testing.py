@@ -186,6 +186,29 @@ def postgres_admin(server: str, *statements: str) -> None:
     asyncio.run(run())
 
 
+def list_every_container(api: str, root: str) -> None:
+    """Fetch, with plain httpx, the listing of every container below ``root`` of the Tiled
+    server at ``api`` (its children with their data sources, page by page): what a download
+    must learn of a tree, the benchmarks' baseline for listing it."""
+    import httpx
+
+    with httpx.Client(timeout=60) as client:
+        pending = [root]
+        while pending:
+            path, offset = pending.pop(), 0
+            while True:
+                page = client.get(
+                    f"{api}/search/{path}",
+                    params={"page[offset]": offset, "page[limit]": 300, "include_data_sources": 1},
+                ).json()
+                for item in page["data"]:
+                    if item["attributes"]["structure_family"] == "container":
+                        pending.append(f"{path}/{item['id']}")
+                offset += len(page["data"])
+                if not page["data"] or offset >= page["meta"]["count"]:
+                    break
+
+
 class CountingProxy:
     """A TCP proxy on loopback to the server on ``HOST:port``: it counts the bytes it passes
     to clients (``received``), and with ``cut_after`` it breaks every connection once that
