@@ -22,7 +22,7 @@ from ..rules.manifest import FileEntry
 from ..sources.directory import DirectorySource
 from ..sources.lazy import LazySource
 from ..writer import PayloadFile
-from .state import Run
+from .state import Run, ServerFile
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,14 @@ class Previous:
             if entry.sha256 is not None:
                 self._by_digest.setdefault(entry.sha256, kept)
 
-    def by_url(self, url: str) -> Kept | None:
-        """The present file fetched from ``url`` (absolute), with the validators kept then."""
-        return self._by_url.get(url)
+    def kept_for(self, remote: ServerFile) -> Kept | None:
+        """The present file that may be ``remote`` 's content today: the one with the digest
+        the server reports (then it is), else the one fetched from ``remote`` 's URL whose
+        validators were kept (it is while the server still sends them: the caller asks)."""
+        if remote.server_sha256 is not None:
+            return self.by_digest(remote.server_sha256, remote.size)
+        kept = self._by_url.get(remote.url())
+        return kept if kept is not None and kept.validators is not None else None
 
     def by_digest(self, sha256: str, size: int | None) -> Kept | None:
         """A present file with this SHA-256 (and ``size``, when given)."""
@@ -115,17 +120,11 @@ def reuse_unchanged(run: Run) -> None:
         for remote in node.files:
             if remote.member in run.reused:
                 continue
-            if remote.server_sha256 is not None:
-                kept = previous.by_digest(remote.server_sha256, remote.size)
-            else:
-                kept = previous.by_url(remote.url())
-                now = remote.probed
-                if kept is not None and (
-                    kept.validators is None
-                    or now is None
-                    or now[0] != kept.entry.size
-                    or not kept.validators.matches(now[1])
-                ):
+            kept = previous.kept_for(remote)
+            now = remote.probed
+            if kept is not None and remote.server_sha256 is None:
+                assert kept.validators is not None
+                if now is None or now[0] != kept.entry.size or not kept.validators.matches(now[1]):
                     kept = None
             if kept is not None:
                 run.file_reused(remote.member, previous.payload(kept, remote.member))

@@ -259,25 +259,14 @@ def _reuse_previous(run: Run, remote: ServerFile, url: str) -> bool:
     same content: the digest it reports (no request), or the validators its fetch record kept
     (one conditional request, as for a cached file)."""
     previous = run.previous
-    if previous is None:
+    kept = previous.kept_for(remote) if previous is not None else None
+    if kept is None:
         return False
-    if remote.server_sha256 is not None:
-        kept = previous.by_digest(remote.server_sha256, remote.size)
-        fresh = kept is not None
-    else:
-        kept = previous.by_url(remote.url())
-        fresh = (
-            kept is not None
-            and kept.validators is not None
-            and retrying(
-                run,
-                functools.partial(_still_fresh, run, remote, url, kept.entry.size, kept.validators),
-                url,
-            )
-        )
-    if not fresh:
-        return False
-    assert kept is not None
+    if remote.server_sha256 is None:  # the validators kept, asked of the server
+        assert kept.validators is not None
+        still = functools.partial(_still_fresh, run, remote, url, kept.entry.size, kept.validators)
+        if not retrying(run, still, url):
+            return False
     if kept.validators is not None:
         remote.probed = (kept.entry.size, kept.validators)
     run.file_reused(remote.member, previous.payload(kept, remote.member))
