@@ -1,15 +1,19 @@
-"""Servers for the tests: stock `tiled serve pyobject` on loopback."""
+"""Servers for the tests: stock `tiled serve pyobject`, and stock `tiled serve catalog` over
+registered files and a writer's catalog, on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tiled_archive.testing import free_port, serving
+from tiled_archive.testing import free_port, serving, tiled_serve_catalog
 
 TILED = str(Path(sys.executable).parent / "tiled")
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -40,3 +44,35 @@ def pyobject_fixture(tree: str, **environment: str):
             yield url
 
     return served
+
+
+@contextlib.contextmanager
+def catalog_with_writer(root: Path, files: Path) -> Iterator[tuple[Any, int]]:
+    """Stock `tiled serve catalog --public` on loopback over ``root/catalog.db``: ``files``
+    registered by Tiled's own registration, and writable storage in ``root/writable``. Yields
+    an in-process Tiled client of the same catalog (a beamline's writer: what it writes, the
+    server serves) and the server's port."""
+    from tiled.catalog import from_uri
+    from tiled.client import Context, from_context
+    from tiled.client.register import register
+    from tiled.server.app import build_app
+
+    writable = root / "writable"
+    writable.mkdir()
+    catalog = from_uri(
+        f"sqlite:///{root}/catalog.db",
+        init_if_not_exists=True,
+        writable_storage=[str(writable)],
+        readable_storage=[str(files)],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Context.from_app(build_app(catalog)) as context:
+            client = from_context(context)
+            asyncio.run(register(client, files))
+            port = free_port()
+            command = tiled_serve_catalog(
+                root / "catalog.db", files, port, "-w", writable, "--public"
+            )
+            with serving(command, port, log=root / "server.log"):
+                yield client, port

@@ -7,7 +7,6 @@ refused."""
 
 from __future__ import annotations
 
-import asyncio
 import http.server
 import json
 import shutil
@@ -21,10 +20,11 @@ import pandas as pd
 import pytest
 
 import tiled_archive
-from tiled_archive.testing import CountingProxy, free_port, serving, tiled_serve_catalog
+from tiled_archive.testing import CountingProxy
 from tiled_archive.validator import validate
 
 from ..conftest import cli
+from ..servers import catalog_with_writer
 
 MiB = 1 << 20
 #: The big HDF5 dataset: 16 frames of 1 MiB, one chunk each (as detectors write them).
@@ -38,35 +38,19 @@ def origin(sample_tree, tmp_path_factory) -> Iterator[tuple[int, Path]]:
     its folder."""
     import dask.array
     import h5py
-    from tiled.catalog import from_uri
-    from tiled.client import Context, from_context
-    from tiled.client.register import register
-    from tiled.server.app import build_app
 
     root = tmp_path_factory.mktemp("origin")
-    files, writable = root / "files", root / "writable"
+    files = root / "files"
     shutil.copytree(sample_tree, files / "scan")
-    writable.mkdir()
     frames = np.random.default_rng(1).random((FRAMES, 512, 256))
     with h5py.File(files / "big.h5", "w") as f:
         f.create_dataset("frames", data=frames, chunks=(1, 512, 256))
-    catalog = from_uri(
-        f"sqlite:///{root}/catalog.db",
-        init_if_not_exists=True,
-        writable_storage=[str(writable)],
-        readable_storage=[str(files)],
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with Context.from_app(build_app(catalog)) as context:
-            client = from_context(context)
-            asyncio.run(register(client, files))
+    with catalog_with_writer(root, files) as (client, port):
+        with warnings.catch_warnings():  # Tiled's deprecations of the writes below
+            warnings.simplefilter("ignore")
             written = client.create_container("written", metadata={"kind": "client"})
             written.write_array(dask.array.arange(10.0, chunks=3), key="uneven")
             written.write_dataframe(pd.DataFrame({"a": [1, 2, 3]}), key="table")
-    port = free_port()
-    command = tiled_serve_catalog(root / "catalog.db", files, port, "-w", writable, "--public")
-    with serving(command, port, log=root / "server.log"):
         yield port, root
 
 

@@ -9,7 +9,6 @@ finishes."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -28,10 +27,11 @@ import pytest
 
 import tiled_archive
 from tiled_archive.rules.problems import ArchiveError
-from tiled_archive.testing import CountingProxy, free_port, serving, tiled_serve_catalog
+from tiled_archive.testing import CountingProxy
 from tiled_archive.validator import validate
 
 from ..conftest import cli
+from ..servers import catalog_with_writer
 
 MiB = 1 << 20
 
@@ -50,41 +50,23 @@ class Origin:
 def origin_server(sample_tree: Path, root: Path) -> Iterator[Origin]:
     import dask.array
     import h5py
-    from tiled.catalog import from_uri
-    from tiled.client import Context, from_context
-    from tiled.client.register import register
-    from tiled.server.app import build_app
 
-    files, writable = root / "files", root / "writable"
+    files = root / "files"
     shutil.copytree(sample_tree, files / "scan")
     (files / "h5").mkdir()
-    writable.mkdir()
     rng = np.random.default_rng(7)
     with h5py.File(files / "h5" / "big.h5", "w") as f:
         f.create_dataset("frames", data=rng.random((4, 256, 256)), chunks=(1, 256, 256))
     with h5py.File(files / "h5" / "kept.h5", "w") as f:  # never changes
         f.create_dataset("frames", data=rng.random((4, 256, 256)))
-    catalog = from_uri(
-        f"sqlite:///{root}/catalog.db",
-        init_if_not_exists=True,
-        writable_storage=[str(writable)],
-        readable_storage=[str(files)],
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with Context.from_app(build_app(catalog)) as context:
-            client = from_context(context)
-            asyncio.run(register(client, files))
+    with catalog_with_writer(root, files) as (client, port):
+        with warnings.catch_warnings():  # Tiled's deprecations of the writes below
+            warnings.simplefilter("ignore")
             written = client.create_container("written", metadata={"kind": "client"})
             written.write_array(dask.array.arange(40.0, chunks=7), key="uneven")
             written.write_array(np.ones((64, 64)), key="plain", metadata={"v": 1})
             written.write_dataframe(pd.DataFrame({"a": [1, 2, 3]}), key="table")
-            port = free_port()
-            command = tiled_serve_catalog(
-                root / "catalog.db", files, port, "-w", writable, "--public"
-            )
-            with serving(command, port, log=root / "server.log"):
-                yield Origin(port, root, client)
+        yield Origin(port, root, client)
 
 
 def change_the_origin(origin: Origin) -> None:
