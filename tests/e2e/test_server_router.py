@@ -12,15 +12,20 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
 import sys
+import threading
+import time
 import zipfile
+from html import unescape
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import zarr
 
 import tiled_archive
 from tiled_archive.reader import open_archive
@@ -412,3 +417,133 @@ def test_an_update_through_the_route_fetches_only_changed_members(
         assert validate(archive).valid
     finally:
         client.delete_contents("living", recursive=True, external_only=False)
+
+
+# -- The download page and directory assets as ZIP ---------------------------------------------
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def test_a_browser_gets_the_page_under_the_deployments_authentication(deployment, tmp_path):
+    url = f"{deployment['url']}/api/v1/archive/written"
+    assert httpx.get(url, headers={"Accept": BROWSER_ACCEPT}).status_code == 401
+    query = {"filter[eq][condition][key]": "sample", "filter[eq][condition][value]": '"S1"'}
+    page = httpx.get(url, params={"api_key": KEY, **query}, headers={"Accept": BROWSER_ACCEPT})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = unescape(page.text)
+    # The search is shown and applied; every link keeps the key (no cookie in this flow).
+    assert '<code>eq</code> (value): <code>"S1"</code>' in html
+    href = re.search(r'class="download" href="([^"]+)"', html)[1]
+    assert f"api_key={KEY}" in href and "format=zip" in href and "filter" in href
+    assert f'href="/api/v1/archive/?api_key={KEY}"' in html
+    zipped = httpx.get(deployment["url"] + href, timeout=60)
+    assert zipped.status_code == 200
+    assert re.search(r"<th>Size</th><td>[^<]*\(([\d,]+) bytes", html)[1] == (
+        f"{len(zipped.content):,}"
+    )
+    (tmp_path / "one.zip").write_bytes(zipped.content)
+    with tiled_archive.open(tmp_path / "one.zip") as archive:
+        assert list(archive["written"]) == ["run1"]
+    assert "<th>Nodes</th><td>4</td>" in html  # written, run1, its image and table
+
+
+def test_a_directory_asset_streams_as_a_zip_under_the_nodes_access(deployment, tmp_path):
+    node = deployment["client"]["written"]["run0"]["image"]  # Tiled writes a Zarr store
+    asset = node.include_data_sources().data_sources()[0].assets[0]
+    assert asset.is_directory
+    url = f"{deployment['url']}/api/v1/asset/zip/written/run0/image"
+    params = {"id": asset.id, "api_key": KEY}
+    head = httpx.head(url, params=params)
+    response = httpx.get(url, params=params, timeout=60)
+    assert response.status_code == 200, response.text
+    assert int(head.headers["content-length"]) == len(response.content)
+    assert head.headers["etag"] == response.headers["etag"]
+    (tmp_path / "image.zip").write_bytes(response.content)
+    store = zarr.storage.ZipStore(tmp_path / "image.zip", mode="r")
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], node.read())
+    assert httpx.get(url, params={"id": asset.id}).status_code == 401
+    hidden = httpx.get(f"{deployment['url']}/api/v1/asset/zip/written/run3/image", params=params)
+    assert hidden.status_code in (403, 404)  # as Tiled's own data routes answer for run3
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Debian's; .ci/run installs it) driven by Playwright, which downloads
+    no browser of its own. Without it the browser tests skip, unless
+    ``TILED_ARCHIVE_REQUIRE_BROWSER`` is set (CI sets it): then they fail."""
+    if not CHROMIUM.exists():
+        message = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("TILED_ARCHIVE_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+    # Without these, Chromium reaches for Google's hosts at start (a closed network).
+    flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=flags)
+        yield launched
+        launched.close()
+
+
+def test_in_a_browser_the_page_shows_the_catalog_and_its_button_saves_a_valid_archive(
+    deployment, bulk, browser, tmp_path
+):
+    """Chromium opens the page (through a proxy the test can cut), the page matches the
+    catalog, asks nothing of any other origin, and its Download button saves the archive;
+    a download cut halfway is resumed by the browser (Range + If-Range) to the same bytes."""
+    port = int(deployment["url"].rsplit(":", 1)[1])
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    with CountingProxy(port) as proxy:
+        page.goto(f"{proxy.url}/api/v1/archive/{bulk}?api_key={KEY}")
+        assert page.title() == f"Archive of {bulk}"
+        figures = {
+            row.locator("th").inner_text(): row.locator("td").inner_text()
+            for row in page.locator("table").first.locator("tr").all()
+        }
+        head = httpx.head(f"{deployment['url']}/api/v1/archive/{bulk}", params={"api_key": KEY})
+        size = int(head.headers["content-length"])
+        assert figures["Size"].endswith(f"({size:,} bytes, exact)")
+        assert page.locator("table").nth(1).inner_text() == 'kind\t"bulk"'
+        with page.expect_download() as started:
+            page.get_by_role("link", name="Download").click()
+        saved = tmp_path / started.value.suggested_filename
+        started.value.save_as(saved)
+        assert started.value.suggested_filename == f"{bulk}.zip"
+        assert saved.stat().st_size == size
+        report = validate(saved)
+        assert report.valid and report.codes == {"TA-W103"}, report.problems
+        with open_archive(saved) as archive:  # the page's figures are the archive's
+            assert figures["Data files"] == str(len(archive.manifest.files))
+            assert figures["Nodes"] == str(archive.node_count()) == "5"  # bulk, 4 arrays
+
+        # Cut the next download halfway: the proxy breaks the connection, then mends at once.
+        proxy.cut_after = proxy.received + size // 2
+
+        def mend() -> None:
+            while not proxy.cut:
+                time.sleep(0.001)
+            proxy.cut_after, proxy.cut = None, False
+
+        mending = threading.Thread(target=mend, daemon=True)
+        mending.start()
+        before = proxy.received
+        with page.expect_download() as again:
+            page.get_by_role("link", name="Download").click()
+        resumed = tmp_path / "resumed.zip"
+        assert again.value.failure() is None
+        again.value.save_as(resumed)
+        mending.join(5)
+        assert not mending.is_alive(), "the proxy never cut the download"
+        assert resumed.read_bytes() == saved.read_bytes()
+        # The browser asked for the rest, not the whole again.
+        assert proxy.received - before < 1.3 * size, (proxy.received - before, size)
+    assert requested and all(url.startswith(proxy.url) for url in requested), requested
+    context.close()

@@ -23,7 +23,7 @@ from ..rules.problems import ArchiveError
 from .adapters import ArchiveAdapters
 
 if TYPE_CHECKING:
-    from .asset_routes import AssetFiles
+    from .archive_payloads import ArchivePayload
 from .middleware import API, PathGuard, RawBytesEncodings, ResponseCache
 
 
@@ -100,13 +100,17 @@ class _NoOverrides(dict):
         return False
 
 
-def _read_only_app(tree: Any, files: AssetFiles, *, api_key: str | None, public: bool) -> Any:
-    """Tiled's app over ``tree`` with read scopes only, raw assets from ``files``, file routes
-    confined, archive errors as clean HTTP answers, and no per-request dependency rebuild."""
+def _read_only_app(
+    tree: Any, payloads: ArchivePayload, *, api_key: str | None, public: bool
+) -> Any:
+    """Tiled's app over ``tree`` with read scopes only, raw assets and archives of nodes
+    from ``payloads``' files, file routes confined, archive errors as clean HTTP answers,
+    and no per-request dependency rebuild."""
     from tiled.config import Authentication
     from tiled.server.app import build_app
     from tiled.server.settings import get_settings
 
+    from .archive_routes import archive_router
     from .asset_routes import asset_router
 
     app = build_app(
@@ -118,7 +122,8 @@ def _read_only_app(tree: Any, files: AssetFiles, *, api_key: str | None, public:
     # the filesystem and can be walked out of (docs/upstream.md).
     routes = app.router.routes
     mounted = len(routes)
-    app.include_router(asset_router(files), prefix=API)
+    app.include_router(asset_router(payloads.asset_files(None)), prefix=API)
+    app.include_router(archive_router(payloads), prefix=API)
     routes[0:0] = [routes.pop(mounted) for _ in range(len(routes) - mounted)]
     _confine_file_routes(app)
     app.add_exception_handler(ArchiveError, _archive_error_response)
@@ -142,7 +147,7 @@ class ArchiveServer:
         read without SQLite's ``immutable`` and no response is cached."""
         from tiled.catalog import from_uri
 
-        from .asset_routes import ArchiveFiles
+        from .archive_payloads import ServedArchivePayload
 
         self.archive = archive
         self.adapters = ArchiveAdapters(archive)
@@ -162,8 +167,8 @@ class ArchiveServer:
             # by their text, before an adapter maps them to members.
             readable_storage=_relocated_storage(archive),
         )
-        files = ArchiveFiles(archive)
-        self.tiled_app = _read_only_app(tree, files, api_key=api_key, public=public)
+        payloads = ServedArchivePayload(archive)
+        self.tiled_app = _read_only_app(tree, payloads, api_key=api_key, public=public)
         guarded = PathGuard(RawBytesEncodings(self.tiled_app))
         self.app = guarded if live else ResponseCache(guarded)
 
@@ -205,7 +210,7 @@ class CatalogServer:
         from ..catalog.database import TiledCatalog
         from ..sources.storage import ReadableStorage
         from .adapters.storage import StorageAdapters
-        from .asset_routes import StorageAssetFiles
+        from .archive_payloads import StoragePayload
 
         catalog = TiledCatalog(uri)
         if catalog.is_sqlite:  # read-only: a missing file is not created, none is written
@@ -223,8 +228,8 @@ class CatalogServer:
             # check every URI first, links resolved (TA-E923), so Tiled's is given the root.
             readable_storage=[Path("/")],
         )
-        files = StorageAssetFiles(storage)
-        self.tiled_app = _read_only_app(tree, files, api_key=api_key, public=public)
+        payloads = StoragePayload(storage)
+        self.tiled_app = _read_only_app(tree, payloads, api_key=api_key, public=public)
         self.app = PathGuard(RawBytesEncodings(self.tiled_app))
 
     def close(self) -> None:

@@ -141,47 +141,58 @@ class StorageAssetFiles:
         return sorted(Path(name).relative_to(folder).as_posix() for name in files)
 
 
+@dataclass(frozen=True)
+class NodeAsset:
+    """A node as Tiled's routes find it (its access checked), and one of its assets."""
+
+    entry: Any
+    asset: Any
+
+
+async def node_asset(
+    request: Request,
+    path: str,
+    id: int,  # noqa: A002 -- Tiled's query parameter
+    principal: Annotated[Any, Depends(get_current_principal)],
+    root_tree: Annotated[Any, Depends(get_root_tree)],
+    session_state: Annotated[dict, Depends(get_session_state)],
+    authn_access_tags: Annotated[Any, Depends(get_current_access_tags)],
+    authn_scopes: Annotated[Any, Depends(get_current_scopes)],
+    _: Annotated[None, Security(check_scopes, scopes=["read:data"])],
+) -> NodeAsset:
+    """The node's asset ``id`` (404 if the node has no such asset), looked up with Tiled's own
+    ``get_entry`` and the ``read:data`` scope, as its routes do."""
+    if not 0 <= id <= _MAX_ID:
+        raise HTTPException(404, f"node {path or '/'} has no asset with id {id}")
+    entry = await get_entry(
+        path,
+        ["read:data"],
+        principal,
+        authn_access_tags,
+        authn_scopes,
+        root_tree,
+        session_state,
+        request.state.metrics,
+        None,
+        getattr(request.app.state, "access_policy", None),
+    )
+    asset = await entry.asset_by_id(id) if hasattr(entry, "asset_by_id") else None
+    if asset is None:
+        raise HTTPException(404, f"node {path or '/'} has no asset with id {id}")
+    return NodeAsset(entry, asset)
+
+
 def asset_router(files: AssetFiles) -> APIRouter:
     """The two routes, over ``files``; mount with the prefix ``/api/v1``, in front of Tiled's."""
     router = APIRouter()
 
-    async def node_asset(
-        request: Request,
-        path: str,
-        id: int,  # noqa: A002 -- Tiled's query parameter
-        principal: Annotated[Any, Depends(get_current_principal)],
-        root_tree: Annotated[Any, Depends(get_root_tree)],
-        session_state: Annotated[dict, Depends(get_session_state)],
-        authn_access_tags: Annotated[Any, Depends(get_current_access_tags)],
-        authn_scopes: Annotated[Any, Depends(get_current_scopes)],
-        _: Annotated[None, Security(check_scopes, scopes=["read:data"])],
-    ) -> Any:
-        """The node's asset ``id`` (404 if the node has no such asset)."""
-        if not 0 <= id <= _MAX_ID:
-            raise HTTPException(404, f"node {path or '/'} has no asset with id {id}")
-        entry = await get_entry(
-            path,
-            ["read:data"],
-            principal,
-            authn_access_tags,
-            authn_scopes,
-            root_tree,
-            session_state,
-            request.state.metrics,
-            None,
-            getattr(request.app.state, "access_policy", None),
-        )
-        asset = await entry.asset_by_id(id) if hasattr(entry, "asset_by_id") else None
-        if asset is None:
-            raise HTTPException(404, f"node {path or '/'} has no asset with id {id}")
-        return asset
-
     @router.api_route("/asset/bytes/{path:path}", methods=["GET", "HEAD"])
     def asset_bytes(
         request: Request,
-        asset: Annotated[Any, Depends(node_asset)],
+        found: Annotated[NodeAsset, Depends(node_asset)],
         relative_path: str | None = None,
     ) -> Response:
+        asset = found.asset
         if not asset.is_directory:
             if relative_path is not None:
                 raise HTTPException(400, "a file asset takes no relative_path")
@@ -205,7 +216,8 @@ def asset_router(files: AssetFiles) -> APIRouter:
         return file_response(served, request)
 
     @router.get("/asset/manifest/{path:path}")
-    def asset_manifest(request: Request, asset: Annotated[Any, Depends(node_asset)]) -> Any:
+    def asset_manifest(request: Request, found: Annotated[NodeAsset, Depends(node_asset)]) -> Any:
+        asset = found.asset
         if not asset.is_directory:
             raise HTTPException(400, "a file asset has no manifest")
         # Relative to the asset, as Tiled's client sends them back (Tiled 0.2.20 lists
