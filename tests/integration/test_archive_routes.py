@@ -34,27 +34,29 @@ def figure(html: str, name: str) -> str:
 
 def test_the_page_shows_what_the_download_button_gives(served, tmp_path):
     client, http, api = served
-    page = http.get(f"{api}/archive/scan", headers={"Accept": "text/html"})
+    page = http.get(f"{api}/archive/scan/nested", headers={"Accept": "text/html"})
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'none'" in page.headers["content-security-policy"]
     html = page.text
     href = unescape(re.search(r'class="download" href="([^"]+)"', html)[1])
-    assert href.endswith("/archive/scan?format=zip")
-    head = http.head(f"{api}/archive/scan")
+    assert href.endswith("/archive/scan/nested?format=zip")
+    head = http.head(f"{api}/archive/scan/nested")
     size = int(head.headers["content-length"])
     assert figure(html, "Size").endswith(f"({size:,} bytes, exact)")
     origin = api.removesuffix("/api/v1")
     zipped = http.get(origin + href)
     assert zipped.status_code == 200 and len(zipped.content) == size
-    (tmp_path / "scan.zip").write_bytes(zipped.content)
-    report = validate(tmp_path / "scan.zip")
+    (tmp_path / "nested.zip").write_bytes(zipped.content)
+    report = validate(tmp_path / "nested.zip")
     assert report.valid and report.codes == {"TA-W103"}, report.problems
-    with open_archive(tmp_path / "scan.zip") as archive:
+    with open_archive(tmp_path / "nested.zip") as archive:
         assert figure(html, "Data files") == f"{len(archive.manifest.files):,}"
         assert figure(html, "Nodes") == f"{archive.node_count():,}"
     assert '<a href="/api/v1/archive/">(root)</a>' in html
-    assert 'href="/ui/browse/scan"' in html
-    assert unescape(figure(html, "File")).startswith("<code>scan.zip</code>")
+    assert 'href="/ui/browse/scan/nested"' in html
+    assert '<a href="/api/v1/archive/scan">scan</a>' in html
+    assert figure(html, "Nodes") == "5"  # its parent scan, nested, single, deeper, its array
+    assert unescape(figure(html, "File")).startswith("<code>nested.zip</code>")
 
 
 def full(http, url: str) -> tuple[bytes, str]:

@@ -26,11 +26,14 @@ Only nodes of a Tiled catalog can be archived; other trees answer 405.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import re
+import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -51,7 +54,7 @@ from tiled.server.utils import filter_for_access
 from ..rules.names import CATALOG_NAME
 from ..rules.paths import escapes_folder
 from ..rules.problems import ArchiveError
-from ..writer import DOS_EPOCH, StreamedArchive, streamed_archive
+from ..writer import DOS_EPOCH, PayloadFile, StreamedArchive, streamed_archive
 from ..zip.stream import ZipEntry, zip_length, zip_stream
 from . import page
 from .archive_payloads import ArchivePayload
@@ -120,24 +123,21 @@ def archive_router(payloads: ArchivePayload) -> APIRouter:
             request.headers.get("accept"), request.query_params
         )
         try:
-            streamed, payload = await asyncio.to_thread(
-                _prepare, entry, url, segments, ids, payloads
-            )
+            prepared = await asyncio.to_thread(_prepare, entry, url, segments, ids, payloads)
         except ArchiveError as err:
             if browser:
                 return _page(request, path, segments, entry, error=str(err))
             raise HTTPException(400, str(err)) from None
         if browser:
-            figures = {"ids": ids, "payload": payload, "streamed": streamed}
-            return _page(request, path, segments, entry, **figures)
+            return _page(request, path, segments, entry, prepared=prepared)
 
         def body(start: int, end: int) -> Any:
-            return iterate_in_threadpool(_streamed(streamed, payload, payloads, start, end))
+            return iterate_in_threadpool(_streamed(prepared, payloads, start, end))
 
         return ranged_response(
             request,
-            streamed.length,
-            streamed.etag,
+            prepared.streamed.length,
+            prepared.streamed.etag,
             body,
             media_type="application/zip",
             headers={"Content-Disposition": attachment(_file_name(request, segments))},
@@ -212,11 +212,21 @@ async def _subtree_ids(top: Any, readable: Any, may_read_data: Any) -> set[int]:
     return ids
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A node's archive, ready to stream."""
+
+    streamed: StreamedArchive
+    #: Its payload files, by member.
+    payload: dict[str, PayloadFile]
+    #: The nodes its catalog holds (the node's parents too; Tiled's root row not counted).
+    nodes: int
+
+
 def _prepare(
     entry: Any, url: str, segments: list[str], ids: set[int], payloads: ArchivePayload
-) -> tuple[StreamedArchive, dict[str, Any]]:
-    """The subtree's archive (readable nodes only; its catalog held in memory) and its
-    payload files by member."""
+) -> _Prepared:
+    """The subtree's archive (readable nodes only; its catalog held in memory)."""
     from ..catalog import db_file as catalog_db
     from ..catalog.database import TiledCatalog
 
@@ -224,6 +234,9 @@ def _prepare(
     with tempfile.TemporaryDirectory(prefix="tiled-archive-stream-") as work:
         db = Path(work, CATALOG_NAME)
         source.export(segments, db, readable=ids)
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            nodes = conn.execute("SELECT count(*) FROM nodes WHERE parent IS NOT NULL")
+            count = nodes.fetchone()[0]
         payload, member_for_uri = payloads.payload(entry, db, source.display)
         # Deterministic: the same files and catalog give the same bytes, hence the same ETag.
         created = max((file.mtime for file in payload), default=DOS_EPOCH)
@@ -234,24 +247,20 @@ def _prepare(
             return db
 
         streamed = streamed_archive(payload, finish, payloads.digests, created=created)
-    return streamed, {file.path: file for file in payload}
+    return _Prepared(streamed, {file.path: file for file in payload}, count)
 
 
 def _streamed(
-    streamed: StreamedArchive,
-    payload: dict[str, Any],
-    payloads: ArchivePayload,
-    start: int,
-    end: int,
+    prepared: _Prepared, payloads: ArchivePayload, start: int, end: int
 ) -> Iterator[bytes]:
     """The ZIP's bytes ``[start, end)``. A member whose bytes no longer match the digests
     kept for its file (TA-E905: changed since) has them dropped, so the next request hashes
     the file again."""
     try:
-        yield from _span(streamed.chunks(start), 0, end - start)
+        yield from _span(prepared.streamed.chunks(start), 0, end - start)
     except ArchiveError as err:
-        if err.code == "TA-E905" and err.problem.path in payload:
-            payloads.forget(payload[err.problem.path])
+        if err.code == "TA-E905" and err.problem.path in prepared.payload:
+            payloads.forget(prepared.payload[err.problem.path])
         raise
 
 
@@ -317,9 +326,7 @@ def _page(
     segments: list[str],
     entry: Any,
     *,
-    ids: set[int] | None = None,
-    payload: dict[str, Any] | None = None,
-    streamed: StreamedArchive | None = None,
+    prepared: _Prepared | None = None,
     error: str | None = None,
 ) -> Response:
     """The download page of the node (the archive's figures, or why there is none)."""
@@ -342,9 +349,9 @@ def _page(
         ui_url=ui,
         download_url=f"{download.path}?{download.query}",
         file_name=_file_name(request, segments),
-        nodes=len(ids) if ids is not None else None,
-        files=len(payload) if payload is not None else None,
-        size=streamed.length if streamed is not None else None,
+        nodes=prepared.nodes if prepared else None,
+        files=len(prepared.payload) if prepared else None,
+        size=prepared.streamed.length if prepared else None,
         error=error,
     )
     return HTMLResponse(
