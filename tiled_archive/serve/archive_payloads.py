@@ -88,6 +88,7 @@ class ServedArchivePayload:
 
     def payload(self, entry: Any, db: Path, display: str) -> tuple[list[PayloadFile], MemberOf]:
         archive = self.archive
+        absent = set(archive.absent())
         listed = archive.payload()
         files = set(listed)
         members: dict[str, None] = {}
@@ -99,6 +100,13 @@ class ServedArchivePayload:
                 inside = [path for path in listed if path.startswith(f"{member}/")]
             if not inside:
                 raise ArchiveError("TA-E306", member, "an asset of the catalog lists no file")
+            missing = absent.intersection(inside)
+            if missing:  # a lazy archive: a download takes the per-asset path, which fetches
+                raise ArchiveError(
+                    "TA-E940",
+                    min(missing),
+                    f"not fetched yet (and {len(missing) - 1} more files of this node)",
+                )
             members.update(dict.fromkeys(inside))
         crc32 = getattr(archive.source, "crc32", None)  # a ZIP's, from its central directory
         payload = []

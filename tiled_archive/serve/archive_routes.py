@@ -58,7 +58,15 @@ from ..writer import DOS_EPOCH, PayloadFile, StreamedArchive, streamed_archive
 from ..zip.stream import ZipEntry, zip_length, zip_stream
 from . import page
 from .archive_payloads import ArchivePayload
-from .asset_routes import AssetFiles, NodeAsset, file_bytes, node_asset, ranged_response
+from .asset_routes import (
+    AssetFiles,
+    NodeAsset,
+    ServedFile,
+    file_bytes,
+    node_asset,
+    ranged_response,
+)
+from .kept_digests import KEPT
 
 _FILTER = re.compile(r"filter\[(?P<name>[^\]]+)\]\[condition\]\[(?P<field>[^\]]+)\]")
 
@@ -293,24 +301,19 @@ class _FolderZip:
         versions = "\n".join(f"{s.path}\0{s.size}\0{s.etag}" for s in self.served)
         self.etag = '"' + hashlib.sha256(versions.encode()).hexdigest()[:40] + '"'
 
-    def _entries(self, crc_of: Any) -> list[ZipEntry]:
-        return [
-            ZipEntry(
-                name,
-                served.size,
-                crc_of(served),
-                functools.partial(file_bytes, served, 0, served.size),
-                DOS_EPOCH,
-            )
-            for name, served in zip(self.names, self.served, strict=True)
-        ]
+    def _entries(self, crc_of: Any) -> Iterator[ZipEntry]:
+        # A generator: zip_stream builds each member's header as it reaches it, so a GET's
+        # first byte waits for the first file's CRC-32 only.
+        for name, served in zip(self.names, self.served, strict=True):
+            chunks = functools.partial(file_bytes, served, 0, served.size)
+            yield ZipEntry(name, served.size, crc_of(served), chunks, DOS_EPOCH)
 
     def chunks(self) -> Iterator[bytes]:
-        from .kept_digests import KEPT
+        def crc_of(served: ServedFile) -> int:
+            return KEPT.of((served.path, served.etag), served.open)[2]
 
-        entries = self._entries(lambda served: KEPT.of((served.path, served.etag), served.open)[2])
         # Member data aligned, as in an archive: a Zarr chunk of a ZIP is a span of the file.
-        return zip_stream(entries)
+        return zip_stream(self._entries(crc_of))
 
 
 def _folder_zip(files: AssetFiles, asset: Any) -> _FolderZip:
