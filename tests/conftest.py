@@ -29,6 +29,7 @@ _TIERS = {
     "unit": "unit",
     "integration": "integration",
     "e2e": "e2e",
+    "faults": "e2e",  # processes killed at named points: the e2e tier
     "hostile": "hostile",
     "fuzz": "fuzz",
 }
@@ -36,7 +37,7 @@ _TIERS = {
 
 #: Folders in the order their tests start: the longest first, so that on several workers
 #: (pytest-xdist, a file at a time) the quick ones fill the end rather than one long file.
-_ORDER = ("hostile", "e2e", "fuzz", "integration", "unit")
+_ORDER = ("hostile", "e2e", "faults", "fuzz", "integration", "unit")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -59,11 +59,23 @@ def raw_files(node) -> list[tuple[str, bytes]]:
     catalog's own numbering, which an archive's catalog does not keep.)"""
     exported: dict = {}
     log = io.StringIO()
-    with contextlib.redirect_stdout(log):  # its progress console, where it reports failures
-        keys = node.raw_export(destination=exported)
+    failed: list[str] = []
+
+    def note(response) -> None:  # Tiled's client reads an error's body too late to say it
+        if response.is_error:
+            response.read()
+            failed.append(f"{response.status_code} {response.url}: {response.text[:500]}")
+
+    hooks = node.context.http_client.event_hooks["response"]
+    hooks.append(note)
+    try:
+        with contextlib.redirect_stdout(log):  # its progress console: where it reports failures
+            keys = node.raw_export(destination=exported)
+    finally:
+        hooks.remove(note)
     # raw_export() logs a failed file and goes on (docs/upstream.md): name it, and Tiled's why.
     missing = [key for key in keys if key not in exported]
-    assert not missing, f"{missing} not exported; Tiled's log:\n{log.getvalue()[-3000:]}"
+    assert not missing, f"{missing} not exported: {failed}; Tiled's log:\n{log.getvalue()[-3000:]}"
     multiple = len(node.include_data_sources().data_sources()[0].assets) > 1
     return [(key.split("/", 1)[1] if multiple else key, exported[key].getvalue()) for key in keys]
 

@@ -53,17 +53,25 @@ def stock_tiled_app(*arguments: Arg) -> Any:
     replaced), so it is what the CLI would serve, without a process or a socket."""
     import uvicorn
     from tiled.commandline.main import cli_app
+    from tiled.server.settings import get_settings
+
+    from .serve.settings import WithSettings, new_settings, settings_of
 
     built: list[Any] = []
     run = uvicorn.run
     uvicorn.run = lambda app, **_: built.append(app)  # type: ignore[assignment]
+    # Settings of its own, as in the process of its own the command runs in.
+    settings = new_settings()
     try:
-        cli_app(args=["serve", *map(str, arguments)], standalone_mode=False)
+        with settings_of(settings):
+            cli_app(args=["serve", *map(str, arguments)], standalone_mode=False)
+            for app in built:
+                app.dependency_overrides[get_settings]()
     finally:
         uvicorn.run = run  # type: ignore[assignment]
     if not built:
         raise RuntimeError(f"tiled serve {' '.join(map(str, arguments))} built no app")
-    return built[0]
+    return WithSettings(built[0], settings)
 
 
 @contextlib.contextmanager

@@ -124,12 +124,15 @@ def test_create_shows_each_step_at_once_and_ctrl_c_leaves_nothing(tmp_path):
 def test_download_progress_counts_nodes_and_leaves_cached_bytes_out(tmp_path):
     """At a terminal: the node listing gets a total (``4/4``, not ``4/?``), no empty bar for
     the data API when nothing needs it, and a re-run's files from the cache are named as such
-    and not counted as transferred (its rate would be the disk's)."""
-    from tiled_archive.testing import free_port, serving, tiled_archive_serve
+    and not counted as transferred (its rate would be the disk's). Stock Tiled: the per-asset
+    path (``tiled-archive serve`` has the archive route, which lists no nodes)."""
+    from tiled_archive.testing import free_port, serving, tiled_serve_catalog
+    from tiled_archive.writer import convert
 
     port = free_port()
-    fixture = FIXTURES / "valid" / "real-data" / "archive.zip"
-    with serving(tiled_archive_serve(fixture, port, "--public"), port) as server:
+    extracted = convert(FIXTURES / "valid" / "real-data" / "archive.zip", tmp_path / "served")
+    command = tiled_serve_catalog(extracted / "catalog.db", extracted / "data", port, "--public")
+    with serving(command, port) as server:
         shown = []
         for name in ("first", "again"):
             status, output = under_a_terminal(

@@ -291,3 +291,27 @@ def test_a_large_chunk_the_origin_wrote_reads_in_slices_a_bomb_does_not(
             with pytest.raises(ClientError) as refused:
                 read()
             assert "TA-E912" in str(refused.value)
+
+
+def test_archives_opened_in_one_process_keep_their_own_keys(sample_archives):
+    """Tiled's build_app configures one process-wide settings object (docs/upstream.md): a
+    second archive opened public made the first, opened with a key, readable by anyone and
+    by the second's key. Each app answers with its own settings."""
+    from starlette.testclient import TestClient
+
+    from tiled_archive.reader import open_archive
+    from tiled_archive.serve.app import ArchiveServer
+
+    url = "/api/v1/metadata/"
+    private = ArchiveServer(open_archive(sample_archives["zip"]), api_key="first", public=False)
+    with TestClient(private.app) as first:
+        assert first.get(url).status_code == 401
+        public = ArchiveServer(open_archive(sample_archives["dir"]), api_key="second")
+        with TestClient(public.app) as second:
+            assert second.get(url).status_code == 200
+            assert first.get(url).status_code == 401
+            assert first.get(url, headers={"Authorization": "Apikey second"}).status_code == 401
+            assert first.get(url, headers={"Authorization": "Apikey first"}).status_code == 200
+            assert second.get(url, headers={"Authorization": "Apikey first"}).status_code == 401
+        public.close()
+    private.close()

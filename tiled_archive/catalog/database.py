@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
+from ..files.faults import crash_point
+from ..files.space import out_of_space
+from ..files.work import PARTIAL_SUFFIX, partial_name, sweep
 from ..rules.catalog_rows import SERVED_TABLES
 from ..rules.names import TILED_SCHEMA_REVISIONS
 from ..rules.problems import ArchiveError
@@ -79,13 +83,23 @@ class TiledCatalog:
             path = self.sqlite_path()
             if path.exists():
                 return None
+            # Made whole under a temporary name, then linked into place: a run killed while
+            # the schema is written leaves no catalog without a schema under the real name.
+            partial = path.parent / partial_name(path)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                create_catalog_file(path)
+                sweep(path.parent, f".{path.name}.", PARTIAL_SUFFIX)  # a killed run's
+                create_catalog_file(partial)
+                crash_point("load:catalog")
+                try:
+                    os.link(partial, path)  # never over a catalog made meanwhile
+                except FileExistsError:
+                    return None
             except (OSError, sqlite3.Error) as err:
-                if path.is_file():
-                    path.unlink()
-                raise self.error(f"cannot create {path}: {err}") from None
+                full = out_of_space(err, path)
+                raise full or self.error(f"cannot create {path}: {err}") from None
+            finally:
+                partial.unlink(missing_ok=True)
             return path
         if self.run(self._revision()) is None:
             self._tiled_init()

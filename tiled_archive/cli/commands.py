@@ -515,6 +515,30 @@ def fetch(
 
 @app.command()
 @reports_errors
+def clean(
+    folders: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Folders to clean (default: the current one); $TMPDIR always."),
+    ] = None,
+) -> None:
+    """Remove what runs of tiled-archive that were stopped (killed) left behind: partial
+    outputs beside their destinations, partial copies, scratch folders. Only ours, of this
+    machine, whose process is gone; every run also removes those in the folders it writes."""
+    import warnings
+
+    from ..files.work import StaleWorkRemoved
+    from ..files.work import clean as clean_folders
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StaleWorkRemoved)
+        removed = clean_folders(folders or [Path.cwd()])
+    for path in removed:
+        say(f"removed {path}")
+    say(f"removed {plural(len(removed), 'stale work item')} of stopped runs")
+
+
+@app.command()
+@reports_errors
 def drop(
     directory: Annotated[Path, typer.Argument(help="A lazy directory archive.")],
     node: Nodes = None,

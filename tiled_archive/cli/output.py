@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
+from ..files.space import out_of_space
 from ..rules.problems import ArchiveError
 
 if TYPE_CHECKING:
@@ -64,6 +65,14 @@ def reports_errors(command: F) -> F:
             from rich.markup import escape
 
             say(f"[bold red]error[/] {escape(str(err))}")
+            raise SystemExit(1) from None
+        except Exception as err:  # a full disk, wherever it struck, is a coded error too
+            full = out_of_space(err)
+            if full is None:
+                raise
+            from rich.markup import escape
+
+            say(f"[bold red]error[/] {escape(str(full))}")
             raise SystemExit(1) from None
         except KeyboardInterrupt:
             left = INTERRUPTED.get(command.__name__)

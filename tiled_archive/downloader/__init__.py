@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import shlex
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ..files.blobs import DEFAULT_CACHE_MAX_BYTES, Blob, BlobCache, default_cache_dir
+from ..files.work import work_folder
 from ..progress import progress_display
 from ..reader.fetching import trust
 from ..rules.manifest import FileEntry
@@ -144,7 +144,7 @@ def _download_into(
 
     data_dir = Path(data_dir).absolute()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tiled-archive-", dir=data_dir.parent) as work:
+    with work_folder(data_dir.parent, ".tiled-archive-") as work:
         staged = download(source, Path(work, "archive"), **options)
         # With ``at``, the downloaded node itself lands there (not its server path below it).
         node = "/".join(node_path(source)) if at else ""
@@ -320,7 +320,7 @@ def _download_archive(
     run: Run | None = None
     finished = False
     try:
-        with tempfile.TemporaryDirectory(prefix="tiled-archive-") as work:
+        with work_folder() as work:
             with progress_display(settings.quiet) as progress:
                 run = Run(
                     source,

@@ -6,7 +6,6 @@ here: the mirror's reader fetches what reads need (:mod:`tiled_archive.sources.l
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from tiled.utils import path_from_uri
 
 from ..catalog import db_file as catalog_db
 from ..files.blobs import BlobCache, default_cache_dir
+from ..files.work import work_folder
 from ..progress import progress_display
 from ..reader.fetching import trust
 from ..rules.manifest import FileEntry
@@ -64,7 +64,7 @@ def start_mirror(source: Any, folder: Path) -> None:
     from tiled.client import from_context
 
     with (
-        tempfile.TemporaryDirectory(prefix="tiled-archive-") as work,
+        work_folder() as work,
         progress_display(True) as progress,
     ):
         run = _run(source, Path(work, "staging"), progress, 1)

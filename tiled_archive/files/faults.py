@@ -1,6 +1,12 @@
 """Named points at which the fault-injection tests kill the process (``kill -9``), to prove
 that a crash there loses nothing and that a re-run finishes: set ``TILED_ARCHIVE_KILL_AT`` to
-a point's name. Unset (always, outside those tests), a point costs one environment lookup."""
+a point's name. Unset (always, outside those tests), a point costs one environment lookup.
+
+The points: ``write:staged`` (an output staged beside its destination, before the rename:
+create, pack, extract, download, update), ``write:replaced`` (just after), ``download:file``
+(a file fetched into the cache), ``update:compared``, ``load:catalog`` (a new SQLite catalog
+written, before it is linked into place), ``load:copied`` (each file copied into the data
+folder)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ import functools
 import hashlib
 import os
 import sqlite3
-import tempfile
 import threading
 import warnings
 from bisect import bisect_left
@@ -23,6 +22,7 @@ from typing import BinaryIO
 from ..files.blobs import BlobCache, Validators, default_cache_dir, url_key
 from ..files.cache_root import cache_root
 from ..files.hashing import CHUNK, sha256_of
+from ..files.work import partial_name
 from ..inspectors import Inspection
 from ..inspectors import inspect as inspect_data_source
 from ..rules.catalog_rows import (
@@ -524,14 +524,16 @@ class Archive:
         if target.exists() and not replace:
             raise ArchiveError("TA-E921", str(target), f"holds other bytes than {entry.path}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as sink:
-            try:
+        # Named with its owner: should this process be killed mid-copy, a later run (load's
+        # sweep of the folders it copies into) removes the partial file.
+        partial = target.parent / partial_name(target)
+        try:
+            with open(partial, "xb") as sink:
                 _verify(self.source.open(entry.path), entry, sink, code)
-            except BaseException:
-                sink.close()
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(sink.name)
-                raise
+        except BaseException:  # closing can fail too (a full disk flushing the last bytes)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+            raise
         os.chmod(sink.name, 0o444)
         try:
             if replace:

@@ -400,6 +400,13 @@ _TABLE = [
     ),
     Code("TA-E904", "The destination cannot be written.", "Check the folder and free space."),
     Code(
+        "TA-E906",
+        "The disk (or the user's quota) is full: a file could not be written. Nothing of the "
+        "run is left behind.",
+        "Free space on that filesystem (or raise the quota), or write elsewhere (for scratch "
+        "space: TMPDIR), then re-run.",
+    ),
+    Code(
         "TA-E905",
         "A source file changed while it was being archived.",
         "Archive data that is not being written to.",

@@ -25,6 +25,7 @@ from .adapters import ArchiveAdapters
 if TYPE_CHECKING:
     from .archive_payloads import ArchivePayload
 from .middleware import API, PathGuard, RawBytesEncodings, ResponseCache
+from .settings import WithSettings, new_settings, settings_of
 
 
 def _bundled_ui_route(ui_root: Path) -> Route:
@@ -102,10 +103,11 @@ class _NoOverrides(dict):
 
 def _read_only_app(
     tree: Any, payloads: ArchivePayload, *, api_key: str | None, public: bool
-) -> Any:
+) -> tuple[Any, Any]:
     """Tiled's app over ``tree`` with read scopes only, raw assets and archives of nodes
     from ``payloads``' files, file routes confined, archive errors as clean HTTP answers,
-    and no per-request dependency rebuild."""
+    and no per-request dependency rebuild; and its settings (serve it inside
+    :class:`WithSettings`)."""
     from tiled.config import Authentication
     from tiled.server.app import build_app
     from tiled.server.settings import get_settings
@@ -113,11 +115,16 @@ def _read_only_app(
     from .archive_routes import archive_router
     from .asset_routes import asset_router
 
-    app = build_app(
-        tree,
-        authentication=Authentication(allow_anonymous_access=public, single_user_api_key=api_key),
-        access_policy=_read_only_policy(),
-    )
+    settings = new_settings()  # this app's own (.settings says why)
+    with settings_of(settings):
+        app = build_app(
+            tree,
+            authentication=Authentication(
+                allow_anonymous_access=public, single_user_api_key=api_key
+            ),
+            access_policy=_read_only_policy(),
+        )
+        app.dependency_overrides[get_settings]()  # this app's settings, configured now
     # Raw assets from confined files only: these routes go in front of Tiled's, which read
     # the filesystem and can be walked out of (docs/upstream.md).
     routes = app.router.routes
@@ -127,9 +134,8 @@ def _read_only_app(
     routes[0:0] = [routes.pop(mounted) for _ in range(len(routes) - mounted)]
     _confine_file_routes(app)
     app.add_exception_handler(ArchiveError, _archive_error_response)
-    app.dependency_overrides[get_settings]()
     app.dependency_overrides = _NoOverrides(app.dependency_overrides)
-    return app
+    return app, settings
 
 
 class ArchiveServer:
@@ -168,8 +174,8 @@ class ArchiveServer:
             readable_storage=_relocated_storage(archive),
         )
         payloads = ServedArchivePayload(archive)
-        self.tiled_app = _read_only_app(tree, payloads, api_key=api_key, public=public)
-        guarded = PathGuard(RawBytesEncodings(self.tiled_app))
+        self.tiled_app, settings = _read_only_app(tree, payloads, api_key=api_key, public=public)
+        guarded = PathGuard(RawBytesEncodings(WithSettings(self.tiled_app, settings)))
         self.app = guarded if live else ResponseCache(guarded)
 
     def close(self) -> None:
@@ -229,8 +235,8 @@ class CatalogServer:
             readable_storage=[Path("/")],
         )
         payloads = StoragePayload(storage)
-        self.tiled_app = _read_only_app(tree, payloads, api_key=api_key, public=public)
-        self.app = PathGuard(RawBytesEncodings(self.tiled_app))
+        self.tiled_app, settings = _read_only_app(tree, payloads, api_key=api_key, public=public)
+        self.app = PathGuard(RawBytesEncodings(WithSettings(self.tiled_app, settings)))
 
     def close(self) -> None:
         self.adapters.close()

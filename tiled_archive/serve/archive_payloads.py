@@ -112,7 +112,8 @@ class ServedArchivePayload:
         payload = []
         for path in sorted(members):
             entry = archive.payload_entry(path)
-            assert entry is not None
+            if entry is None or entry.sha256 is None:  # fetched but not sealed yet
+                raise ArchiveError("TA-E940", path, "has no digest in the manifest yet")
             payload.append(
                 PayloadFile(
                     path,

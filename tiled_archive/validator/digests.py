@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
+from ..files.work import work_folder
 from ..rules.names import CATALOG_NAME
 from ..rules.problems import ArchiveError, Problem
 
@@ -49,11 +50,8 @@ class DigestReading:
             return None
         if not self.is_zip:
             return self.path / CATALOG_NAME
-        import tempfile
 
-        work = self._cleanup.enter_context(
-            tempfile.TemporaryDirectory(prefix="tiled-archive-validate-")
-        )
+        work = self._cleanup.enter_context(work_folder())
         copy = Path(work) / CATALOG_NAME
         with open(copy, "xb") as sink:
             result = self._digest(CATALOG_NAME, sink)

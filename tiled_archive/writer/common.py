@@ -8,7 +8,6 @@ import dataclasses
 import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,6 +18,8 @@ from ..catalog import db_file as catalog_db
 from ..files.atomic import exchange
 from ..files.faults import crash_point
 from ..files.hashing import CHUNK, copy_hashing
+from ..files.space import out_of_space
+from ..files.work import PARTIAL_SUFFIX, make_work_folder, stale_work
 from ..rules import bag
 from ..rules.manifest import FetchRecord, FileEntry, Manifest
 from ..rules.names import (
@@ -101,9 +102,11 @@ def staged_beside(dest: Path, *, force: bool, is_dir: bool) -> Iterator[Path]:
     check_destination(dest, force=force)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+        _restore_replaced(dest)
+        # Named with its owner: a later run removes it should this one be killed.
+        work = make_work_folder(dest.parent, f".{dest.name}.", PARTIAL_SUFFIX)
     except OSError as err:
-        raise ArchiveError("TA-E904", str(dest), str(err)) from None
+        raise out_of_space(err, dest) or ArchiveError("TA-E904", str(dest), str(err)) from None
     staged = work / "archive"
     try:
         if is_dir:
@@ -112,6 +115,11 @@ def staged_beside(dest: Path, *, force: bool, is_dir: bool) -> Iterator[Path]:
         crash_point("write:staged")
         _replace(staged, dest)
         crash_point("write:replaced")
+    except Exception as err:
+        full = out_of_space(err, staged)  # a file of the output: on the destination's disk
+        if full is None:
+            raise
+        raise full from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -145,6 +153,20 @@ def _is_archive(path: Path) -> bool:
     return head == MIMETYPE.encode() or head[30:] == (MIMETYPE_NAME + MIMETYPE).encode()
 
 
+def _restore_replaced(dest: Path) -> None:
+    """A run killed between moving the old ``dest`` aside and renaming the new one into place
+    (:func:`_replace`, where folders cannot be exchanged) left the old one in its work folder:
+    put it back before that folder is removed."""
+    for stale in stale_work(dest.parent, f".{dest.name}.", PARTIAL_SUFFIX):
+        aside = stale / _ASIDE
+        if aside.is_dir() and not os.path.lexists(dest):
+            os.rename(aside, dest)
+
+
+#: Where :func:`_replace` moves the old folder while the new one is renamed into place.
+_ASIDE = "replaced"
+
+
 def _replace(staged: Path, dest: Path) -> None:
     """Put ``staged`` at ``dest`` in one step, so that every reader sees the old content or the
     new, and an interruption at any point leaves one of them whole at ``dest``: a file by a
@@ -157,7 +179,7 @@ def _replace(staged: Path, dest: Path) -> None:
         return
     if exchange(staged, dest):
         return
-    aside = staged.parent / "replaced"
+    aside = staged.parent / _ASIDE
     os.rename(dest, aside)
     try:
         os.rename(staged, dest)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..catalog import db_file as catalog_db
+from ..files.work import work_folder
 from ..rules.manifest import FileEntry, Manifest
 from ..rules.names import (
     BAG_INFO_NAME,
@@ -53,7 +53,7 @@ def convert(
     dest = Path(dest)
     with (
         open_archive(source) as archive,
-        tempfile.TemporaryDirectory(prefix="tiled-archive-") as work,
+        work_folder() as work,
     ):
         refuse_incomplete(archive, "written in another form")
         archive.check_data_files()
@@ -166,7 +166,7 @@ def stock_serve_command(directory: str | Path, catalog: Path | None = None) -> l
     if catalog is None:
         storages = catalog_db.sql_storages(directory / CATALOG_NAME)
     else:  # where extracting puts them: relocate a copy
-        with tempfile.TemporaryDirectory(prefix="tiled-archive-") as work:
+        with work_folder() as work:
             copy = Path(shutil.copy(catalog, Path(work, CATALOG_NAME)))
             catalog_db.relocate_uris(copy, directory)
             storages = catalog_db.sql_storages(copy)

@@ -6,7 +6,6 @@ import contextlib
 import functools
 import os
 import sqlite3
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 from ..catalog import db_file as catalog_db
 from ..catalog.registration import RegistrationReport, build_catalog
+from ..files.work import work_folder
 from ..progress import step
 from ..rules.manifest import FileEntry
 from ..rules.names import CATALOG_NAME, DATA_DIR, RELOCATED_SCHEMES
@@ -77,7 +77,7 @@ def create(
     named = _plan_sources(sources)
     check_destination(Path(dest).absolute(), force=force)  # before registration: fail at once
     epoch = reproducible_epoch(reproducible)
-    with tempfile.TemporaryDirectory(prefix="tiled-archive-") as work:
+    with work_folder() as work:
         db = Path(work, CATALOG_NAME)
         with step(quiet, f"registering {plural(len(named), 'source')} with Tiled"):
             report = build_catalog(db, named)
@@ -192,7 +192,7 @@ def create_from_catalog(
         raise ArchiveError("TA-E900", str(catalog), "no such catalog file")
     check_destination(Path(dest).absolute(), force=force)  # before copying: fail at once
     epoch = reproducible_epoch(reproducible)
-    with tempfile.TemporaryDirectory(prefix="tiled-archive-") as work:
+    with work_folder() as work:
         db = Path(work, CATALOG_NAME)
         if source.is_sqlite:
             catalog_db.copy_catalog(source.sqlite_path(), db)

@@ -30,7 +30,10 @@ from typing import Any
 
 from ..catalog.database import TiledCatalog, served_tables
 from ..catalog.db_file import absolute_uri
+from ..files.faults import crash_point
 from ..files.hashing import sha256_of
+from ..files.space import out_of_space
+from ..files.work import sweep_tree
 from ..reader import Archive, open_archive
 from ..rules.catalog_rows import SERVED_TABLES
 from ..rules.manifest import FileEntry
@@ -105,7 +108,8 @@ def load(
         return _load(archive, catalog_uri, data_dir, base, segments, keys)
     except OSError as err:  # the data folder cannot be made or written
         where = str(err.filename or data_dir)
-        raise ArchiveError("TA-E904", where, err.strerror or str(err)) from None
+        full = out_of_space(err, where)
+        raise full or ArchiveError("TA-E904", where, err.strerror or str(err)) from None
 
 
 #: Characters a file URI would read otherwise (Tiled's URIs do not escape them).
@@ -325,6 +329,8 @@ def _copy_files(source: Archive, files: list[tuple[FileEntry, Path]], created: l
     ``created`` collects every file and folder made, for :func:`_remove` on failure."""
     reused = 0
     present: set[Path] = set()  # folders known to exist
+    # Partial copies an earlier load left when it was killed (each folder listed once).
+    sweep_tree(sorted({target.parent for _, target in files if target.parent.is_dir()}))
     for entry, target in files:
         if target.is_file():
             reused += 1
@@ -340,6 +346,7 @@ def _copy_files(source: Archive, files: list[tuple[FileEntry, Path]], created: l
         if not source.copy_verified(entry, target, replace=False):
             created.remove(target)  # it appeared meanwhile with the same bytes: not ours
             reused += 1
+        crash_point("load:copied")
     return reused
 
 
