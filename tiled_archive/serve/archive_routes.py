@@ -38,17 +38,9 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Security
+from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.concurrency import iterate_in_threadpool
 from starlette.responses import HTMLResponse, Response
-from tiled.server.authentication import (
-    check_scopes,
-    get_current_access_tags,
-    get_current_principal,
-    get_current_scopes,
-    get_session_state,
-)
-from tiled.server.dependencies import get_entry, get_root_tree
 from tiled.server.utils import filter_for_access
 
 from ..rules.names import CATALOG_NAME
@@ -60,11 +52,13 @@ from . import page
 from .archive_payloads import ArchivePayload
 from .asset_routes import (
     AssetFiles,
+    FoundNode,
     NodeAsset,
     ServedFile,
     file_bytes,
     node_asset,
     ranged_response,
+    readable_node,
 )
 from .kept_digests import KEPT
 
@@ -77,30 +71,11 @@ def archive_router(payloads: ArchivePayload) -> APIRouter:
 
     @router.api_route("/archive/{path:path}", methods=["GET", "HEAD"])
     async def get_archive(
-        request: Request,
-        path: str,
-        principal: Annotated[Any, Depends(get_current_principal)],
-        root_tree: Annotated[Any, Depends(get_root_tree)],
-        session_state: Annotated[dict, Depends(get_session_state)],
-        authn_access_tags: Annotated[Any, Depends(get_current_access_tags)],
-        authn_scopes: Annotated[Any, Depends(get_current_scopes)],
-        _: Annotated[Any, Security(check_scopes, scopes=["read:data"])],
+        request: Request, path: str, found: Annotated[FoundNode, Depends(readable_node)]
     ) -> Response:
         """The node at ``path`` and what the caller may read below it, as a tiled-archive
         ZIP; a browser's navigation gets the download page."""
-        access_policy = getattr(request.app.state, "access_policy", None)
-        entry = await get_entry(
-            path,
-            ["read:data"],
-            principal,
-            authn_access_tags,
-            authn_scopes,
-            root_tree,
-            session_state,
-            request.state.metrics,
-            None,
-            access_policy,
-        )
+        entry, access_policy = found.entry, found.access_policy
         if not hasattr(entry, "context") or not hasattr(entry, "node"):
             raise HTTPException(405, "Only nodes of a Tiled catalog can be archived.")
 
@@ -108,18 +83,18 @@ def archive_router(payloads: ArchivePayload) -> APIRouter:
             return await filter_for_access(
                 node,
                 access_policy,
-                principal,
-                authn_access_tags,
-                authn_scopes,
+                found.principal,
+                found.access_tags,
+                found.scopes,
                 ["read:data"],
-                request.state.metrics,
+                found.metrics,
             )
 
         async def may_read_data(node: Any) -> bool:
             if access_policy is None:
                 return True
             scopes = await access_policy.allowed_scopes(
-                node, principal, authn_access_tags, authn_scopes
+                node, found.principal, found.access_tags, found.scopes
             )
             return "read:data" in scopes
 

@@ -142,28 +142,31 @@ class StorageAssetFiles:
 
 
 @dataclass(frozen=True)
-class NodeAsset:
-    """A node as Tiled's routes find it (its access checked), and one of its assets."""
+class FoundNode:
+    """A node as Tiled's routes find it for a caller with ``read:data`` (its access checked),
+    and who asks: what Tiled's access policy needs to filter what is below it."""
 
     entry: Any
-    asset: Any
+    principal: Any
+    access_tags: Any
+    scopes: Any
+    access_policy: Any
+    metrics: Any
 
 
-async def node_asset(
+async def readable_node(
     request: Request,
     path: str,
-    id: int,  # noqa: A002 -- Tiled's query parameter
     principal: Annotated[Any, Depends(get_current_principal)],
     root_tree: Annotated[Any, Depends(get_root_tree)],
     session_state: Annotated[dict, Depends(get_session_state)],
     authn_access_tags: Annotated[Any, Depends(get_current_access_tags)],
     authn_scopes: Annotated[Any, Depends(get_current_scopes)],
     _: Annotated[None, Security(check_scopes, scopes=["read:data"])],
-) -> NodeAsset:
-    """The node's asset ``id`` (404 if the node has no such asset), looked up with Tiled's own
-    ``get_entry`` and the ``read:data`` scope, as its routes do."""
-    if not 0 <= id <= _MAX_ID:
-        raise HTTPException(404, f"node {path or '/'} has no asset with id {id}")
+) -> FoundNode:
+    """The node at ``path``, looked up with Tiled's own ``get_entry`` and the ``read:data``
+    scope, as its routes do (404 when the caller may not see it)."""
+    access_policy = getattr(request.app.state, "access_policy", None)
     entry = await get_entry(
         path,
         ["read:data"],
@@ -174,8 +177,30 @@ async def node_asset(
         session_state,
         request.state.metrics,
         None,
-        getattr(request.app.state, "access_policy", None),
+        access_policy,
     )
+    return FoundNode(
+        entry, principal, authn_access_tags, authn_scopes, access_policy, request.state.metrics
+    )
+
+
+@dataclass(frozen=True)
+class NodeAsset:
+    """A node as Tiled's routes find it (its access checked), and one of its assets."""
+
+    entry: Any
+    asset: Any
+
+
+async def node_asset(
+    path: str,
+    id: int,  # noqa: A002 -- Tiled's query parameter
+    found: Annotated[FoundNode, Depends(readable_node)],
+) -> NodeAsset:
+    """The node's asset ``id`` (404 if the node has no such asset)."""
+    if not 0 <= id <= _MAX_ID:
+        raise HTTPException(404, f"node {path or '/'} has no asset with id {id}")
+    entry = found.entry
     asset = await entry.asset_by_id(id) if hasattr(entry, "asset_by_id") else None
     if asset is None:
         raise HTTPException(404, f"node {path or '/'} has no asset with id {id}")
