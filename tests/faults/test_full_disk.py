@@ -56,6 +56,7 @@ def assert_coded(result: subprocess.CompletedProcess, full: Path) -> None:
         pytest.param(
             ("load", "{archives[zip]}", "{tmp_path}/catalog.db", "--data", "{full}/data"),
             id="load-data",
+            marks=SLOW,
         ),
         pytest.param(
             ("load", "{archives[zip]}", "{full}/catalog.db", "--data", "{tmp_path}/data"),
@@ -74,6 +75,7 @@ def test_a_full_disk_is_a_coded_error_and_leaves_nothing(
     assert_coded(run(*args, "--quiet", tmp=tmp_path), full)
 
 
+@SLOW
 def test_a_full_scratch_folder_is_a_coded_error_and_leaves_nothing(full, sample_tree, tmp_path):
     result = run("create", tmp_path / "a.zip", sample_tree, "--quiet", tmp=full)
     assert_coded(result, full)

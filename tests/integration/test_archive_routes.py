@@ -21,7 +21,8 @@ from tiled_archive.reader import open_archive
 from tiled_archive.validator import validate
 
 
-@pytest.fixture(scope="module", params=["zip", "dir"])
+# The directory form under make test-slow: the routes are the same, the members read otherwise.
+@pytest.fixture(scope="module", params=["zip", pytest.param("dir", marks=pytest.mark.slow)])
 def served(request, sample_archives):
     """(client, HTTP client, API URL) of a served sample archive."""
     with tiled_archive.open(sample_archives[request.param]) as client:

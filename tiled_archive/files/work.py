@@ -13,8 +13,6 @@ import hashlib
 import os
 import re
 import shutil
-import socket
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -35,6 +33,8 @@ class StaleWorkRemoved(UserWarning):
 
 @functools.cache
 def _host() -> str:
+    import socket
+
     return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
@@ -120,6 +120,8 @@ def sweep_tree(folders: Iterable[Path]) -> list[Path]:
 def clean(folders: Iterable[Path]) -> list[Path]:
     """Remove every stale work file and folder of ours in ``folders`` (``$TMPDIR`` too): what
     killed runs left, partial outputs and scratch alike. Returns what was removed."""
+    import tempfile
+
     removed: list[Path] = []
     for folder in dict.fromkeys([*folders, Path(tempfile.gettempdir())]):
         removed += sweep(folder, SCRATCH_PREFIX) + sweep(folder, f".{SCRATCH_PREFIX}")
@@ -145,6 +147,8 @@ def make_work_folder(
 ) -> Path:
     """A new work folder named with its owner (in ``folder``, default ``$TMPDIR``), after
     removing the stale ones of the same naming there."""
+    import tempfile  # not imported by a check that makes no folder (validate --fast)
+
     where = Path(folder if folder is not None else tempfile.gettempdir())
     sweep(where, prefix, suffix)
     return Path(tempfile.mkdtemp(prefix=f"{prefix}{owner()}", suffix=suffix, dir=where))
