@@ -154,6 +154,8 @@ def _fetch_run(
     attempt (or a run) after a failure starts at the first member not fetched yet, where its
     partial file ends."""
     group = [(entry, record) for entry, record in group if entry.path not in run.ready]
+    while group and _finished_from_partial(run, group[0][0], etag):
+        group = group[1:]  # received whole before a run stopped: no request for it
     if not group:
         return
     first, record = group[0]
@@ -179,6 +181,25 @@ def _fetch_run(
         for entry, _ in group:
             _fetch_member(run, stream, entry, etag, bar, kept)
             kept = 0
+
+
+def _finished_from_partial(run: Run, entry: FileEntry, etag: str) -> bool:
+    """A member whose partial file holds all its bytes (a run stopped before it went into the
+    cache) goes in now when its digest is the manifest's; else its partial file is dropped."""
+    key = _member_key(entry)
+    if entry.size == 0 or run.cache.partial_size(key) != entry.size:
+        return False
+    with run.cache.partial(key) as partial:
+        _, sha, crc = fill_partial(partial, entry.size, [], lambda _: None)
+        if sha != entry.sha256:
+            partial.unlink()
+            return False
+        with run.lock:
+            run.cached_bytes += entry.size  # an earlier run's
+        mtime = int(partial.stat().st_mtime)
+        blob = run.cache.add(key, partial, entry.size, sha, crc, mtime, Validators(etag, None))
+    run.file_ready(entry.path, blob)
+    return True
 
 
 def _member_key(entry: FileEntry) -> str:

@@ -359,21 +359,25 @@ def _get(
     # Identity: the exact bytes, a Content-Length and range support.
     headers = {"Accept-Encoding": "identity"}
     earlier = run.cache.partial_validators(key) if offset else None
+    # Received whole before the run stopped (killed before it went into the cache): asked
+    # only whether it is still the server's version, by its first byte.
+    whole = remote.size is not None and 0 < remote.size == offset
     if earlier is not None and earlier.if_range():
         # If-Range: the rest of the same content, or (changed since) the whole of the new one.
-        headers["Range"] = f"bytes={offset}-"
+        headers["Range"] = "bytes=0-0" if whole else f"bytes={offset}-"
         headers["If-Range"] = earlier.if_range()  # type: ignore[assignment]
     else:
-        offset = 0  # nothing proves the partial bytes are of today's content
+        offset, whole = 0, False  # nothing proves the partial bytes are of today's content
     with run.http.stream("GET", url, params=remote.params(), headers=headers) as response:
         if response.status_code == 416:  # the partial file is longer than the file now
             partial.unlink()
             raise Transient("stale partial file")
         check(response)
+        expected_range = "bytes 0-0/" if whole else f"bytes {offset}-"
         if response.status_code != 206 or not response.headers.get("content-range", "").startswith(
-            f"bytes {offset}-"
+            expected_range
         ):
-            offset = 0
+            offset, whole = 0, False
         validators = Validators.of(response.headers)
         if not offset:
             run.cache.start_partial(key, validators)
@@ -383,6 +387,8 @@ def _get(
         _show_resumed(run, bar, shown, offset)
 
         def received() -> Iterator[bytes]:
+            if whole:  # the first byte, already in the partial file
+                return
             for chunk in response.iter_bytes(CHUNK):
                 if run.cancel.is_set():
                     raise Cancelled()

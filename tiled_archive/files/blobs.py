@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache_root import cache_root as archive_cache_root
+from .faults import crash_point
 from .hashing import copy_hashing
 
 #: The cache is trimmed to this size (least recently used first) after every download.
@@ -198,9 +199,14 @@ class BlobCache:
         with the ``validators`` the server sent with it."""
         path = self.blob_path(sha256)
         path.parent.mkdir(exist_ok=True)
-        os.replace(partial, path)
-        os.utime(path, (mtime, mtime))
+        os.utime(partial, (mtime, mtime))
+        # Indexed first: a process killed before the rename leaves an entry whose blob is
+        # missing (dropped when next looked up) and the whole partial file, which the next
+        # run finishes without fetching; killed after, it is all in place. (Renamed first, a
+        # blob nothing indexes was fetched again.)
         self._index(key, sha256, size, crc32, mtime, validators)
+        crash_point("cache:indexed")
+        os.replace(partial, path)
         self._sql("DELETE FROM partial_file WHERE key = ?", key)
         self._verified.add(sha256)
         return Blob(path, size, sha256, crc32, mtime)
