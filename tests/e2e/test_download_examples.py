@@ -155,7 +155,9 @@ generated_example = pyobject_fixture("tiled.examples.generated:tree")
 
 # Its other node, `dynamic`, changes at every read by design; of `nested`, the families other
 # than arrays (its 800 MB `big_image` is covered by the one-chunk arrays below, at 1 MB). The
-# directory form under make test-slow.
+# directory form under make test-slow. The server alone takes 11-14 s to start (its tree is
+# generated at import): the whole test under make test-slow, Tiled's minimal example stays.
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".zip", pytest.param("", marks=pytest.mark.slow)])
 @pytest.mark.parametrize(
     "path",
