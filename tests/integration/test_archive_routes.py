@@ -136,3 +136,32 @@ def test_the_archive_of_a_node_holds_the_served_archives_own_bytes(served, sampl
         listed = {entry.path: entry.sha256 for entry in archive.manifest.files}
     assert got and all(listed[name] == digest for name, digest in got.items())
     assert all("frame_" in name for name in got)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"filter[eq][condition][key]": "x"},  # no value
+        {"filter[eq][condition][key]": "title", "filter[eq][condition][value]": "notjson"},
+        {"filter[nosuch][condition][key]": "x"},
+        {"filter[eq][condition][bogus]": "x"},
+        {"filter[a___b][condition][c]": "x"},
+        {"filter[lookup][condition][key]": "scan"},
+        {"filter[structure_family][condition][value]": "bogus"},
+    ],
+)
+def test_a_malformed_search_is_a_400_not_a_traceback(served, query):
+    client, http, api = served
+    for accept in ("*/*", "text/html"):
+        response = http.get(f"{api}/archive/scan", params=query, headers={"Accept": accept})
+        assert response.status_code == 400, response.text
+
+
+def test_head_answers_as_get_would_for_a_browser_too(served):
+    client, http, api = served
+    for accept in ("text/html", "*/*"):
+        head = http.head(f"{api}/archive/scan", headers={"Accept": accept})
+        got = http.get(f"{api}/archive/scan", headers={"Accept": accept})
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert int(head.headers["content-length"]) == len(got.content) and not head.content
+        assert "Accept" in got.headers["vary"]

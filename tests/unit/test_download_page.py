@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tiled_archive.rules.problems import clip
 from tiled_archive.serve.page import DownloadPage, PageLink, render, wants_page
 
 #: The page's own elements and the attributes it sets: nothing else may appear.
@@ -81,8 +82,8 @@ def test_catalog_text_is_text_and_only_the_pages_markup_is_markup(
     assert parsed.elements <= ELEMENTS
     assert parsed.attributes <= ATTRIBUTES
     shown = "".join(parsed.text)
-    assert "/".join(segments) in shown
-    assert filter_value in shown
+    assert clip("/".join(segments)) in shown  # control and bidi characters as escapes
+    assert clip(filter_value) in shown
     # Every link is one the caller built, as it was given (escaped in the markup only).
     assert set(parsed.hrefs) <= {link, "/ui/browse/scans"}
 
@@ -108,3 +109,14 @@ def test_a_browser_gets_the_page_and_format_zip_the_archive():
     assert not wants_page(browser, {"format": "zip"})
     assert not wants_page("*/*", {}) and not wants_page(None, {})
     assert wants_page("*/*", {"format": "html"})
+
+
+def test_a_name_reads_as_what_it_is_and_nothing_is_unbounded():
+    """A right-to-left override in a key cannot make it display as another name; a metadata
+    key of any length is cut as values are."""
+    html = render(page(segments=["scan\u202egpj.exe"], metadata={"k" * 5000: "v"}))
+    parsed = Parsed()
+    parsed.feed(html)
+    shown = "".join(parsed.text)
+    assert "\u202e" not in shown and "scan\\u202egpj.exe" in shown
+    assert "k" * 200 not in html and len(html) < 5000

@@ -102,9 +102,8 @@ def archive_router(payloads: ArchivePayload) -> APIRouter:
         ids = await _subtree_ids(searched, readable, may_read_data)
         segments = [segment for segment in path.split("/") if segment]
         url = entry.context.engine.url.render_as_string(hide_password=False)
-        browser = request.method == "GET" and page.wants_page(
-            request.headers.get("accept"), request.query_params
-        )
+        # HEAD as GET (RFC 9110 9.3.2): the page's headers for a browser.
+        browser = page.wants_page(request.headers.get("accept"), request.query_params)
         try:
             prepared = await asyncio.to_thread(_prepare, entry, url, segments, ids, payloads)
         except ArchiveError as err:
@@ -123,7 +122,10 @@ def archive_router(payloads: ArchivePayload) -> APIRouter:
             prepared.streamed.etag,
             body,
             media_type="application/zip",
-            headers={"Content-Disposition": attachment(_file_name(request, segments))},
+            headers={
+                "Content-Disposition": attachment(_file_name(request, segments)),
+                "Vary": "Accept",  # the same URL is the page for a browser
+            },
         )
 
     @router.api_route("/asset/zip/{path:path}", methods=["GET", "HEAD"])
@@ -160,11 +162,18 @@ async def _searched(entry: Any, request: Request) -> Any:
     from tiled.server.core import apply_search
 
     filters: dict[str, list[str]] = {}
+    known = default_query_registry.name_to_query_type
     for name, field, value in _filters(request):
+        # Tiled splits the names on ___; lookup walks to one child, it narrows nothing.
+        if name not in known or name == "lookup" or "___" in name + field:
+            raise HTTPException(400, f"filter[{name}]: not a search of Tiled's this route takes")
         filters.setdefault(f"filter___{name}___{field}", []).append(value)
     if not filters:
         return entry
-    return await apply_search(entry, filters, default_query_registry)
+    try:
+        return await apply_search(entry, filters, default_query_registry)
+    except (KeyError, TypeError, ValueError) as err:  # a missing or malformed field, bad JSON
+        raise HTTPException(400, f"the search parameters are malformed: {err!r}") from None
 
 
 def _filters(request: Request) -> list[tuple[str, str, str]]:
@@ -308,16 +317,21 @@ def _page(
     error: str | None = None,
 ) -> Response:
     """The download page of the node (the archive's figures, or why there is none)."""
-    archive_path = request.url.path
-    base = archive_path[: len(archive_path) - len(path)] if path else archive_path
+    # The route's own prefix, from the decoded path (the URL's path re-encodes ? # \ in keys).
+    decoded, root = request.scope["path"], request.scope.get("root_path", "")
+    decoded = decoded if decoded.startswith(root) else root + decoded  # ASGI servers differ
+    base = decoded[: len(decoded) - len(path)].rstrip("/")
     kept = {k: v for k, v in request.query_params.items() if k == "api_key"}
     query = ("?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in kept.items())) if kept else ""
-    crumbs = [page.PageLink("(root)", f"{base.rstrip('/')}/{query}")]
+
+    def under(prefix: str, keys: list[str]) -> str:
+        return f"{prefix}/" + "/".join(quote(key, safe="") for key in keys)
+
+    crumbs = [page.PageLink("(root)", f"{base}/{query}")]
     for depth, segment in enumerate(segments, 1):
-        prefix = "/".join(quote(s, safe="") for s in segments[:depth])
-        crumbs.append(page.PageLink(segment, f"{base.rstrip('/')}/{prefix}{query}"))
-    api = base.removesuffix("/archive/").removesuffix("/archive")
-    ui = api.removesuffix("/api/v1") + "/ui/browse/" + "/".join(quote(s, safe="") for s in segments)
+        crumbs.append(page.PageLink(segment, under(base, segments[:depth]) + query))
+    api = base.removesuffix("/archive")
+    ui = under(api.removesuffix("/api/v1") + "/ui/browse", segments)
     download = request.url.include_query_params(format="zip")
     content = page.DownloadPage(
         segments=segments,
@@ -325,14 +339,14 @@ def _page(
         metadata=dict(entry.metadata() or {}),
         filters=_filters(request),
         ui_url=ui,
-        download_url=f"{download.path}?{download.query}",
+        download_url=f"{under(base, segments)}?{download.query}",
         file_name=_file_name(request, segments),
         nodes=prepared.nodes if prepared else None,
         files=len(prepared.payload) if prepared else None,
         size=prepared.streamed.length if prepared else None,
         error=error,
     )
-    return HTMLResponse(
+    answer = HTMLResponse(
         page.render(content),
         status_code=200 if error is None else 400,
         headers={
@@ -342,6 +356,9 @@ def _page(
             "Vary": "Accept",
         },
     )
+    if request.method == "HEAD":  # the page's headers, its length included, and no body
+        return Response(status_code=answer.status_code, headers=dict(answer.headers))
+    return answer
 
 
 def _file_name(request: Request, segments: list[str]) -> str:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
+from ..rules.problems import clip
+
 #: No script, no request of any kind from the page; inline styles only.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
@@ -76,12 +78,12 @@ def render(page: DownloadPage) -> str:
     title = "/".join(page.segments) or "(root)"
     crumbs = " / ".join(_link(link) for link in page.breadcrumbs)
     rows = [
-        ("Node", f"<code>/{escape('/'.join(page.segments))}</code>"),
+        ("Node", f"<code>/{_text('/'.join(page.segments))}</code>"),
         ("In Tiled", _link(PageLink("open in Tiled's browser", page.ui_url))),
     ]
     if page.filters:
         shown = "<br>".join(
-            f"<code>{escape(name)}</code> ({escape(field)}): <code>{escape(value)}</code>"
+            f"<code>{_text(name)}</code> ({_text(field)}): <code>{_text(value)}</code>"
             for name, field, value in page.filters
         )
         rows.append(("Search", shown))
@@ -90,7 +92,7 @@ def render(page: DownloadPage) -> str:
             ("Nodes", f"{page.nodes:,}"),
             ("Data files", f"{page.files:,}"),
             ("Size", f"{_human(page.size or 0)} ({page.size:,} bytes, exact)"),
-            ("File", f"<code>{escape(page.file_name)}</code> (a tiled-archive ZIP)"),
+            ("File", f"<code>{_text(page.file_name)}</code> (a tiled-archive ZIP)"),
         ]
     table = "".join(f"<tr><th>{name}</th><td>{value}</td></tr>" for name, value in rows)
     if page.error is None:
@@ -98,13 +100,13 @@ def render(page: DownloadPage) -> str:
             f'<p><a class="download" href="{escape(page.download_url)}" download>Download</a></p>'
         )
     else:
-        action = f'<p class="error">This node cannot be archived: {escape(page.error)}</p>'
-    notes = "".join(f'<p class="muted">{escape(note)}</p>' for note in page.notes)
+        action = f'<p class="error">This node cannot be archived: {_text(page.error, 2000)}</p>'
+    notes = "".join(f'<p class="muted">{_text(note)}</p>' for note in page.notes)
     return (
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width,initial-scale=1">'
-        f"<title>Archive of {escape(title)}</title><style>{_STYLE}</style></head><body>"
-        f"<nav>{crumbs}</nav><h1>Archive of {escape(title)}</h1>"
+        f"<title>Archive of {_text(title)}</title><style>{_STYLE}</style></head><body>"
+        f"<nav>{crumbs}</nav><h1>Archive of {_text(title)}</h1>"
         f"<table>{table}</table>{action}"
         f"<h2>Metadata</h2>{_metadata(page.metadata)}{notes}"
         '<p class="muted">The archive holds the node, its parents and what you may read below '
@@ -114,8 +116,15 @@ def render(page: DownloadPage) -> str:
     )
 
 
+def _text(text: str, limit: int = 300) -> str:
+    """Text from the catalog or the request as HTML text: escaped, its control and
+    bidirectional-override characters shown as escapes (a name must read as what it is), at
+    most ``limit`` characters, the middle elided."""
+    return escape(clip(text, limit))
+
+
 def _link(link: PageLink) -> str:
-    return f'<a href="{escape(link.url)}">{escape(link.text)}</a>'
+    return f'<a href="{escape(link.url)}">{_text(link.text)}</a>'
 
 
 def _metadata(metadata: dict[str, Any]) -> str:
@@ -124,9 +133,8 @@ def _metadata(metadata: dict[str, Any]) -> str:
     rows = []
     for key, value in list(metadata.items())[:SUMMARY_KEYS]:
         text = json.dumps(value, default=str, ensure_ascii=False)
-        if len(text) > SUMMARY_CHARS:
-            text = text[: SUMMARY_CHARS - 1] + "…"
-        rows.append(f"<tr><th>{escape(str(key))}</th><td><code>{escape(text)}</code></td></tr>")
+        shown_key, shown_value = _text(str(key), SUMMARY_CHARS), _text(text, SUMMARY_CHARS)
+        rows.append(f"<tr><th>{shown_key}</th><td><code>{shown_value}</code></td></tr>")
     more = len(metadata) - SUMMARY_KEYS
     tail = f'<p class="muted">and {more:,} more keys</p>' if more > 0 else ""
     return f"<table>{''.join(rows)}</table>{tail}"
