@@ -4,9 +4,11 @@ storage (:class:`StoragePayload`, the router a stock server mounts), or the arch
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -89,15 +91,13 @@ class ServedArchivePayload:
     def payload(self, entry: Any, db: Path, display: str) -> tuple[list[PayloadFile], MemberOf]:
         archive = self.archive
         absent = set(archive.absent())
-        listed = archive.payload()
+        listed = sorted(archive.payload())
         files = set(listed)
         members: dict[str, None] = {}
         for row in catalog_db.read_assets(db):
             member = archive.asset_member(row.data_uri)
-            if member in files:
-                inside = [member]
-            else:  # a directory asset: the files below it
-                inside = [path for path in listed if path.startswith(f"{member}/")]
+            # A file asset, or a directory asset's files: a run of the sorted list.
+            inside = [member] if member in files else list(_below(listed, f"{member}/"))
             if not inside:
                 raise ArchiveError("TA-E306", member, "an asset of the catalog lists no file")
             missing = absent.intersection(inside)
@@ -138,6 +138,14 @@ class ServedArchivePayload:
 
     def asset_files(self, entry: Any) -> AssetFiles:
         return ArchiveFiles(self.archive)
+
+
+def _below(listed: list[str], prefix: str) -> Iterator[str]:
+    """The paths of the sorted ``listed`` that start with ``prefix``."""
+    for path in itertools.islice(listed, bisect.bisect_left(listed, prefix), None):
+        if not path.startswith(prefix):
+            return
+        yield path
 
 
 __all__ = ["ArchivePayload", "ServedArchivePayload", "StoragePayload"]
