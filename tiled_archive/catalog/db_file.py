@@ -87,6 +87,14 @@ def create_catalog_file(db: Path) -> None:
         conn.executescript(catalog_schema_sql())
 
 
+def node_count(db: Path | str) -> int:
+    """How many nodes the catalog ``db`` (a path, or a read-only SQLite URI) holds below its
+    root (Tiled's root row, key ``""`` and no parent, not counted)."""
+    uri = str(db) if str(db).startswith("file:") else f"{Path(db).absolute().as_uri()}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+        return conn.execute("SELECT count(*) FROM nodes WHERE parent IS NOT NULL").fetchone()[0]
+
+
 def read_assets(db: Path) -> list[AssetRow]:
     """Every asset of the catalog."""
     columns = ", ".join(AssetRow.__dataclass_fields__)

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePath, PurePosixPath
 from typing import BinaryIO
 
+from ..catalog import db_file as catalog_db
 from ..files.blobs import BlobCache, Validators, default_cache_dir, url_key
 from ..files.cache_root import cache_root
 from ..files.hashing import CHUNK, sha256_of
@@ -331,8 +332,7 @@ class Archive:
         """How many nodes the catalog holds below its root (Tiled's root row, key ``""``
         and no parent, not counted)."""
         uri = f"{self.catalog_path().resolve().as_uri()}?mode=ro&immutable=1"
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
-            return conn.execute("SELECT count(*) FROM nodes WHERE parent IS NOT NULL").fetchone()[0]
+        return catalog_db.node_count(uri)
 
     def asset_member(self, data_uri: str) -> str:
         """The member (file or folder) an asset URI of the catalog names: archive form, or

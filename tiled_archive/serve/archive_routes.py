@@ -26,11 +26,9 @@ Only nodes of a Tiled catalog can be archived; other trees answer 405.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import re
-import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -142,7 +140,7 @@ def archive_router(payloads: ArchivePayload) -> APIRouter:
         name = (path.rstrip("/").rsplit("/", 1)[-1] or "asset") + f"-{asset.id}.zip"
 
         def body(start: int, end: int) -> Any:
-            return iterate_in_threadpool(_span(zipped.chunks(), start, end))
+            return iterate_in_threadpool(_span(zipped.chunks(start), 0, end - start))
 
         return ranged_response(
             request,
@@ -226,9 +224,7 @@ def _prepare(
     with tempfile.TemporaryDirectory(prefix="tiled-archive-stream-") as work:
         db = Path(work, CATALOG_NAME)
         source.export(segments, db, readable=ids)
-        with contextlib.closing(sqlite3.connect(db)) as conn:
-            nodes = conn.execute("SELECT count(*) FROM nodes WHERE parent IS NOT NULL")
-            count = nodes.fetchone()[0]
+        count = catalog_db.node_count(db)
         payload, member_for_uri = payloads.payload(entry, db, source.display)
         # Deterministic: the same files and catalog give the same bytes, hence the same ETag.
         created = max((file.mtime for file in payload), default=DOS_EPOCH)
@@ -292,12 +288,14 @@ class _FolderZip:
             chunks = functools.partial(file_bytes, served, 0, served.size)
             yield ZipEntry(name, served.size, crc_of(served), chunks, DOS_EPOCH)
 
-    def chunks(self) -> Iterator[bytes]:
+    def chunks(self, start: int = 0) -> Iterator[bytes]:
+        """The ZIP from byte ``start`` on (the files wholly before it are not read)."""
+
         def crc_of(served: ServedFile) -> int:
             return KEPT.of((served.path, served.etag), served.open)[2]
 
         # Member data aligned, as in an archive: a Zarr chunk of a ZIP is a span of the file.
-        return zip_stream(self._entries(crc_of))
+        return zip_stream(self._entries(crc_of), start=start)
 
 
 def _folder_zip(files: AssetFiles, asset: Any) -> _FolderZip:
