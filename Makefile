@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/remote.py
 	$(BIN)/python benchmarks/lazy.py
 	$(BIN)/python benchmarks/update.py
+	$(BIN)/python benchmarks/many_members.py
 
 conformance: $(STAMP)
 	$(BIN)/tiled-archive conformance conformance/fixtures

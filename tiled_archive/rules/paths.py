@@ -23,6 +23,8 @@ from .problems import ArchiveError, Problem
 # Characters a path may not hold: control characters; `?` and `#`, which Tiled's unescaped
 # `file://` URIs cannot carry; `%` and `\`, which BagIt and `sha256sum` lines would escape.
 FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\\?#%]")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_PLAIN_SEGMENTS = frozenset(("", ".", ".."))
 
 
 # -- Paths ----------------------------------------------------------------------------------
@@ -34,15 +36,13 @@ def path_problems(path: str) -> list[Problem]:
     if FORBIDDEN_CHARACTERS.search(path) or _has_surrogates(path):
         problems.append(Problem("TA-E200", path, "forbidden character or undecodable byte"))
     segments = path.split("/")
-    if (
-        path.startswith("/")
-        or re.match(r"^[A-Za-z]:", path)
-        or any(s in ("", ".", "..") for s in segments)
-    ):
+    if path.startswith("/") or _DRIVE.match(path) or not _PLAIN_SEGMENTS.isdisjoint(segments):
         problems.append(Problem("TA-E201", path, "absolute path or empty, '.' or '..' segment"))
-    if any(len(s.encode("utf-8", "surrogateescape")) > MAX_SEGMENT_BYTES for s in segments):
+    if len(path) * 4 > MAX_SEGMENT_BYTES and any(  # a UTF-8 character is at most 4 bytes
+        len(s.encode("utf-8", "surrogateescape")) > MAX_SEGMENT_BYTES for s in segments
+    ):
         problems.append(Problem("TA-E202", path, f"segment longer than {MAX_SEGMENT_BYTES} bytes"))
-    if not problems and unicodedata.normalize("NFC", path) != path:
+    if not problems and not unicodedata.is_normalized("NFC", path):
         problems.append(Problem("TA-W200", path, "not in Unicode NFC"))
     return problems
 

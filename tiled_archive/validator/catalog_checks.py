@@ -173,8 +173,8 @@ class _CatalogRules:
                 if entry is not None:
                     self._check_asset_entry(uri, size, hash_type, hash_content, entry)
         for path in payload:
-            if path not in file_assets and not any(
-                folder in folder_assets for folder in folders_of(path)
+            if path not in file_assets and not (
+                folder_assets and any(folder in folder_assets for folder in folders_of(path))
             ):
                 self.add("TA-W500", path, "not referenced by any asset")
         if self.moved_assets:

@@ -19,6 +19,8 @@ from ..rules.problems import ArchiveError, Problem
 #: Bytes read per ``preadv``: large enough that per-call overhead vanishes, small enough that a
 #: block stays in L2 cache between its SHA-256 and CRC-32 passes.
 BLOCK = 1 << 20
+#: Members up to this size are read and hashed at once.
+SMALL = 64 << 10
 #: What one hashing task reads at the most (a larger file is a task of its own).
 BATCH_BYTES = 64 << 20
 BATCH_FILES = 1024
@@ -90,6 +92,13 @@ class DigestReading:
         sha = None if self.fast else hashlib.sha256()
         crc = 0 if self.is_zip and not self.fast else None
         size = 0
+        if (
+            sha is not None
+            and sink is None
+            and self.readable[path].size <= SMALL
+            and (not self.is_zip or self.source.span(path) is not None)  # STORED
+        ):
+            return self._digest_small(path)
         try:
             for block in self._blocks(path):
                 if sha is not None:
@@ -104,6 +113,22 @@ class DigestReading:
         except ArchiveError as err:
             return Digest(path, size, None, None, err.problem)
         return Digest(path, size, sha.hexdigest() if sha is not None else None, crc)
+
+    def _digest_small(self, path: str) -> Digest:
+        """A small member read at once: no block loop (a ZIP of 200,000 small members spends
+        its time in the loop, not in hashing)."""
+        try:
+            data = self.source.read(path)
+        except ArchiveError as err:
+            return Digest(path, 0, None, None, err.problem)
+        short = self.readable[path].size - len(data)
+        if short:
+            problem = Problem("TA-E307", path, f"ends {short} bytes early (changed while read?)")
+            return Digest(path, len(data), None, None, problem)
+        if self._task is not None:
+            self.progress.advance(self._task, len(data))  # type: ignore[union-attr]
+        crc = zlib.crc32(data) if self.is_zip else None
+        return Digest(path, len(data), hashlib.sha256(data).hexdigest(), crc)
 
     def _blocks(self, path: str) -> Iterator[memoryview]:
         """The member's bytes in blocks of at most BLOCK, each valid until the next one."""

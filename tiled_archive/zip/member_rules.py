@@ -35,7 +35,9 @@ def member_problems(
         if record.is_dir:
             problems.extend(directory_problems(record))
             continue
-        problems.extend(path_problems(record.name))
+        found = path_problems(record.name)
+        if found:
+            problems.extend(found)
         if record.name in seen:
             problems.append(Problem("TA-E105", record.name, "duplicate member name"))
             continue
@@ -44,7 +46,8 @@ def member_problems(
         problems.extend(found)
         if usable and (record.data_offset is not None or lazy):
             readable[record.name] = record
-            problems.extend(alignment_problems(record, index))
+            if record.data_offset and record.data_offset % ALIGNMENT:  # else none, quickly
+                problems.extend(alignment_problems(record, index))
     problems.extend(case_collisions(seen))
     problems.extend(head_order_problems(entries))
     return problems, readable
