@@ -18,9 +18,11 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..rules.problems import ArchiveError
 from .cache_root import cache_root as archive_cache_root
 from .faults import crash_point
 from .hashing import copy_hashing
+from .space import out_of_space
 
 #: The cache is trimmed to this size (least recently used first) after every download.
 DEFAULT_CACHE_MAX_BYTES = 20 << 30
@@ -153,13 +155,20 @@ class BlobCache:
                 fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield path
+            except BaseException as err:
+                if _disk_full(err):  # what filled the disk is no file to resume
+                    path.unlink(missing_ok=True)
+                raise
             finally:
                 # Nothing fetched (a cache hit, a refusal): leave no empty file behind.
                 with contextlib.suppress(FileNotFoundError):
                     if path.stat().st_size == 0:
                         path.unlink()
                 if not path.exists():
-                    self._sql("DELETE FROM partial_file WHERE key = ?", key)
+                    # A stale row is harmless (it is read only beside a partial file); on a
+                    # full disk this delete may fail too, and must not hide why.
+                    with contextlib.suppress(sqlite3.Error):
+                        self._sql("DELETE FROM partial_file WHERE key = ?", key)
 
     def _partial_path(self, key: str) -> Path:
         return self.root / "partial" / hashlib.sha256(key.encode()).hexdigest()
@@ -292,3 +301,10 @@ def url_key(url: str) -> str:
 def default_cache_dir() -> Path:
     """``blobs`` under the tiled-archive cache root (``TILED_ARCHIVE_CACHE`` overrides it)."""
     return archive_cache_root() / "blobs"
+
+
+def _disk_full(err: BaseException) -> bool:
+    """Whether ``err`` says the disk or quota is full (as raised, or already coded)."""
+    if isinstance(err, ArchiveError):
+        return err.code == "TA-E906"
+    return out_of_space(err) is not None

@@ -24,10 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..files.space import out_of_space
 from ..rules.budget import BOMB_MIN_BYTES, BOMB_RATIO
 from ..rules.catalog_rows import DataSourceRow
 from ..rules.formats import format_of, parameter_problems
-from ..rules.problems import Problem
+from ..rules.problems import ArchiveError, Problem
 from ..sources import ByteSource
 
 
@@ -86,6 +87,20 @@ def _inspector(name: str) -> Inspector:
     """``module.function`` of this package (the module imported on first use)."""
     module, function = name.split(".")
     return getattr(importlib.import_module(f"{__name__}.{module}"), function)
+
+
+def not_the_file(err: BaseException) -> None:
+    """Raise what a library met that is not the file's fault: an operational error of the
+    byte source (``TA-E9xx``: a lazy file that could not be fetched), or a full disk
+    (TA-E906). An inspector calls it first when a library fails, then reports the rest as
+    the file's."""
+    if isinstance(err, ArchiveError):
+        if err.code.startswith("TA-E9"):
+            raise err
+        return
+    full = out_of_space(err)
+    if full is not None:
+        raise full from None
 
 
 def add(result: Inspection, code: str, path: str, message: str, hint: str | None = None) -> None:

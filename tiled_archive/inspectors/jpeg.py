@@ -15,7 +15,7 @@ from ..rules.budget import nbytes
 from ..rules.catalog_rows import DataSourceRow
 from ..rules.problems import reason
 from ..sources import ByteSource
-from . import Inspection, add
+from . import Inspection, add, not_the_file
 from .npy import frame_problem, frames_of
 
 #: The modes Pillow decodes a JPEG to, and the samples per pixel of each (all 8-bit).
@@ -43,6 +43,7 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
                     width, height = image.size
                     mode, progressive = image.mode, bool(image.info.get("progressive"))
         except Exception as err:  # noqa: BLE001 -- Pillow raises many types on bad input
+            not_the_file(err)
             add(result, "TA-E601", path, f"not a readable JPEG file: {reason(err)}")
             continue
         if mode not in BANDS:

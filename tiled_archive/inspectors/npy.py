@@ -12,7 +12,7 @@ from ..rules.catalog_rows import DataSourceRow
 from ..rules.problems import reason
 from ..rules.structures import declared_dtype, structure_of
 from ..sources import ByteSource
-from . import Inspection, add
+from . import Inspection, add, not_the_file
 
 
 def read_header(handle: Any) -> tuple[tuple[int, ...], bool, np.dtype, int]:
@@ -39,6 +39,7 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
             with source.open(path) as handle:
                 shape, _, dtype, header = read_header(handle)
         except Exception as err:  # noqa: BLE001 -- numpy parses the header with ast/tokenize
+            not_the_file(err)
             add(result, "TA-E601", path, f"not a readable .npy file: {reason(err)}")
             continue
         if dtype.hasobject:

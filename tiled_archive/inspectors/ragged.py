@@ -28,7 +28,7 @@ from ..rules.names import RAGGED_MIMETYPE
 from ..rules.problems import reason
 from ..rules.structures import structure_of
 from ..sources import ByteSource
-from . import Inspection, add
+from . import Inspection, add, not_the_file
 
 MIMETYPE = RAGGED_MIMETYPE
 #: Bytes 8-11 of every DuckDB database file.
@@ -92,6 +92,7 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
         with _local(source, member) as path, contextlib.closing(connect(path)) as conn:
             problem, values = _table_problem(conn, table, dataset, structure, stored)
     except Exception as err:  # noqa: BLE001 -- DuckDB raises many types on a bad file
+        not_the_file(err)
         add(result, "TA-E601", member, f"not a readable DuckDB database: {reason(err)}")
         return
     if problem is not None:

@@ -14,7 +14,7 @@ from ..rules.budget import CSV_EXPANSION
 from ..rules.catalog_rows import DataSourceRow
 from ..rules.problems import reason
 from ..sources import ByteSource
-from . import Inspection, add
+from . import Inspection, add, not_the_file
 
 #: Bytes per value of Parquet's physical types (byte arrays: Arrow's offset per value).
 _WIDTH = {
@@ -40,6 +40,7 @@ def inspect_parquet(source: ByteSource, row: DataSourceRow, result: Inspection) 
                 metadata = pq.ParquetFile(handle).metadata
                 partitions.append(_decoded_bytes(metadata))
         except Exception as err:  # noqa: BLE001 -- pyarrow raises many types on bad input
+            not_the_file(err)
             add(result, "TA-E601", path, f"not a readable Parquet file: {reason(err)}")
             return
     result.partitions = partitions

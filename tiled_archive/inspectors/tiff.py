@@ -12,7 +12,7 @@ from ..rules.budget import nbytes
 from ..rules.catalog_rows import DataSourceRow
 from ..rules.problems import reason
 from ..sources import ByteSource
-from . import Inspection, add
+from . import Inspection, add, not_the_file
 from .npy import frame_problem, frames_of
 
 #: IFDs parsed per file at the most (a crafted file can chain millions of them).
@@ -57,6 +57,7 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
                     )
                 ]
         except Exception as err:  # noqa: BLE001 -- tifffile raises many types on bad input
+            not_the_file(err)
             add(result, "TA-E601", path, f"not a readable TIFF file: {reason(err)}")
             continue
         if outside:

@@ -21,7 +21,7 @@ from ..rules.catalog_rows import DataSourceRow
 from ..rules.formats import XLSX_MIMETYPE
 from ..rules.problems import reason
 from ..sources import ByteSource
-from . import Inspection, add
+from . import Inspection, add, not_the_file
 
 MIMETYPE = XLSX_MIMETYPE
 #: Bytes of memory pandas' DataFrames take per byte of sheet XML (measured: 2.9 for numbers
@@ -47,6 +47,7 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
             add(result, "TA-E601", path, f"not a workbook Tiled may read: {err}")
             return
         except Exception as err:  # noqa: BLE001 -- zipfile and expat raise many types
+            not_the_file(err)
             add(result, "TA-E601", path, f"not a readable XLSX file: {reason(err)}")
             return
     result.opened = result.decoded = cost

@@ -19,7 +19,7 @@ from ..rules.problems import reason
 from ..rules.schemas import load_json
 from ..rules.structures import declared_dtype, structure_of
 from ..sources import ByteSource
-from . import Inspection, add
+from . import Inspection, add, not_the_file
 
 METADATA_NAMES = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
 #: Largest metadata document read (consolidated metadata of a big group stays far below).
@@ -39,6 +39,7 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
         node = _open(documents, row.family)
         arrays = [node] if row.family == "array" else _arrays(node)
     except Exception as err:  # noqa: BLE001 -- zarr raises many types on bad metadata
+        not_the_file(err)
         add(result, "TA-E601", folder, f"zarr cannot read its metadata: {reason(err)}")
         return
     for array in arrays:

@@ -66,12 +66,14 @@ def _confine_file_routes(app: Any) -> None:
 
 def _archive_error_response(request: Any, error: Exception) -> Any:
     """An archive problem met while answering a request: a clean HTTP error naming its code
-    (400 for a read over the memory budget, as Tiled answers a response over its limit; 422
-    for a rule of the format the archive breaks)."""
+    (400 for a read over the memory budget, as Tiled answers a response over its limit, and
+    for a file fetched for the read that finds the disk full: Tiled's client shows the message
+    of a 4xx answer, and of a 5xx one only its status; 422 for a rule of the format the
+    archive breaks)."""
     from starlette.responses import JSONResponse
 
     assert isinstance(error, ArchiveError)
-    status = 400 if error.code == BUDGET_CODE else 422
+    status = 400 if error.code in (BUDGET_CODE, "TA-E906") else 422
     return JSONResponse({"detail": str(error.problem)}, status_code=status)
 
 

@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ...files.space import out_of_space
 from ...inspectors import Inspection
 from ...rules.budget import (
     chunk_allowance,
@@ -33,7 +34,9 @@ _PASS_THROUGH = (ArchiveError, IndexError, KeyError, NotImplementedError)
 
 
 def _coded(where: str, mimetype: str, err: Exception) -> ArchiveError:
-    return ArchiveError(
+    """TA-E601 for what the library says of the file; TA-E906 when it says the disk is full
+    (a lazy file fetched as it is read), which is no fault of the file."""
+    return out_of_space(err, where) or ArchiveError(
         "TA-E601",
         where,
         f"cannot be read as {mimetype}: {_reason(err)}",

@@ -18,13 +18,14 @@ import io
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO
 
+from ...files.space import out_of_space
 from ...rules.names import FETCH_WORK_DIR
 from ...rules.problems import ArchiveError
 from .. import Member, PositionalRawIO, Span
@@ -153,19 +154,20 @@ class LazySource(DirectorySource):
             size = max(0, min(len(buffer), file.size - offset))
             if size == 0:
                 return 0
-            if file.size <= WHOLE_LIMIT or not self._may_range(file):
-                self._bring(file)
+            with self._disk_full_coded(file):
+                if file.size <= WHOLE_LIMIT or not self._may_range(file):
+                    self._bring(file)
+                    partial = None
+                else:
+                    partial = self._ranged(file, offset, offset + size)  # None: it became whole
+            if partial is None:
                 count = self._read_here(path, offset, buffer)
             else:
-                partial = self._ranged(file, offset, offset + size)
-                if partial is None:  # it became whole
-                    count = self._read_here(path, offset, buffer)
-                else:
-                    fd = os.open(partial, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                    try:
-                        count = os.preadv(fd, [buffer[:size]], offset)
-                    finally:
-                        os.close(fd)
+                fd = os.open(partial, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    count = os.preadv(fd, [buffer[:size]], offset)
+                finally:
+                    os.close(fd)
         if self._received() != before:
             self._within_budget(keep=path)
         return count
@@ -204,7 +206,7 @@ class LazySource(DirectorySource):
         if file is None:
             return 0
         before = self._received()
-        with self._file_lock(path):
+        with self._file_lock(path), self._disk_full_coded(file):
             if path in self._absent:
                 self._bring(file)
         fetched = self._received() - before
@@ -226,6 +228,20 @@ class LazySource(DirectorySource):
                 return
             with work.whole(self._origin_client(), file) as (fetched, sha, crc, validators):
                 self._place(file, fetched, sha, crc, validators)
+
+    @contextlib.contextmanager
+    def _disk_full_coded(self, file: Absent) -> Iterator[None]:
+        """A full disk while ``file`` is fetched (its lock held): TA-E906 naming where it goes,
+        its partial blocks dropped (what filled the disk is nothing to resume from)."""
+        try:
+            yield
+        except BaseException as err:
+            full = out_of_space(err, self._target(file.path))
+            if full is None:
+                raise
+            with contextlib.suppress(OSError, sqlite3.Error):
+                self._work_folder().forget(file.path)
+            raise full from None
 
     def _received(self) -> int:
         return self._origin.received if self._origin is not None else 0
