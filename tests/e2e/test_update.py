@@ -215,3 +215,5 @@ def test_an_update_killed_at_any_step_leaves_the_old_archive_and_a_rerun_finishe
         assert done.returncode == 0, done.stderr
         assert "up to date" in done.stderr
     assert validate(archive.path).valid and tiled_archive.diff(fresh, archive.path).same
+    # What the killed runs staged beside the archive is gone (the re-runs removed it).
+    assert [name for name in os.listdir(tmp_path) if name.endswith(".partial")] == []

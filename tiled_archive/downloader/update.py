@@ -31,6 +31,7 @@ from ..reader.diff import Differences, FileState, archive_state, catalog_state, 
 from ..reader.fetching import is_trusted
 from ..rules.names import MANIFEST_NAME
 from ..rules.problems import ArchiveError, clip
+from ..writer import recover_beside
 from . import (
     DEFAULT_CACHE_MAX_BYTES,
     DEFAULT_RETRIES,
@@ -131,6 +132,8 @@ def update(
     """
     # The archive itself, not a symbolic link to it (replaced, the link would become a copy).
     path = Path(os.path.realpath(path))
+    if not dry_run:
+        recover_beside(path)  # an earlier update killed part-way: its debris, its old archive
     if not path.exists():
         raise ArchiveError("TA-E900", str(path), "no such archive")
     if path.is_dir() == (path.suffix.lower() == ".zip"):

@@ -6,7 +6,9 @@ The points: ``write:staged`` (an output staged beside its destination, before th
 create, pack, extract, download, update), ``write:replaced`` (just after), ``download:file``
 (a file fetched into the cache), ``update:compared``, ``load:catalog`` (a new SQLite catalog
 written, before it is linked into place), ``load:copied`` (each file copied into the data
-folder)."""
+folder), ``cache:indexed`` (a fetched file indexed in the download cache, before it is renamed
+into it), ``fetch:received`` and ``fetch:placed`` (a lazy archive's file fetched whole, just
+before and just after it is renamed into ``data/``)."""
 
 from __future__ import annotations
 

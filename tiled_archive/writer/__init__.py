@@ -13,12 +13,13 @@ archive's files; imported on its own: it needs the reader).
 from __future__ import annotations
 
 from ..files.hashing import CHUNK, copy_hashing
-from .common import DOS_EPOCH, PayloadFile, check_destination
+from .common import DOS_EPOCH, PayloadFile, check_destination, recover_beside
 from .convert import convert, relocate, reseal, serve_command_for, stock_serve_command
 from .create import catalog_payload, create, create_from_catalog, write_new
 from .forms import StreamedArchive, streamed_archive, write_archive
 
 __all__ = [
+    "recover_beside",
     "StreamedArchive",
     "CHUNK",
     "DOS_EPOCH",

@@ -19,7 +19,7 @@ from ..files.atomic import exchange
 from ..files.faults import crash_point
 from ..files.hashing import CHUNK, copy_hashing
 from ..files.space import out_of_space
-from ..files.work import PARTIAL_SUFFIX, make_work_folder, stale_work
+from ..files.work import PARTIAL_SUFFIX, make_work_folder, stale_work, sweep
 from ..rules import bag
 from ..rules.manifest import FetchRecord, FileEntry, Manifest
 from ..rules.names import (
@@ -151,6 +151,15 @@ def _is_archive(path: Path) -> bool:
     except OSError:
         return False
     return head == MIMETYPE.encode() or head[30:] == (MIMETYPE_NAME + MIMETYPE).encode()
+
+
+def recover_beside(dest: Path) -> None:
+    """Undo what killed runs writing ``dest`` left beside it: the old archive put back if a
+    run moved it aside, then their staged outputs removed (one line says so). For a command
+    that may end without writing (an update finding nothing new), so that no debris stays."""
+    dest = dest.absolute()
+    _restore_replaced(dest)
+    sweep(dest.parent, f".{dest.name}.", PARTIAL_SUFFIX)
 
 
 def _restore_replaced(dest: Path) -> None:

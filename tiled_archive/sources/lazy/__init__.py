@@ -25,6 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO
 
+from ...files.faults import crash_point
 from ...files.space import out_of_space
 from ...rules.names import FETCH_WORK_DIR
 from ...rules.problems import ArchiveError
@@ -300,12 +301,16 @@ class LazySource(DirectorySource):
             have = work.blocks(file.path) if work is not None else set()
             wanted = range(start // BLOCK, (end - 1) // BLOCK + 1)
             missing = [block for block in wanted if block not in have]
-            if missing:
+            # Every block held but the file not placed: a run stopped between its last block
+            # and the rename (placed now, when this reader may write).
+            unplaced = not missing and self.policy.enabled and len(have) >= -(-file.size // BLOCK)
+            if missing or unplaced:
                 self._allowed(file)
                 assert work is not None
                 with work.locked(file.path):  # another process may be filling it
                     missing = [block for block in missing if block not in work.blocks(file.path)]
-                    work.fetch_blocks(self._origin_client(), file, missing)
+                    if missing:
+                        work.fetch_blocks(self._origin_client(), file, missing)
                     if work.is_whole(file):
                         self._place(file, *work.finished(file))
                         work.forget(file.path)
@@ -327,7 +332,9 @@ class LazySource(DirectorySource):
                 raise ArchiveError("TA-E203", file.path, "a symlink or file is on its path")
         target = self._target(file.path)
         os.chmod(fetched, 0o644)
+        crash_point("fetch:received")
         os.replace(fetched, target)
+        crash_point("fetch:placed")
         self._work_folder().record(file, sha256)
         self._present(file)
         if self._on_fetched is not None:

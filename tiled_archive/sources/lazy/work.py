@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ...files.work import SCRATCH_PREFIX, owner, sweep
 from ...rules.problems import ArchiveError
 from .origin import Absent, Origin, digest_differs
 
@@ -62,6 +63,7 @@ class WorkFolder:
         self.folder = _real_folder(folder)
         for name in ("partial", "tmp"):
             _real_folder(folder / name)
+        sweep(folder / "tmp", SCRATCH_PREFIX)  # whole files of killed runs, never placed
         self._lock = threading.Lock()
         try:
             self._db = self._connect()
@@ -219,7 +221,8 @@ class WorkFolder:
         and validators."""
         work = _real_folder(self.folder / "tmp")
         sha, crc = hashlib.sha256(), 0
-        with tempfile.NamedTemporaryFile(dir=work, delete=False) as sink:
+        prefix = f"{SCRATCH_PREFIX}{owner()}"  # a killed run's is removed by the next
+        with tempfile.NamedTemporaryFile(dir=work, prefix=prefix, delete=False) as sink:
             try:
                 with origin.get(file, None, None) as response:
 
