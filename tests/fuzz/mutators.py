@@ -293,6 +293,17 @@ class JsonOp:
 
 
 JSON_OPS = st.one_of(
+    # Structure-aware: large shapes and counts, tiny chunks (a grid of 10**12 chunks in a few
+    # bytes), wherever the document declares them.
+    st.builds(
+        JsonOp,
+        st.just("declare"),
+        st.just(0),
+        st.tuples(
+            st.sampled_from([10**6, 10**8, 10**9, 2**31, 2**32 + 1, 10**12, 10**15]),
+            st.sampled_from([1, 2, 7, 1000]),
+        ),
+    ),
     st.builds(JsonOp, st.just("drop"), U32),
     st.builds(JsonOp, st.just("replace"), U32, JSON_VALUES),
     st.builds(JsonOp, st.just("raw"), U32, RAW_TOKENS),
@@ -398,6 +409,8 @@ def mutate_json(doc: Any, ops: tuple[JsonOp, ...], log: list | None = None) -> s
                     container[key], other_container[other_key] = other, current
         elif op.kind == "path":
             container[key] = op.value
+        elif op.kind == "declare":
+            holder["root"] = _declared(holder["root"], *op.value)
         elif op.kind == "unicode":
             if isinstance(current, str):
                 container[key] = _restyle(current, op.value)
@@ -409,6 +422,38 @@ def mutate_json(doc: Any, ops: tuple[JsonOp, ...], log: list | None = None) -> s
     for index, value in enumerate(raws):
         text = text.replace(f'"@@RAW{index}@@"', value)
     return text
+
+
+def _declared(doc: Any, big: int, small: int) -> Any:
+    """``doc`` with every value under a key that declares a size or count (Zarr metadata,
+    Tiled's structures, the manifest) set large (``big``: shapes, counts, sizes) or small
+    (``small``: chunk lengths, so that a shape becomes a grid of very many chunks)."""
+
+    def value(key: str, current: Any) -> Any:
+        number = small if key in SMALL_KEYS else big
+        if isinstance(current, list) and current and all(isinstance(v, list) for v in current):
+            # Tiled's chunks, a list per dimension: one chunk of ``big``, or ``small`` ones.
+            many = 1 if number == big else 64
+            return [[number] * min(many, max(1, len(dim))) for dim in current]
+        if isinstance(current, list):
+            return [number] * max(1, len(current))
+        return number
+
+    if isinstance(doc, dict):
+        return {
+            k: value(k, v) if k in DECLARED_KEYS else _declared(v, big, small)
+            for k, v in doc.items()
+        }
+    if isinstance(doc, list):
+        return [_declared(item, big, small) for item in doc]
+    return doc
+
+
+#: Keys whose values declare a size or a count; of them, chunk lengths are set small.
+DECLARED_KEYS = frozenset(
+    ("shape", "chunks", "chunk_shape", "shards", "npartitions", "size", "length", "count")
+)
+SMALL_KEYS = frozenset(("chunks", "chunk_shape"))
 
 
 def _contains(outer: Any, inner: Any) -> bool:

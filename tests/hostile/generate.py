@@ -1181,6 +1181,119 @@ case(
     ),
 )(parquet_source)
 
+# -- Declared chunk counts: a few bytes of metadata naming 10**8 or more chunks -------------------
+
+
+def hdf5_grid_file(big: bool) -> bytes:
+    """An HDF5 file with /ok and /big: 10**9 one-byte chunks (none written) when ``big``."""
+    import io
+
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        f.create_dataset("ok", data=np.arange(6, dtype="u1"), track_times=False)
+        shape = (10**9,) if big else (2,)
+        f.create_dataset("big", shape=shape, chunks=(1,), dtype="u1", track_times=False)
+    return buffer.getvalue()
+
+
+def hdf5_grid_source(folder: Path, ctx: Ctx) -> None:  # noqa: ARG001
+    (folder / f"{FILE_STEM}.h5").write_bytes(hdf5_grid_file(big=False))
+
+
+case(
+    name="hdf5-chunk-grid-1e9",
+    klass="memory",
+    description="An HDF5 dataset of 10**9 one-byte chunks, none written (2 kB of file): "
+    "Tiled's HDF5 adapter makes a dask task per chunk when it opens the dataset (~640 bytes "
+    "each), so even a one-element read must be refused before it is opened.",
+    validate=(),
+    valid=True,
+    read="TA-E912",  # refused before the library enumerates (the walk meets it)
+    combined=True,
+    mutate=swap_file(f"{FILE_STEM}.h5", lambda ctx, old: hdf5_grid_file(big=True)),
+)(hdf5_grid_source)
+
+
+def zarr_group_grid_source(folder: Path, ctx: Ctx) -> None:  # noqa: ARG001
+    import zarr
+
+    group = zarr.open_group(folder / f"{FILE_STEM}.zarr", mode="w")
+    group.create_array("big", shape=(10**9,), chunks=(1,), dtype="u1", fill_value=0)
+    group.create_array("ok", shape=(6,), chunks=(6,), dtype="u1", fill_value=0)
+
+
+case(
+    name="zarr-group-chunk-grid-1e9",
+    klass="memory",
+    description="A Zarr v3 group whose array 'big' has 10**9 one-byte chunks, none written: "
+    "Tiled's adapter lists each dimension's chunk lengths when it opens a group's array, so "
+    "opening it must be refused before they are listed.",
+    validate=("TA-W600",),
+    valid=True,
+    read="TA-E912",  # refused before the library enumerates (the walk meets it)
+    combined=True,
+)(zarr_group_grid_source)
+
+
+def zarr_plain_source(folder: Path, ctx: Ctx) -> None:  # noqa: ARG001
+    import zarr
+
+    zarr.create_array(
+        folder / f"{FILE_STEM}.zarr", shape=(10**8,), chunks=(10**8,), dtype="u1", fill_value=0
+    )
+
+
+case(
+    name="zarr-tiny-chunks-1e8",
+    klass="memory",
+    description="A Zarr v3 array of 10**8 bytes whose zarr.json says one-byte chunks (the "
+    "catalog one chunk): zarr holds ~2.5 kB per chunk a read touches, so a read of 300,000 "
+    "elements (0.3 MB) would hold ~1 GB. A small read reads; the whole is refused.",
+    validate=("TA-W600",),
+    valid=True,
+    big=True,
+    corner=None,
+    full="TA-E912",
+    combined=True,
+    mutate=zarr_meta(lambda m: m["chunk_grid"]["configuration"].__setitem__("chunk_shape", [1])),
+)(zarr_plain_source)
+
+
+def zarr_sharded(m: dict) -> None:
+    """One shard of the whole array, of one-byte inner chunks: an index of 16 bytes each."""
+    m["codecs"] = [
+        {
+            "name": "sharding_indexed",
+            "configuration": {
+                "chunk_shape": [1],
+                "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+                "index_codecs": [
+                    {"name": "bytes", "configuration": {"endian": "little"}},
+                    {"name": "crc32c"},
+                ],
+                "index_location": "end",
+            },
+        }
+    ]
+
+
+case(
+    name="zarr-shard-index-1600MB",
+    klass="memory",
+    description="A Zarr v3 array of 10**8 bytes in one shard of one-byte inner chunks: reading "
+    "any element reads the shard's index of 10**8 x 16 bytes first, so even one element must "
+    "be refused.",
+    validate=("TA-W600",),
+    valid=True,
+    big=True,
+    corner="TA-E912",
+    full="TA-E912",
+    combined=True,
+    mutate=zarr_meta(zarr_sharded),
+)(zarr_plain_source)
+
 JPEG_SIDE = 12000  # 144 M pixels: under Pillow's own refusal (2 x 89 M), 432 MB as RGB
 
 

@@ -12,7 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tiled_archive.rules.budget import ensure_within, selection_shape
+from tiled_archive.rules.budget import (
+    ChunkGrid,
+    ensure_grid_opens,
+    ensure_within,
+    selection_shape,
+)
 from tiled_archive.rules.catalog_rows import ROWS_PER_RULE, DataSourceRow, catalog_problems
 from tiled_archive.rules.formats import parameter_problems, parameters_table
 from tiled_archive.rules.problems import ArchiveError
@@ -47,6 +52,38 @@ def test_integer_indices_drop_their_axis(shape, data):
         return
     at = tuple(data.draw(st.integers(0, n - 1)) for n in shape)
     assert selection_shape(shape, at) == np.empty(shape)[at].shape == ()
+
+
+@given(shapes, st.data(), st.lists(index, max_size=4))
+def test_chunks_touched_is_at_least_what_numpy_touches(shape, data, items):
+    """The chunks a selection touches, counted without an array, are never fewer than the
+    chunks holding an element it selects (counted by marking every element of a real array
+    with its chunk's number): a declared grid cannot be read for less than the budget says."""
+    selection = tuple(items)
+    if sum(item is Ellipsis for item in selection) > 1:
+        return
+    if sum(item is not None and item is not Ellipsis for item in selection) > len(shape):
+        return
+    chunks = tuple(data.draw(st.integers(1, max(1, n))) for n in shape)
+    grid = ChunkGrid(shape, chunks, touched=1)
+    counts = grid.counts()
+    numbers = np.zeros(shape, dtype=np.int64)
+    for position in np.ndindex(*shape):
+        numbers[position] = np.ravel_multi_index(
+            tuple(p // c for p, c in zip(position, chunks, strict=True)), counts
+        )
+    touched = len(np.unique(numbers[selection])) if numbers[selection].size else 0
+    assert grid.chunks_touched(selection) >= touched
+    assert grid.chunks_touched(None) == int(np.prod(counts))
+
+
+def test_a_declared_grid_is_refused_before_it_is_opened(monkeypatch):
+    grid = ChunkGrid((10**12,), (1,), opened=640)
+    with pytest.raises(ArchiveError) as err:
+        ensure_grid_opens(grid, "data/x.h5", "opening /big")
+    assert err.value.code == "TA-E912" and "1000000000000 storage chunks" in str(err.value)
+    monkeypatch.setenv("TILED_ARCHIVE_READ_BUDGET", str(10**16))
+    ensure_grid_opens(grid, "data/x.h5", "opening /big")  # a raised budget lets it open
 
 
 def test_budget_refuses_over_and_allows_under(monkeypatch):

@@ -22,14 +22,24 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..files.space import out_of_space
-from ..rules.budget import BOMB_MIN_BYTES, BOMB_RATIO
+from ..rules.budget import BOMB_MIN_BYTES, BOMB_RATIO, ChunkGrid
 from ..rules.catalog_rows import DataSourceRow
 from ..rules.formats import format_of, parameter_problems
 from ..rules.problems import ArchiveError, Problem
 from ..sources import ByteSource
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One array inside a file or store (an HDF5 dataset, an array of a Zarr group), by path:
+    its itemsize, storage chunk bytes (None: contiguous) and chunk grid."""
+
+    path: str
+    itemsize: int
+    chunk_bytes: int | None
+    grid: ChunkGrid | None = None
 
 
 @dataclass
@@ -40,8 +50,9 @@ class Inspection:
     occupies (None when not known); ``unit`` is the most one read decodes at once whatever
     slice is asked for (a chunk, a whole TIFF page series, a ragged array's stored values);
     ``partitions`` the decoded bytes of each table partition; ``opened`` what making the
-    adapter decodes, before any read (an Excel workbook: every sheet); ``datasets`` HDF5
-    datasets' chunk sizes by path inside the file.
+    adapter decodes, before any read (an Excel workbook: every sheet); ``datasets`` the arrays
+    inside a file or store by path (HDF5 datasets, a Zarr group's arrays); ``grid`` an array
+    data source's storage chunks, whose number costs memory whatever their bytes.
     """
 
     problems: list[Problem] = field(default_factory=list)
@@ -50,7 +61,8 @@ class Inspection:
     unit: int | None = None
     partitions: list[int] | None = None
     opened: int | None = None
-    datasets: dict[str, Any] | None = None
+    datasets: dict[str, Dataset] | None = None
+    grid: ChunkGrid | None = None
 
     def bomb_warning(self, path: str) -> Problem | None:
         """TA-W600 when the data decodes to more than BOMB_RATIO times what it stores."""

@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from ..rules.budget import HDF5_TASK_BYTES, HDF5_TOUCHED_BYTES, ChunkGrid, nbytes
 from ..rules.catalog_rows import DataSourceRow
 from ..sources import ByteSource
-from . import Inspection, add
+from . import Dataset, Inspection, add
 
 #: Deepest group nesting accepted (real NeXus files nest under 10 levels).
 MAX_DEPTH = 64
@@ -36,15 +37,6 @@ class Finding:
     code: str
     where: str
     message: str
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """What a read of one dataset costs: its itemsize and storage chunk (None: contiguous)."""
-
-    path: str
-    itemsize: int
-    chunk_bytes: int | None
 
 
 @dataclass
@@ -166,12 +158,14 @@ class _Walk:
                     )
                     break
         itemsize = dataset.get_type().get_size()
+        shape = tuple(dataset.shape or ())
         chunk_bytes = None
+        chunks = shape  # contiguous: Tiled's adapter takes the whole as one chunk
         if layout == h5d.CHUNKED:
-            chunk_bytes = itemsize
-            for length in plist.get_chunk():
-                chunk_bytes *= length
-        self.result.datasets[where] = Dataset(where, itemsize, chunk_bytes)
+            chunks = tuple(plist.get_chunk())
+            chunk_bytes = nbytes(chunks, itemsize)
+        grid = ChunkGrid(shape, chunks, opened=HDF5_TASK_BYTES, touched=HDF5_TOUCHED_BYTES)
+        self.result.datasets[where] = Dataset(where, itemsize, chunk_bytes, grid)
 
 
 def _link_names(group) -> Iterator[bytes]:
@@ -201,6 +195,7 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
         inner = "/" + "/".join(inner if isinstance(inner, list) else [inner]).strip("/")
         dataset = datasets.get(inner)
         result.unit = (dataset.chunk_bytes or 0) if dataset is not None else 0
+        result.grid = dataset.grid if dataset is not None else None
 
 
 #: The first bytes of an HDF5 file (at offset 0 when there is no user block).

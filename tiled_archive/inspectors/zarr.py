@@ -12,18 +12,20 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from ..rules.budget import nbytes
+from ..rules.budget import ZARR_ENTRY_BYTES, ZARR_TOUCHED_BYTES, ChunkGrid, nbytes
 from ..rules.catalog_rows import DataSourceRow
 from ..rules.paths import escapes_folder
 from ..rules.problems import reason
 from ..rules.schemas import load_json
 from ..rules.structures import declared_dtype, structure_of
 from ..sources import ByteSource
-from . import Inspection, add, not_the_file
+from . import Dataset, Inspection, add, not_the_file
 
 METADATA_NAMES = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
 #: Largest metadata document read (consolidated metadata of a big group stays far below).
 MAX_METADATA_BYTES = 16 << 20
+#: Bytes of a shard index per inner chunk (offset and length, 8 bytes each).
+SHARD_INDEX_ENTRY = 16
 
 
 def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
@@ -48,7 +50,21 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
             add(result, "TA-E601", folder, f"{array.path or '/'}: storage transformers")
             return
     result.decoded = sum(nbytes(a.shape, a.dtype.itemsize) for a in arrays)
-    result.unit = max((nbytes(a.chunks, a.dtype.itemsize) for a in arrays), default=0)
+    result.unit = max((_unit(a) for a in arrays), default=0)
+    # A Zarr array node is read by the catalog's structure: only the chunks a read touches
+    # cost; an array of a group is listed by Tiled's array adapter, chunk lengths and all.
+    if row.family == "array":
+        result.grid = _grid(arrays[0], listed=0)
+    else:
+        result.datasets = {
+            "/" + array.path.strip("/"): Dataset(
+                "/" + array.path.strip("/"),
+                array.dtype.itemsize,
+                nbytes(array.chunks, array.dtype.itemsize),
+                _grid(array, listed=ZARR_ENTRY_BYTES),
+            )
+            for array in arrays
+        }
     structure = structure_of(row)
     if row.family == "array" and structure is not None:
         array = arrays[0]
@@ -69,6 +85,23 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
                 "Re-register the store with Tiled (or write the array again through Tiled's "
                 "client) so the catalog describes what the store holds.",
             )
+
+
+def _grid(array: Any, listed: int) -> ChunkGrid:
+    return ChunkGrid(
+        tuple(array.shape), tuple(array.chunks), listed=listed, touched=ZARR_TOUCHED_BYTES
+    )
+
+
+def _unit(array: Any) -> int:
+    """The most one read of ``array`` decodes at once: a chunk, or a shard's index (16 bytes
+    per inner chunk, read whole to find any one of them)."""
+    chunk = nbytes(array.chunks, array.dtype.itemsize)
+    shards = getattr(array, "shards", None)
+    if not shards:
+        return chunk
+    inner = ChunkGrid(tuple(shards), tuple(array.chunks)).counts()
+    return max(chunk, nbytes(inner, SHARD_INDEX_ENTRY))
 
 
 def padded_shape(structure: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -8,6 +8,7 @@ What a file's library raises on a damaged or hostile file becomes TA-E601, namin
 
 from __future__ import annotations
 
+import builtins
 import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from ...files.space import out_of_space
 from ...inspectors import Inspection
 from ...rules.budget import (
     chunk_allowance,
+    ensure_grid_opens,
     ensure_within,
     largest_chunk,
     nbytes,
@@ -63,6 +65,8 @@ def guarded(base: type, mimetype: str, adapters: Adapters) -> type:
                     "Tiled's adapter decodes the whole file when it opens it, so no part "
                     "of it reads for less: raise TILED_ARCHIVE_READ_BUDGET (bytes) to open it.",
                 )
+            if inspection.grid is not None:  # chunks the adapter enumerates when made
+                ensure_grid_opens(inspection.grid, where, f"opening {mimetype}")
             try:
                 adapter = super().from_catalog(data_source, node, **kwargs)
             except _PASS_THROUGH:
@@ -75,7 +79,9 @@ def guarded(base: type, mimetype: str, adapters: Adapters) -> type:
     return Guarded
 
 
-def _budgeted(adapter: Any, inspection: Inspection, where: str, mimetype: str) -> Any:
+def _budgeted(
+    adapter: Any, inspection: Inspection, where: str, mimetype: str, root: str | None = None
+) -> Any:
     """``adapter`` with its read methods checked against the memory budget (TA-E912) before
     they run, and their library errors coded (TA-E601). A container's children (HDF5 groups
     and datasets, Zarr group members) are budgeted as they are looked up."""
@@ -91,7 +97,10 @@ def _budgeted(adapter: Any, inspection: Inspection, where: str, mimetype: str) -
         _ragged_reads(adapter, inspection.unit, where, mimetype)
     elif family == "container":
         adapter.__class__ = _children_budgeted(type(adapter))
-        adapter._tiled_archive_guard = (inspection, where, mimetype)
+        # A Zarr group's path in its store, where the data source's store begins (the file
+        # walk names arrays from there).
+        root = _zarr_path(adapter) if root is None else root
+        adapter._tiled_archive_guard = (inspection, where, mimetype, root)
     return adapter
 
 
@@ -124,15 +133,23 @@ def _array_reads(adapter: Any, inspection: Inspection, where: str, mimetype: str
     if unit <= chunk_allowance(inspection.decoded, inspection.stored):
         unit = 0
 
+    grid = inspection.grid  # chunks a read touches cost too, whatever their bytes
+
     def read_cost(slice: Any = None) -> int:  # noqa: A002 -- Tiled's name
-        return nbytes(selection_shape(shape, slice), itemsize) + unit
+        touched = grid.reading_cost(slice) if grid is not None else 0
+        return nbytes(selection_shape(shape, slice), itemsize) + unit + touched
 
     def block_cost(block: Any, slice: Any = None) -> int:  # noqa: A002 -- Tiled's name
         try:
             block_shape = tuple(chunks[d][i] for d, i in enumerate(block))
+            region = tuple(
+                builtins.slice(sum(chunks[d][:i]), sum(chunks[d][: i + 1]))
+                for d, i in enumerate(block)
+            )
         except (IndexError, TypeError):
-            block_shape = largest_chunk(chunks)
-        return nbytes(selection_shape(block_shape, slice), itemsize) + unit
+            block_shape, region = largest_chunk(chunks), None
+        touched = grid.reading_cost(region) if grid is not None else 0
+        return nbytes(selection_shape(block_shape, slice), itemsize) + unit + touched
 
     adapter.read = _checked(adapter.read, read_cost, where, mimetype)
     if hasattr(adapter, "read_block"):
@@ -176,25 +193,39 @@ def _children_budgeted(cls: type) -> type:
             return self._tiled_archive_child(key, lambda k: super(Budgeted, self).get(k, *args))
 
         def _tiled_archive_child(self, key: str, look_up: Callable[[str], Any]) -> Any:
-            inspection, where, mimetype = self._tiled_archive_guard
+            inspection, where, mimetype, root = self._tiled_archive_guard
+            dataset = None
+            if inspection.datasets is not None:  # the arrays the file walk found, by path
+                group = getattr(self, "dataset", None)  # HDF5's
+                if group is None:  # Zarr's, from the data source's store
+                    group = _zarr_path(self).removeprefix(root)
+                path = "/" + f"{group or ''}/{key}".strip("/")
+                dataset = inspection.datasets.get(path)
+                if dataset is not None and dataset.grid is not None:
+                    ensure_grid_opens(dataset.grid, where, f"opening {path}")
             try:
                 child = look_up(key)
             except _PASS_THROUGH:
                 raise
             except Exception as err:  # noqa: BLE001 -- the library's verdict on the file
                 raise _coded(where, mimetype, err) from None
-            unit = None
-            if inspection.datasets is not None:  # HDF5: chunk as stored, 0 when contiguous
-                path = "/" + f"{getattr(self, 'dataset', None) or ''}/{key}".strip("/")
-                dataset = inspection.datasets.get(path)
-                unit = (dataset.chunk_bytes or 0) if dataset is not None else 0
             child_inspection = Inspection(
                 decoded=inspection.decoded,
                 stored=inspection.stored,
-                unit=unit,
+                # The chunk as stored (0: contiguous); unknown: the structure's chunks.
+                unit=None if inspection.datasets is None else 0,
                 datasets=inspection.datasets,
             )
-            return _budgeted(child, child_inspection, where, mimetype)
+            if dataset is not None:
+                child_inspection.unit = dataset.chunk_bytes or 0
+                child_inspection.grid = dataset.grid
+            return _budgeted(child, child_inspection, where, mimetype, root)
 
     Budgeted.__name__ = Budgeted.__qualname__ = cls.__name__
     return Budgeted
+
+
+def _zarr_path(adapter: Any) -> str:
+    """A Zarr group adapter's path in its store ("" for anything else)."""
+    return str(getattr(getattr(adapter, "_zarr_group", None), "path", "") or "")
+
