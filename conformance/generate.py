@@ -892,6 +892,10 @@ for _kind, _name, _description, _codes, _sql in (
     ("invalid", "E506-time-with-utc-offset", "A node's time_updated carries a UTC offset "
      "(`+00:00`): catalog times are UTC without one.", ["TA-E506"],
      "UPDATE nodes SET time_updated = '1980-01-01 00:00:00+00:00' WHERE key = 'array'"),
+    ("invalid", "E506-table-partitions-without-files", "A one-file CSV table's structure "
+     "declares 1,000,000,000 partitions.", ["TA-E506"],
+     "UPDATE structures SET structure = json_set(structure, '$.npartitions', 1000000000) WHERE"
+     " id = (SELECT structure_id FROM data_sources WHERE mimetype = 'text/csv')"),
     ("invalid", "E506-text-not-utf8", "A node's key holds bytes that are not UTF-8.", ["TA-E506"],
      "UPDATE nodes SET key = CAST(X'6172726179ff' AS TEXT) WHERE key = 'array'"),
     ("invalid", "E506-dangling-asset", "An association row names an asset that does not exist.",

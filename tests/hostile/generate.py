@@ -935,6 +935,17 @@ case(
 SIZE = dict(klass="size", validate=("TA-E602",), read="TA-E602", combined=True)
 
 case(
+    name="table-npartitions-1e9",
+    klass="size",
+    description="A one-file Parquet table whose catalog structure declares 10**9 partitions: "
+    "Tiled's client makes a task per partition when it reads the whole table, before it asks "
+    "for any (spec 3.1 check 13: refused when the archive is opened).",
+    validate=("TA-E506",),
+    at_open="TA-E506",
+    mutate=with_structure(lambda s: {**s, "npartitions": 10**9}),
+)(parquet_source)
+
+case(
     name="npy-structure-dtype",
     description="The catalog structure says float32 for an int64 .npy of the same shape.",
     mutate=with_structure(

@@ -189,4 +189,3 @@ def ensure_grid_opens(grid: ChunkGrid, where: str, what: str) -> None:
             "Tiled's adapter enumerates every chunk of the array when it opens it: raise "
             "TILED_ARCHIVE_READ_BUDGET (bytes) to open it, or re-chunk the data in larger chunks.",
         )
-

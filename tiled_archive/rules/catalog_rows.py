@@ -353,7 +353,7 @@ def _reference_problems(conn: sqlite3.Connection, table: str) -> Iterator[Proble
 _LABEL = {  # SQL giving each row's label in messages (qualified: some queries join)
     "nodes": "'node ' || nodes.id || ' (' || quote(nodes.key) || ')'",
     "structures": "'structure ' || quote(structures.id)",
-    "data_sources": "'data source ' || id",
+    "data_sources": "'data source ' || data_sources.id",
     "assets": "'asset ' || id",
     "data_source_asset_association": ("'data source ' || data_source_id || ' asset ' || asset_id"),
     "revisions": "'revision ' || id",
@@ -495,6 +495,24 @@ def _data_source_problems(conn: sqlite3.Connection) -> Iterator[Problem]:
     )
     for (label,) in conn.execute(sql, (ROWS_PER_RULE,)):
         yield _problem("data_sources", label, "no asset: its adapter would have no file to read")
+    # A table has a file per partition (Tiled's table adapters read range(npartitions) of
+    # them, and its client makes a task per partition before it asks for any): a declared
+    # number the files do not back is refused before a client is given it.
+    sql = (
+        f"SELECT {_label('data_sources')}, json_extract(s.structure, '$.npartitions'),"
+        " (SELECT count(*) FROM data_source_asset_association a"
+        "  WHERE a.data_source_id = data_sources.id AND a.parameter = 'data_uris') AS files"
+        " FROM data_sources JOIN structures s ON s.id = data_sources.structure_id"
+        " WHERE data_sources.structure_family = 'table' AND json_valid(s.structure)"
+        " AND files > 0 AND json_type(s.structure, '$.npartitions') = 'integer'"
+        " AND json_extract(s.structure, '$.npartitions') != files LIMIT ?"
+    )
+    for label, declared, files in conn.execute(sql, (ROWS_PER_RULE,)):
+        yield _problem(
+            "data_sources",
+            label,
+            f"its structure declares {declared} partitions, its data has {files} file(s)",
+        )
 
 
 def _structure_problems(conn: sqlite3.Connection) -> Iterator[Problem]:

@@ -228,4 +228,3 @@ def _children_budgeted(cls: type) -> type:
 def _zarr_path(adapter: Any) -> str:
     """A Zarr group adapter's path in its store ("" for anything else)."""
     return str(getattr(getattr(adapter, "_zarr_group", None), "path", "") or "")
-
