@@ -1227,6 +1227,37 @@ case(
 )(hdf5_grid_source)
 
 
+def hdf5_bytes(build: Callable) -> bytes:
+    import io
+
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        f.create_dataset("ok", data=np.arange(6, dtype="u1"), track_times=False)
+        build(f)
+    return buffer.getvalue()
+
+
+def vlen_strings(f) -> None:
+    import h5py
+
+    f.create_dataset("text", shape=(10**8,), dtype=h5py.string_dtype(), chunks=(10**6,))
+
+
+case(
+    name="hdf5-vlen-strings-1e8",
+    klass="memory",
+    description="An HDF5 dataset of 10**8 variable-length strings, none written: Tiled's "
+    "adapter reads such a dataset whole when it opens it (~48 bytes an element).",
+    validate=(),
+    valid=True,
+    read="TA-E912",
+    combined=True,
+    mutate=swap_file(f"{FILE_STEM}.h5", lambda ctx, old: hdf5_bytes(vlen_strings)),
+)(hdf5_grid_source)
+
+
 def zarr_group_grid_source(folder: Path, ctx: Ctx) -> None:  # noqa: ARG001
     import zarr
 

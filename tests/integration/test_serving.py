@@ -234,6 +234,36 @@ def test_a_workbook_over_the_budget_is_refused_before_it_is_parsed(tmp_path, mon
         assert sheet[next(iter(sheet))].read()["x"].tolist() == list(range(2000))
 
 
+def test_declared_chunks_are_refused_before_tiled_enumerates_them(tmp_path, monkeypatch):
+    """Tiled's HDF5 adapter makes a task per storage chunk when it opens a dataset, and every
+    child's adapter for any page of a listing: with a budget of three datasets' chunks less
+    one, each dataset opens and reads, but a listing (all three at once) is TA-E912, and so is
+    a dataset of more chunks than the budget, before anything is enumerated."""
+    import h5py
+    from tiled.client.utils import ClientError
+
+    from tiled_archive.rules.budget import HDF5_TASK_BYTES
+
+    source = tmp_path / "source"
+    source.mkdir()
+    with h5py.File(source / "grid.h5", "w") as f:
+        for name in ("a", "b", "c"):
+            f.create_dataset(name, data=np.arange(1000, dtype="u1") % 7, chunks=(1,))
+    packed = create(tmp_path / "x.zip", [source])
+    monkeypatch.setenv("TILED_ARCHIVE_READ_BUDGET", str(3 * 1000 * HDF5_TASK_BYTES - 1))
+    with tiled_archive.open(packed) as client:
+        grid = client["source"]["grid"]
+        assert grid["b"][0:5].tolist() == [0, 1, 2, 3, 4]  # one dataset: within the budget
+        with pytest.raises(ClientError) as refused:
+            dict(grid.items())
+        message = str(refused.value)
+        assert "TA-E912" in message and "3000 storage chunks in 3 arrays" in message
+    monkeypatch.setenv("TILED_ARCHIVE_READ_BUDGET", str(1000 * HDF5_TASK_BYTES - 1))
+    with tiled_archive.open(packed) as client, pytest.raises(ClientError) as refused:
+        client["source"]["grid"]["a"]
+    assert "TA-E912" in str(refused.value) and "1000 storage chunks" in str(refused.value)
+
+
 def test_formats_without_an_in_place_reader_come_from_a_verified_copy(tmp_path, monkeypatch):
     """JPEG and Excel members of a ZIP: Tiled's stock adapters on copies in the user cache."""
     from PIL import Image

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tiled_archive.rules.budget import (
     ChunkGrid,
-    ensure_grid_opens,
+    ensure_grids_open,
     ensure_within,
     selection_shape,
 )
@@ -80,10 +80,10 @@ def test_chunks_touched_is_at_least_what_numpy_touches(shape, data, items):
 def test_a_declared_grid_is_refused_before_it_is_opened(monkeypatch):
     grid = ChunkGrid((10**12,), (1,), opened=640)
     with pytest.raises(ArchiveError) as err:
-        ensure_grid_opens(grid, "data/x.h5", "opening /big")
+        ensure_grids_open([grid], "data/x.h5", "opening /big")
     assert err.value.code == "TA-E912" and "1000000000000 storage chunks" in str(err.value)
     monkeypatch.setenv("TILED_ARCHIVE_READ_BUDGET", str(10**16))
-    ensure_grid_opens(grid, "data/x.h5", "opening /big")  # a raised budget lets it open
+    ensure_grids_open([grid], "data/x.h5", "opening /big")  # a raised budget lets it open
 
 
 def test_budget_refuses_over_and_allows_under(monkeypatch):

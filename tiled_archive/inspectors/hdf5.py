@@ -15,9 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from ..rules.budget import HDF5_TASK_BYTES, HDF5_TOUCHED_BYTES, ChunkGrid, nbytes
+from ..rules.budget import (
+    HDF5_OBJECT_BYTES,
+    HDF5_TASK_BYTES,
+    HDF5_TOUCHED_BYTES,
+    ChunkGrid,
+    nbytes,
+)
 from ..rules.catalog_rows import DataSourceRow
 from ..sources import ByteSource
 from . import Dataset, Inspection, add
@@ -157,15 +163,47 @@ class _Walk:
                         "TA-E600", where, f"virtual dataset with a source in file {filename!r}"
                     )
                     break
-        itemsize = dataset.get_type().get_size()
+        kind = dataset.get_type()
+        itemsize = kind.get_size()
         shape = tuple(dataset.shape or ())
         chunk_bytes = None
         chunks = shape  # contiguous: Tiled's adapter takes the whole as one chunk
         if layout == h5d.CHUNKED:
             chunks = tuple(plist.get_chunk())
             chunk_bytes = nbytes(chunks, itemsize)
-        grid = ChunkGrid(shape, chunks, opened=HDF5_TASK_BYTES, touched=HDF5_TOUCHED_BYTES)
+        if _object_values(self.h5py, kind):
+            # Tiled's adapter reads such a dataset whole when it opens it (variable-length
+            # strings as bytes; other object values as empty placeholders): a cost per
+            # element, whatever the file holds.
+            grid = ChunkGrid(shape, (1,) * len(shape), opened=HDF5_OBJECT_BYTES)
+        else:
+            grid = ChunkGrid(shape, chunks, opened=HDF5_TASK_BYTES, touched=HDF5_TOUCHED_BYTES)
         self.result.datasets[where] = Dataset(where, itemsize, chunk_bytes, grid)
+
+
+def _object_values(h5py: Any, kind: Any) -> bool:
+    """Whether h5py reads values of this HDF5 type as Python objects (variable-length strings
+    and sequences, references)."""
+    if isinstance(kind, (h5py.h5t.TypeVlenID, h5py.h5t.TypeReferenceID)):
+        return True
+    return isinstance(kind, h5py.h5t.TypeStringID) and kind.is_variable_str()
+
+
+def _stacked(first: Dataset, then: Dataset) -> Dataset:
+    """One dataset of several files (``data_uris``), as Tiled's adapter stacks them along the
+    first axis: their lengths summed, each axis in the smallest chunk any file has (so the
+    grid counts at least the chunks Tiled makes), the dearest per-chunk costs."""
+    a, b = first.grid, then.grid
+    if a is None or b is None or len(a.shape) != len(b.shape) or not a.shape:
+        return then if a is None else first
+    grid = ChunkGrid(
+        (a.shape[0] + b.shape[0], *a.shape[1:]),
+        tuple(min(x, y) for x, y in zip(a.chunks, b.chunks, strict=True)),
+        opened=max(a.opened, b.opened),
+        touched=max(a.touched, b.touched),
+    )
+    chunk = max(first.chunk_bytes or 0, then.chunk_bytes or 0) or None
+    return Dataset(first.path, max(first.itemsize, then.itemsize), chunk, grid)
 
 
 def _link_names(group) -> Iterator[bytes]:
@@ -188,7 +226,9 @@ def inspect(source: ByteSource, row: DataSourceRow, result: Inspection) -> None:
             found = scan(handle)
         for finding in found.findings:
             add(result, finding.code, path, f"{finding.where}: {finding.message}")
-        datasets.update(found.datasets)
+        for where, dataset in found.datasets.items():
+            earlier = datasets.get(where)
+            datasets[where] = dataset if earlier is None else _stacked(earlier, dataset)
     result.datasets = datasets
     if row.family == "array":  # one dataset of the file (the `dataset` parameter)
         inner = row.parameters.get("dataset", "/")

@@ -430,7 +430,8 @@ _TABLE = [
     Code(
         "TA-E912",
         "A read would decode more than the reader's memory budget (default 300 MB, Tiled's own "
-        "response limit); nothing was allocated.",
+        "response limit), or opening an array would make its library hold more than that for "
+        "the chunks it declares (a task or an entry per chunk); nothing was allocated.",
         "Read a smaller slice or fewer columns, or raise TILED_ARCHIVE_READ_BUDGET (bytes).",
     ),
     Code(

@@ -17,7 +17,7 @@ from ...files.space import out_of_space
 from ...inspectors import Inspection
 from ...rules.budget import (
     chunk_allowance,
-    ensure_grid_opens,
+    ensure_grids_open,
     ensure_within,
     largest_chunk,
     nbytes,
@@ -66,7 +66,7 @@ def guarded(base: type, mimetype: str, adapters: Adapters) -> type:
                     "of it reads for less: raise TILED_ARCHIVE_READ_BUDGET (bytes) to open it.",
                 )
             if inspection.grid is not None:  # chunks the adapter enumerates when made
-                ensure_grid_opens(inspection.grid, where, f"opening {mimetype}")
+                ensure_grids_open([inspection.grid], where, f"opening {mimetype}")
             try:
                 adapter = super().from_catalog(data_source, node, **kwargs)
             except _PASS_THROUGH:
@@ -192,17 +192,31 @@ def _children_budgeted(cls: type) -> type:
         def get(self, key: str, *args: Any) -> Any:
             return self._tiled_archive_child(key, lambda k: super(Budgeted, self).get(k, *args))
 
+        def _items_slice(self, *args: Any, **kwargs: Any) -> Any:
+            # Tiled makes every child's adapter for any page of a listing: their chunks
+            # together are checked first (each alone may be within the budget).
+            _, where, _, _ = self._tiled_archive_guard
+            datasets = [self._tiled_archive_dataset(key) for key in list(self)]
+            grids = [d.grid for d in datasets if d is not None and d.grid is not None]
+            if grids:
+                ensure_grids_open(grids, where, f"listing {len(datasets)} children")
+            return super()._items_slice(*args, **kwargs)
+
+        def _tiled_archive_dataset(self, key: str) -> Any:
+            """The file walk's record of child ``key`` (None: not an array it found)."""
+            inspection, _, _, root = self._tiled_archive_guard
+            if inspection.datasets is None:
+                return None
+            group = getattr(self, "dataset", None)  # HDF5's
+            if group is None:  # Zarr's, from the data source's store
+                group = _zarr_path(self).removeprefix(root)
+            return inspection.datasets.get("/" + f"{group or ''}/{key}".strip("/"))
+
         def _tiled_archive_child(self, key: str, look_up: Callable[[str], Any]) -> Any:
             inspection, where, mimetype, root = self._tiled_archive_guard
-            dataset = None
-            if inspection.datasets is not None:  # the arrays the file walk found, by path
-                group = getattr(self, "dataset", None)  # HDF5's
-                if group is None:  # Zarr's, from the data source's store
-                    group = _zarr_path(self).removeprefix(root)
-                path = "/" + f"{group or ''}/{key}".strip("/")
-                dataset = inspection.datasets.get(path)
-                if dataset is not None and dataset.grid is not None:
-                    ensure_grid_opens(dataset.grid, where, f"opening {path}")
+            dataset = self._tiled_archive_dataset(key)
+            if dataset is not None and dataset.grid is not None:
+                ensure_grids_open([dataset.grid], where, f"opening {dataset.path}")
             try:
                 child = look_up(key)
             except _PASS_THROUGH:
