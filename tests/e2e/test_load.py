@@ -152,8 +152,10 @@ def test_a_failed_transaction_leaves_the_catalog_and_the_data_folder_as_they_wer
     assert not (data / "second").exists()
 
 
-def test_a_new_postgresql_catalog_is_made_by_tileds_init(family_archives, postgres_database):
-    loaded = load(family_archives["memory"], postgres_database, "/tmp/unused", at="m")
+def test_a_new_postgresql_catalog_is_made_by_tileds_init(
+    family_archives, postgres_database, tmp_path
+):
+    loaded = load(family_archives["memory"], postgres_database, tmp_path / "data", at="m")
     assert loaded.catalog.startswith("postgresql+asyncpg://") and "***" in loaded.catalog
     assert "m" in node_keys(postgres_database)
 

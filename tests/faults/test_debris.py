@@ -127,3 +127,27 @@ def test_clean_removes_only_stale_work_of_ours(sample_tree, tmp_path, tmp):
     # The killed create's partial output beside its destination, and its scratch folder.
     assert "removed 2 stale work items" in cleaned.stderr, cleaned.stderr
     assert ours(out) == sorted([live.name, stranger.name]) and ours(tmp) == []
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_load_into_postgresql_killed_while_copying_reruns_and_loads_once(
+    sample_archives, postgres_catalog, tmp_path, tmp
+):
+    """PostgreSQL: the catalog rows are one transaction, so a load killed while it copies
+    files leaves no node (nothing half-loaded); the re-run loads every node once and leaves
+    no partial copy."""
+    from ..e2e.test_load import node_keys
+
+    data = tmp_path / "data"
+    args = ("load", sample_archives["zip"], postgres_catalog, "--data", data)
+    killed = run(*args, kill_at="load:copied", tmp=tmp)
+    assert killed.returncode == -9, killed.stderr
+    assert node_keys(postgres_catalog) == [""]  # the root only
+    done = run(*args, tmp=tmp)
+    assert done.returncode == 0, done.stderr
+    clean = tmp_path / "clean.db"  # the same archive loaded once, into SQLite
+    once = run("load", sample_archives["zip"], clean, "--data", tmp_path / "d2", tmp=tmp)
+    assert once.returncode == 0, once.stderr
+    assert node_keys(postgres_catalog) == node_keys(f"sqlite:///{clean}") != []
+    assert not [n for _, _, names in os.walk(data) for n in names if n.endswith(".partial")]
