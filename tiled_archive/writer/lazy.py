@@ -5,9 +5,10 @@ BagIt manifest and the catalog. ``tiled-archive drop`` frees fetched files again
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,8 +112,29 @@ def drop(directory: str | Path, nodes: Sequence[str] = ()) -> int:
 def seal(directory: str | Path) -> bool:
     """Write the digests of a lazy archive's files that the manifest lacks (all present)
     into the manifest, the BagIt manifest and the catalog's file assets; False when it has
-    nothing to seal or some file is absent. Each file is hashed now, from ``data/``."""
+    nothing to seal or some file is absent. Each file is hashed now, from ``data/``. One
+    process at a time (two fetches that finish together: the second finds it sealed)."""
     directory = Path(directory)
+    with _sealing(directory):
+        return _seal(directory)
+
+
+@contextlib.contextmanager
+def _sealing(directory: Path) -> Iterator[None]:
+    """Hold the archive's sealing lock (a file of its work folder) for the block."""
+    import fcntl
+
+    work = directory / FETCH_WORK_DIR
+    work.mkdir(exist_ok=True)
+    fd = os.open(work / "seal.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _seal(directory: Path) -> bool:
     with open_archive(directory, fetch=FetchOptions(fetch=False, offline=True)) as archive:
         if archive.absent() or all(e.sha256 is not None for e in archive.manifest.files):
             return False
@@ -155,7 +177,10 @@ def finish_seal(directory: str | Path) -> None:
     marker = _seal_marker(directory)
     if not marker.is_file() or marker.is_symlink():
         return
-    manifest = Manifest.loads(marker.read_bytes())
-    if sha256_of(directory / CATALOG_NAME) == manifest.catalog.sha256:
-        reseal(directory, manifest)
-    marker.unlink()
+    with _sealing(directory):
+        if not marker.is_file():  # another process finished it meanwhile
+            return
+        manifest = Manifest.loads(marker.read_bytes())
+        if sha256_of(directory / CATALOG_NAME) == manifest.catalog.sha256:
+            reseal(directory, manifest)
+        marker.unlink()

@@ -223,9 +223,7 @@ class LazySource(DirectorySource):
             return
         work = self._work_folder()
         with work.locked(file.path):
-            target = self._target(file.path)
-            if target.is_file() and not target.is_symlink() and target.stat().st_size == file.size:
-                self._present(file)  # placed meanwhile by another process, checked there
+            if self._placed_meanwhile(file):
                 return
             with work.whole(self._origin_client(), file) as (fetched, sha, crc, validators):
                 self._place(file, fetched, sha, crc, validators)
@@ -243,6 +241,15 @@ class LazySource(DirectorySource):
             with contextlib.suppress(OSError, sqlite3.Error):
                 self._work_folder().forget(file.path)
             raise full from None
+
+    def _placed_meanwhile(self, file: Absent) -> bool:
+        """Whether another process placed ``file`` (checked there) while this one waited for
+        its lock: then it is present here too."""
+        target = self._target(file.path)
+        if target.is_file() and not target.is_symlink() and target.stat().st_size == file.size:
+            self._present(file)
+            return True
+        return False
 
     def _received(self) -> int:
         return self._origin.received if self._origin is not None else 0
@@ -308,7 +315,10 @@ class LazySource(DirectorySource):
                 self._allowed(file)
                 assert work is not None
                 with work.locked(file.path):  # another process may be filling it
-                    missing = [block for block in missing if block not in work.blocks(file.path)]
+                    held = work.blocks(file.path)
+                    if not held and self._placed_meanwhile(file):
+                        return None  # by another process, which held the lock
+                    missing = [block for block in wanted if block not in held]
                     if missing:
                         work.fetch_blocks(self._origin_client(), file, missing)
                     if work.is_whole(file):
