@@ -1063,12 +1063,21 @@ case(
 )(npy_source("u1", 10))
 
 
-def zarr_fill_source(folder: Path, ctx: Ctx) -> None:  # noqa: ARG001
-    import zarr
+def zarr_one_chunk_source(length: int, fill: int) -> Callable[[Path, Ctx], None]:
+    """A Zarr v3 uint8 array of ``length`` in one chunk, never written (all ``fill``)."""
 
-    zarr.create_array(
-        folder / f"{FILE_STEM}.zarr", shape=(10**15,), chunks=(10**15,), dtype="u1", fill_value=7
-    )
+    def write(folder: Path, ctx: Ctx) -> None:  # noqa: ARG001
+        import zarr
+
+        zarr.create_array(
+            folder / f"{FILE_STEM}.zarr",
+            shape=(length,),
+            chunks=(length,),
+            dtype="u1",
+            fill_value=fill,
+        )
+
+    return write
 
 
 case(
@@ -1083,7 +1092,7 @@ case(
     corner="ok|TA-E912",
     full="TA-E912",
     combined=True,
-)(zarr_fill_source)
+)(zarr_one_chunk_source(10**15, fill=7))
 
 BOMB_CHUNK = 1 << 30
 
@@ -1279,14 +1288,6 @@ case(
 )(zarr_group_grid_source)
 
 
-def zarr_plain_source(folder: Path, ctx: Ctx) -> None:  # noqa: ARG001
-    import zarr
-
-    zarr.create_array(
-        folder / f"{FILE_STEM}.zarr", shape=(10**8,), chunks=(10**8,), dtype="u1", fill_value=0
-    )
-
-
 case(
     name="zarr-tiny-chunks-1e8",
     klass="memory",
@@ -1300,7 +1301,7 @@ case(
     full="TA-E912",
     combined=True,
     mutate=zarr_meta(lambda m: m["chunk_grid"]["configuration"].__setitem__("chunk_shape", [1])),
-)(zarr_plain_source)
+)(zarr_one_chunk_source(10**8, fill=0))
 
 
 def zarr_sharded(m: dict) -> None:
@@ -1334,7 +1335,7 @@ case(
     full="TA-E912",
     combined=True,
     mutate=zarr_meta(zarr_sharded),
-)(zarr_plain_source)
+)(zarr_one_chunk_source(10**8, fill=0))
 
 JPEG_SIDE = 12000  # 144 M pixels: under Pillow's own refusal (2 x 89 M), 432 MB as RGB
 
