@@ -973,6 +973,11 @@ case(
 
 # -- Big declared sizes and bombs (read only in the memory-guarded subprocess) -------------------
 
+#: A valid archive whose data decodes to far more than it stores (TA-W600), read only in the
+#: memory-guarded subprocess (each case names what its corner and full reads give), and a node
+#: of the combined archive.
+BIG_VALID = dict(klass="memory", validate=("TA-W600",), valid=True, big=True, combined=True)
+
 
 def npy_header_gb(ctx: Ctx, old: bytes) -> bytes:  # noqa: ARG001
     import io
@@ -1182,17 +1187,13 @@ def arrow_bomb(ctx: Ctx, old: bytes) -> bytes:  # noqa: ARG001
 
 
 case(
+    **BIG_VALID,
     name="arrow-ipc-bomb-4GiB",
-    klass="memory",
     description="An Arrow IPC table partition (application/vnd.apache.arrow.file) of about "
     "136 KB: 16 zstd record batches whose buffers state 4 GiB decoded (pyarrow allocates "
     "what a compressed buffer states before decompressing it).",
-    validate=("TA-W600",),
-    valid=True,
-    big=True,
     corner="skip",
     full="TA-E912",
-    combined=True,
     mutate=chain(
         swap_file(f"{FILE_STEM}.parquet", arrow_bomb),
         sql(
@@ -1289,17 +1290,13 @@ case(
 
 
 case(
+    **BIG_VALID,
     name="zarr-tiny-chunks-1e8",
-    klass="memory",
     description="A Zarr v3 array of 10**8 bytes whose zarr.json says one-byte chunks (the "
     "catalog one chunk): zarr holds ~2.5 kB per chunk a read touches, so a read of 300,000 "
     "elements (0.3 MB) would hold ~1 GB. A small read reads; the whole is refused.",
-    validate=("TA-W600",),
-    valid=True,
-    big=True,
     corner=None,
     full="TA-E912",
-    combined=True,
     mutate=zarr_meta(lambda m: m["chunk_grid"]["configuration"].__setitem__("chunk_shape", [1])),
 )(zarr_one_chunk_source(10**8, fill=0))
 
@@ -1323,17 +1320,13 @@ def zarr_sharded(m: dict) -> None:
 
 
 case(
+    **BIG_VALID,
     name="zarr-shard-index-1600MB",
-    klass="memory",
     description="A Zarr v3 array of 10**8 bytes in one shard of one-byte inner chunks: reading "
     "any element reads the shard's index of 10**8 x 16 bytes first, so even one element must "
     "be refused.",
-    validate=("TA-W600",),
-    valid=True,
-    big=True,
     corner="TA-E912",
     full="TA-E912",
-    combined=True,
     mutate=zarr_meta(zarr_sharded),
 )(zarr_one_chunk_source(10**8, fill=0))
 
@@ -1353,17 +1346,13 @@ def jpeg_sides(ctx: Ctx, old: bytes) -> bytes:  # noqa: ARG001
 
 
 case(
+    **BIG_VALID,
     name="jpeg-header-432MB",
-    klass="memory",
     description=f"A JPEG of about 600 bytes whose frame header claims {JPEG_SIDE}x{JPEG_SIDE} "
     "RGB pixels (432 MB decoded; Tiled decodes a JPEG whole for any slice); the catalog "
     "agrees with the header.",
-    validate=("TA-W600",),
-    valid=True,
-    big=True,
     corner="TA-E912",
     full="TA-E912",
-    combined=True,
     mutate=chain(
         swap_file(f"{FILE_STEM}.jpg", jpeg_sides),
         with_structure(lambda s: array_structure(s, [JPEG_SIDE, JPEG_SIDE, 3])),
