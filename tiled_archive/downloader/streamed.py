@@ -90,7 +90,7 @@ def fetch_routed(run: Run) -> Path | None:
         try:
             # The checks open() makes of a catalog (rows Tiled loads, asset URIs naming this
             # archive's members, parameters): the server's catalog is written as it came.
-            archive.data_sources()
+            archive.check_catalog()
             shutil.copyfile(archive.catalog_path(), catalog)
         except ArchiveError as err:
             found = err.problem

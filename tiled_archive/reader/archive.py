@@ -15,11 +15,12 @@ import sqlite3
 import threading
 import warnings
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePath, PurePosixPath
 from typing import BinaryIO
 
 from ..catalog import db_file as catalog_db
+from ..files import verdicts
 from ..files.blobs import BlobCache, Validators, default_cache_dir, url_key
 from ..files.cache_root import cache_root
 from ..files.hashing import CHUNK, sha256_of
@@ -30,7 +31,6 @@ from ..rules.catalog_rows import (
     DataSourceRow,
     catalog_problems,
     data_source_rows,
-    rules_fingerprint,
     schema_problems,
     stamp_problem,
 )
@@ -101,8 +101,7 @@ class Archive:
             warnings.warn(
                 ArchiveWarning(Problem(code, first.path, first.message + more)), stacklevel=3
             )
-        members = source.members()
-        missing = [name for name in REQUIRED_FILES if name not in members]
+        missing = [name for name in REQUIRED_FILES if not source.holds(name)]
         if missing:
             raise ArchiveError(
                 "TA-E002" if MIMETYPE_NAME not in missing else "TA-E001",
@@ -112,8 +111,8 @@ class Archive:
         source.prefetch([MIMETYPE_NAME, MANIFEST_NAME])  # one request for a remote archive
         if source.read(MIMETYPE_NAME) != MIMETYPE.encode():
             raise ArchiveError("TA-E003", MIMETYPE_NAME, "wrong format marker")
-        self.manifest = Manifest.loads(source.read(MANIFEST_NAME))
-        self._entries = {entry.path: entry for entry in self.manifest.files}
+        self.manifest = self._read_manifest()
+        self._entries_by_path: dict[str, FileEntry] | None = None
         self._node_paths: dict[str, str] | None = None
         if self.manifest.fetch is not None and isinstance(source, DirectorySource):
             self.source = source = self._lazy_source(source, fetch or FetchOptions())
@@ -128,9 +127,33 @@ class Archive:
         self._verifying: dict[str, threading.Lock] = {}
         self._verifying_lock = threading.Lock()
         self._data_sources: dict[int, DataSourceRow] | None = None
+        #: data_source's answers, each read once.
+        self._rows: dict[int, DataSourceRow | None] = {}
+        self._catalog_checked = False
         #: relocation_folder's answer, found once from the catalog's URIs.
         self._relocation_folder: PurePath | None = None
         self._inspections: dict[int, Inspection] = {}
+
+    def _read_manifest(self) -> Manifest:
+        """The manifest, checked (raising the first rule it breaks); bytes judged clean before
+        (kept under their SHA-256, :mod:`tiled_archive.files.verdicts`) are not judged again,
+        and their file list is decoded when first used."""
+        raw = self.source.read(MANIFEST_NAME)
+        self._manifest_sha256 = digest = hashlib.sha256(raw).hexdigest()
+        summary = verdicts.kept("manifest", digest)
+        if isinstance(summary, dict):
+            with contextlib.suppress(KeyError, TypeError, ValueError):  # a damaged cache entry
+                return Manifest.from_summary(summary, raw)
+        manifest = Manifest.loads(raw)
+        verdicts.keep("manifest", digest, manifest.summary())
+        return manifest
+
+    @property
+    def _entries(self) -> dict[str, FileEntry]:
+        """The manifest's files by path (built on first use)."""
+        if self._entries_by_path is None:
+            self._entries_by_path = {entry.path: entry for entry in self.manifest.files}
+        return self._entries_by_path
 
     def _lazy_source(self, directory: DirectorySource, options: FetchOptions) -> LazySource:
         """The source of an incomplete archive (spec 4.1): absent files fetched when read,
@@ -161,14 +184,16 @@ class Archive:
         the catalog's rows are checked again when first asked for."""
         if isinstance(self.source, LazySource):
             self.source.restat(list(REQUIRED_FILES))
-        manifest = Manifest.loads(self.source.read(MANIFEST_NAME))
+        manifest = self._read_manifest()
         if not isinstance(self.source, LazySource) or manifest.fetch is None:
             raise ArchiveError("TA-E904", str(self.location), "only a lazy archive grows")
         self.manifest = manifest
-        self._entries = {entry.path: entry for entry in manifest.files}
+        self._entries_by_path = None
         self.source.extend(self._fetch_entries())
         self._catalog = None
         self._data_sources = None
+        self._rows = {}
+        self._catalog_checked = False
         self._node_paths = None
         self._relocation_folder = None
 
@@ -312,14 +337,20 @@ class Archive:
             expected = self.manifest.catalog
             if isinstance(self.source, DirectorySource):
                 path = self.source.location / CATALOG_NAME
-                try:
-                    _verify(self.source.open(CATALOG_NAME), expected, None, "TA-E309")
-                except ArchiveError as err:
-                    if not (self.source.location / FETCH_WORK_DIR / "sealing.json").is_file():
-                        raise
-                    hint = f"A `{self.fetch_command()}` was stopped while it sealed: run it again."
-                    found = err.problem
-                    raise ArchiveError(found.code, found.path, found.message, hint) from None
+                version = verdicts.version_of(path)
+                if verdicts.known_sha256(version) != expected.sha256:
+                    try:
+                        _verify(self.source.open(CATALOG_NAME), expected, None, "TA-E309")
+                    except ArchiveError as err:
+                        sealing = self.source.location / FETCH_WORK_DIR / "sealing.json"
+                        if not sealing.is_file():
+                            raise
+                        hint = (
+                            f"A `{self.fetch_command()}` was stopped while it sealed: run it again."
+                        )
+                        found = err.problem
+                        raise ArchiveError(found.code, found.path, found.message, hint) from None
+                    verdicts.remember_sha256(path, version, expected.sha256)
             else:
                 path = cache_root() / "catalogs" / f"{expected.sha256}.db"
                 if not path.is_file():
@@ -392,63 +423,83 @@ class Archive:
             code = "TA-E502" if "no such" in str(err) else "TA-E500"
             raise ArchiveError(code, CATALOG_NAME, f"SQLite: {reason(err)}") from None
 
-    def data_sources(self) -> dict[int, DataSourceRow]:
-        """The catalog's data sources by id, their assets as members. The first call checks
-        every row Tiled will load (TA-E506), every asset URI (TA-E503/TA-E504), every data
-        source's parameters (TA-E508) and the nesting of the catalog's JSON (TA-E509), raising
-        the first problem; a damaged catalog is TA-E500, one missing a table or column of
-        Tiled's schema TA-E502."""
-        if self._data_sources is None:
-            from sqlalchemy.exc import DatabaseError
+    @contextlib.contextmanager
+    def _catalog_connection(self) -> Iterator[sqlite3.Connection]:
+        """The verified catalog, read-only (an error reading it is TA-E500, or TA-E502 for a
+        missing table or column of Tiled's schema)."""
+        from sqlalchemy.exc import DatabaseError
 
-            from ..catalog.db_file import read_assets
+        uri = f"{self.catalog_path().resolve().as_uri()}?mode=ro&immutable=1"
+        try:
+            with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+                yield conn
+        except (sqlite3.DatabaseError, DatabaseError, UnicodeDecodeError) as err:
+            code = "TA-E502" if "no such" in str(err) else "TA-E500"
+            raise ArchiveError(code, CATALOG_NAME, f"SQLite: {reason(err)}") from None
 
-            catalog = self.catalog_path()
-            uri = f"{catalog.resolve().as_uri()}?mode=ro&immutable=1"
-            try:
-                with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
-                    conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
-                    check = [row[0] for row in conn.execute("PRAGMA quick_check(1)")]
-                    if check != ["ok"]:
-                        raise ArchiveError("TA-E500", CATALOG_NAME, f"quick_check: {check[0]}")
-                    revisions = [
-                        r[0] for r in conn.execute("SELECT version_num FROM alembic_version")
-                    ]
-                    stamp = stamp_problem(revisions)
-                    if stamp is not None:
-                        raise ArchiveError(stamp.code, stamp.path, stamp.message)
-                    checked = self._checked_stamp()
-                    if not checked.exists():
-                        _raise_first(schema_problems(conn)[1])
-                        _raise_first(catalog_problems(conn))
-                        _touch(checked)
-                    # The rows Tiled reads are UTF-8 now: decoded in C, not by the lambda above.
-                    conn.text_factory = str
-                    # Each asset resolved once; the data sources reuse the answers.
-                    members = {
-                        a.data_uri: self.asset_member(a.data_uri) for a in read_assets(catalog)
-                    }
-                    rows = data_source_rows(conn, members.get)
-            except (sqlite3.DatabaseError, DatabaseError, UnicodeDecodeError) as err:
-                code = "TA-E502" if "no such" in str(err) else "TA-E500"
-                raise ArchiveError(code, CATALOG_NAME, f"SQLite: {reason(err)}") from None
+    def check_catalog(self) -> None:
+        """Check the catalog as Tiled will load it, raising the first problem: its integrity
+        and schema (TA-E500..TA-E502), every row Tiled reads (TA-E506), every asset URI
+        (TA-E503/TA-E504), every data source's parameters (TA-E508) and the nesting of its
+        JSON (TA-E509). Once per catalog: a clean verdict is kept under the catalog's SHA-256,
+        the manifest's and, for a directory archive, its location (relocated URIs are read
+        relative to it), and not made again while those and the rules are unchanged."""
+        if self._catalog_checked:
+            return
+        identity = f"{self.manifest.catalog.sha256}\n{self._manifest_sha256}\n"
+        if self.is_directory:
+            identity += str(Path(self.location).resolve())
+        key = hashlib.sha256(identity.encode()).hexdigest()
+        if verdicts.kept("catalog", key) is None:
+            with self._catalog_connection() as conn:
+                conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
+                check = [row[0] for row in conn.execute("PRAGMA quick_check(1)")]
+                if check != ["ok"]:
+                    raise ArchiveError("TA-E500", CATALOG_NAME, f"quick_check: {check[0]}")
+                revisions = [r[0] for r in conn.execute("SELECT version_num FROM alembic_version")]
+                stamp = stamp_problem(revisions)
+                if stamp is not None:
+                    raise ArchiveError(stamp.code, stamp.path, stamp.message)
+                _raise_first(schema_problems(conn)[1])
+                _raise_first(catalog_problems(conn))
+                for (uri,) in conn.execute(_ASSET_URIS):
+                    self.asset_member(uri)
+                # The rows Tiled reads are UTF-8 now: decoded in C, not by the lambda above.
+                conn.text_factory = str
+                rows = data_source_rows(conn, self.asset_member)
             _raise_first([problem for row in rows for problem in parameter_problems(row)])
+            verdicts.keep("catalog", key, True)
+        self._catalog_checked = True
+
+    def data_source(self, source_id: int) -> DataSourceRow | None:
+        """Data source ``source_id`` (None: there is none), its assets as members, read when
+        first asked for (after :meth:`check_catalog`)."""
+        if self._data_sources is not None:
+            return self._data_sources.get(source_id)
+        if source_id not in self._rows:
+            self.check_catalog()
+            with self._catalog_connection() as conn:
+                found = data_source_rows(conn, self.asset_member, only=source_id)
+            self._rows[source_id] = found[0] if found else None
+        return self._rows[source_id]
+
+    def data_sources(self) -> dict[int, DataSourceRow]:
+        """Every data source of the catalog by id, their assets as members (after
+        :meth:`check_catalog`, which raises the first problem)."""
+        if self._data_sources is None:
+            self.check_catalog()
+            with self._catalog_connection() as conn:
+                members = {uri: self.asset_member(uri) for (uri,) in conn.execute(_ASSET_URIS)}
+                rows = data_source_rows(conn, members.get)
             self._data_sources = {row.id: row for row in rows}
         return self._data_sources
-
-    def _checked_stamp(self) -> Path:
-        """Where a clean verdict of the catalog row checks is kept: under the (verified)
-        catalog's SHA-256 and the rules' fingerprint, so a catalog opened again, or a ZIP and
-        its extracted directory, is checked once."""
-        sha256 = self.manifest.catalog.sha256
-        return cache_root() / "checked" / f"{sha256}-{rules_fingerprint()}"
 
     def inspection(self, source_id: int) -> Inspection:
         """What data source ``source_id``'s files hold and cost to read (checked once per open
         archive, spec 3.3); raises the first rule they break (TA-E600, TA-E601, TA-E602)."""
         found = self._inspections.get(source_id)
         if found is None:
-            row = self.data_sources().get(source_id)
+            row = self.data_source(source_id)
             found = Inspection() if row is None else inspect_data_source(self.source, row)
             self._inspections[source_id] = found
         _raise_first(found.problems)
@@ -519,8 +570,13 @@ class Archive:
         kept when it matches; one with other bytes is made again (a cache file altered since is
         never used) or, without ``replace``, is TA-E921 and left as it is. No partial file
         stays behind, whatever stops the copy."""
-        if target.is_file() and sha256_of(target) == entry.sha256:
-            return False
+        if target.is_file():
+            version = verdicts.version_of(target)
+            if verdicts.known_sha256(version) == entry.sha256:
+                return False  # hashed before, unchanged since
+            if sha256_of(target) == entry.sha256:
+                verdicts.remember_sha256(target, version, entry.sha256)
+                return False
         if target.exists() and not replace:
             raise ArchiveError("TA-E921", str(target), f"holds other bytes than {entry.path}")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -545,6 +601,7 @@ class Archive:
         finally:  # moved by os.replace, else a name of its own to drop
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(sink.name)
+        verdicts.remember_sha256(target, verdicts.version_of(target), entry.sha256)
         return True
 
     def close(self) -> None:
@@ -579,11 +636,8 @@ def _into_blob_cache(
         cache.close()
 
 
-def _touch(path: Path) -> None:
-    """Create an empty marker file; a cache that cannot be written only costs a re-check."""
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
+#: Every asset URI of a catalog (each checked, whether or not a data source names it).
+_ASSET_URIS = "SELECT data_uri FROM assets"
 
 
 def _raise_first(problems: list[Problem]) -> None:

@@ -545,25 +545,29 @@ def _structure_problems(conn: sqlite3.Connection) -> Iterator[Problem]:
 _ROWS_SQL = (
     "SELECT d.id, n.key, d.structure_family, d.mimetype, d.parameters, s.structure"
     " FROM data_sources d LEFT JOIN nodes n ON n.id = d.node_id"
-    " LEFT JOIN structures s ON s.id = d.structure_id ORDER BY d.id"
+    " LEFT JOIN structures s ON s.id = d.structure_id WHERE {} ORDER BY d.id"
 )
 _ASSETS_SQL = (
     "SELECT x.data_source_id, a.data_uri, a.is_directory, x.parameter, x.num"
     " FROM data_source_asset_association x JOIN assets a ON a.id = x.asset_id"
-    " ORDER BY x.data_source_id, x.num"
+    " WHERE {} ORDER BY x.data_source_id, x.num"
 )
 
 
 def data_source_rows(
-    conn: sqlite3.Connection, member_of: Callable[[str], str | None]
+    conn: sqlite3.Connection,
+    member_of: Callable[[str], str | None],
+    only: int | None = None,
 ) -> list[DataSourceRow]:
-    """Every data source of a catalog whose JSON decodes, with its assets as archive members
-    (``member_of`` maps a data URI to a member, or None for one that names none: reported by
-    the asset checks, and its data source is left out). Undecodable rows are TA-E506 or
-    TA-E509, reported by :func:`catalog_problems`."""
+    """Every data source of a catalog whose JSON decodes (or only the one of id ``only``),
+    with its assets as archive members (``member_of`` maps a data URI to a member, or None
+    for one that names none: reported by the asset checks, and its data source is left out).
+    Undecodable rows are TA-E506 or TA-E509, reported by :func:`catalog_problems`."""
     assets: dict[int, list[AssetRef]] = {}
     unresolved: set[int] = set()
-    for source_id, uri, is_directory, parameter, num in conn.execute(_ASSETS_SQL):
+    chosen: tuple[int, ...] = () if only is None else (only,)
+    assets_sql = _ASSETS_SQL.format("1" if only is None else "x.data_source_id = ?")
+    for source_id, uri, is_directory, parameter, num in conn.execute(assets_sql, chosen):
         member = member_of(uri) if isinstance(uri, str) else None
         if member is None:
             unresolved.add(source_id)
@@ -575,7 +579,8 @@ def data_source_rows(
     # Data sources share their structures (by content hash) and mostly have `{}` parameters:
     # each distinct text is decoded once. The rows share the decoded values: read-only.
     decoded_texts: dict[object, Any] = {None: None}
-    for source_id, key, family, mimetype, parameters, structure in conn.execute(_ROWS_SQL):
+    rows_sql = _ROWS_SQL.format("1" if only is None else "d.id = ?")
+    for source_id, key, family, mimetype, parameters, structure in conn.execute(rows_sql, chosen):
         decoded = []
         for value in (parameters, structure):
             if value not in decoded_texts:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +31,20 @@ from .schemas import (
 )
 
 # -- The manifest ---------------------------------------------------------------------------
+
+#: The manifest's top-level fields this format defines; any other is kept in ``extra``.
+KNOWN_FIELDS = frozenset(
+    {
+        "format",
+        "format_version",
+        "producer",
+        "created",
+        "tiled_schema_revision",
+        "catalog",
+        "files",
+        "fetch",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -123,6 +137,40 @@ class Manifest:
         return canonical_manifest(self.to_json())
 
     @classmethod
+    def from_json(
+        cls,
+        document: Mapping[str, Any],
+        files: Sequence[FileEntry],
+        fetch: FetchRecord | None = None,
+    ) -> Manifest:
+        """The model of a manifest document valid against the schema, its ``files`` given."""
+        return cls(
+            catalog=FileEntry(**document["catalog"]),
+            files=files,  # type: ignore[arg-type]  # a tuple, or a ListedFiles read later
+            created=document["created"],
+            tiled_schema_revision=document["tiled_schema_revision"],
+            producer=document["producer"],
+            format_version=document["format_version"],
+            extra={k: v for k, v in document.items() if k not in KNOWN_FIELDS},
+            fetch=fetch,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The manifest's document without its file list: with the bytes it was read from,
+        all :meth:`from_summary` needs."""
+        document = self.to_json()
+        del document["files"]
+        return document
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any], raw: bytes) -> Manifest:
+        """The manifest of bytes ``raw`` already judged clean, whose :meth:`summary` was kept:
+        its file list is decoded from ``raw`` when first used (a manifest lists every payload
+        file, so opening an archive of 100,000 files need not build 100,000 entries)."""
+        fetch = FetchRecord.from_json(summary["fetch"]) if "fetch" in summary else None
+        return cls.from_json(summary, ListedFiles(raw), fetch)
+
+    @classmethod
     def loads(cls, raw: bytes) -> Manifest:
         """Parse and check manifest bytes; raise ArchiveError with the first rule broken."""
         problems, manifest = parse_manifest(raw)
@@ -131,6 +179,42 @@ class Manifest:
             raise ArchiveError(errors[0].code, errors[0].path, errors[0].message)
         assert manifest is not None
         return manifest
+
+
+class ListedFiles(Sequence[FileEntry]):
+    """A manifest's ``files``, decoded from the manifest's bytes (already judged clean) on
+    first use; then as the tuple :func:`parse_manifest` builds."""
+
+    def __init__(self, raw: bytes):
+        self._raw: bytes | None = raw
+        self._files: tuple[FileEntry, ...] = ()
+
+    def _decoded(self) -> tuple[FileEntry, ...]:
+        if self._raw is not None:
+            listed = json.loads(self._raw)["files"]  # judged clean: no depth walk again
+            self._files = tuple(FileEntry(e["path"], e["size"], e.get("sha256")) for e in listed)
+            self._raw = None
+        return self._files
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def __getitem__(self, index):  # type: ignore[override]  # int or slice, as a tuple's
+        return self._decoded()[index]
+
+    def __iter__(self) -> Iterator[FileEntry]:
+        return iter(self._decoded())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ListedFiles):
+            other = other._decoded()
+        return self._decoded() == other
+
+    def __hash__(self) -> int:
+        return hash(self._decoded())
+
+    def __repr__(self) -> str:
+        return f"ListedFiles({self._decoded()!r})"
 
 
 def canonical_manifest(document: dict[str, Any]) -> bytes:
@@ -210,16 +294,6 @@ def parse_manifest(raw: bytes) -> tuple[list[Problem], Manifest | None]:
         if not is_payload_path(entry.path):
             problems.append(Problem("TA-E303", entry.path, "manifest path is not below data/"))
         problems.extend(path_problems(entry.path))
-    known = {
-        "format",
-        "format_version",
-        "producer",
-        "created",
-        "tiled_schema_revision",
-        "catalog",
-        "files",
-        "fetch",
-    }
     fetch = FetchRecord.from_json(document["fetch"]) if "fetch" in document else None
     if fetch is not None:
         problems.extend(fetch_problems(fetch, seen))
@@ -229,17 +303,7 @@ def parse_manifest(raw: bytes) -> tuple[list[Problem], Manifest | None]:
         for entry in files
         if entry.sha256 is None and (fetch is None or entry.path not in fetch.files)
     )
-    manifest = Manifest(
-        catalog=FileEntry(**document["catalog"]),
-        files=files,
-        created=document["created"],
-        tiled_schema_revision=document["tiled_schema_revision"],
-        producer=document["producer"],
-        format_version=document["format_version"],
-        extra={k: v for k, v in document.items() if k not in known},
-        fetch=fetch,
-    )
-    return problems, manifest
+    return problems, Manifest.from_json(document, files, fetch)
 
 
 def history_problems(history: list[dict[str, Any]]) -> list[Problem]:

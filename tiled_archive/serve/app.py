@@ -162,7 +162,7 @@ class ArchiveServer:
         catalog = archive.catalog_path()
         # Refuse the archive before any byte of data is read if an asset points elsewhere or
         # a data source carries what Tiled's adapters would act on blindly.
-        archive.data_sources()
+        archive.check_catalog()
         root = archive.manifest.extra.get("root") or {}
         tree = from_uri(
             f"sqlite+aiosqlite:///file:{quote(str(catalog.absolute()))}"

@@ -52,6 +52,11 @@ class ByteSource(ABC):
     def members(self) -> Mapping[str, Member]:
         """Every regular file of the archive, keyed by archive path."""
 
+    def holds(self, path: str) -> bool:
+        """Whether the archive holds a regular file at ``path`` (as :meth:`members` would say,
+        without listing every member where the source need not)."""
+        return path in self.members()
+
     @abstractmethod
     def read(self, path: str, offset: int = 0, size: int | None = None) -> bytes:
         """Bytes ``[offset, offset + size)`` of a member (to its end when ``size`` is None)."""

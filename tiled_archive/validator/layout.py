@@ -43,7 +43,7 @@ class LayoutChecks:
         try:
             from ..sources.zip import ZipSource
 
-            source = ZipSource(self.path)
+            source = ZipSource(self.path, every_header=True)  # judged now, not as kept
         except ArchiveError as err:
             # A damaged tiled-archive still starts with its marker; anything else is no archive.
             if self._has_zip_marker():

@@ -128,7 +128,7 @@ def _load(
         target = _Catalog(catalog_uri)
         _refuse_inside(source, target, data_dir)
         # What stock Tiled will read must pass the checks that tiled-archive's reader makes.
-        source.data_sources()
+        source.check_catalog()
         refuse_incomplete(source, "loaded", sealed=True)
         source.check_data_files()
         if node:  # it is the path's last node: the archive root's metadata is not its

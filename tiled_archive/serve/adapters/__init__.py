@@ -165,7 +165,7 @@ class ArchiveAdapters(Adapters):
 
     def where(self, data_source: Any) -> str:
         source_id = data_source.id
-        row = self.archive.data_sources().get(source_id) if source_id is not None else None
+        row = self.archive.data_source(source_id) if source_id is not None else None
         return row.where if row is not None else f"data source {source_id}"
 
     # -- Directory archives: Tiled's adapters on the real files ------------------------------
