@@ -5,6 +5,7 @@ archive's are."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -16,7 +17,7 @@ import pytest
 import tiled_archive
 from tiled_archive.rules.problems import ArchiveError
 from tiled_archive.testing import postgres_admin
-from tiled_archive.writer import relocate
+from tiled_archive.writer import create, relocate
 from tiled_archive.writer.load import load
 
 from ..conftest import catalog_uri
@@ -358,3 +359,57 @@ def test_an_ome_tiff_naming_another_file_is_refused(loaded, tmp_path):
         (path,) = [p for p in of_family(client, "array") if "frames" in p]
         message = read_error(client, path)
     assert "TA-E600" in message and "another file" in message
+
+
+@pytest.fixture
+def zarr_loaded(tmp_path) -> tuple[str, Path, Path]:
+    """A Zarr v3 array of 8 x 8 chunks (nested chunk folders ``c/I/J``) loaded into a new
+    SQLite catalog: (URI, data folder, the store's folder)."""
+    import zarr
+
+    source = tmp_path / "source"
+    source.mkdir()
+    array = zarr.create_array(source / "grid.zarr", shape=(32, 32), chunks=(4, 4), dtype="i4")
+    array[:] = np.arange(32 * 32, dtype="i4").reshape(32, 32)
+    archive = create(tmp_path / "archive", [source])
+    uri, data = f"sqlite:///{tmp_path / 'catalog.db'}", tmp_path / "data"
+    load(archive, uri, data)
+    (store,) = data.rglob("grid.zarr")
+    return uri, data, store
+
+
+def test_a_link_put_in_a_chunk_folder_is_refused_on_the_next_read(zarr_loaded, tmp_path):
+    """A store's folders are walked again when one changed: a chunk file replaced by a link
+    out of the storage, in a nested chunk folder, is TA-E923 on the next read."""
+    uri, data, store = zarr_loaded
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s" * 64)
+    with tiled_archive.from_catalog(uri, readable_storage=[data]) as client:
+        path = of_family(client, "array")[0]
+        assert int(client[path][5, 7]) == 5 * 32 + 7
+        chunk = store / "c" / "3" / "1"
+        link = chunk.with_name("link")
+        os.symlink(secret, link)
+        os.replace(link, chunk)
+        message = read_error(client, path)
+    assert "TA-E923" in message, message
+
+
+def test_zarr_metadata_rewritten_in_place_is_checked_again(zarr_loaded):
+    """The metadata document is what the checks read: it is stat-ed on every read, so one
+    rewritten in place (its folder's times unchanged) is inspected again: TA-E602 when it no
+    longer agrees with the catalog."""
+    uri, data, store = zarr_loaded
+    metadata = store / "zarr.json"
+    with tiled_archive.from_catalog(uri, readable_storage=[data]) as client:
+        path = of_family(client, "array")[0]
+        assert int(client[path][1, 1]) == 33
+        folder_times = store.stat().st_mtime_ns
+        document = json.loads(metadata.read_text())
+        document["shape"] = [64, 32]
+        with open(metadata, "r+") as handle:  # same inode: the folder is not touched
+            handle.truncate(0)
+            handle.write(json.dumps(document))
+        assert store.stat().st_mtime_ns == folder_times
+        message = read_error(client, path)
+    assert "TA-E602" in message, message

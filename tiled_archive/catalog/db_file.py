@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePath
 
-from sqlalchemy import create_engine, select, text, update
+from sqlalchemy import Connection, bindparam, create_engine, select, text, update
 from tiled.utils import ensure_uri
 
 from ..rules.manifest import FileEntry
@@ -121,20 +121,16 @@ def finalize(
     """
     from tiled.catalog import orm
 
-    table = orm.Asset.__table__
-    rows = read_assets(db)
+    changes = []
+    for row in read_assets(db):
+        member = member_for_uri(row)
+        values: dict[str, object] = {"id": row.id, "data_uri": member}
+        if not row.is_directory:
+            entry = entries[member]
+            values.update(size=entry.size, hash_type="sha256", hash_content=entry.sha256)
+        changes.append(values)
     with _engine(db) as engine, engine.begin() as conn:
-        for row in rows:
-            member = member_for_uri(row)
-            # Keep time_updated: SQLAlchemy would set Tiled's onupdate=now() otherwise.
-            values: dict[str, object] = {
-                "data_uri": member,
-                "time_updated": table.c.time_updated,
-            }
-            if not row.is_directory:
-                entry = entries[member]
-                values.update(size=entry.size, hash_type="sha256", hash_content=entry.sha256)
-            conn.execute(update(table).where(table.c.id == row.id).values(**values))
+        _update_assets(conn, changes)
         if timestamp is not None:
             stamp = timestamp.astimezone(timezone.utc).replace(tzinfo=None)
             for name in _TIMESTAMPED:
@@ -154,21 +150,19 @@ def fill_hashes(
     there (by the member ``member_of`` names for its URI), in place: an incomplete archive's
     catalog once its files were fetched, or as a browse mirror grows (spec 4.1). Without
     ``compact``, the file is changed where it is (a mirror is read while it grows)."""
-    from tiled.catalog import orm
 
-    table = orm.Asset.__table__
+    changes = []
+    for row in read_assets(db):
+        entry = None if row.is_directory else entries.get(member_of(row.data_uri))
+        if entry is None:
+            continue
+        values: dict[str, object] = {"id": row.id, "size": entry.size}
+        if row.hash_content is None and entry.sha256 is not None:
+            values.update(hash_type="sha256", hash_content=entry.sha256)
+        if (row.size, row.hash_content) != (values["size"], values.get("hash_content")):
+            changes.append(values)
     with _engine(db) as engine, engine.begin() as conn:
-        for row in read_assets(db):
-            entry = None if row.is_directory else entries.get(member_of(row.data_uri))
-            if entry is None:
-                continue
-            values: dict[str, object] = {"size": entry.size}
-            if row.hash_content is None and entry.sha256 is not None:
-                values.update(hash_type="sha256", hash_content=entry.sha256)
-            if (row.size, row.hash_content) == (values["size"], values.get("hash_content")):
-                continue
-            values["time_updated"] = table.c.time_updated  # not Tiled's onupdate=now()
-            conn.execute(update(table).where(table.c.id == row.id).values(**values))
+        _update_assets(conn, changes)
     if compact:
         _compact(db)
 
@@ -180,16 +174,30 @@ def _rewrite_uris(db: Path, rewrite: Callable[[str, bool], str]) -> None:
     table = orm.Asset.__table__
     with _engine(db) as engine, engine.begin() as conn:
         sql_assets = {row[0] for row in conn.execute(text(SQL_STORAGE_ASSETS))}
-        for row in conn.execute(select(table.c.id, table.c.data_uri)).all():
-            conn.execute(
-                update(table)
-                .where(table.c.id == row.id)
-                .values(
-                    data_uri=rewrite(row.data_uri, row.id in sql_assets),
-                    time_updated=table.c.time_updated,
-                )
-            )
+        rows = conn.execute(select(table.c.id, table.c.data_uri)).all()
+        changes = [{"id": i, "data_uri": rewrite(uri, i in sql_assets)} for i, uri in rows]
+        _update_assets(conn, changes)
     _compact(db)
+
+
+def _update_assets(conn: Connection, changes: list[dict[str, object]]) -> None:
+    """Update asset rows by ``id``, one statement per set of columns changed, executed for
+    every row at once; ``time_updated`` kept (not Tiled's ``onupdate=now()``)."""
+    from tiled.catalog import orm
+
+    table = orm.Asset.__table__
+    batches: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    for values in changes:
+        columns = tuple(sorted(key for key in values if key != "id"))
+        batches.setdefault(columns, []).append({f"new_{k}": v for k, v in values.items()})
+    for columns, batch in batches.items():
+        assigned = {column: bindparam(f"new_{column}") for column in columns}
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("new_id"))
+            .values(**assigned, time_updated=table.c.time_updated)
+        )
+        conn.execute(statement, batch)
 
 
 def _compact(db: Path) -> None:

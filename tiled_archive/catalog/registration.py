@@ -6,8 +6,9 @@ nodes through a client. Given a client of an in-process app, each node is an HTT
 through FastAPI, and building the app alone analyses every route (0.6-1.1 s, plus importing
 the server). :class:`CatalogNode` is the part of the client registration calls (``get``,
 ``new``, ``delete``), answered the way the server's register route answers it: the same
-request body, parsed by Tiled's own request model, given to Tiled's catalog adapter. A test
-builds the same trees both ways and compares the catalogs.
+request body, parsed by Tiled's own request model, becomes the rows Tiled's catalog adapter
+would write (:mod:`.node_rows`), written in one transaction at the end. A test builds the same
+trees both ways and compares the catalogs.
 """
 
 from __future__ import annotations
@@ -19,11 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.from_thread
-
 from ..rules.formats import zarr_dtype_warnings_silenced
-from .db_file import init_catalog
+from .db_file import create_catalog_file
+from .node_rows import Collision, NewNodes
 
 
 @dataclass
@@ -55,23 +54,17 @@ async def sorted_walker(node, path, files, directories, settings):  # noqa: ARG0
 
 
 class CatalogNode:
-    """A node of Tiled's catalog adapter, with the client methods Tiled's registration calls.
+    """A node of the catalog being built, with the client methods Tiled's registration calls
+    (``get``, ``new``, ``delete``), answered as the server's register route answers them. The
+    nodes are kept in :class:`NewNodes` and written together at the end."""
 
-    Registration calls them from worker threads (``anyio.to_thread``); each runs the adapter's
-    coroutine back on the event loop.
-    """
-
-    def __init__(self, adapter: Any):
-        self.adapter = adapter
+    def __init__(self, nodes: NewNodes, node_id: int = 0):
+        self.nodes = nodes
+        self.node_id = node_id
 
     def get(self, key: str) -> CatalogNode | None:
-        from tiled.catalog.adapter import NoEntry
-
-        try:
-            child = anyio.from_thread.run(self.adapter.lookup_adapter, [key])
-        except NoEntry:
-            return None
-        return CatalogNode(child)
+        child = self.nodes.child(self.node_id, key)
+        return None if child is None else CatalogNode(self.nodes, child)
 
     def new(
         self,
@@ -84,8 +77,9 @@ class CatalogNode:
         access_tags: list[str] | None = None,
     ) -> CatalogNode:
         """Create a child as the server's register route does: the client's request body
-        (JSON, as the client encodes it) parsed by Tiled's request model."""
-        from tiled.client.utils import normalize_specs
+        (JSON, as the client encodes it) parsed by Tiled's request model; a key taken is the
+        route's 409."""
+        from tiled.client.utils import ClientError, normalize_specs
         from tiled.server.schemas import PostMetadataRequest
         from tiled.structures.core import StructureFamily
         from tiled.utils import safe_json_dump
@@ -102,34 +96,25 @@ class CatalogNode:
                 }
             )
         )
-        return CatalogNode(anyio.from_thread.run(self._create, body))
-
-    async def _create(self, body: Any) -> Any:
-        from tiled.access_control.protocols import normalize_access_tags
-        from tiled.catalog.adapter import Collision
-        from tiled.client.utils import ClientError
-
         try:
-            return await self.adapter.create_node(
-                metadata=body.metadata,
-                structure_family=body.structure_family,
-                key=body.id,
-                specs=body.specs,
-                data_sources=body.data_sources,
-                # What the server gives a node when it has no access policy (as here).
-                access_tags=normalize_access_tags(),
+            child = self.nodes.add(
+                self.node_id,
+                body.id,
+                body.structure_family,
+                body.metadata,
+                body.specs,
+                body.data_sources,
             )
         except Collision as err:
-            # What registration catches: the server answers a collision with 409.
             import httpx
 
             request = httpx.Request("POST", f"/register/{body.id}")
             raise ClientError(str(err), request, httpx.Response(409, request=request)) from None
+        return CatalogNode(self.nodes, child)
 
-    def delete(self, recursive: bool = False, external_only: bool = True) -> None:
-        anyio.from_thread.run(
-            lambda: self.adapter.delete(recursive=recursive, external_only=external_only)
-        )
+    def delete(self, recursive: bool = False, external_only: bool = True) -> None:  # noqa: ARG002
+        """Registration deletes a node only when two files collide, recursively."""
+        self.nodes.delete(self.node_id)
 
 
 def resolve_prefix(name: str, path: Path) -> str:
@@ -152,28 +137,25 @@ def build_catalog(db: Path, sources: Mapping[str, Path]) -> RegistrationReport:
     """
     from tiled.client.register import register
 
-    readable = sorted({str(path.resolve().parent) for path in sources.values()})
     handler = _RegistrationLog()
     logger = logging.getLogger("tiled.client.register")
     logger.addHandler(handler)
     previous_level = logger.level
     logger.setLevel(logging.INFO)
 
+    create_catalog_file(db)
+    nodes = NewNodes(db)
+
     async def register_all() -> None:
-        root = init_catalog(db, readable)
-        await root.startup()  # what the server's lifespan does first
-        try:
-            for name in sorted(sources):
-                path = sources[name].resolve()
-                await register(
-                    CatalogNode(root),
-                    path,
-                    prefix=resolve_prefix(name, path),
-                    walkers=["tiled_archive.catalog.registration:sorted_walker"],
-                    overwrite=False,
-                )
-        finally:
-            await root.shutdown()
+        for name in sorted(sources):
+            path = sources[name].resolve()
+            await register(
+                CatalogNode(nodes),
+                path,
+                prefix=resolve_prefix(name, path),
+                walkers=["tiled_archive.catalog.registration:sorted_walker"],
+                overwrite=False,
+            )
 
     try:
         with zarr_dtype_warnings_silenced():  # Tiled's Zarr adapter reads a group's metadata
@@ -181,4 +163,5 @@ def build_catalog(db: Path, sources: Mapping[str, Path]) -> RegistrationReport:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous_level)
+    nodes.write()
     return handler.report

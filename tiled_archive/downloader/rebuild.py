@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..catalog import db_file as catalog_db
+from ..catalog.node_rows import NewNodes
 from ..rules.manifest import FileEntry
 from ..rules.names import DATA_DIR
 from ..rules.problems import ArchiveError
@@ -50,10 +51,27 @@ def archive_raw_sources(run: Run) -> None:
 
 
 def rebuild_catalog(run: Run, db: Path) -> None:
-    """Recreate every node in a fresh catalog through Tiled's own catalog adapter (what the
-    server's create-node route calls), parents first, with its key, metadata, specs and
-    (archived) data sources."""
-    asyncio.run(_create_nodes(run.nodes, catalog_db.init_catalog(db, [str(run.staging)])))
+    """Recreate every node in a fresh catalog as Tiled's own catalog adapter creates one (the
+    rows its ``create_node`` writes, :mod:`tiled_archive.catalog.node_rows`, written at once),
+    parents first, with its key, metadata, specs and (archived) data sources."""
+    from tiled.structures.core import Spec, StructureFamily
+    from tiled.structures.data_source import DataSource
+
+    catalog_db.create_catalog_file(db)
+    new = NewNodes(db)
+    created: dict[tuple[str, ...], int] = {(): 0}
+    for node in sorted(run.nodes, key=lambda n: len(n.path)):
+        attributes = node.attributes
+        family = "container" if node.method == "container" else attributes["structure_family"]
+        created[node.path] = new.add(
+            created[node.path[:-1]],
+            node.path[-1],
+            StructureFamily(family),
+            dict(attributes["metadata"]),
+            [Spec(**spec) for spec in attributes["specs"]],
+            [DataSource.from_json(source) for source in node.archived],
+        )
+    new.write()
 
 
 def add_nodes(run: Run, db: Path) -> None:

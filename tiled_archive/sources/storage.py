@@ -13,7 +13,10 @@ otherwise: Tiled's own check compares the URI's text, so a link inside the stora
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+from collections import ChainMap
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO
@@ -25,11 +28,32 @@ from . import ByteSource, Member, Span
 LOCAL_SCHEMES = ("file", "duckdb")
 
 
+#: A file's version: (device, inode, size, modification and change times).
+Version = tuple[int, int, int, int, int]
+
+
+def _version(stat: os.stat_result) -> Version:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """A folder's files as last walked: what the folders were (``tree``), each file's target
+    and member, and the files whose own version is checked on every use (``watched``)."""
+
+    tree: tuple[tuple[str, Version], ...]
+    paths: dict[str, Path]
+    members: dict[str, Member]
+    watched: tuple[str, ...]
+
+
 class ReadableStorage:
     """The folders whose files a catalog's assets may name (resolved once, at open)."""
 
     def __init__(self, roots: Iterable[str | Path]):
         self.roots = [Path(os.path.realpath(root)) for root in roots]
+        self._listings: dict[tuple[Path, tuple[str, ...] | None], _Listing] = {}
+        self._lock = threading.Lock()
 
     def local_path(self, data_uri: str) -> Path:
         """The local file (or folder) an asset URI names, symbolic links resolved; TA-E923
@@ -67,18 +91,62 @@ class ReadableStorage:
         folders = ", ".join(str(root) for root in self.roots) or "none given"
         return f"resolves to {resolved}, outside the readable storage ({folders})"
 
-    def files(self, assets: Iterable[tuple[Path, bool]]) -> StorageFiles:
+    def files(
+        self, assets: Iterable[tuple[Path, bool]], watched: tuple[str, ...] | None = None
+    ) -> StorageFiles:
         """The files of one data source's assets (resolved paths, and whether each is a
         folder): a folder's files below it, walked without following links (a link to a file
-        inside the storage is listed at its own name; one leading out is TA-E923)."""
-        members: dict[str, Path] = {}
+        inside the storage is listed at its own name; one leading out is TA-E923).
+
+        A folder is walked again only when one of its folders changed (a file added, removed,
+        renamed or replaced by another changes its folder's times); else its last walk is
+        reused, and only its files named as in ``watched`` (None: every file) are stat-ed
+        again: a file rewritten in place leaves its folder's times alone, so the files the
+        checks read whole must be ``watched``. Finding the folders costs a stat of each, and a
+        listing only of folders that hold others (a folder's link count is 2 plus its
+        subfolders): a Zarr store of 100,000 chunk files is not walked on every read."""
+        paths: dict[str, Path] = {}
+        members: dict[str, Member] = {}
+        versions: list[tuple[str, Version]] = []
+        listings: list[_Listing] = []
         for path, is_directory in assets:
             if not is_directory:
-                members[str(path)] = path
+                stat = path.stat()
+                paths[str(path)], members[str(path)] = path, Member(str(path), stat.st_size)
+                versions.append((str(path), _version(stat)))
                 continue
-            for name, target in self._walk(path):
-                members[name] = target
-        return StorageFiles(members)
+            listing = self._listing(path, watched)
+            listings.append(listing)
+            for name in listing.watched if watched is not None else listing.paths:
+                stat = listing.paths[name].stat()
+                members[name] = Member(name, stat.st_size)
+                versions.append((name, _version(stat)))
+        return StorageFiles(
+            ChainMap(paths, *(listing.paths for listing in listings)),
+            ChainMap(members, *(listing.members for listing in listings)),
+            (tuple(versions), tuple(listing.tree for listing in listings)),
+        )
+
+    def _listing(self, folder: Path, watched: tuple[str, ...] | None) -> _Listing:
+        tree = _tree(folder)
+        with self._lock:
+            known = self._listings.get((folder, watched))
+        if known is not None and known.tree == tree:
+            return known
+        paths = dict(self._walk(folder))
+        listing = _Listing(
+            tree,
+            paths,
+            {name: Member(name, target.stat().st_size) for name, target in paths.items()},
+            tuple(
+                name for name in paths if watched is not None and name.rsplit("/", 1)[-1] in watched
+            ),
+        )
+        with self._lock:
+            self._listings[folder, watched] = listing
+            while len(self._listings) > _LISTINGS_KEPT:
+                del self._listings[next(iter(self._listings))]
+        return listing
 
     def _walk(self, folder: Path) -> Iterator[tuple[str, Path]]:
         pending = [folder]
@@ -98,21 +166,41 @@ class ReadableStorage:
                             yield entry.path, target
 
 
+#: Folder listings kept (a catalog's directory assets: Zarr stores).
+_LISTINGS_KEPT = 1024
+
+
+def _tree(folder: Path) -> tuple[tuple[str, Version], ...]:
+    """The version of ``folder`` and of every folder below it (not following links): what
+    changes when a file below is added, removed, renamed or replaced."""
+    versions = []
+    pending = [str(folder)]
+    while pending:
+        directory = pending.pop()
+        stat = os.stat(directory, follow_symlinks=False)
+        versions.append((directory, _version(stat)))
+        if stat.st_nlink == 2:  # "." and its parent's entry only: no subfolder
+            continue
+        with os.scandir(directory) as entries:
+            pending += [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+    return tuple(sorted(versions))
+
+
 class StorageFiles(ByteSource):
     """Files of readable storage as members, keyed by their paths (resolved)."""
 
-    def __init__(self, files: Mapping[str, Path]):
+    def __init__(
+        self, paths: Mapping[str, Path], members: Mapping[str, Member], signature: Hashable
+    ):
+        """``paths``: each member's target; ``signature``: what identifies these files'
+        current content (:meth:`ReadableStorage.files`)."""
         self.location = Path("/")
         self.problems: list[Problem] = []
-        self._paths = dict(files)
-        stats = {name: path.stat() for name, path in self._paths.items()}
-        self._members = {name: Member(name, stat.st_size) for name, stat in stats.items()}
-        #: What identifies these files' current content: a file replaced, rewritten or
-        #: touched, or a folder's file added or removed, changes it.
-        self.signature = tuple(
-            (name, s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)
-            for name, s in sorted(stats.items())
-        )
+        self._paths = paths
+        self._members = members
+        #: A file replaced, rewritten or touched, or a folder's file added or removed,
+        #: changes it.
+        self.signature = signature
 
     def members(self) -> Mapping[str, Member]:
         return MappingProxyType(self._members)

@@ -3,10 +3,11 @@
 A catalog is not an archive: no manifest lists its files, and it may be large and change while
 it is served. So nothing is checked at open; each time Tiled builds an adapter (every request),
 the assets it will read (the data source's, or the frames of a lazy sequence read) are
-resolved inside the readable storage (TA-E923) and stat-ed, and their files inspected as an
-archive's are (TA-E600..E602, the memory budget) unless these very files (same inode, size and
-times) were inspected before; then Tiled's adapter is given the resolved paths. What remains
-is the race between that check and the library opening the path (spec 8.1).
+resolved inside the readable storage (TA-E923) and stat-ed (a folder: its folders, walked again
+when one changed, and the files its checks read), and their files inspected as an archive's
+are (TA-E600..E602, the memory budget) unless these very files (same inode, size and times)
+were inspected before; then Tiled's adapter is given the resolved paths. What remains is the
+race between that check and the library opening the path (spec 8.1).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tiled.utils import ensure_uri
 
 from ...inspectors import Inspection
 from ...inspectors import inspect as inspect_files
+from ...inspectors.zarr import METADATA_NAMES
 from ...rules.catalog_rows import AssetRef, DataSourceRow
 from ...rules.formats import ZARR_MIMETYPE
 from ...rules.names import RAGGED_MIMETYPE
@@ -55,10 +57,15 @@ class StorageAdapters(Adapters):
         if kwargs.get("data_uris") is not None:  # Tiled's lazy sequence read: these frames only
             frames = enumerate(kwargs["data_uris"])
             assets = [(uri, False, "data_uris", num) for num, uri in frames if uri is not None]
-        # Resolved, walked and stat-ed at every adapter build: a file swapped (or a link put
-        # in a folder) since the last read is checked again, not passed on a stale verdict.
+        # Resolved and stat-ed at every adapter build (a folder walked again when one of its
+        # folders changed): a file swapped (or a link put in a folder) since the last read is
+        # checked again, not passed on a stale verdict. A Zarr store's checks read only its
+        # metadata documents: those are stat-ed each time, not its chunks.
         resolved = [(self.storage.local_path(a[0]), *a[1:]) for a in assets]
-        files = self.storage.files((path, is_directory) for path, is_directory, *_ in resolved)
+        watched = METADATA_NAMES if data_source.mimetype == ZARR_MIMETYPE else None
+        files = self.storage.files(
+            ((path, is_directory) for path, is_directory, *_ in resolved), watched
+        )
         key = (data_source.id, tuple(assets), files.signature)
         with self._inspections_lock:
             found = self._inspections.get(key)
