@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/lazy.py
 	$(BIN)/python benchmarks/update.py
 	$(BIN)/python benchmarks/many_members.py
+	$(BIN)/python benchmarks/zarr_chunks.py
 
 conformance: $(STAMP)
 	$(BIN)/tiled-archive conformance conformance/fixtures

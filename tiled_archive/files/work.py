@@ -59,7 +59,12 @@ def _started(pid: int) -> int | None:
 
 def owner() -> str:
     """This process's owner tag, as work names carry it (ending in ``-``)."""
-    return f"{_host()}-{os.getpid()}-{_started(os.getpid()) or 0}-"
+    return _owner(os.getpid())  # a forked child is another owner
+
+
+@functools.cache
+def _owner(pid: int) -> str:
+    return f"{_host()}-{pid}-{_started(pid) or 0}-"
 
 
 def is_stale(name: str) -> bool:

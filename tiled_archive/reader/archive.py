@@ -355,7 +355,7 @@ class Archive:
                 path = cache_root() / "catalogs" / f"{expected.sha256}.db"
                 if not path.is_file():
                     self.source.prefetch([CATALOG_NAME])  # one request for a remote archive
-                self.copy_verified(expected, path, "TA-E309")
+                self.copy_verified(expected, path, "TA-E309", remember=True)
             self._catalog = path
         return self._catalog
 
@@ -532,7 +532,7 @@ class Archive:
             target = cache_root() / "members" / key / PurePosixPath(path).name
             for entry in entries:
                 inside = entry.path[len(path) + 1 :]  # "" for the file itself
-                self.copy_verified(entry, target / inside if inside else target)
+                self.copy_verified(entry, target / inside if inside else target, remember=True)
         self._copies[path] = target
         return target
 
@@ -563,15 +563,23 @@ class Archive:
         return entries
 
     def copy_verified(
-        self, entry: FileEntry, target: Path, code: str = "TA-E308", *, replace: bool = True
+        self,
+        entry: FileEntry,
+        target: Path,
+        code: str = "TA-E308",
+        *,
+        replace: bool = True,
+        remember: bool = False,
     ) -> bool:
         """Make ``target`` a read-only copy of member ``entry.path``, checked against the
         entry's SHA-256; return whether this call wrote it. A copy already there is hashed and
         kept when it matches; one with other bytes is made again (a cache file altered since is
         never used) or, without ``replace``, is TA-E921 and left as it is. No partial file
-        stays behind, whatever stops the copy."""
+        stays behind, whatever stops the copy. With ``remember`` (a copy in the user cache,
+        checked again on every use), the copy's digest is kept under its version
+        (:mod:`tiled_archive.files.verdicts`): it is hashed again only once changed."""
         if target.is_file():
-            version = verdicts.version_of(target)
+            version = verdicts.version_of(target) if remember else None
             if verdicts.known_sha256(version) == entry.sha256:
                 return False  # hashed before, unchanged since
             if sha256_of(target) == entry.sha256:
@@ -597,11 +605,12 @@ class Archive:
             else:  # never over a file that appeared meanwhile
                 os.link(sink.name, target)
         except FileExistsError:
-            return self.copy_verified(entry, target, code, replace=False)
+            return self.copy_verified(entry, target, code, replace=False, remember=remember)
         finally:  # moved by os.replace, else a name of its own to drop
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(sink.name)
-        verdicts.remember_sha256(target, verdicts.version_of(target), entry.sha256)
+        if remember:
+            verdicts.remember_sha256(target, verdicts.version_of(target), entry.sha256)
         return True
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ import functools
 import json
 import sqlite3
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -331,6 +332,7 @@ def _copy_files(source: Archive, files: list[tuple[FileEntry, Path]], created: l
     present: set[Path] = set()  # folders known to exist
     # Partial copies an earlier load left when it was killed (each folder listed once).
     sweep_tree(sorted({target.parent for _, target in files if target.parent.is_dir()}))
+    copies = []
     for entry, target in files:
         if target.is_file():
             reused += 1
@@ -340,14 +342,33 @@ def _copy_files(source: Archive, files: list[tuple[FileEntry, Path]], created: l
             if folder in present or folder.exists():
                 break
             missing.append(folder)
-        created.extend(reversed(missing))
+        for folder in reversed(missing):
+            folder.mkdir()
+            created.append(folder)
         present.update((target.parent, *target.parent.parents))
         created.append(target)
-        if not source.copy_verified(entry, target, replace=False):
-            created.remove(target)  # it appeared meanwhile with the same bytes: not ours
-            reused += 1
-        crash_point("load:copied")
+        copies.append((entry, target))
+    # A pool: copying many small files waits on the filesystem (create, write, rename) more
+    # than it hashes. The first failure stops the rest (its caller removes what was made).
+    with ThreadPoolExecutor(max_workers=COPY_WORKERS) as pool:
+        running = [
+            (target, pool.submit(source.copy_verified, entry, target, replace=False))
+            for entry, target in copies
+        ]
+        try:
+            for target, copied in running:
+                if not copied.result():
+                    created.remove(target)  # it appeared meanwhile with the same bytes
+                    reused += 1
+                crash_point("load:copied")
+        finally:
+            for _, copied in running:
+                copied.cancel()
     return reused
+
+
+#: Files copied at once by a load.
+COPY_WORKERS = 4
 
 
 def _remove(created: list[Path]) -> None:
