@@ -11,7 +11,6 @@ import hashlib
 import queue
 import random
 import threading
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -22,7 +21,7 @@ from rich.filesize import decimal
 from rich.progress import TaskID
 
 from ..files.blobs import Blob, Validators, http_date, url_key
-from ..files.hashing import CHUNK
+from ..files.hashing import CHUNK, crc32
 from ..rules.problems import ArchiveError
 from .state import Run, ServerFile
 
@@ -83,7 +82,7 @@ class _Hashing:
     def _run(self) -> None:
         while (chunk := self._chunks.get()) is not None:
             self.sha256.update(chunk)
-            self.crc32 = zlib.crc32(chunk, self.crc32)
+            self.crc32 = crc32(chunk, self.crc32)
 
     def update(self, chunk: bytes) -> None:
         self._chunks.put(chunk)

@@ -13,7 +13,7 @@ How the checks fit together:
 - Every later check works on what earlier ones established (the listing, the manifest) and is
   skipped when what it needs is broken, so a missing manifest is one ``TA-E002``, not a cascade.
 - Full mode reads every member once in a pool of ``WORKERS`` threads: SHA-256 of every file and,
-  in a ZIP, the CRC-32 of every member. ``hashlib`` and ``zlib`` release the GIL on large buffers
+  in a ZIP, the CRC-32 of every member. ``hashlib`` and ``zlib_ng`` release the GIL on large buffers
   and blocks are read with ``os.preadv`` (``ByteSource.read_into`` for a ZIP) into a buffer each
   thread reuses, so both cores hash. One file's digest is sequential, so the pool spreads files,
   largest first. ``fast`` mode hashes nothing: sizes and Payload-Oxum only.

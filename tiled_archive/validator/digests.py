@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
+from ..files.hashing import crc32
 from ..files.work import work_folder
 from ..rules.names import CATALOG_NAME
 from ..rules.problems import ArchiveError, Problem
@@ -104,7 +105,7 @@ class DigestReading:
                 if sha is not None:
                     sha.update(block)
                 if crc is not None:
-                    crc = zlib.crc32(block, crc)
+                    crc = crc32(block, crc)
                 if sink is not None:
                     sink.write(block)
                 size += len(block)
@@ -127,7 +128,7 @@ class DigestReading:
             return Digest(path, len(data), None, None, problem)
         if self._task is not None:
             self.progress.advance(self._task, len(data))  # type: ignore[union-attr]
-        crc = zlib.crc32(data) if self.is_zip else None
+        crc = crc32(data) if self.is_zip else None
         return Digest(path, len(data), hashlib.sha256(data).hexdigest(), crc)
 
     def _blocks(self, path: str) -> Iterator[memoryview]:

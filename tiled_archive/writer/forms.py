@@ -7,7 +7,6 @@ import functools
 import hashlib
 import os
 import shutil
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from ..files.hashing import copy_hashing
+from ..files.hashing import copy_hashing, crc32
 from ..progress import described, progress_display
 from ..rules.manifest import FileEntry, Manifest
 from ..rules.names import (
@@ -142,9 +141,7 @@ def zip_chunks(
     tag_mtime = fixed_mtime if fixed_mtime is not None else int(created)
 
     def from_bytes(name: str, content: bytes, align: bool = True) -> ZipEntry:
-        return ZipEntry(
-            name, len(content), zlib.crc32(content), lambda: [content], tag_mtime, align
-        )
+        return ZipEntry(name, len(content), crc32(content), lambda: [content], tag_mtime, align)
 
     entries = [from_bytes(MIMETYPE_NAME, tags[MIMETYPE_NAME], align=False)]
     entries += [from_bytes(name, tags[name]) for name in (*TAG_FILES[1:], TAG_MANIFEST_NAME)]
@@ -195,7 +192,7 @@ def streamed_archive(
     mtime = int(created)
 
     def from_bytes(name: str, content: bytes, align: bool = True) -> ZipEntry:
-        return ZipEntry(name, len(content), zlib.crc32(content), lambda: [content], mtime, align)
+        return ZipEntry(name, len(content), crc32(content), lambda: [content], mtime, align)
 
     members = [from_bytes(MIMETYPE_NAME, MIMETYPE.encode(), align=False)]
     payload = list(payload)

@@ -16,10 +16,10 @@ import calendar
 import hashlib
 import struct
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from ..files.hashing import crc32
 from ..rules.names import ALIGNMENT
 from ..rules.problems import ArchiveError
 from . import records as zf
@@ -181,7 +181,7 @@ def _checked_chunks(entry: ZipEntry) -> Iterator[bytes]:
     size = 0
     for chunk in entry.chunks():
         if chunk:
-            crc = zlib.crc32(chunk, crc)
+            crc = crc32(chunk, crc)
             size += len(chunk)
             yield chunk
     if (size, crc) != (entry.size, entry.crc32):

@@ -14,10 +14,10 @@ import stat
 import tempfile
 import threading
 import time
-import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ...files.hashing import crc32
 from ...files.work import SCRATCH_PREFIX, owner, sweep
 from ...rules.problems import ArchiveError
 from .origin import Absent, Origin, digest_differs
@@ -199,7 +199,7 @@ class WorkFolder:
         with os.fdopen(fd, "rb") as handle:
             while chunk := handle.read(1 << 20):
                 sha.update(chunk)
-                crc = zlib.crc32(chunk, crc)
+                crc = crc32(chunk, crc)
         if file.sha256 is not None and sha.hexdigest() != file.sha256:
             self.forget(file.path)
             raise digest_differs(file)
@@ -229,7 +229,7 @@ class WorkFolder:
                     def write(chunk: bytes) -> None:
                         nonlocal crc
                         sha.update(chunk)
-                        crc = zlib.crc32(chunk, crc)
+                        crc = crc32(chunk, crc)
                         sink.write(chunk)
 
                     _receive(origin, file, response.iter_raw(), file.size, write)
