@@ -1,6 +1,7 @@
 """Many archives in one stock Tiled deployment: ``tiled serve config`` with ``trees:`` entries
-``tree: tiled_archive.serve:archive`` (a directory archive, a ZIP, a ZIP on a web server, a
-relocated directory archive that was moved, a tampered one) beside a catalog of its own.
+``tree: tiled_archive.serve:archive`` (a directory archive, a ZIP, a ZIP on a web server and
+one in an S3 bucket, read by range requests, a relocated directory archive that was moved, a
+tampered one) beside a catalog of its own.
 
 Each archive lists and reads through Tiled's client as the files it was made from; raw
 assets come from the archive only (the moved archive's URIs name a folder where decoys with a
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -21,6 +23,7 @@ import sys
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -37,19 +40,20 @@ from .test_server_routes import directory_asset_escapes, fetch, leaks, traversal
 KEY = secrets.token_hex(16)
 TILED = Path(sys.executable).parent / "tiled"
 #: The archives the deployment mounts, below /runs.
-MOUNTS = ["dir", "zip", "web", "moved", "tampered"]
+MOUNTS = ["dir", "zip", "web", "s3", "moved", "tampered"]
 
 
-def config_text(mounts: dict[str, str], plain: Path | None = None) -> str:
+def config_text(mounts: dict[str, Any], plain: Path | None = None) -> str:
     """A Tiled config: each archive under /runs/NAME, a catalog of its own under /plain (and
     then the archive route of :mod:`tiled_archive.serve.router` too, which changes nothing
     for the archives: the mounted ones' routes come first)."""
     lines = ["authentication:", f"  single_user_api_key: {KEY}", "trees:"]
-    for name, path in mounts.items():
+    for name, mount in mounts.items():
+        args = mount if isinstance(mount, dict) else {"path": str(mount)}
         lines += [
             f"  - path: /runs/{name}",
             "    tree: tiled_archive.serve:archive",
-            f'    args: {{path: "{path}"}}',
+            f"    args: {json.dumps(args, default=str)}",  # YAML reads JSON
         ]
     if plain is not None:
         lines += [
@@ -67,8 +71,44 @@ def server_env(root: Path) -> dict[str, str]:
     return {"TILED_ARCHIVE_CACHE": str(root / "cache")}
 
 
+@contextlib.contextmanager
+def s3_bucket(archive: Path):
+    """``archive`` in a bucket of a real S3-compatible server (moto's, on loopback): yields
+    the storage options that reach it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    options = {
+        "endpoint_url": f"http://127.0.0.1:{port}",
+        "key": "facility-key",
+        "secret": "facility-secret",
+        "client_kwargs": {"region_name": "us-east-1"},
+    }
+    try:
+        client = boto3.client(
+            "s3",
+            endpoint_url=options["endpoint_url"],
+            aws_access_key_id=options["key"],
+            aws_secret_access_key=options["secret"],
+            region_name="us-east-1",
+        )
+        client.create_bucket(Bucket="facility")
+        client.upload_file(str(archive), "facility", "runs/archive.zip")
+        yield options
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def deployment(sample_archives, tmp_path_factory):
+    with contextlib.ExitStack() as stack:
+        yield from _deployment(sample_archives, tmp_path_factory, stack)
+
+
+def _deployment(sample_archives, tmp_path_factory, stack):
     root = tmp_path_factory.mktemp("mounted")
     # A ZIP published on a web server, read by range requests.
     (root / "web").mkdir()
@@ -97,25 +137,21 @@ def deployment(sample_archives, tmp_path_factory):
     npy.chmod(0o644)
     npy.write_bytes(data.replace(b"(4, 6)", b"(6, 4)"))
     web_port, port = free_port(), free_port()
+    bucket = stack.enter_context(s3_bucket(sample_archives["zip"]))
     mounts = {
         "dir": sample_archives["dir"],
         "zip": sample_archives["zip"],
         "web": f"http://127.0.0.1:{web_port}/published.zip",
+        "s3": {"path": "s3://facility/runs/archive.zip", "storage_options": bucket},
         "moved": moved,
         "tampered": tampered,
     }
     config = root / "config.yml"
     config.write_text(config_text(mounts, sample_archives["extracted"]))
     web_command, web_env = static_files_command(root / "web", web_port)
-    with (
-        serving(web_command, web_port, env=web_env),
-        serving(
-            [TILED, "serve", "config", config, "--port", port],
-            port,
-            log=root / "serve.log",
-            env=server_env(root),
-        ) as server,
-    ):
+    stack.enter_context(serving(web_command, web_port, env=web_env))
+    command = [TILED, "serve", "config", config, "--port", port]
+    with serving(command, port, log=root / "serve.log", env=server_env(root)) as server:
         yield {
             "url": server.url,
             "port": port,
@@ -154,7 +190,7 @@ def get(deployment, path: str, **params: str) -> httpx.Response:
     )
 
 
-@pytest.mark.parametrize("name", ["dir", "zip", "web", "moved"])
+@pytest.mark.parametrize("name", ["dir", "zip", "web", "s3", "moved"])
 def test_each_mounted_archive_lists_and_reads_as_its_files(deployment, sample_tree, name):
     client = client_of(deployment)
     assert sorted(client["runs"]) == sorted(MOUNTS)
