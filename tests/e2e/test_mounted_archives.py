@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import secrets
@@ -337,6 +338,14 @@ def test_a_mounted_archives_node_streams_as_an_archive(deployment, tmp_path):
         for name in zipped.namelist():
             if name.startswith("data/") and not name.endswith("/"):
                 assert hashlib.sha256(zipped.read(name)).hexdigest() == expected[name]
+    # A directory asset (a Zarr store) as a ZIP of its files, from the archive's members.
+    asset = asset_id_of(deployment["mounts"]["zip"], "v2array.zarr")
+    store = get(deployment, "/api/v1/asset/zip/runs/zip/scan/v2array", id=str(asset))
+    assert store.status_code == 200, store.text
+    with zipfile.ZipFile(io.BytesIO(store.content)) as zipped:
+        assert ".zarray" in zipped.namelist()
+        member = f"data/scan/v2array.zarr/{zipped.namelist()[-1]}"
+        assert hashlib.sha256(zipped.read(zipped.namelist()[-1])).hexdigest() == expected[member]
 
 
 def test_an_archive_that_cannot_be_served_stops_the_start_up_with_its_code(tmp_path):
