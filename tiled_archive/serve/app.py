@@ -131,7 +131,7 @@ def _read_only_app(
     # the filesystem and can be walked out of (docs/upstream.md).
     routes = app.router.routes
     mounted = len(routes)
-    app.include_router(asset_router(payloads.asset_files(None)), prefix=API)
+    app.include_router(asset_router(payloads.asset_files), prefix=API)
     app.include_router(archive_router(payloads), prefix=API)
     routes[0:0] = [routes.pop(mounted) for _ in range(len(routes) - mounted)]
     _confine_file_routes(app)
@@ -153,28 +153,11 @@ class ArchiveServer:
     ):
         """``live``: the archive grows while it is served (a browse mirror): its catalog is
         read without SQLite's ``immutable`` and no response is cached."""
-        from tiled.catalog import from_uri
-
         from .archive_payloads import ServedArchivePayload
 
         self.archive = archive
         self.adapters = ArchiveAdapters(archive)
-        catalog = archive.catalog_path()
-        # Refuse the archive before any byte of data is read if an asset points elsewhere or
-        # a data source carries what Tiled's adapters would act on blindly.
-        archive.check_catalog()
-        root = archive.manifest.extra.get("root") or {}
-        tree = from_uri(
-            f"sqlite+aiosqlite:///file:{quote(str(catalog.absolute()))}"
-            + ("?mode=ro&uri=true" if live else "?mode=ro&immutable=1&uri=true"),
-            adapters_by_mimetype=self.adapters.mapping(),
-            # Tiled keeps a root's metadata outside the catalog; the manifest carries it (§4).
-            metadata=root.get("metadata"),
-            specs=root.get("specs"),
-            # Tiled checks absolute file URIs (a relocated directory archive) against these,
-            # by their text, before an adapter maps them to members.
-            readable_storage=_relocated_storage(archive),
-        )
+        tree = archive_tree(archive, self.adapters, live=live)
         payloads = ServedArchivePayload(archive)
         self.tiled_app, settings = _read_only_app(tree, payloads, api_key=api_key, public=public)
         guarded = PathGuard(RawBytesEncodings(WithSettings(self.tiled_app, settings)))
@@ -183,6 +166,30 @@ class ArchiveServer:
     def close(self) -> None:
         self.adapters.close()
         self.archive.close()
+
+
+def archive_tree(archive: Archive, adapters: ArchiveAdapters, *, live: bool = False) -> Any:
+    """Tiled's catalog adapter over an open archive's catalog (read-only), reading data
+    through ``adapters``, with the manifest's root metadata and specs; the archive is checked
+    first, as every server of ours checks it before serving."""
+    from tiled.catalog import from_uri
+
+    catalog = archive.catalog_path()
+    # Refuse the archive before any byte of data is read if an asset points elsewhere or
+    # a data source carries what Tiled's adapters would act on blindly.
+    archive.check_catalog()
+    root = archive.manifest.extra.get("root") or {}
+    return from_uri(
+        f"sqlite+aiosqlite:///file:{quote(str(catalog.absolute()))}"
+        + ("?mode=ro&uri=true" if live else "?mode=ro&immutable=1&uri=true"),
+        adapters_by_mimetype=adapters.mapping(),
+        # Tiled keeps a root's metadata outside the catalog; the manifest carries it (§4).
+        metadata=root.get("metadata"),
+        specs=root.get("specs"),
+        # Tiled checks absolute file URIs (a relocated directory archive) against these,
+        # by their text, before an adapter maps them to members.
+        readable_storage=_relocated_storage(archive),
+    )
 
 
 def _relocated_storage(archive: Archive) -> list[Path]:

@@ -99,11 +99,14 @@ def archive_router(payloads: ArchivePayload) -> APIRouter:
         searched = await _searched(entry, request)
         ids = await _subtree_ids(searched, readable, may_read_data)
         segments = [segment for segment in path.split("/") if segment]
+        # Where the node is in its own catalog: a catalog mounted below the server's root
+        # (a `trees:` entry at /runs/2024) has it at a shorter path than the request's.
+        in_catalog = list(await entry.path_segments())
         url = entry.context.engine.url.render_as_string(hide_password=False)
         # HEAD as GET (RFC 9110 9.3.2): the page's headers for a browser.
         browser = page.wants_page(request.headers.get("accept"), request.query_params)
         try:
-            prepared = await asyncio.to_thread(_prepare, entry, url, segments, ids, payloads)
+            prepared = await asyncio.to_thread(_prepare, entry, url, in_catalog, ids, payloads)
         except ArchiveError as err:
             if browser:
                 return _page(request, path, segments, entry, error=str(err))

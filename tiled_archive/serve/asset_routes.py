@@ -207,8 +207,9 @@ async def node_asset(
     return NodeAsset(entry, asset)
 
 
-def asset_router(files: AssetFiles) -> APIRouter:
-    """The two routes, over ``files``; mount with the prefix ``/api/v1``, in front of Tiled's."""
+def asset_router(files_of: Callable[[Any], AssetFiles]) -> APIRouter:
+    """The two routes, over the files ``files_of(entry)`` gives for a node (as Tiled found it);
+    mount with the prefix ``/api/v1``, in front of Tiled's."""
     router = APIRouter()
 
     @router.api_route("/asset/bytes/{path:path}", methods=["GET", "HEAD"])
@@ -217,7 +218,7 @@ def asset_router(files: AssetFiles) -> APIRouter:
         found: Annotated[NodeAsset, Depends(node_asset)],
         relative_path: str | None = None,
     ) -> Response:
-        asset = found.asset
+        asset, files = found.asset, files_of(found.entry)
         if not asset.is_directory:
             if relative_path is not None:
                 raise HTTPException(400, "a file asset takes no relative_path")
@@ -247,7 +248,7 @@ def asset_router(files: AssetFiles) -> APIRouter:
             raise HTTPException(400, "a file asset has no manifest")
         # Relative to the asset, as Tiled's client sends them back (Tiled 0.2.20 lists
         # absolute server paths here, which its own /asset/bytes then refuses).
-        return json_or_msgpack(request, {"manifest": files.listing(asset)})
+        return json_or_msgpack(request, {"manifest": files_of(found.entry).listing(asset)})
 
     return router
 
