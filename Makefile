@@ -70,3 +70,10 @@ fuzz: $(STAMP)
 .PHONY: bench-load
 bench-load: $(STAMP)
 	$(BIN)/python benchmarks/load.py
+
+# Archives of 1,000 / 10,000 / 100,000 nodes (built once, cached under benchmarks/output/scale/):
+# open, search, info, validate, extract, load, download and create against their anchors. About
+# an hour on 2 cores, most of it downloads from stock Tiled; `--download-sizes` narrows them.
+.PHONY: bench-scale
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/scale.py $(SCALE_ARGS)

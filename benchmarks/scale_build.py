@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/scale_build.py NODES DEST [--source FOLDER]
 
-``NODES`` one-file array nodes (a 64-byte ``.npy`` each, every one different bytes) in
+``NODES`` one-file array nodes (an ``.npy`` of 8 int64 each, 192 bytes, every one different) in
 containers of 100 (``g0000/r000000``...), the way a search over runs comes back: the root lists
 ``NODES / 100`` containers. The rows are written with ``sqlite3`` in one transaction, the
 files' digests filled in and the archive written by the reference writer (``write_new``: the
