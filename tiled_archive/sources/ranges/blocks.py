@@ -2,9 +2,9 @@
 
 A request costs a round trip, and every byte it moves costs bandwidth: a random read should
 move about its own bytes, and a run of reads that each continue where the last ended should
-cost few requests. :class:`Streams` tells the two apart (and follows several runs at once:
-readers of several members, threads); :class:`Extents` holds what was fetched, for reads
-that land on it again.
+keep the link busy. :class:`Streams` tells the two apart (and follows several runs at once:
+readers of several members, threads); :class:`Extents` holds what was fetched, and what
+is being fetched ahead, for the reads that land there.
 """
 
 from __future__ import annotations
@@ -12,16 +12,19 @@ from __future__ import annotations
 import sys
 from bisect import bisect_right, insort
 from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import dataclass
+from itertools import accumulate
 
 #: Small reads are fetched rounded out to this boundary: the least a request moves.
 ALIGN = 16 << 10
-#: The read-ahead of a sequential run: its first size and its cap; it doubles in between.
+#: A run's read-ahead windows: the first one's size and the cap; each doubles the last.
 AHEAD_FIRST = 64 << 10
 AHEAD_MAX = 8 << 20
 #: A read this large that continues no run is fetched alone, straight into the caller's
 #: buffer, and not kept: rounding it or keeping it would gain nothing.
 DIRECT = 256 << 10
-#: Bytes of fetched extents kept (64 MiB at the most).
+#: Bytes of extents kept, fetched or being fetched (64 MiB at the most).
 CACHE_BYTES = 64 << 20
 #: Sequential runs followed at once.
 STREAMS = 8
@@ -35,57 +38,97 @@ def align_up(position: int) -> int:
     return -(-position // ALIGN) * ALIGN
 
 
+@dataclass
+class Run:
+    """A run of sequential reads: its last read (``start``..``end``), and the last window it
+    read ahead (``ahead_start``..``ahead_end``; empty before the first)."""
+
+    start: int
+    end: int
+    ahead_start: int = 0
+    ahead_end: int = 0
+
+    def next_window(self, read: int) -> int:
+        """The size of the next window, after a read of ``read`` bytes: twice the last, at
+        least the read itself, at most AHEAD_MAX."""
+        return min(AHEAD_MAX, max(2 * (self.ahead_end - self.ahead_start), AHEAD_FIRST, read))
+
+
 class Streams:
-    """Runs of sequential reads, each with its last read and its read-ahead.
+    """Runs of sequential reads.
 
     A read that starts inside a run's last read or where it ended continues the run (the
     next block of a file; a member's data after its local header); any other read (a random
-    seek) starts a new run with no read-ahead. A run's read-ahead grows only when it has to
-    fetch, so it doubles as the run consumes what it read ahead, and a short run moves little.
+    seek) starts a new run, with no read-ahead.
     """
 
     def __init__(self) -> None:
-        # end of the last read -> (its start, the run's read-ahead), oldest run first
-        self._runs: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        self._runs: list[Run] = []  # the most recently continued last
 
-    def continued(self, offset: int) -> int | None:
-        """The end of the run a read from ``offset`` would continue, or None."""
-        for end, (start, _) in self._runs.items():
-            if start <= offset <= end:
-                return end
-        return None
+    def continued(self, offset: int) -> Run | None:
+        """The run a read from ``offset`` would continue, or None."""
+        return next((run for run in self._runs if run.start <= offset <= run.end), None)
 
-    def follow(self, offset: int, end: int) -> int | None:
-        """Record a read of ``[offset, end)``: the read-ahead of the run it continues (0 for
-        one that has read none ahead yet), or None when it continues none."""
+    def follow(self, offset: int, end: int) -> Run | None:
+        """Record a read of ``[offset, end)``: the run it continues, or None (it starts one)."""
         run = self.continued(offset)
-        ahead = None if run is None else self._runs.pop(run)[1]
-        self._runs[end] = (offset, ahead or 0)
-        while len(self._runs) > STREAMS:
-            self._runs.popitem(last=False)
-        return ahead
+        if run is None:
+            self._runs.append(Run(offset, end))
+            del self._runs[:-STREAMS]
+            return None
+        self._runs.remove(run)
+        self._runs.append(run)
+        run.start, run.end = offset, end
+        return run
 
-    def grow(self, end: int, size: int) -> int:
-        """The next read-ahead of the run whose last read (``size`` bytes) ended at ``end``,
-        which has to fetch: twice the last, at least the read itself, at most AHEAD_MAX."""
-        start, ahead = self._runs.get(end, (end - size, 0))
-        ahead = min(AHEAD_MAX, max(2 * ahead, AHEAD_FIRST, size))
-        if end in self._runs:
-            self._runs[end] = (start, ahead)
-        return ahead
+
+class Pieces:
+    """Bytes fetched in one answer, kept in the pieces they arrived in: joining them would
+    cost a copy into new memory for every byte, which a fast link makes the reader's
+    bottleneck."""
+
+    def __init__(self, pieces: list[bytes]):
+        self._pieces = pieces
+        self._starts = [0, *accumulate(len(piece) for piece in pieces)]
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def copy_to(self, view: memoryview, offset: int) -> None:
+        """Fill ``view`` with the bytes from ``offset`` (all of them held)."""
+        index = bisect_right(self._starts, offset) - 1
+        done = 0
+        while done < len(view):
+            piece = memoryview(self._pieces[index])
+            at = offset + done - self._starts[index]
+            count = min(len(piece) - at, len(view) - done)
+            view[done : done + count] = piece[at : at + count]
+            done += count
+            index += 1
+
+
+class Pending:
+    """Bytes a read-ahead is fetching: their count, and (once it is under way) its future."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.future: Future[Pieces] | None = None
+
+    def __len__(self) -> int:
+        return self.size
 
 
 class Extents:
-    """Fetched byte ranges of one file, never overlapping, up to ``budget`` bytes (the least
-    recently used dropped first)."""
+    """Byte ranges of one file, fetched or being fetched (:class:`Pending`), never
+    overlapping, up to ``budget`` bytes (the least recently used dropped first)."""
 
     def __init__(self, budget: int = CACHE_BYTES):
         self.budget = budget
         self.held = 0
         self._starts: list[int] = []  # sorted
-        self._data: OrderedDict[int, memoryview] = OrderedDict()  # least recently used first
+        self._data: OrderedDict[int, Pieces | Pending] = OrderedDict()  # least recently used first
 
-    def find(self, position: int) -> tuple[int, memoryview] | None:
+    def find(self, position: int) -> tuple[int, Pieces | Pending] | None:
         """``(start, bytes)`` of the extent holding ``position`` (now the most recently
         used), or None."""
         index = bisect_right(self._starts, position) - 1
@@ -109,10 +152,16 @@ class Extents:
         after = self._starts[index] if index < len(self._starts) else sys.maxsize
         return before, after
 
-    def add(self, start: int, data: memoryview) -> None:
-        """Keep ``data``, fetched from ``start``. Extents it overlaps (another thread fetched
-        the same bytes meanwhile) are dropped; then the least recently used, beyond the
-        budget."""
+    def reach(self, position: int) -> int:
+        """The first byte from ``position`` on that no extent holds."""
+        while (held := self.find(position)) is not None:
+            position = held[0] + len(held[1])
+        return position
+
+    def add(self, start: int, data: Pieces | Pending) -> None:
+        """Keep ``data``, the bytes from ``start``. Extents it overlaps (another thread
+        fetched the same bytes meanwhile) are dropped; then the least recently used, beyond
+        the budget."""
         end = start + len(data)
         index = max(0, bisect_right(self._starts, start) - 1)
         while index < len(self._starts) and self._starts[index] < end:
@@ -126,6 +175,16 @@ class Extents:
         self.held += len(data)
         while self.held > self.budget and self._data:
             self._drop(next(iter(self._data)))
+
+    def settle(self, start: int, pending: Pending, data: Pieces | None) -> None:
+        """A read-ahead from ``start`` ended: its bytes (``data``) replace ``pending``, or
+        with None (it failed) it is dropped; unless it was dropped meanwhile."""
+        if self._data.get(start) is not pending:
+            return
+        if data is None:
+            self._drop(start)
+        else:
+            self._data[start] = data  # as many bytes: the budget is unchanged
 
     def _drop(self, start: int, index: int | None = None) -> None:
         if index is None:

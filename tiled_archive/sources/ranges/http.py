@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from .remote import Answer, RemoteFile, fill
+from .remote import Answer, Body, RemoteFile
 
 
 class HTTPFile(RemoteFile):
@@ -29,7 +29,7 @@ class HTTPFile(RemoteFile):
         )
         super().__init__(url)
 
-    def answer(self, asked: str, into: memoryview) -> Answer:
+    def answer(self, asked: str, body: Body) -> Answer:
         try:
             # Ranges count bytes of the file as stored: an encoded (compressed) answer is
             # neither asked for nor decoded (an inflating one could fill memory).
@@ -42,7 +42,7 @@ class HTTPFile(RemoteFile):
                         "Serve the archive without compressing it (it is stored, not deflated); "
                         "or download it whole and open the local file.",
                     )
-                length = fill(into, response.iter_raw()) if response.status_code == 206 else 0
+                length = body.take(response.iter_raw()) if response.status_code == 206 else 0
                 headers = response.headers
                 return Answer(
                     response.status_code,
@@ -59,5 +59,6 @@ class HTTPFile(RemoteFile):
             ) from None
 
     def close(self) -> None:
+        super().close()
         if self._own_client:
             self._client.close()

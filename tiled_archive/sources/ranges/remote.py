@@ -7,9 +7,10 @@ records and central directory in one answer), then one range covering the tag fi
 sit first (``ZipSource`` prefetches them); ``catalog.db`` is one more, none when the cache
 holds it. Member reads are range requests that move what they need (``blocks``): a small
 read fetches its bytes rounded out to 16 KiB and keeps them for later reads there; a read
-that continues where an earlier one ended also reads ahead, 64 KiB at first, twice as much
-at each later fetch of the run, up to 8 MiB; a read elsewhere starts again with none; a
-large read (256 KiB or more) that continues nothing is one request, its body written
+that continues where an earlier one ended also reads ahead, in the background (the next
+window is asked for when the reader reaches the last, so the link stays busy while it
+reads), in windows of 64 KiB doubling up to 8 MiB; a read elsewhere starts again with none;
+a large read (256 KiB or more) that continues nothing is one request, its body written
 straight into the caller's buffer.
 
 Every answer is checked against the first: a 200 where 206 was asked for (a server that
@@ -21,14 +22,24 @@ from __future__ import annotations
 
 import re
 import threading
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ...rules.problems import ArchiveError
 from . import RangeFile
-from .blocks import AHEAD_MAX, DIRECT, Extents, Streams, align_down, align_up
+from .blocks import (
+    AHEAD_MAX,
+    DIRECT,
+    Extents,
+    Pending,
+    Pieces,
+    Run,
+    Streams,
+    align_down,
+    align_up,
+)
 
 #: Bytes fetched from the end on opening: the end records, a 64 KiB comment's worth (the
 #: end record's search), and most central directories (~100 bytes a member).
@@ -43,8 +54,8 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 @dataclass(frozen=True)
 class Answer:
-    """What a server answered to one range request: ``length`` bytes of body written (only
-    for a 206), ``len(into) + 1`` when it sent more than there was room for."""
+    """What a server answered to one range request: ``length`` bytes of body taken (only
+    for a 206; see :meth:`Body.take`)."""
 
     status: int
     reason: str
@@ -54,18 +65,48 @@ class Answer:
     length: int = 0
 
 
-def fill(into: memoryview, chunks: Iterable[bytes]) -> int:
-    """Write a body arriving in ``chunks`` into ``into``: the count written, or
-    ``len(into) + 1`` as soon as more arrives (the rest is not read: a server that sends more
-    than was asked for cannot fill memory)."""
-    length = 0
-    for chunk in chunks:
-        if len(chunk) > len(into) - length:
-            into[length:] = chunk[: len(into) - length]
-            return len(into) + 1
-        into[length : length + len(chunk)] = chunk
-        length += len(chunk)
-    return length
+class Body(ABC):
+    """Where the body of a 206 goes as it arrives, ``size`` bytes asked for."""
+
+    size: int
+
+    def take(self, chunks: Iterable[bytes]) -> int:
+        """Consume the body: its length, or ``size`` + 1 as soon as more arrives (the rest is
+        not read: a server that sends more than was asked for cannot fill memory)."""
+        length = 0
+        for chunk in chunks:
+            if length + len(chunk) > self.size:
+                self.put(length, chunk[: self.size - length])
+                return self.size + 1
+            self.put(length, chunk)
+            length += len(chunk)
+        return length
+
+    @abstractmethod
+    def put(self, at: int, chunk: bytes) -> None:
+        """Keep ``chunk``, the body's bytes from ``at``."""
+
+
+class IntoView(Body):
+    """A body written straight into the reader's buffer."""
+
+    def __init__(self, view: memoryview):
+        self.size = len(view)
+        self.view = view
+
+    def put(self, at: int, chunk: bytes) -> None:
+        self.view[at : at + len(chunk)] = chunk
+
+
+class Kept(Body):
+    """A body kept as it arrived, in pieces (:class:`~.blocks.Pieces`)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.pieces: list[bytes] = []
+
+    def put(self, at: int, chunk: bytes) -> None:
+        self.pieces.append(chunk)
 
 
 class RemoteFile(RangeFile):
@@ -81,7 +122,8 @@ class RemoteFile(RangeFile):
         self._lock = threading.Lock()
         self._extents = Extents()
         self._streams = Streams()
-        self._segments: list[tuple[int, memoryview]] = []  # the tail, prefetched ranges
+        self._ahead_pool: ThreadPoolExecutor | None = None  # made for the first read-ahead
+        self._segments: list[tuple[int, Pieces]] = []  # the tail, prefetched ranges
         self._validators: tuple[str | None, str | None] | None = None
         self.size = -1
         try:
@@ -91,9 +133,9 @@ class RemoteFile(RangeFile):
             raise
 
     @abstractmethod
-    def answer(self, asked: str, into: memoryview) -> Answer:
+    def answer(self, asked: str, body: Body) -> Answer:
         """Make one request for ``Range: asked``; raise ArchiveError (TA-E930) when there is
-        no answer at all. Only a 206's body is read, into ``into`` (see :func:`fill`)."""
+        no answer at all. Only a 206's body is read, by ``body.take``."""
 
     def not_answered(self, why: str, hint: str) -> ArchiveError:
         """The TA-E930 of a request that got no usable answer."""
@@ -110,33 +152,30 @@ class RemoteFile(RangeFile):
             return size
         end = offset + size
         with self._lock:
-            ahead = self._streams.follow(offset, end)
-        if (ahead is None and size >= DIRECT) or size > AHEAD_MAX:
+            run = self._streams.follow(offset, end)
+            if run is not None and size <= AHEAD_MAX and offset >= run.ahead_start:
+                self._read_ahead(run, size)  # it reached the last window: ask for the next
+        if (run is None and size >= DIRECT) or size > AHEAD_MAX:
             if not self._copy_extent(offset, view):
-                self._request(offset, view)
+                self._request(offset, IntoView(view))
             return size
-        reach = None  # where the fetches of this read end: its end, and its read-ahead
         position = offset
         while position < end:
             with self._lock:
                 held = self._extents.find(position)
                 if held is None:
                     before, after = self._extents.gap(position)
-                    if reach is None:
-                        reach = end + (self._streams.grow(end, size) if ahead is not None else 0)
             if held is None:
-                # From the aligned start to the aligned reach, not into bytes held (nor past
-                # the end of the file).
+                # Aligned, but not into bytes held (nor past the end of the file).
                 first = max(before, align_down(position))
-                stop = min(after, self.size, align_up(reach))
-                held = self._fetch(first, stop - first)
+                held = self._fetch(first, min(after, self.size, align_up(end)) - first)
                 with self._lock:
                     self._extents.add(*held)
             start, data = held
             count = min(end, start + len(data)) - position
-            view[position - offset : position - offset + count] = data[
-                position - start : position - start + count
-            ]
+            ready(data).copy_to(
+                view[position - offset : position - offset + count], position - start
+            )
             position += count
         return size
 
@@ -149,7 +188,7 @@ class RemoteFile(RangeFile):
         buffer = bytearray(size)
         view = memoryview(buffer)
         if size and not (self._copy_segment(offset, view) or self._copy_extent(offset, view)):
-            self._request(offset, view)
+            self._request(offset, IntoView(view))
         return bytes(buffer)
 
     def prefetch(self, ranges: Iterable[tuple[int, int]]) -> None:
@@ -177,37 +216,71 @@ class RemoteFile(RangeFile):
         end = offset + len(view)
         for start, data in self._segments:
             if start <= offset and end <= start + len(data):
-                view[:] = data[offset - start : end - start]
+                data.copy_to(view, offset - start)
                 return True
         return False
 
     def _copy_extent(self, offset: int, view: memoryview) -> bool:
-        """Fill ``view`` from a fetched extent that holds all of it."""
+        """Fill ``view`` from an extent that holds all of it (once fetched)."""
         with self._lock:
             held = self._extents.find(offset)
         if held is None or offset + len(view) > held[0] + len(held[1]):
             return False
         start, data = held
-        view[:] = data[offset - start : offset - start + len(view)]
+        ready(data).copy_to(view, offset - start)
         return True
+
+    # -- Read-ahead --------------------------------------------------------------------------
+
+    def _read_ahead(self, run: Run, read: int) -> None:
+        """Ask for the next window of ``run`` (its last read ``read`` bytes) in the
+        background, from the first byte after the read not held; the reads that land there
+        wait for it. Called with the lock held."""
+        first = self._extents.reach(run.end)
+        if first >= self.size:
+            return
+        _, after = self._extents.gap(first)
+        stop = min(after, self.size, first + run.next_window(read))
+        run.ahead_start, run.ahead_end = first, stop
+        pending = Pending(stop - first)
+        self._extents.add(first, pending)
+        if self._ahead_pool is None:
+            self._ahead_pool = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="read-ahead")
+        pending.future = self._ahead_pool.submit(self._fetch_ahead, first, pending)
+
+    def _fetch_ahead(self, start: int, pending: Pending) -> Pieces:
+        try:
+            data = self._fetch(start, pending.size)[1]
+        except BaseException:  # dropped: a read that needs these bytes asks for them itself
+            with self._lock:
+                self._extents.settle(start, pending, None)
+            raise
+        with self._lock:
+            self._extents.settle(start, pending, data)
+        return data
+
+    def close(self) -> None:
+        if self._ahead_pool is not None:
+            self._ahead_pool.shutdown(cancel_futures=True)
 
     # -- Requests ----------------------------------------------------------------------------
 
-    def _fetch(self, start: int | None, size: int) -> tuple[int, memoryview]:
+    def _fetch(self, start: int | None, size: int) -> tuple[int, Pieces]:
         """``size`` bytes from ``start`` (None: the last ``size`` bytes, or the whole file
         when it is smaller) in one request: (their start, the bytes)."""
-        buffer = memoryview(bytearray(size))
-        first, length = self._request(start, buffer)
-        return first, buffer[:length].toreadonly()
+        body = Kept(size)
+        first = self._request(start, body)
+        return first, Pieces(body.pieces)
 
-    def _request(self, start: int | None, into: memoryview) -> tuple[int, int]:
-        """One request for ``len(into)`` bytes from ``start`` (None: the last ones), its body
-        written into ``into`` and checked against the file's first answer: (the start of
-        the bytes, their count; fewer than asked only for the last ones of a smaller file)."""
-        size = len(into)
+    def _request(self, start: int | None, body: Body) -> int:
+        """One request for ``body.size`` bytes from ``start`` (None: the last ones, fewer
+        for a smaller file), its answer checked against the file's first: the start of
+        the bytes."""
+        size = body.size
         asked = f"bytes=-{size}" if start is None else f"bytes={start}-{start + size - 1}"
-        self.requests += 1
-        answer = self.answer(asked, into)
+        with self._lock:  # read-ahead counts from other threads
+            self.requests += 1
+        answer = self.answer(asked, body)
         if answer.status == 200:
             raise self.not_answered(
                 f"the server answered 200 with the whole file to `Range: {asked}`",
@@ -218,7 +291,8 @@ class RemoteFile(RangeFile):
             raise self.not_answered(
                 f"{answer.status} {answer.reason} to `Range: {asked}`", _status_hint(answer.status)
             )
-        self.received += answer.length
+        with self._lock:
+            self.received += answer.length
         first, last = self._check(answer)
         whole = start is None or (first == start and answer.length == size)
         if answer.length != last - first + 1 or not whole:
@@ -228,7 +302,7 @@ class RemoteFile(RangeFile):
                 "The server or a proxy between answers ranges wrongly; download the archive "
                 "whole and open the local file.",
             )
-        return first, answer.length
+        return first
 
     def _check(self, answer: Answer) -> tuple[int, int]:
         """The answer's range, checked: the same size and validators as the first answer."""
@@ -254,6 +328,15 @@ class RemoteFile(RangeFile):
                 f"Last-Modified {self._validators[1]} -> {validators[1]}",
             )
         return first, last
+
+
+def ready(data: Pieces | Pending) -> Pieces:
+    """The bytes of an extent, once a read-ahead fetching them has them (its error if it
+    failed)."""
+    if isinstance(data, Pending):
+        assert data.future is not None  # set before the lock that added it is released
+        return data.future.result()
+    return data
 
 
 def _changed(before: tuple[str | None, str | None], now: tuple[str | None, str | None]) -> bool:

@@ -14,7 +14,7 @@ from contextlib import closing
 from typing import Any
 
 from ...rules.problems import ArchiveError
-from .remote import Answer, RemoteFile, fill
+from .remote import Answer, Body, RemoteFile
 
 #: The pieces an answer's body is read in.
 CHUNK = 1 << 20
@@ -51,7 +51,7 @@ class S3File(RemoteFile):
         )
         super().__init__(url)
 
-    def answer(self, asked: str, into: memoryview) -> Answer:
+    def answer(self, asked: str, body: Body) -> Answer:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -67,8 +67,8 @@ class S3File(RemoteFile):
                 "bucket).",
             ) from None
         status = got["ResponseMetadata"]["HTTPStatusCode"]
-        with closing(got["Body"]) as body:  # the StreamingBody (entering it gives its stream)
-            length = fill(into, body.iter_chunks(CHUNK)) if status == 206 else 0
+        with closing(got["Body"]) as stream:  # the StreamingBody (entering it gives its own)
+            length = body.take(stream.iter_chunks(CHUNK)) if status == 206 else 0
         modified = got.get("LastModified")
         return Answer(
             status,
@@ -80,6 +80,7 @@ class S3File(RemoteFile):
         )
 
     def close(self) -> None:
+        super().close()
         client = getattr(self, "_client", None)
         if client is not None:
             client.close()
