@@ -145,6 +145,10 @@ def test_a_large_read_is_one_request_for_its_bytes(remote, size):
     assert asked == [(offset, offset + size - 1)]
     assert moved <= size + 2_000  # the answer's headers
     assert remote.file.requests == 2  # the tail on opening, then this read
+    # One starting inside it (not near its end) is random too: its bytes alone, no read-ahead.
+    again = offset + size // 3
+    remote.read(again, size)
+    assert remote.finish()[1] == sorted([(offset, offset + size - 1), (again, again + size - 1)])
 
 
 def test_interleaved_runs_each_read_ahead(remote):

@@ -41,12 +41,14 @@ def align_up(position: int) -> int:
 @dataclass
 class Run:
     """A run of sequential reads: its last read (``start``..``end``), and the last window it
-    read ahead (``ahead_start``..``ahead_end``; empty before the first)."""
+    read ahead (``ahead_start``..``ahead_end``; empty before the first), while it is being
+    fetched (``fetching``)."""
 
     start: int
     end: int
     ahead_start: int = 0
     ahead_end: int = 0
+    fetching: Pending | None = None
 
     def next_window(self, read: int) -> int:
         """The size of the next window, after a read of ``read`` bytes: twice the last, at
@@ -57,9 +59,10 @@ class Run:
 class Streams:
     """Runs of sequential reads.
 
-    A read that starts inside a run's last read or where it ended continues the run (the
-    next block of a file; a member's data after its local header); any other read (a random
-    seek) starts a new run, with no read-ahead.
+    A read that starts where a run's last read ended, or up to ALIGN before (inside it)
+    continues the run: the next block of a file; a member's data after its local header,
+    which was read with the first bytes of the data. Any other read (a random seek; a read
+    far inside the last one) starts a new run, with no read-ahead.
     """
 
     def __init__(self) -> None:
@@ -67,7 +70,10 @@ class Streams:
 
     def continued(self, offset: int) -> Run | None:
         """The run a read from ``offset`` would continue, or None."""
-        return next((run for run in self._runs if run.start <= offset <= run.end), None)
+        return next(
+            (run for run in self._runs if max(run.start, run.end - ALIGN) <= offset <= run.end),
+            None,
+        )
 
     def follow(self, offset: int, end: int) -> Run | None:
         """Record a read of ``[offset, end)``: the run it continues, or None (it starts one)."""

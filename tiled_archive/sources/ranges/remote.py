@@ -7,9 +7,10 @@ records and central directory in one answer), then one range covering the tag fi
 sit first (``ZipSource`` prefetches them); ``catalog.db`` is one more, none when the cache
 holds it. Member reads are range requests that move what they need (``blocks``): a small
 read fetches its bytes rounded out to 16 KiB and keeps them for later reads there; a read
-that continues where an earlier one ended also reads ahead, in the background (the next
-window is asked for when the reader reaches the last, so the link stays busy while it
-reads), in windows of 64 KiB doubling up to 8 MiB; a read elsewhere starts again with none;
+that continues where an earlier one ended also reads ahead, in the background, in windows
+of 64 KiB doubling up to 8 MiB: the next window is asked for when the reader reaches the
+last, and sent as soon as the last has arrived, so the link stays busy while the reader
+catches up; a read elsewhere starts again with none;
 a large read (256 KiB or more) that continues nothing is one request, its body written
 straight into the caller's buffer.
 
@@ -24,7 +25,7 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from ...rules.problems import ArchiveError
@@ -246,9 +247,15 @@ class RemoteFile(RangeFile):
         self._extents.add(first, pending)
         if self._ahead_pool is None:
             self._ahead_pool = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="read-ahead")
-        pending.future = self._ahead_pool.submit(self._fetch_ahead, first, pending)
+        previous, run.fetching = run.fetching, pending
+        pending.future = self._ahead_pool.submit(self._fetch_ahead, first, pending, previous)
 
-    def _fetch_ahead(self, start: int, pending: Pending) -> Pieces:
+    def _fetch_ahead(self, start: int, pending: Pending, previous: Pending | None) -> Pieces:
+        """Fetch a window once the run's previous window has arrived: one request at a time
+        per run keeps the link busy (the next is sent as the last ends) without two answers
+        sharing it, which made the one the reader waits for arrive later."""
+        if previous is not None and previous.future is not None:
+            wait([previous.future])  # its error is its reader's
         try:
             data = self._fetch(start, pending.size)[1]
         except BaseException:  # dropped: a read that needs these bytes asks for them itself
