@@ -10,6 +10,7 @@ import random
 import re
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +162,26 @@ def test_interleaved_runs_each_read_ahead(remote):
     _, asked = remote.finish()
     # 4 MiB each, read ahead on both: far fewer requests than the 128 reads.
     assert len(asked) <= 2 * (2 + len(RAMP)), asked
+
+
+def test_threads_reading_at_once_get_their_bytes(remote):
+    """Four threads, each reading its own quarter on in odd steps (runs, read-ahead under way
+    for several at once, reads waiting for it) and now and then elsewhere."""
+
+    def reader(index: int) -> None:
+        picker = random.Random(index)
+        offset, stop = index * 5 * MIB, (index + 1) * 5 * MIB
+        while offset < stop:
+            size = picker.choice([512, 10_000, 64 << 10, 300 << 10])
+            remote.read(offset, size)
+            offset += size
+            if picker.random() < 0.05:
+                remote.read(picker.randrange(0, SIZE - size), size)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(reader, range(4)))
+    moved, _ = remote.finish()
+    assert moved <= SIZE + 4 * MIB  # no bytes fetched twice, but for some random reads'
 
 
 def test_members_read_in_archive_order_are_one_run(served):

@@ -40,9 +40,9 @@ def align_up(position: int) -> int:
 
 @dataclass
 class Run:
-    """A run of sequential reads: its last read (``start``..``end``), and the last window it
-    read ahead (``ahead_start``..``ahead_end``; empty before the first), while it is being
-    fetched (``fetching``)."""
+    """A run of sequential reads: its last read (``start``..``end``), the last window it
+    read ahead (``ahead_start``..``ahead_end``; empty before the first), and that window
+    while it is being fetched (``fetching``)."""
 
     start: int
     end: int

@@ -10,9 +10,8 @@ read fetches its bytes rounded out to 16 KiB and keeps them for later reads ther
 that continues where an earlier one ended also reads ahead, in the background, in windows
 of 64 KiB doubling up to 8 MiB: the next window is asked for when the reader reaches the
 last, and sent as soon as the last has arrived, so the link stays busy while the reader
-catches up; a read elsewhere starts again with none;
-a large read (256 KiB or more) that continues nothing is one request, its body written
-straight into the caller's buffer.
+catches up; a read elsewhere starts again with none; a large read (256 KiB or more) that
+continues nothing is one request, its body written straight into the caller's buffer.
 
 Every answer is checked against the first: a 200 where 206 was asked for (a server that
 ignores ``Range``) is TA-E930, and another size, ``ETag`` or ``Last-Modified`` (the file was
@@ -248,22 +247,24 @@ class RemoteFile(RangeFile):
         if self._ahead_pool is None:
             self._ahead_pool = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="read-ahead")
         previous, run.fetching = run.fetching, pending
-        pending.future = self._ahead_pool.submit(self._fetch_ahead, first, pending, previous)
+        pending.future = self._ahead_pool.submit(self._fetch_ahead, run, first, pending, previous)
 
-    def _fetch_ahead(self, start: int, pending: Pending, previous: Pending | None) -> Pieces:
-        """Fetch a window once the run's previous window has arrived: one request at a time
+    def _fetch_ahead(
+        self, run: Run, start: int, pending: Pending, previous: Pending | None
+    ) -> Pieces:
+        """Fetch a window of ``run`` once its previous one has arrived: one request at a time
         per run keeps the link busy (the next is sent as the last ends) without two answers
         sharing it, which made the one the reader waits for arrive later."""
         if previous is not None and previous.future is not None:
             wait([previous.future])  # its error is its reader's
+        data = None
         try:
             data = self._fetch(start, pending.size)[1]
-        except BaseException:  # dropped: a read that needs these bytes asks for them itself
+        finally:  # failed (None): dropped, and a read that needs the bytes asks for them
             with self._lock:
-                self._extents.settle(start, pending, None)
-            raise
-        with self._lock:
-            self._extents.settle(start, pending, data)
+                self._extents.settle(start, pending, data)
+                if run.fetching is pending:  # the run keeps no bytes past the cache's budget
+                    run.fetching = None
         return data
 
     def close(self) -> None:
