@@ -114,11 +114,13 @@ class Pieces:
 
 
 class Pending:
-    """Bytes a read-ahead is fetching: their count, and (once it is under way) its future."""
+    """Bytes being fetched (by a read, or a read-ahead in the background: its task's
+    future then): their count, and the future of them, which the reads that need them wait
+    for."""
 
     def __init__(self, size: int):
         self.size = size
-        self.future: Future[Pieces] | None = None
+        self.future: Future[Pieces] = Future()
 
     def __len__(self) -> int:
         return self.size
@@ -165,17 +167,10 @@ class Extents:
         return position
 
     def add(self, start: int, data: Pieces | Pending) -> None:
-        """Keep ``data``, the bytes from ``start``. Extents it overlaps (another thread
-        fetched the same bytes meanwhile) are dropped; then the least recently used, beyond
-        the budget."""
-        end = start + len(data)
-        index = max(0, bisect_right(self._starts, start) - 1)
-        while index < len(self._starts) and self._starts[index] < end:
-            other = self._starts[index]
-            if other + len(self._data[other]) > start:
-                self._drop(other, index)
-            else:
-                index += 1
+        """Keep ``data``, the bytes from ``start``, which no extent holds (:meth:`gap`
+        said so, under the same lock: a fetch is added as :class:`Pending` before it is
+        made, so no two fetch the same bytes); then drop the least recently used beyond the
+        budget."""
         insort(self._starts, start)
         self._data[start] = data
         self.held += len(data)
@@ -183,8 +178,8 @@ class Extents:
             self._drop(next(iter(self._data)))
 
     def settle(self, start: int, pending: Pending, data: Pieces | None) -> None:
-        """A read-ahead from ``start`` ended: its bytes (``data``) replace ``pending``, or
-        with None (it failed) it is dropped; unless it was dropped meanwhile."""
+        """A fetch from ``start`` ended: its bytes (``data``) replace ``pending``, or with
+        None (it failed) it is dropped; unless it was dropped meanwhile."""
         if self._data.get(start) is not pending:
             return
         if data is None:
@@ -192,8 +187,6 @@ class Extents:
         else:
             self._data[start] = data  # as many bytes: the budget is unchanged
 
-    def _drop(self, start: int, index: int | None = None) -> None:
-        if index is None:
-            index = bisect_right(self._starts, start) - 1
-        del self._starts[index]
+    def _drop(self, start: int) -> None:
+        del self._starts[bisect_right(self._starts, start) - 1]
         self.held -= len(self._data.pop(start))

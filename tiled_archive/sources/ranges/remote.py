@@ -161,16 +161,18 @@ class RemoteFile(RangeFile):
             return size
         position = offset
         while position < end:
+            fetching = None
             with self._lock:
                 held = self._extents.find(position)
                 if held is None:
+                    # Aligned, but not into bytes held (nor past the end of the file).
                     before, after = self._extents.gap(position)
-            if held is None:
-                # Aligned, but not into bytes held (nor past the end of the file).
-                first = max(before, align_down(position))
-                held = self._fetch(first, min(after, self.size, align_up(end)) - first)
-                with self._lock:
-                    self._extents.add(*held)
+                    first = max(before, align_down(position))
+                    fetching = Pending(min(after, self.size, align_up(end)) - first)
+                    self._extents.add(first, fetching)  # other reads of them wait for it
+                    held = first, fetching
+            if fetching is not None:
+                self._fill(held[0], fetching)
             start, data = held
             count = min(end, start + len(data)) - position
             ready(data).copy_to(
@@ -247,6 +249,7 @@ class RemoteFile(RangeFile):
         if self._ahead_pool is None:
             self._ahead_pool = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="read-ahead")
         previous, run.fetching = run.fetching, pending
+        # The task's own future: one cancelled when the file closes fails its readers.
         pending.future = self._ahead_pool.submit(self._fetch_ahead, run, first, pending, previous)
 
     def _fetch_ahead(
@@ -255,17 +258,33 @@ class RemoteFile(RangeFile):
         """Fetch a window of ``run`` once its previous one has arrived: one request at a time
         per run keeps the link busy (the next is sent as the last ends) without two answers
         sharing it, which made the one the reader waits for arrive later."""
-        if previous is not None and previous.future is not None:
+        if previous is not None:
             wait([previous.future])  # its error is its reader's
+        try:
+            return self._fetched(start, pending)
+        finally:
+            with self._lock:
+                if run.fetching is pending:  # the run keeps no bytes past the cache's budget
+                    run.fetching = None
+
+    def _fill(self, start: int, pending: Pending) -> None:
+        """Fetch the bytes a read registered as ``pending``, for it and for the reads that
+        wait for them."""
+        try:
+            pending.future.set_result(self._fetched(start, pending))
+        except BaseException as error:
+            pending.future.set_exception(error)
+
+    def _fetched(self, start: int, pending: Pending) -> Pieces:
+        """The bytes of ``pending`` from ``start``, fetched; they replace it among the
+        extents (or, failed, it is dropped: a read that needs them asks again)."""
         data = None
         try:
             data = self._fetch(start, pending.size)[1]
-        finally:  # failed (None): dropped, and a read that needs the bytes asks for them
+            return data
+        finally:
             with self._lock:
                 self._extents.settle(start, pending, data)
-                if run.fetching is pending:  # the run keeps no bytes past the cache's budget
-                    run.fetching = None
-        return data
 
     def close(self) -> None:
         if self._ahead_pool is not None:
@@ -342,7 +361,6 @@ def ready(data: Pieces | Pending) -> Pieces:
     """The bytes of an extent, once a read-ahead fetching them has them (its error if it
     failed)."""
     if isinstance(data, Pending):
-        assert data.future is not None  # set before the lock that added it is released
         return data.future.result()
     return data
 
