@@ -1,11 +1,13 @@
-"""Servers for the tests: stock `tiled serve pyobject`, and stock `tiled serve catalog` over
-registered files and a writer's catalog, on loopback."""
+"""Servers for the tests: stock `tiled serve pyobject`, stock `tiled serve catalog` over
+registered files and a writer's catalog, and a web server of static files, on loopback."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import sys
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tiled_archive.testing import free_port, serving, tiled_serve_catalog
+from tiled_archive.testing import free_port, serving, static_files_app, tiled_serve_catalog
 
 TILED = str(Path(sys.executable).parent / "tiled")
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -76,3 +78,34 @@ def catalog_with_writer(root: Path, files: Path) -> Iterator[tuple[Any, int]]:
             )
             with serving(command, port, log=root / "server.log"):
                 yield client, port
+
+
+class StaticServer:
+    """Files of ``root`` over HTTP with ranges (uvicorn + Starlette), requests counted; or
+    another ASGI ``app`` (a hostile server)."""
+
+    def __init__(self, root: Path | None = None, app=None):
+        import uvicorn
+
+        self.requests: list[str | None] = []  # each request's Range header
+        files = app if app is not None else static_files_app(root)
+
+        async def counted(scope, receive, send):
+            if scope["type"] == "http":
+                self.requests.append(dict(scope["headers"]).get(b"range", b"").decode() or None)
+            await files(scope, receive, send)
+
+        self.port = free_port()
+        config = uvicorn.Config(counted, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

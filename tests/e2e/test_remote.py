@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import zlib
 from pathlib import Path
@@ -24,42 +23,12 @@ import pytest
 import tiled_archive
 from tiled_archive.reader import open_archive
 from tiled_archive.rules.problems import ArchiveError
-from tiled_archive.testing import free_port, static_files_app
+from tiled_archive.testing import free_port
 from tiled_archive.validator import validate
 from tiled_archive.writer import convert, create
 
 from ..conftest import cli
-
-
-class StaticServer:
-    """Files of ``root`` over HTTP with ranges (uvicorn + Starlette), requests counted; or
-    another ASGI ``app`` (a hostile server)."""
-
-    def __init__(self, root: Path | None = None, app=None):
-        import uvicorn
-
-        self.requests: list[str | None] = []  # each request's Range header
-        files = app if app is not None else static_files_app(root)
-
-        async def counted(scope, receive, send):
-            if scope["type"] == "http":
-                self.requests.append(dict(scope["headers"]).get(b"range", b"").decode() or None)
-            await files(scope, receive, send)
-
-        self.port = free_port()
-        config = uvicorn.Config(counted, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.01)
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+from ..servers import StaticServer
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from .remote import Answer, RemoteFile
+from .remote import Answer, Body, RemoteFile
 
 
 class HTTPFile(RemoteFile):
@@ -29,13 +29,12 @@ class HTTPFile(RemoteFile):
         )
         super().__init__(url)
 
-    def answer(self, asked: str, limit: int) -> Answer:
+    def answer(self, asked: str, body: Body) -> Answer:
         try:
             # Ranges count bytes of the file as stored: an encoded (compressed) answer is
             # neither asked for nor decoded (an inflating one could fill memory).
             wanted = {"Range": asked, "Accept-Encoding": "identity"}
             with self._client.stream("GET", self.location, headers=wanted) as response:
-                body = bytearray()
                 encoding = response.headers.get("content-encoding", "identity").lower()
                 if encoding != "identity":
                     raise self.not_answered(
@@ -43,13 +42,7 @@ class HTTPFile(RemoteFile):
                         "Serve the archive without compressing it (it is stored, not deflated); "
                         "or download it whole and open the local file.",
                     )
-                if response.status_code == 206:
-                    # Never more than was asked for (and one byte to tell): a server that
-                    # sends more cannot fill memory.
-                    for chunk in response.iter_raw():
-                        body += chunk
-                        if len(body) > limit:
-                            break
+                length = body.take(response.iter_raw()) if response.status_code == 206 else 0
                 headers = response.headers
                 return Answer(
                     response.status_code,
@@ -57,7 +50,7 @@ class HTTPFile(RemoteFile):
                     headers.get("content-range"),
                     headers.get("etag"),
                     headers.get("last-modified"),
-                    bytes(body),
+                    length,
                 )
         except httpx.HTTPError as err:
             raise self.not_answered(
@@ -66,5 +59,6 @@ class HTTPFile(RemoteFile):
             ) from None
 
     def close(self) -> None:
+        super().close()
         if self._own_client:
             self._client.close()

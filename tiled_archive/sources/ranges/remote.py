@@ -5,9 +5,13 @@ Opening costs two requests for an archive laid out as the reference writer lays 
 (spec section 6.2): the tail (a suffix range: the file's size, its validators and the end
 records and central directory in one answer), then one range covering the tag files, which
 sit first (``ZipSource`` prefetches them); ``catalog.db`` is one more, none when the cache
-holds it. Member reads are range requests: a read of at least a block goes straight into
-the caller's buffer; smaller reads go through a cache of aligned blocks (LRU), and a read
-that continues where the last one ended fetches the next block with it (read-ahead).
+holds it. Member reads are range requests that move what they need (``blocks``): a small
+read fetches its bytes rounded out to 16 KiB and keeps them for later reads there; a read
+that continues where an earlier one ended also reads ahead, in the background, in windows
+of 64 KiB doubling up to 8 MiB: the next window is asked for when the reader reaches the
+last, and sent as soon as the last has arrived, so the link stays busy while the reader
+catches up; a read elsewhere starts again with none; a large read (256 KiB or more) that
+continues nothing is one request, its body written straight into the caller's buffer.
 
 Every answer is checked against the first: a 200 where 206 was asked for (a server that
 ignores ``Range``) is TA-E930, and another size, ``ETag`` or ``Last-Modified`` (the file was
@@ -18,23 +22,29 @@ from __future__ import annotations
 
 import re
 import threading
-from abc import abstractmethod
-from collections import OrderedDict
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from ...rules.problems import ArchiveError
 from . import RangeFile
+from .blocks import (
+    AHEAD_MAX,
+    DIRECT,
+    Extents,
+    Pending,
+    Pieces,
+    Run,
+    Streams,
+    align_down,
+    align_up,
+)
 
 #: Bytes fetched from the end on opening: the end records, a 64 KiB comment's worth (the
 #: end record's search), and most central directories (~100 bytes a member).
 TAIL = 1 << 20
-#: The block of the cache, and the smallest read that skips it.
-BLOCK = 1 << 20
-#: Blocks kept (64 MiB at the most).
-CACHE_BLOCKS = 64
-#: What prefetched ranges may hold in memory; a larger range is left to block reads.
+#: What prefetched ranges may hold in memory; a larger range is left to reads.
 PREFETCH_LIMIT = 64 << 20
 #: Requests in flight at once for prefetched ranges.
 CONCURRENCY = 4
@@ -44,14 +54,59 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 @dataclass(frozen=True)
 class Answer:
-    """What a server answered to one range request (the body only for a 206)."""
+    """What a server answered to one range request: ``length`` bytes of body taken (only
+    for a 206; see :meth:`Body.take`)."""
 
     status: int
     reason: str
     content_range: str | None
     etag: str | None
     last_modified: str | None
-    data: bytes = b""
+    length: int = 0
+
+
+class Body(ABC):
+    """Where the body of a 206 goes as it arrives, ``size`` bytes asked for."""
+
+    size: int
+
+    def take(self, chunks: Iterable[bytes]) -> int:
+        """Consume the body: its length, or ``size`` + 1 as soon as more arrives (the rest is
+        not read: a server that sends more than was asked for cannot fill memory)."""
+        length = 0
+        for chunk in chunks:
+            if length + len(chunk) > self.size:
+                self.put(length, chunk[: self.size - length])
+                return self.size + 1
+            self.put(length, chunk)
+            length += len(chunk)
+        return length
+
+    @abstractmethod
+    def put(self, at: int, chunk: bytes) -> None:
+        """Keep ``chunk``, the body's bytes from ``at``."""
+
+
+class IntoView(Body):
+    """A body written straight into the reader's buffer."""
+
+    def __init__(self, view: memoryview):
+        self.size = len(view)
+        self.view = view
+
+    def put(self, at: int, chunk: bytes) -> None:
+        self.view[at : at + len(chunk)] = chunk
+
+
+class Kept(Body):
+    """A body kept as it arrived, in pieces (:class:`~.blocks.Pieces`)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.pieces: list[bytes] = []
+
+    def put(self, at: int, chunk: bytes) -> None:
+        self.pieces.append(chunk)
 
 
 class RemoteFile(RangeFile):
@@ -65,22 +120,22 @@ class RemoteFile(RangeFile):
         self.requests = 0
         self.received = 0
         self._lock = threading.Lock()
-        self._blocks: OrderedDict[int, bytes] = OrderedDict()
-        self._segments: list[tuple[int, bytes]] = []  # (start, bytes): the tail, prefetches
-        self._last_end = -1
+        self._extents = Extents()
+        self._streams = Streams()
+        self._ahead_pool: ThreadPoolExecutor | None = None  # made for the first read-ahead
+        self._segments: list[tuple[int, Pieces]] = []  # the tail, prefetched ranges
         self._validators: tuple[str | None, str | None] | None = None
         self.size = -1
         try:
-            self._segments.append(self._get_range(None, TAIL))
+            self._segments.append(self._fetch(None, TAIL))
         except BaseException:
             self.close()
             raise
 
     @abstractmethod
-    def answer(self, asked: str, limit: int) -> Answer:
+    def answer(self, asked: str, body: Body) -> Answer:
         """Make one request for ``Range: asked``; raise ArchiveError (TA-E930) when there is
-        no answer at all. The body is read only for a 206, and at most ``limit`` + 1 bytes of
-        it."""
+        no answer at all. Only a 206's body is read, by ``body.take``."""
 
     def not_answered(self, why: str, hint: str) -> ArchiveError:
         """The TA-E930 of a request that got no usable answer."""
@@ -92,38 +147,51 @@ class RemoteFile(RangeFile):
         size = max(0, min(len(view), self.size - offset))
         if size == 0:
             return 0
-        end = offset + size
-        for start, data in self._segments:
-            if start <= offset and end <= start + len(data):
-                view[:size] = data[offset - start : end - start]
-                return size
-        if size >= BLOCK:
-            _, data = self._get_range(offset, size)
-            view[:size] = data
-            self._last_end = end
+        view = view[:size]
+        if self._copy_segment(offset, view):
             return size
-        first, last = offset // BLOCK, (end - 1) // BLOCK
-        if offset == self._last_end:
-            last = min(last + 1, (self.size - 1) // BLOCK)  # read-ahead: the next block too
-        self._fill_blocks(first, last)
-        position = 0
+        end = offset + size
         with self._lock:
-            for index in range((offset // BLOCK), (end - 1) // BLOCK + 1):
-                block = self._blocks.get(index)
-                if block is None:  # evicted meanwhile by another thread's reads
-                    block = self._fetch_blocks(index, index)[index]
-                lo = max(offset, index * BLOCK) - index * BLOCK
-                hi = min(end, (index + 1) * BLOCK) - index * BLOCK
-                view[position : position + hi - lo] = block[lo:hi]
-                position += hi - lo
-        self._last_end = end
+            run = self._streams.follow(offset, end)
+            if run is not None and size <= AHEAD_MAX and offset >= run.ahead_start:
+                self._read_ahead(run, size)  # it reached the last window: ask for the next
+        if (run is None and size >= DIRECT) or size > AHEAD_MAX:
+            if not self._copy_extent(offset, view):
+                self._request(offset, IntoView(view))
+            return size
+        position = offset
+        while position < end:
+            fetching = None
+            with self._lock:
+                held = self._extents.find(position)
+                if held is None:
+                    # Aligned, but not into bytes held (nor past the end of the file).
+                    before, after = self._extents.gap(position)
+                    first = max(before, align_down(position))
+                    fetching = Pending(min(after, self.size, align_up(end)) - first)
+                    self._extents.add(first, fetching)  # other reads of them wait for it
+                    held = first, fetching
+            if fetching is not None:
+                self._fill(held[0], fetching)
+            start, data = held
+            count = min(end, start + len(data)) - position
+            ready(data).copy_to(
+                view[position - offset : position - offset + count], position - start
+            )
+            position += count
         return size
 
     def read_once(self, offset: int, size: int) -> bytes:
         size = max(0, min(size, self.size - offset))
-        if size == 0 or self._held(offset, offset + size):
+        with self._lock:
+            continued = self._streams.continued(offset) is not None
+        if continued:  # the next member's local header, read through in archive order
             return self.pread(offset, size)
-        return self._get_range(offset, size)[1]
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        if size and not (self._copy_segment(offset, view) or self._copy_extent(offset, view)):
+            self._request(offset, IntoView(view))
+        return bytes(buffer)
 
     def prefetch(self, ranges: Iterable[tuple[int, int]]) -> None:
         wanted = [(s, e) for s, e in ranges if 0 < e - s <= PREFETCH_LIMIT and not self._held(s, e)]
@@ -134,44 +202,112 @@ class RemoteFile(RangeFile):
                 chosen.append((start, end))
                 budget -= end - start
         if len(chosen) == 1:
-            self._segments.append(self._get_range(chosen[0][0], chosen[0][1] - chosen[0][0]))
+            self._segments.append(self._fetch(chosen[0][0], chosen[0][1] - chosen[0][0]))
             return
         with ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="prefetch") as pool:
-            fetched = list(pool.map(lambda r: self._get_range(r[0], r[1] - r[0]), chosen))
+            fetched = list(pool.map(lambda r: self._fetch(r[0], r[1] - r[0]), chosen))
         self._segments.extend(fetched)
 
-    # -- Requests ----------------------------------------------------------------------------
+    # -- Held bytes --------------------------------------------------------------------------
 
     def _held(self, start: int, end: int) -> bool:
         return any(s <= start and end <= s + len(d) for s, d in self._segments)
 
-    def _fill_blocks(self, first: int, last: int) -> None:
-        with self._lock:
-            missing = [i for i in range(first, last + 1) if i not in self._blocks]
-        if missing:
-            self._fetch_blocks(missing[0], missing[-1])
+    def _copy_segment(self, offset: int, view: memoryview) -> bool:
+        """Fill ``view`` from a prefetched segment (or the tail) that holds all of it."""
+        end = offset + len(view)
+        for start, data in self._segments:
+            if start <= offset and end <= start + len(data):
+                data.copy_to(view, offset - start)
+                return True
+        return False
 
-    def _fetch_blocks(self, first: int, last: int) -> dict[int, bytes]:
-        """Blocks ``first..last`` in one request, into the cache (LRU); returns them."""
-        start = first * BLOCK
-        _, data = self._get_range(start, min(self.size, (last + 1) * BLOCK) - start)
-        got = {
-            i: data[(i - first) * BLOCK : (i - first + 1) * BLOCK] for i in range(first, last + 1)
-        }
+    def _copy_extent(self, offset: int, view: memoryview) -> bool:
+        """Fill ``view`` from an extent that holds all of it (once fetched)."""
         with self._lock:
-            for index, block in got.items():
-                self._blocks[index] = block
-                self._blocks.move_to_end(index)
-            while len(self._blocks) > CACHE_BLOCKS:
-                self._blocks.popitem(last=False)
-        return got
+            held = self._extents.find(offset)
+        if held is None or offset + len(view) > held[0] + len(held[1]):
+            return False
+        start, data = held
+        ready(data).copy_to(view, offset - start)
+        return True
 
-    def _get_range(self, start: int | None, size: int) -> tuple[int, bytes]:
+    # -- Read-ahead --------------------------------------------------------------------------
+
+    def _read_ahead(self, run: Run, read: int) -> None:
+        """Ask for the next window of ``run`` (its last read ``read`` bytes) in the
+        background, from the first byte after the read not held; the reads that land there
+        wait for it. Called with the lock held."""
+        first = self._extents.reach(run.end)
+        if first >= self.size:
+            return
+        _, after = self._extents.gap(first)
+        stop = min(after, self.size, first + run.next_window(read))
+        run.ahead_start, run.ahead_end = first, stop
+        pending = Pending(stop - first)
+        self._extents.add(first, pending)
+        if self._ahead_pool is None:
+            self._ahead_pool = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="read-ahead")
+        previous, run.fetching = run.fetching, pending
+        # The task's own future: one cancelled when the file closes fails its readers.
+        pending.future = self._ahead_pool.submit(self._fetch_ahead, run, first, pending, previous)
+
+    def _fetch_ahead(
+        self, run: Run, start: int, pending: Pending, previous: Pending | None
+    ) -> Pieces:
+        """Fetch a window of ``run`` once its previous one has arrived: one request at a time
+        per run keeps the link busy (the next is sent as the last ends) without two answers
+        sharing it, which made the one the reader waits for arrive later."""
+        if previous is not None:
+            wait([previous.future])  # its error is its reader's
+        try:
+            return self._fetched(start, pending)
+        finally:
+            with self._lock:
+                if run.fetching is pending:  # the run keeps no bytes past the cache's budget
+                    run.fetching = None
+
+    def _fill(self, start: int, pending: Pending) -> None:
+        """Fetch the bytes a read registered as ``pending``, for it and for the reads that
+        wait for them."""
+        try:
+            pending.future.set_result(self._fetched(start, pending))
+        except BaseException as error:
+            pending.future.set_exception(error)
+
+    def _fetched(self, start: int, pending: Pending) -> Pieces:
+        """The bytes of ``pending`` from ``start``, fetched; they replace it among the
+        extents (or, failed, it is dropped: a read that needs them asks again)."""
+        data = None
+        try:
+            data = self._fetch(start, pending.size)[1]
+            return data
+        finally:
+            with self._lock:
+                self._extents.settle(start, pending, data)
+
+    def close(self) -> None:
+        if self._ahead_pool is not None:
+            self._ahead_pool.shutdown(cancel_futures=True)
+
+    # -- Requests ----------------------------------------------------------------------------
+
+    def _fetch(self, start: int | None, size: int) -> tuple[int, Pieces]:
         """``size`` bytes from ``start`` (None: the last ``size`` bytes, or the whole file
-        when it is smaller), checked against the file's first answer: (start, bytes)."""
+        when it is smaller) in one request: (their start, the bytes)."""
+        body = Kept(size)
+        first = self._request(start, body)
+        return first, Pieces(body.pieces)
+
+    def _request(self, start: int | None, body: Body) -> int:
+        """One request for ``body.size`` bytes from ``start`` (None: the last ones, fewer
+        for a smaller file), its answer checked against the file's first: the start of
+        the bytes."""
+        size = body.size
         asked = f"bytes=-{size}" if start is None else f"bytes={start}-{start + size - 1}"
-        self.requests += 1
-        answer = self.answer(asked, size)
+        with self._lock:  # read-ahead counts from other threads
+            self.requests += 1
+        answer = self.answer(asked, body)
         if answer.status == 200:
             raise self.not_answered(
                 f"the server answered 200 with the whole file to `Range: {asked}`",
@@ -182,15 +318,18 @@ class RemoteFile(RangeFile):
             raise self.not_answered(
                 f"{answer.status} {answer.reason} to `Range: {asked}`", _status_hint(answer.status)
             )
-        self.received += len(answer.data)
+        with self._lock:
+            self.received += answer.length
         first, last = self._check(answer)
-        if len(answer.data) != last - first + 1 or (start is not None and first != start):
+        whole = start is None or (first == start and answer.length == size)
+        if answer.length != last - first + 1 or not whole:
+            got = f"more than {size}" if answer.length > size else str(answer.length)
             raise self.not_answered(
-                f"asked for `Range: {asked}`, got {len(answer.data)} bytes from byte {first}",
+                f"asked for `Range: {asked}`, got {got} bytes from byte {first}",
                 "The server or a proxy between answers ranges wrongly; download the archive "
                 "whole and open the local file.",
             )
-        return first, answer.data
+        return first
 
     def _check(self, answer: Answer) -> tuple[int, int]:
         """The answer's range, checked: the same size and validators as the first answer."""
@@ -216,6 +355,14 @@ class RemoteFile(RangeFile):
                 f"Last-Modified {self._validators[1]} -> {validators[1]}",
             )
         return first, last
+
+
+def ready(data: Pieces | Pending) -> Pieces:
+    """The bytes of an extent, once a read-ahead fetching them has them (its error if it
+    failed)."""
+    if isinstance(data, Pending):
+        return data.future.result()
+    return data
 
 
 def _changed(before: tuple[str | None, str | None], now: tuple[str | None, str | None]) -> bool:

@@ -10,10 +10,14 @@ Credentials, region and endpoint come from boto3's usual places (``AWS_ACCESS_KE
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import closing
 from typing import Any
 
 from ...rules.problems import ArchiveError
-from .remote import Answer, RemoteFile
+from .remote import Answer, Body, RemoteFile
+
+#: The pieces an answer's body is read in.
+CHUNK = 1 << 20
 
 
 class S3File(RemoteFile):
@@ -47,7 +51,7 @@ class S3File(RemoteFile):
         )
         super().__init__(url)
 
-    def answer(self, asked: str, limit: int) -> Answer:
+    def answer(self, asked: str, body: Body) -> Answer:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -63,8 +67,8 @@ class S3File(RemoteFile):
                 "bucket).",
             ) from None
         status = got["ResponseMetadata"]["HTTPStatusCode"]
-        with got["Body"] as body:
-            data = body.read(limit + 1) if status == 206 else b""
+        with closing(got["Body"]) as stream:  # the StreamingBody (entering it gives its own)
+            length = body.take(stream.iter_chunks(CHUNK)) if status == 206 else 0
         modified = got.get("LastModified")
         return Answer(
             status,
@@ -72,10 +76,11 @@ class S3File(RemoteFile):
             got.get("ContentRange"),
             got.get("ETag"),
             modified.isoformat() if modified is not None else None,
-            data,
+            length,
         )
 
     def close(self) -> None:
+        super().close()
         client = getattr(self, "_client", None)
         if client is not None:
             client.close()
