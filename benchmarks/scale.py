@@ -66,6 +66,7 @@ from pathlib import Path
 
 import numpy as np
 import scale_build
+from load import letters
 from rich.console import Console
 from rich.table import Table
 
@@ -204,16 +205,6 @@ def built(size: int, fresh: bool) -> Built:
         )
     marker.write_text(json.dumps(state))
     return archive
-
-
-def letters(number: int) -> str:
-    """A name without digits (Tiled's registration makes one node of numbered ``.npy``)."""
-    name = ""
-    while True:
-        number, digit = divmod(number, 26)
-        name = "abcdefghijklmnopqrstuvwxyz"[digit] + name
-        if number == 0:
-            return name
 
 
 def create_source(size: int) -> Path:

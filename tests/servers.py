@@ -109,3 +109,34 @@ class StaticServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+@contextlib.contextmanager
+def s3_bucket(archive: Path, key: str) -> Iterator[dict[str, Any]]:
+    """``archive`` as object ``key`` of the bucket ``facility`` on a real S3-compatible server
+    (moto's, on loopback): yields the storage options that reach it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    options = {
+        "endpoint_url": f"http://127.0.0.1:{port}",
+        "key": "facility-key",
+        "secret": "facility-secret",
+        "client_kwargs": {"region_name": "us-east-1"},
+    }
+    try:
+        client = boto3.client(
+            "s3",
+            endpoint_url=options["endpoint_url"],
+            aws_access_key_id=options["key"],
+            aws_secret_access_key=options["secret"],
+            region_name="us-east-1",
+        )
+        client.create_bucket(Bucket="facility")
+        client.upload_file(str(archive), "facility", key)
+        yield options
+    finally:
+        server.stop()

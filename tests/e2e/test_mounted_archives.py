@@ -36,6 +36,7 @@ from tiled_archive.validator import validate
 from tiled_archive.writer import convert
 
 from ..integration.test_serving import assert_same, read_values
+from ..servers import s3_bucket
 from .test_server_routes import directory_asset_escapes, fetch, leaks, traversals
 
 KEY = secrets.token_hex(16)
@@ -70,37 +71,6 @@ def config_text(mounts: dict[str, Any], plain: Path | None = None) -> str:
 
 def server_env(root: Path) -> dict[str, str]:
     return {"TILED_ARCHIVE_CACHE": str(root / "cache")}
-
-
-@contextlib.contextmanager
-def s3_bucket(archive: Path):
-    """``archive`` in a bucket of a real S3-compatible server (moto's, on loopback): yields
-    the storage options that reach it."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    options = {
-        "endpoint_url": f"http://127.0.0.1:{port}",
-        "key": "facility-key",
-        "secret": "facility-secret",
-        "client_kwargs": {"region_name": "us-east-1"},
-    }
-    try:
-        client = boto3.client(
-            "s3",
-            endpoint_url=options["endpoint_url"],
-            aws_access_key_id=options["key"],
-            aws_secret_access_key=options["secret"],
-            region_name="us-east-1",
-        )
-        client.create_bucket(Bucket="facility")
-        client.upload_file(str(archive), "facility", "runs/archive.zip")
-        yield options
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +108,7 @@ def _deployment(sample_archives, tmp_path_factory, stack):
     npy.chmod(0o644)
     npy.write_bytes(data.replace(b"(4, 6)", b"(6, 4)"))
     web_port, port = free_port(), free_port()
-    bucket = stack.enter_context(s3_bucket(sample_archives["zip"]))
+    bucket = stack.enter_context(s3_bucket(sample_archives["zip"], "runs/archive.zip"))
     mounts = {
         "dir": sample_archives["dir"],
         "zip": sample_archives["zip"],

@@ -28,7 +28,7 @@ from tiled_archive.validator import validate
 from tiled_archive.writer import convert, create
 
 from ..conftest import cli
-from ..servers import StaticServer
+from ..servers import StaticServer, s3_bucket
 
 
 @pytest.fixture(scope="module")
@@ -172,29 +172,8 @@ def test_missing_remote_archive_and_cli_over_a_url(published, tmp_path, cache):
 @pytest.fixture(scope="module")
 def bucket(published):
     """The archive in a bucket of a real S3-compatible server (moto's, on loopback)."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    options = {
-        "endpoint_url": f"http://127.0.0.1:{port}",
-        "key": "facility-key",
-        "secret": "facility-secret",
-        "client_kwargs": {"region_name": "us-east-1"},
-    }
-    client = boto3.client(
-        "s3",
-        endpoint_url=options["endpoint_url"],
-        aws_access_key_id=options["key"],
-        aws_secret_access_key=options["secret"],
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket="facility")
-    client.upload_file(str(published["local"]), "facility", "scans/archive.zip")
-    yield options
-    server.stop()
+    with s3_bucket(published["local"], "scans/archive.zip") as options:
+        yield options
 
 
 def test_an_archive_in_an_s3_bucket_reads_as_the_local_one(published, bucket, cache, monkeypatch):
