@@ -462,11 +462,9 @@ class Archive:
                     raise ArchiveError(stamp.code, stamp.path, stamp.message)
                 _raise_first(schema_problems(conn)[1])
                 _raise_first(catalog_problems(conn))
-                for (uri,) in conn.execute(_ASSET_URIS):
-                    self.asset_member(uri)
                 # The rows Tiled reads are UTF-8 now: decoded in C, not by the lambda above.
                 conn.text_factory = str
-                rows = data_source_rows(conn, self.asset_member)
+                rows = self._every_row(conn)
             _raise_first([problem for row in rows for problem in parameter_problems(row)])
             verdicts.keep("catalog", key, True)
         self._catalog_checked = True
@@ -489,10 +487,15 @@ class Archive:
         if self._data_sources is None:
             self.check_catalog()
             with self._catalog_connection() as conn:
-                members = {uri: self.asset_member(uri) for (uri,) in conn.execute(_ASSET_URIS)}
-                rows = data_source_rows(conn, members.get)
-            self._data_sources = {row.id: row for row in rows}
+                self._data_sources = {row.id: row for row in self._every_row(conn)}
         return self._data_sources
+
+    def _every_row(self, conn: sqlite3.Connection) -> list[DataSourceRow]:
+        """Every data source's row, its assets as members: every asset URI of the catalog
+        resolved once (TA-E503/TA-E504 for the first that names no member), whether or not a
+        data source names it."""
+        members = {uri: self.asset_member(uri) for (uri,) in conn.execute(_ASSET_URIS)}
+        return data_source_rows(conn, members.get)
 
     def inspection(self, source_id: int) -> Inspection:
         """What data source ``source_id``'s files hold and cost to read (checked once per open
@@ -645,7 +648,7 @@ def _into_blob_cache(
         cache.close()
 
 
-#: Every asset URI of a catalog (each checked, whether or not a data source names it).
+#: Every asset URI of a catalog.
 _ASSET_URIS = "SELECT data_uri FROM assets"
 
 
