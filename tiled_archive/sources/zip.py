@@ -88,7 +88,7 @@ class ZipSource(ByteSource):
             self.problems.extend(
                 first_member_problems(self.directory.entries, self.directory.first_local_extra)
             )
-            self._members = {r.name: r for r in self.directory.entries if not r.is_dir}
+            self._members = _files_of(self.directory.entries)
         self._listing: dict[str, Member] | None = None
 
     @property
@@ -102,8 +102,7 @@ class ZipSource(ByteSource):
         if not self.directory.complete:
             self.directory.parse_rest()
             head = self._members
-            # Judged clean before: every file record is a readable member.
-            self._members = {r.name: r for r in self.directory.entries if not r.is_dir}
+            self._members = _files_of(self.directory.entries)
             self._members.update(head)  # with the data offsets their use found
 
     # -- ByteSource ------------------------------------------------------------------------
@@ -164,7 +163,7 @@ class ZipSource(ByteSource):
 
     def crc32(self, path: str) -> int:
         """The member's CRC-32 as the central directory declares it."""
-        return self._record(path).crc32
+        return self._record_unread(path).crc32
 
     def close(self) -> None:
         self.file.close()
@@ -228,3 +227,10 @@ class ZipSource(ByteSource):
                 return stream.read(size)
         except (zipfile.BadZipFile, zlib.error, EOFError) as err:
             raise ArchiveError("TA-E111", record.name, f"cannot decompress: {err}") from err
+
+
+def _files_of(entries: list[ZipRecord]) -> dict[str, ZipRecord]:
+    """The file records of a central directory judged clean before, by name: every one is a
+    readable member (a duplicate, or one this reader cannot read, is an error, and no verdict
+    is kept for a ZIP with errors)."""
+    return {record.name: record for record in entries if not record.is_dir}
